@@ -1,0 +1,212 @@
+//! The shared vocabulary of Chorus.
+//!
+//! Every replication scheme (Raft, primary-backup, the hybrid) and every driver (the
+//! deterministic simulator, the tokio runtime) speaks in the types defined here:
+//!
+//! - [`NodeId`], [`Term`] and [`LogIndex`]: newtypes, so that a term can never be passed where
+//!   an index is expected. They are plain `u64`s on the wire.
+//! - [`StateMachine`]: the deterministic state machine that the protocols replicate. Commands
+//!   are opaque bytes to the protocol cores; only the state machine decodes them.
+//! - [`Prng`]: the one source of randomness a pure core may use, seeded from its configuration
+//!   so that the same seed gives the same run, bit for bit.
+//!
+//! This crate is pure: no clocks, threads, sockets, files or hash-ordered iteration.
+
+use std::fmt;
+
+use bytes::Bytes;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// Identifies one node (replica) of a cluster. Ids are chosen by the operator and never reused
+/// for a different node.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// A Raft term (Raft §5.1): a logical clock that only moves forward. Term 0 is the term before
+/// any election and holds no entries.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Term(pub u64);
+
+impl Term {
+    /// The term after this one.
+    ///
+    /// # Panics
+    /// On overflow, which would take longer than the age of the universe to reach honestly.
+    #[must_use]
+    pub fn next(self) -> Term {
+        Term(self.0.checked_add(1).expect("invariant: term does not overflow"))
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// A position in the replicated log. The first entry has index 1; index 0 means "before the
+/// first entry" (an empty log).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+impl LogIndex {
+    /// The index after this one.
+    ///
+    /// # Panics
+    /// On overflow.
+    #[must_use]
+    pub fn next(self) -> LogIndex {
+        LogIndex(
+            self.0
+                .checked_add(1)
+                .expect("invariant: log index does not overflow"),
+        )
+    }
+
+    /// The index before this one, saturating at 0.
+    #[must_use]
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+/// A snapshot could not be restored: its bytes do not decode to a valid state.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("snapshot cannot be restored: {reason}")]
+pub struct RestoreError {
+    /// Why the snapshot was refused.
+    pub reason: String,
+}
+
+/// A deterministic state machine, replicated by the protocol cores.
+///
+/// Every replica applies the same commands in the same order and must reach the same state and
+/// produce the same outputs. Implementations therefore must not read clocks, draw random
+/// numbers, or iterate hash-ordered collections inside [`StateMachine::apply`].
+///
+/// A command that does not decode is still applied (it was committed; every replica sees the
+/// same bytes): the state machine answers it with an error output and leaves its state as it
+/// was. It never panics on a command's bytes.
+pub trait StateMachine {
+    /// Applies the committed command at `index` and returns the output for the client that
+    /// proposed it. `index` is strictly increasing from call to call; state machines may use it
+    /// as a logical clock (for example to expire client sessions).
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes;
+
+    /// Answers a read-only query against the current state. The caller is responsible for
+    /// linearizability (for example by waiting for a ReadIndex before calling this).
+    fn query(&self, query: &[u8]) -> Bytes;
+
+    /// Serializes the whole state, including anything that affects future outputs (such as a
+    /// session table), so that [`StateMachine::restore`] reproduces it exactly.
+    fn snapshot(&self) -> Bytes;
+
+    /// Replaces the state with the one encoded in `snapshot`.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when the bytes do not decode; the state is then left unchanged.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// The seeded pseudo-random number generator used by pure cores and the simulator.
+///
+/// Xoshiro256++ is fast and its output is fixed by its seed on every platform, which is what
+/// makes a simulator run replayable from its seed.
+#[derive(Clone, Debug)]
+pub struct Prng(rand_xoshiro::Xoshiro256PlusPlus);
+
+impl Prng {
+    /// A generator whose whole output is determined by `seed`.
+    #[must_use]
+    pub fn new(seed: u64) -> Prng {
+        Prng(rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed))
+    }
+
+    /// A uniformly random `u64`.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0.random()
+    }
+
+    /// A uniformly random value in `low..high`.
+    ///
+    /// # Panics
+    /// If `low >= high`.
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
+        assert!(low < high, "empty range {low}..{high}");
+        self.0.random_range(low..high)
+    }
+
+    /// A uniformly random index below `len`.
+    ///
+    /// # Panics
+    /// If `len == 0`.
+    pub fn index(&mut self, len: usize) -> usize {
+        assert!(len > 0, "index into an empty collection");
+        self.0.random_range(0..len)
+    }
+
+    /// `true` with probability `p` (clamped to 0..=1).
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.0.random_bool(p.clamp(0.0, 1.0))
+    }
+
+    /// A new generator split off this one, for a sub-component that must not disturb the
+    /// parent's sequence when it draws more or fewer numbers.
+    pub fn fork(&mut self) -> Prng {
+        Prng::new(self.next_u64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prng_is_determined_by_its_seed() {
+        let a: Vec<u64> = (0..8).map(|_| Prng::new(42).next_u64()).collect();
+        let mut p = Prng::new(42);
+        let first = p.next_u64();
+        assert!(a.iter().all(|&x| x == first));
+        let mut q = Prng::new(42);
+        let mut r = Prng::new(42);
+        for _ in 0..100 {
+            assert_eq!(q.range(5, 17), r.range(5, 17));
+        }
+    }
+
+    #[test]
+    fn range_stays_in_bounds() {
+        let mut p = Prng::new(1);
+        for _ in 0..1000 {
+            let x = p.range(10, 20);
+            assert!((10..20).contains(&x));
+        }
+    }
+
+    #[test]
+    fn newtypes_step() {
+        assert_eq!(Term(3).next(), Term(4));
+        assert_eq!(LogIndex(0).prev(), LogIndex(0));
+        assert_eq!(LogIndex(7).next(), LogIndex(8));
+        assert_eq!(NodeId(2).to_string(), "n2");
+    }
+}

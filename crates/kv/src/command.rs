@@ -1,0 +1,158 @@
+//! The key-value store's commands, queries and responses, and their byte encoding.
+//!
+//! Protocol cores carry commands as opaque bytes; these are the types those bytes decode to.
+//! The encoding is postcard (compact, deterministic); every decoder returns an error on bad
+//! input instead of panicking, because the bytes come from the network.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A client session's id: the log index of the `Register` command that opened it, so every
+/// replica assigns the same id.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct ClientId(pub u64);
+
+/// A command, replicated through the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Opens a client session; answered with [`Response::Registered`].
+    Register,
+    /// A client request within a session. Requests of one session carry increasing `seq`;
+    /// a retried request keeps its `seq` and takes effect at most once.
+    Request {
+        /// The session.
+        client: ClientId,
+        /// The request's sequence number within the session, starting at 1.
+        seq: u64,
+        /// What to do.
+        op: Op,
+    },
+    /// An operation outside any session (no exactly-once guarantee on retry).
+    Unsessioned(Op),
+}
+
+/// An operation on the key-value map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Reads a key through the log. Answered with [`Response::Value`].
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Sets a key. Answered with [`Response::Ok`].
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+    },
+    /// Removes a key. Answered with [`Response::Deleted`].
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Appends to a key's value; an absent key counts as empty. Answered with
+    /// [`Response::Length`], the new length.
+    Append {
+        /// The key.
+        key: Bytes,
+        /// The suffix.
+        value: Bytes,
+    },
+    /// Sets `key` to `to` only if it exists and equals `from`. Answered with
+    /// [`Response::Swapped`].
+    Cas {
+        /// The key.
+        key: Bytes,
+        /// The expected current value.
+        from: Bytes,
+        /// The new value.
+        to: Bytes,
+    },
+    /// Adds `delta` to a key holding a decimal integer (absent counts as 0). Answered with
+    /// [`Response::Integer`], or [`KvError::NotAnInteger`] / [`KvError::Overflow`].
+    IncrBy {
+        /// The key.
+        key: Bytes,
+        /// The amount to add.
+        delta: i64,
+    },
+    /// Sets several keys at once, atomically. Answered with [`Response::Ok`].
+    MultiPut {
+        /// The pairs, applied in order.
+        pairs: Vec<(Bytes, Bytes)>,
+    },
+}
+
+/// A read-only query, answered by [`chorus_core::StateMachine::query`] without the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Reads one key. Answered with [`Response::Value`].
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Reads several keys. Answered with [`Response::Values`].
+    MultiGet {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// Counts the keys. Answered with [`Response::Integer`].
+    Len,
+}
+
+/// The answer to a command or query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// A key's value, or `None` if absent.
+    Value(Option<Bytes>),
+    /// Several keys' values.
+    Values(Vec<Option<Bytes>>),
+    /// Whether a key existed and was removed.
+    Deleted(bool),
+    /// A value's new length.
+    Length(u64),
+    /// Whether a compare-and-set swapped.
+    Swapped(bool),
+    /// An integer result.
+    Integer(i64),
+    /// A session was opened.
+    Registered(ClientId),
+    /// The command was refused; the state is unchanged.
+    Error(KvError),
+}
+
+/// Why a command was refused. Each is a definite answer: the command had no effect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum KvError {
+    /// The session does not exist (never opened, or expired). The client cannot know whether
+    /// its earlier requests took effect and must open a new session.
+    #[error("unknown or expired session")]
+    UnknownSession,
+    /// The request's `seq` is lower than the session's latest; its answer is gone.
+    #[error("stale request: a later request of this session was already applied")]
+    StaleRequest,
+    /// The value is not a decimal `i64`.
+    #[error("value is not an integer")]
+    NotAnInteger,
+    /// The integer result would overflow.
+    #[error("increment would overflow")]
+    Overflow,
+    /// The command's bytes did not decode.
+    #[error("malformed command")]
+    Malformed,
+}
+
+/// Bytes that do not decode to the expected type.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("cannot decode {what}: {reason}")]
+pub struct DecodeError {
+    /// What was being decoded.
+    pub what: &'static str,
+    /// The decoder's complaint.
+    pub reason: String,
+}

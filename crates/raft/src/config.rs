@@ -1,0 +1,141 @@
+//! Configuration of one Raft node: who it is, who its peers are, its timeouts and its bounds.
+//!
+//! Every queue, window and batch the core keeps has a `_max` bound here, so that no input can
+//! make a node's memory grow without limit.
+
+use chorus_core::NodeId;
+
+/// Deliberately broken behaviour, for tests that prove the simulator's checkers catch bugs.
+///
+/// Compiled in only with the `inject-bugs` cargo feature; never enable it in a real build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// The leader commits any index stored on a majority, even one of an earlier term
+    /// (breaks the current-term rule of Raft §5.4.2; caught by Figure 8 histories).
+    pub commit_without_current_term: bool,
+    /// `read_index` answers at once with the local commit index on any node, without asking
+    /// or confirming a leader (breaks thesis §6.4; caught as stale reads).
+    pub read_without_read_index: bool,
+    /// Votes and AppendEntries acks are sent before the state they promise is durable
+    /// (breaks Raft Figure 2's "persist before responding"; caught after crashes that lose
+    /// unsynced writes).
+    pub ack_before_durable: bool,
+}
+
+/// The configuration of one Raft node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voting member of the cluster, this node included.
+    pub voters: Vec<NodeId>,
+    /// The minimum election timeout; each timeout is drawn from
+    /// `election_timeout_ticks..2 * election_timeout_ticks`. Also the CheckQuorum period.
+    pub election_timeout_ticks: u64,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_interval_ticks: u64,
+    /// Run a pre-vote round before a real election (thesis §9.6), so that a node that was
+    /// partitioned away cannot depose a healthy leader by bumping its term.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a majority within an election timeout steps down,
+    /// and followers that heard from a leader within an election timeout refuse votes.
+    pub check_quorum: bool,
+    /// AppendEntries messages carrying entries that may be in flight to one follower.
+    pub inflight_max: usize,
+    /// Entries in one AppendEntries message.
+    pub append_entries_max: usize,
+    /// Bytes of entries in one AppendEntries message (at least one entry is always sent).
+    pub append_bytes_max: usize,
+    /// Commands a follower buffers for forwarding, and commands one Propose message may
+    /// carry into the leader.
+    pub proposals_pending_max: usize,
+    /// Reads waiting for a read index on this node (as leader or follower).
+    pub reads_pending_max: usize,
+    /// Seed of the PRNG that draws election timeouts.
+    pub seed: u64,
+    /// Bugs to inject; see [`InjectedBugs`].
+    #[cfg(feature = "inject-bugs")]
+    pub injected_bugs: InjectedBugs,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `voters` does not contain `id`.
+    #[error("node {0} is not among the voters")]
+    NotAVoter(NodeId),
+    /// `voters` lists a node twice.
+    #[error("node {0} is listed twice among the voters")]
+    DuplicateVoter(NodeId),
+    /// A timeout, interval or bound is zero or inconsistent.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// A configuration with the default timeouts and bounds.
+    #[must_use]
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            pre_vote: true,
+            check_quorum: true,
+            inflight_max: 8,
+            append_entries_max: 256,
+            append_bytes_max: 1 << 20,
+            proposals_pending_max: 4096,
+            reads_pending_max: 4096,
+            seed: 0,
+            #[cfg(feature = "inject-bugs")]
+            injected_bugs: InjectedBugs::default(),
+        }
+    }
+
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError::NotAVoter(self.id));
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort();
+        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(ConfigError::DuplicateVoter(pair[0]));
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return Err(ConfigError::Invalid("heartbeat_interval_ticks must be at least 1"));
+        }
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
+            return Err(ConfigError::Invalid(
+                "election_timeout_ticks must exceed heartbeat_interval_ticks",
+            ));
+        }
+        if self.inflight_max == 0
+            || self.append_entries_max == 0
+            || self.append_bytes_max == 0
+            || self.proposals_pending_max == 0
+            || self.reads_pending_max == 0
+        {
+            return Err(ConfigError::Invalid("every _max bound must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The bugs in force: always none without the `inject-bugs` feature.
+    #[must_use]
+    pub fn injected_bugs(&self) -> InjectedBugs {
+        #[cfg(feature = "inject-bugs")]
+        {
+            self.injected_bugs
+        }
+        #[cfg(not(feature = "inject-bugs"))]
+        {
+            InjectedBugs::default()
+        }
+    }
+}

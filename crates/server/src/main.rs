@@ -1,0 +1,2 @@
+//! The `chorus` command line.
+fn main() {}

@@ -1,0 +1,3 @@
+//! The deterministic simulator of Chorus.
+pub mod history;
+pub mod linearizability;
