@@ -10,7 +10,12 @@
 //! - [`Prng`]: the one source of randomness a pure core may use, seeded from its configuration
 //!   so that the same seed gives the same run, bit for bit.
 //!
+//! - [`envelope::Envelope`]: how a driver tags a proposed command with its origin, so the
+//!   node that took a request can answer it after the entry is applied anywhere.
+//!
 //! This crate is pure: no clocks, threads, sockets, files or hash-ordered iteration.
+
+pub mod envelope;
 
 use std::fmt;
 
@@ -45,7 +50,11 @@ impl Term {
     /// On overflow, which would take longer than the age of the universe to reach honestly.
     #[must_use]
     pub fn next(self) -> Term {
-        Term(self.0.checked_add(1).expect("invariant: term does not overflow"))
+        Term(
+            self.0
+                .checked_add(1)
+                .expect("invariant: term does not overflow"),
+        )
     }
 }
 

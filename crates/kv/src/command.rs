@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct ClientId(pub u64);
 
 /// A command, replicated through the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Command {
     /// Opens a client session; answered with [`Response::Registered`].
     Register,
@@ -34,7 +34,7 @@ pub enum Command {
 }
 
 /// An operation on the key-value map.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Op {
     /// Reads a key through the log. Answered with [`Response::Value`].
     Get {
@@ -87,7 +87,7 @@ pub enum Op {
 }
 
 /// A read-only query, answered by [`chorus_core::StateMachine::query`] without the log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Query {
     /// Reads one key. Answered with [`Response::Value`].
     Get {
@@ -104,7 +104,7 @@ pub enum Query {
 }
 
 /// The answer to a command or query.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Response {
     /// Done.
     Ok,
@@ -127,7 +127,7 @@ pub enum Response {
 }
 
 /// Why a command was refused. Each is a definite answer: the command had no effect.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 pub enum KvError {
     /// The session does not exist (never opened, or expired). The client cannot know whether
     /// its earlier requests took effect and must open a new session.

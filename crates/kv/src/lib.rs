@@ -1,3 +1,26 @@
-//! The key-value state machine of Chorus (placeholder while the store is written).
+//! The key-value state machine of Chorus, with client sessions for exactly-once effects.
+//!
+//! The protocol cores (Raft, primary-backup, the hybrid) replicate opaque bytes; this crate
+//! gives those bytes a meaning. It holds:
+//!
+//! - the command, query and response types ([`Command`], [`Op`], [`Query`], [`Response`],
+//!   [`KvError`]) and their versioned byte encoding ([`Command::encode`],
+//!   [`Command::decode`], …; see [`CODEC_VERSION`]);
+//! - [`KvStore`], a deterministic [`chorus_core::StateMachine`]: a byte-string map plus the
+//!   replicated session table that answers retried requests from a cache, so that each
+//!   request takes effect at most once, and that expires sessions by log index, never by a
+//!   clock.
+//!
+//! Start reading at [`KvStore`]. The semantics of each operation follow the client history
+//! model (HISTORY.md): an append to an absent key treats it as `""`, and a compare-and-set
+//! succeeds only if the key exists and equals `from`.
+//!
+//! This crate is pure: no clocks, threads, sockets, files or hash-ordered iteration.
+
+mod codec;
 mod command;
+mod store;
+
+pub use codec::CODEC_VERSION;
 pub use command::*;
+pub use store::{KvConfig, KvStore, SNAPSHOT_VERSION};

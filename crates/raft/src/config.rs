@@ -70,6 +70,10 @@ pub enum ConfigError {
     /// A timeout, interval or bound is zero or inconsistent.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    /// The durable state given to [`crate::RawNode::restart`] cannot have been written by a
+    /// correct node (for example, entries that are not contiguous from index 1).
+    #[error("corrupt durable state: {0}")]
+    CorruptDurableState(&'static str),
 }
 
 impl Config {
@@ -108,7 +112,9 @@ impl Config {
             return Err(ConfigError::DuplicateVoter(pair[0]));
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Invalid("heartbeat_interval_ticks must be at least 1"));
+            return Err(ConfigError::Invalid(
+                "heartbeat_interval_ticks must be at least 1",
+            ));
         }
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return Err(ConfigError::Invalid(

@@ -40,16 +40,17 @@
 //! No input from the network makes the core panic; assertions guard only its own invariants.
 
 mod config;
+mod log;
 mod message;
 mod node;
+mod progress;
+mod read_only;
 mod ready;
 
 pub use config::{Config, ConfigError, InjectedBugs};
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose,
-    ReadId, ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
 };
-pub use node::{
-    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError,
-};
+pub use node::{DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError};
 pub use ready::{ReadState, Ready};

@@ -1,11 +1,30 @@
 //! [`RawNode`]: the Raft state machine itself.
+//!
+//! One struct holds a node's whole state; its handlers follow the papers' names
+//! (`on_append_entries`, `on_request_vote`, `become_leader`, ...). The log lives in
+//! [`crate::log`], a leader's view of each follower in [`crate::progress`], and its pending
+//! reads in [`crate::read_only`].
+//!
+//! Invariants kept here (checked with `assert!` where cheap): the term never decreases; a node
+//! votes at most once per term; a leader never truncates its log; the commit index never
+//! decreases and never passes the log's end; exactly one Ready is outstanding at a time.
+//! Messages are validated in full before any state changes, so a refused message leaves the
+//! node exactly as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use chorus_core::{LogIndex, NodeId, Term};
+use chorus_core::{LogIndex, NodeId, Prng, Term};
 
 use crate::config::{Config, ConfigError};
-use crate::message::{Entry, HardState, Message, ReadId};
-use crate::ready::Ready;
+use crate::log::RaftLog;
+use crate::message::{
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+};
+use crate::progress::Progress;
+use crate::read_only::{LeaderReads, PendingRead, Requester};
+use crate::ready::{ReadState, Ready};
 
 /// The role a node plays in its current term (Raft §5.1, PreVote thesis §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -102,10 +121,63 @@ pub enum StepError {
     Malformed(&'static str),
 }
 
+/// At most this many committed entries are handed out in one Ready, so that one Ready after a
+/// restart does not copy the whole log.
+const COMMITTED_ENTRIES_MAX: usize = 4096;
+
 /// One Raft node. See the crate docs for the driving contract.
 #[derive(Debug)]
 pub struct RawNode {
     config: Config,
+    /// The other voters, sorted, so that every iteration over them is deterministic.
+    peers: Vec<NodeId>,
+    /// Votes (or acknowledgements) that make a majority of all voters.
+    quorum: usize,
+    /// Draws the randomized election timeouts (Raft §5.2).
+    prng: Prng,
+
+    role: Role,
+    term: Term,
+    vote: Option<NodeId>,
+    leader: Option<NodeId>,
+    log: RaftLog,
+
+    /// Ticks since the election timer was reset; on a leader, ticks since the last CheckQuorum.
+    election_elapsed: u64,
+    /// The current election timeout, in `election_timeout_ticks..2 * election_timeout_ticks`.
+    election_timeout_randomized: u64,
+    /// Leader: ticks since the last heartbeat broadcast.
+    heartbeat_elapsed: u64,
+    /// (Pre-)candidate: the answers received in this election, this node included.
+    votes: BTreeMap<NodeId, bool>,
+
+    /// Leader: what it knows of each follower.
+    progress: BTreeMap<NodeId, Progress>,
+    /// Leader: send every follower an AppendEntries when the next Ready is assembled
+    /// (heartbeat due, commit index moved, or a read round started).
+    broadcast_pending: bool,
+    /// Leader: the latest ReadIndex round started (monotonic across terms).
+    read_round: u64,
+    /// Leader: reads waiting for a read index.
+    leader_reads: LeaderReads,
+
+    /// Follower: commands to forward to the leader with the next Ready.
+    proposals_to_forward: Vec<Bytes>,
+    /// Follower: reads to forward to the leader with the next Ready.
+    reads_to_forward: Vec<ReadId>,
+    /// Follower: reads forwarded to `leader` and not yet answered.
+    reads_forwarded: Vec<ReadId>,
+
+    // The output waiting for the next Ready.
+    messages: Vec<(NodeId, Message)>,
+    persisted_messages: Vec<(NodeId, Message)>,
+    read_states: Vec<ReadState>,
+    rejected_reads: Vec<ReadId>,
+
+    /// The hard state most recently handed out (or given at restart).
+    hard_state_handed: HardState,
+    /// A Ready was taken and not yet advanced.
+    ready_outstanding: bool,
 }
 
 impl RawNode {
@@ -119,17 +191,81 @@ impl RawNode {
 
     /// A node that resumes from what was durable before it stopped.
     ///
+    /// The durable log may hold entries of a term newer than the durable hard state (a crash
+    /// can keep the entries but lose the hard-state write that followed them): the node then
+    /// resumes in the last entry's term, without a vote. The commit index is clamped to the
+    /// log, and the first Ready replays committed entries from index 1.
+    ///
     /// # Errors
-    /// [`ConfigError`] if the configuration cannot work.
+    /// [`ConfigError`] if the configuration cannot work, or
+    /// [`ConfigError::CorruptDurableState`] if the entries are not contiguous from index 1 or
+    /// their terms decrease.
     pub fn restart(config: Config, durable: DurableState) -> Result<RawNode, ConfigError> {
-        let _ = durable;
         config.validate()?;
-        todo!()
+        let DurableState {
+            hard_state,
+            entries,
+        } = durable;
+        let log = RaftLog::restore(entries, hard_state.commit)
+            .map_err(ConfigError::CorruptDurableState)?;
+        let term = hard_state.term.max(log.last_term());
+        // A vote binds only the term it was cast in.
+        let vote = hard_state.vote.filter(|_| hard_state.term == term);
+
+        let mut peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&voter| voter != config.id)
+            .collect();
+        peers.sort();
+        let quorum = config.voters.len() / 2 + 1;
+        // Each node draws its own sequence from the shared seed (the golden-ratio multiplier
+        // spreads small ids over all bits).
+        let prng = Prng::new(config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+
+        let mut node = RawNode {
+            config,
+            peers,
+            quorum,
+            prng,
+            role: Role::Follower,
+            term,
+            vote,
+            leader: None,
+            log,
+            election_elapsed: 0,
+            election_timeout_randomized: 0,
+            heartbeat_elapsed: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            broadcast_pending: false,
+            read_round: 0,
+            leader_reads: LeaderReads::default(),
+            proposals_to_forward: Vec::new(),
+            reads_to_forward: Vec::new(),
+            reads_forwarded: Vec::new(),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            rejected_reads: Vec::new(),
+            hard_state_handed: hard_state,
+            ready_outstanding: false,
+        };
+        node.reset_election_timer();
+        Ok(node)
     }
 
     /// Logical time moved one tick.
     pub fn tick(&mut self) {
-        todo!()
+        if self.role == Role::Leader {
+            self.tick_leader();
+            return;
+        }
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.election_timeout_randomized {
+            self.on_election_timeout();
+        }
     }
 
     /// A message arrived from `from`.
@@ -137,17 +273,88 @@ impl RawNode {
     /// # Errors
     /// [`StepError`] if the message is malformed or its sender unknown; the node is unchanged.
     pub fn step(&mut self, from: NodeId, message: Message) -> Result<(), StepError> {
-        let _ = (from, message);
-        todo!()
+        if from == self.config.id || !self.peers.contains(&from) {
+            return Err(StepError::UnknownPeer(from));
+        }
+        // Every check that can refuse the message runs before anything changes.
+        self.validate(from, &message)?;
+
+        let term = message.term();
+        if term > self.term {
+            let is_vote_request = matches!(message, Message::RequestVote(_));
+            if is_vote_request && self.in_lease() {
+                // CheckQuorum (thesis §9.6): we heard from a live leader within the minimum
+                // election timeout, so this candidate is disruptive; ignore it, term included.
+                return Ok(());
+            }
+            // A pre-vote changes nobody's term: neither the request nor a granted answer
+            // (which carries the term the pre-candidate would move to).
+            let keeps_term = match &message {
+                Message::RequestVote(request) => request.pre_vote,
+                Message::RequestVoteResponse(response) => response.pre_vote && response.granted,
+                _ => false,
+            };
+            if !keeps_term {
+                // Raft §5.1: a higher term makes us a follower in it. Only an AppendEntries
+                // tells us who leads it.
+                let leader = matches!(message, Message::AppendEntries(_)).then_some(from);
+                self.become_follower(term, leader);
+            }
+        }
+        if self.role == Role::Leader && term == self.term {
+            if let Some(progress) = self.progress.get_mut(&from) {
+                progress.recent_active = true;
+            }
+        }
+
+        match message {
+            Message::RequestVote(request) => self.on_request_vote(from, &request),
+            Message::RequestVoteResponse(response) => {
+                self.on_request_vote_response(from, &response);
+            }
+            Message::AppendEntries(request) => self.on_append_entries(from, request),
+            Message::AppendEntriesResponse(response) => {
+                self.on_append_entries_response(from, &response);
+            }
+            Message::Propose(propose) => self.on_propose(propose),
+            Message::ReadIndex(request) => self.on_read_index_request(from, request),
+            Message::ReadIndexResponse(response) => self.on_read_index_response(from, &response),
+        }
+        Ok(())
     }
 
     /// A client asks to replicate `command`.
     ///
+    /// A leader appends it to its log (it is replicated when the next Ready is assembled, so
+    /// proposals between two Readies travel together). A follower that knows the leader
+    /// buffers it and forwards it with the next Ready.
+    ///
     /// # Errors
     /// [`ProposeError`] if the command cannot be taken now; it entered no log.
     pub fn propose(&mut self, command: Bytes) -> Result<Proposed, ProposeError> {
-        let _ = command;
-        todo!()
+        match self.role {
+            Role::Leader => {
+                if self.uncommitted_len() >= self.config.proposals_pending_max {
+                    return Err(ProposeError::TooManyPending);
+                }
+                let index = self.log.append(self.term, EntryPayload::Command(command));
+                Ok(Proposed::Appended {
+                    index,
+                    term: self.term,
+                })
+            }
+            Role::Follower => {
+                let Some(leader) = self.leader else {
+                    return Err(ProposeError::NoLeader);
+                };
+                if self.proposals_to_forward.len() >= self.config.proposals_pending_max {
+                    return Err(ProposeError::TooManyPending);
+                }
+                self.proposals_to_forward.push(command);
+                Ok(Proposed::Forwarded { leader })
+            }
+            Role::PreCandidate | Role::Candidate => Err(ProposeError::NoLeader),
+        }
     }
 
     /// A client asks for a linearizable read, named `id`. A later Ready carries either a
@@ -157,19 +364,77 @@ impl RawNode {
     /// # Errors
     /// [`ReadError`] if the read cannot be started now.
     pub fn read_index(&mut self, id: ReadId) -> Result<(), ReadError> {
-        let _ = id;
-        todo!()
+        if self.config.injected_bugs().read_without_read_index {
+            // Deliberate bug: serve from whatever this node believes is committed.
+            self.read_states.push(ReadState {
+                id,
+                index: self.log.commit(),
+            });
+            return Ok(());
+        }
+        match self.role {
+            Role::Leader => {
+                if self.leader_reads.len() >= self.config.reads_pending_max {
+                    return Err(ReadError::TooManyPending);
+                }
+                self.leader_reads.add(PendingRead {
+                    requester: Requester::Local,
+                    id,
+                });
+                Ok(())
+            }
+            Role::Follower if self.leader.is_some() => {
+                let pending = self.reads_to_forward.len() + self.reads_forwarded.len();
+                if pending >= self.config.reads_pending_max {
+                    return Err(ReadError::TooManyPending);
+                }
+                self.reads_to_forward.push(id);
+                Ok(())
+            }
+            Role::Follower | Role::PreCandidate | Role::Candidate => Err(ReadError::NoLeader),
+        }
     }
 
-    /// Starts an election at once (for tests and leadership hand-over).
+    /// Starts an election at once (for tests and leadership hand-over). It skips the pre-vote
+    /// round: the caller asks for this election on purpose. Does nothing on a leader.
     pub fn campaign(&mut self) {
-        todo!()
+        if self.role != Role::Leader {
+            self.become_candidate();
+        }
     }
 
     /// Whether a Ready with work is available.
     #[must_use]
     pub fn has_ready(&self) -> bool {
-        todo!()
+        if self.ready_outstanding {
+            return false;
+        }
+        if !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || !self.rejected_reads.is_empty()
+            || self.hard_state_current() != self.hard_state_handed
+            || self.log.has_unsent()
+            || self.log.has_unapplied()
+        {
+            return true;
+        }
+        match self.role {
+            Role::Leader => {
+                let last_index = self.log.last_index();
+                self.broadcast_pending
+                    || (self.leader_reads.has_waiting() && self.has_committed_in_term())
+                    || self.progress.values().any(|progress| {
+                        progress.empty_append_due
+                            || progress.can_send(last_index, self.config.inflight_max)
+                    })
+            }
+            Role::Follower => {
+                self.leader.is_some()
+                    && (!self.proposals_to_forward.is_empty() || !self.reads_to_forward.is_empty())
+            }
+            Role::PreCandidate | Role::Candidate => false,
+        }
     }
 
     /// Takes the pending work.
@@ -177,7 +442,35 @@ impl RawNode {
     /// # Panics
     /// If the previous Ready was not yet advanced.
     pub fn ready(&mut self) -> Ready {
-        todo!()
+        assert!(
+            !self.ready_outstanding,
+            "ready() called before the previous Ready was advanced"
+        );
+        match self.role {
+            Role::Leader => {
+                self.start_read_round();
+                self.send_appends();
+            }
+            Role::Follower => self.forward_to_leader(),
+            Role::PreCandidate | Role::Candidate => {}
+        }
+        let hard_state = self.hard_state_current();
+        let hard_state = (hard_state != self.hard_state_handed).then(|| {
+            self.hard_state_handed = hard_state;
+            hard_state
+        });
+        let entries = self.log.begin_persist();
+        let committed_entries = self.log.take_committed(COMMITTED_ENTRIES_MAX);
+        self.ready_outstanding = true;
+        Ready {
+            messages: std::mem::take(&mut self.messages),
+            hard_state,
+            entries,
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+            rejected_reads: std::mem::take(&mut self.rejected_reads),
+        }
     }
 
     /// The driver finished the last Ready: its state is durable, its messages sent, its
@@ -186,13 +479,32 @@ impl RawNode {
     /// # Panics
     /// If no Ready is outstanding.
     pub fn advance(&mut self) {
-        todo!()
+        assert!(
+            self.ready_outstanding,
+            "advance() called without an outstanding Ready"
+        );
+        self.ready_outstanding = false;
+        self.log.finish_persist();
+        if self.role == Role::Leader {
+            // The leader's own copy counts toward a majority only once durable.
+            self.maybe_commit();
+        }
     }
 
     /// A read-only view of the node.
     #[must_use]
     pub fn status(&self) -> Status {
-        todo!()
+        Status {
+            id: self.config.id,
+            role: self.role,
+            term: self.term,
+            vote: self.vote,
+            leader: self.leader,
+            commit: self.log.commit(),
+            applied: self.log.applied(),
+            last_index: self.log.last_index(),
+            persisted_index: self.log.persisted(),
+        }
     }
 
     /// The configuration the node runs with.
@@ -204,20 +516,940 @@ impl RawNode {
     /// The term of the entry at `index`, if the log holds it (term 0 for index 0).
     #[must_use]
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
-        let _ = index;
-        todo!()
+        self.log.term_at(index)
     }
 
     /// The entry at `index`, if the log holds it.
     #[must_use]
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let _ = index;
-        todo!()
+        self.log.entry(index)
     }
 
     /// The durable hard state most recently handed out (for checkers).
     #[must_use]
     pub fn hard_state(&self) -> HardState {
-        todo!()
+        self.hard_state_handed
+    }
+
+    // ----- Validation -----------------------------------------------------------------------
+
+    /// Refuses a message that contradicts itself or, coming from a peer that claims to lead
+    /// our term or a later one, contradicts what this node knows is committed.
+    fn validate(&self, from: NodeId, message: &Message) -> Result<(), StepError> {
+        match message {
+            Message::RequestVote(request) => {
+                if request.term == Term(0) {
+                    return Err(StepError::Malformed("RequestVote in term 0"));
+                }
+                if request.last_log_term > request.term {
+                    return Err(StepError::Malformed(
+                        "RequestVote last_log_term exceeds its term",
+                    ));
+                }
+                if (request.last_log_index == LogIndex(0)) != (request.last_log_term == Term(0)) {
+                    return Err(StepError::Malformed(
+                        "RequestVote last_log_index and last_log_term disagree on an empty log",
+                    ));
+                }
+            }
+            Message::RequestVoteResponse(_) => {}
+            Message::AppendEntries(request) => self.validate_append_entries(from, request)?,
+            Message::AppendEntriesResponse(response) => {
+                if self.role == Role::Leader && response.term == self.term {
+                    if response.success && response.match_index > self.log.last_index() {
+                        return Err(StepError::Malformed(
+                            "AppendEntriesResponse acknowledges entries the leader never had",
+                        ));
+                    }
+                    if response.read_round > self.read_round {
+                        return Err(StepError::Malformed(
+                            "AppendEntriesResponse answers a read round not yet started",
+                        ));
+                    }
+                }
+            }
+            Message::Propose(propose) => {
+                if propose.commands.len() > self.config.proposals_pending_max {
+                    return Err(StepError::Malformed("Propose carries too many commands"));
+                }
+            }
+            Message::ReadIndex(request) => {
+                if request.ids.len() > self.config.reads_pending_max {
+                    return Err(StepError::Malformed("ReadIndex carries too many reads"));
+                }
+            }
+            Message::ReadIndexResponse(response) => {
+                if response.ids.len() > self.config.reads_pending_max {
+                    return Err(StepError::Malformed(
+                        "ReadIndexResponse carries too many reads",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_append_entries(
+        &self,
+        from: NodeId,
+        request: &AppendEntries,
+    ) -> Result<(), StepError> {
+        if request.term == Term(0) {
+            return Err(StepError::Malformed("AppendEntries in term 0"));
+        }
+        if request.prev_log_term > request.term {
+            return Err(StepError::Malformed(
+                "AppendEntries prev_log_term exceeds its term",
+            ));
+        }
+        if (request.prev_log_index == LogIndex(0)) != (request.prev_log_term == Term(0)) {
+            return Err(StepError::Malformed(
+                "AppendEntries prev_log_index and prev_log_term disagree on index 0",
+            ));
+        }
+        let mut expected_index = request.prev_log_index;
+        let mut previous_term = request.prev_log_term;
+        for entry in &request.entries {
+            expected_index = match expected_index.0.checked_add(1) {
+                Some(index) => LogIndex(index),
+                None => return Err(StepError::Malformed("AppendEntries overflows the log")),
+            };
+            if entry.index != expected_index {
+                return Err(StepError::Malformed(
+                    "AppendEntries entries are not contiguous from prev_log_index + 1",
+                ));
+            }
+            if entry.term == Term(0) || entry.term > request.term {
+                return Err(StepError::Malformed(
+                    "AppendEntries entry term is 0 or exceeds the leader's term",
+                ));
+            }
+            if entry.term < previous_term {
+                return Err(StepError::Malformed("AppendEntries entry terms decrease"));
+            }
+            previous_term = entry.term;
+        }
+
+        if request.term < self.term {
+            // A stale leader: it will be answered with our term, whatever it carries.
+            return Ok(());
+        }
+        if request.term == self.term {
+            if self.role == Role::Leader {
+                return Err(StepError::Malformed(
+                    "AppendEntries from a second leader of this node's term",
+                ));
+            }
+            if self.leader.is_some_and(|leader| leader != from) {
+                return Err(StepError::Malformed(
+                    "AppendEntries from a second leader of this term",
+                ));
+            }
+        }
+        // A leader of this term or a later one holds every committed entry (Leader
+        // Completeness, Raft §5.4). One that contradicts our committed prefix is broken or
+        // forged; obeying it would lose committed entries.
+        let commit = self.log.commit();
+        if request.prev_log_index <= commit
+            && self.log.term_at(request.prev_log_index) != Some(request.prev_log_term)
+        {
+            return Err(StepError::Malformed(
+                "AppendEntries contradicts a committed entry at prev_log_index",
+            ));
+        }
+        if let Some(conflict) = self.log.find_conflict(&request.entries) {
+            if conflict.index <= commit {
+                return Err(StepError::Malformed(
+                    "AppendEntries would overwrite a committed entry",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    // ----- Elections ------------------------------------------------------------------------
+
+    /// Whether this node heard from a live leader within the minimum election timeout, so it
+    /// refuses to help anyone else start an election (CheckQuorum, thesis §9.6).
+    fn in_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed < self.config.election_timeout_ticks
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let minimum = self.config.election_timeout_ticks;
+        self.election_timeout_randomized = self.prng.range(minimum, minimum.saturating_mul(2));
+    }
+
+    fn on_election_timeout(&mut self) {
+        if self.quorum == 1 || !self.config.pre_vote {
+            self.become_candidate();
+        } else {
+            self.become_pre_candidate();
+        }
+    }
+
+    /// Thesis §9.6: ask whether we could win before disturbing anyone's term.
+    fn become_pre_candidate(&mut self) {
+        assert!(self.role != Role::Leader);
+        self.set_leader(None);
+        self.role = Role::PreCandidate;
+        self.reset_election_timer();
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        let request = RequestVote {
+            term: self.term.next(),
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote: true,
+        };
+        for &peer in &self.peers {
+            self.messages
+                .push((peer, Message::RequestVote(request.clone())));
+        }
+    }
+
+    /// Raft §5.2: a new term, a vote for ourselves, and a RequestVote to everyone.
+    fn become_candidate(&mut self) {
+        assert!(self.role != Role::Leader);
+        self.set_leader(None);
+        self.reject_pending_reads();
+        self.term = self.term.next();
+        self.vote = Some(self.config.id);
+        self.role = Role::Candidate;
+        self.reset_election_timer();
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        if self.quorum == 1 {
+            self.become_leader();
+            return;
+        }
+        let request = RequestVote {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote: false,
+        };
+        // The self-vote must be durable before anyone counts on this candidacy.
+        for &peer in &self.peers {
+            self.persisted_messages
+                .push((peer, Message::RequestVote(request.clone())));
+        }
+    }
+
+    fn become_leader(&mut self) {
+        assert_eq!(
+            self.role,
+            Role::Candidate,
+            "only a candidate becomes leader"
+        );
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.votes.clear();
+        let next_index = self.log.last_index().next();
+        self.progress = self
+            .peers
+            .iter()
+            .map(|&peer| (peer, Progress::new(next_index)))
+            .collect();
+        self.broadcast_pending = false;
+        self.leader_reads = LeaderReads::default();
+        // Raft §8: a no-op of the new term lets the leader commit (and so learn) everything
+        // committed before it, and serve reads.
+        self.log.append(self.term, EntryPayload::NoOp);
+        // Commands this node buffered as a follower go straight into its own log now.
+        let room = self
+            .config
+            .proposals_pending_max
+            .saturating_sub(self.uncommitted_len());
+        let forwarded = std::mem::take(&mut self.proposals_to_forward);
+        for command in forwarded.into_iter().take(room) {
+            self.log.append(self.term, EntryPayload::Command(command));
+        }
+        if self.quorum == 1 {
+            self.maybe_commit();
+        }
+    }
+
+    /// Becomes a follower in `term` (at least the current one) of `leader`, if known.
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(term >= self.term, "invariant: terms never go back");
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.reject_pending_reads();
+        }
+        if self.role == Role::Leader {
+            self.reject_pending_reads();
+            self.progress.clear();
+            self.broadcast_pending = false;
+        }
+        self.set_leader(leader);
+        self.role = Role::Follower;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    /// Changes the known leader; reads forwarded to the old one may never be answered, so the
+    /// caller is told to retry them.
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader != leader {
+            self.reject_forwarded_reads();
+            self.leader = leader;
+        }
+    }
+
+    fn on_request_vote(&mut self, from: NodeId, request: &RequestVote) {
+        let up_to_date = self
+            .log
+            .is_up_to_date(request.last_log_term, request.last_log_index);
+        if request.pre_vote {
+            // Thesis §9.6: grant iff we would vote in the proposed term; change nothing.
+            let granted = request.term > self.term && up_to_date;
+            let term = if granted { request.term } else { self.term };
+            self.messages.push((
+                from,
+                Message::RequestVoteResponse(RequestVoteResponse {
+                    term,
+                    granted,
+                    pre_vote: true,
+                }),
+            ));
+            return;
+        }
+        // After the term rule, request.term <= self.term.
+        let can_vote = request.term == self.term
+            && (self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none()));
+        let granted = can_vote && up_to_date;
+        let response = Message::RequestVoteResponse(RequestVoteResponse {
+            term: self.term,
+            granted,
+            pre_vote: false,
+        });
+        if granted {
+            self.vote = Some(from);
+            self.election_elapsed = 0;
+            self.push_promise(from, response);
+        } else {
+            self.messages.push((from, response));
+        }
+    }
+
+    fn on_request_vote_response(&mut self, from: NodeId, response: &RequestVoteResponse) {
+        if response.pre_vote {
+            if self.role != Role::PreCandidate {
+                return;
+            }
+            let counts = if response.granted {
+                response.term == self.term.next()
+            } else {
+                response.term == self.term
+            };
+            if !counts {
+                return;
+            }
+        } else if self.role != Role::Candidate || response.term != self.term {
+            return;
+        }
+        self.votes.insert(from, response.granted);
+        let granted = self.votes.values().filter(|&&granted| granted).count();
+        let rejected = self.votes.len() - granted;
+        if granted >= self.quorum {
+            if self.role == Role::PreCandidate {
+                self.become_candidate();
+            } else {
+                self.become_leader();
+            }
+        } else if rejected >= self.quorum {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    // ----- Replication: follower side -------------------------------------------------------
+
+    fn on_append_entries(&mut self, from: NodeId, request: AppendEntries) {
+        if request.term < self.term {
+            // Tell the stale leader about the newer term so it steps down.
+            self.messages.push((
+                from,
+                Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term: self.term,
+                    success: false,
+                    match_index: LogIndex(0),
+                    conflict_index: LogIndex(0),
+                    conflict_term: None,
+                    // Echoing the stale leader's read round would let a leader of our term,
+                    // which may use the same round numbers, count this answer as a
+                    // confirmation sent after its read began (thesis §6.4); it was not.
+                    read_round: 0,
+                }),
+            ));
+            return;
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.election_elapsed = 0;
+
+        let prev = request.prev_log_index;
+        let response = match self.log.term_at(prev) {
+            None => {
+                // Our log is too short: the leader should continue from our end.
+                self.rejection(self.log.last_index().next(), None, request.read_round)
+            }
+            Some(term) if term != request.prev_log_term => {
+                // Fast rollback (Raft §5.3): skip the whole run of the conflicting term.
+                self.rejection(
+                    self.log.first_index_of_term_at(prev),
+                    Some(term),
+                    request.read_round,
+                )
+            }
+            Some(_) => {
+                let count = u64::try_from(request.entries.len())
+                    .expect("invariant: a vector's length fits in u64");
+                let match_index = LogIndex(prev.0 + count);
+                self.log.store(&request.entries);
+                // Only entries known to match the leader's may be marked committed.
+                let commit = request.leader_commit.min(match_index);
+                if commit > self.log.commit() {
+                    self.log.commit_to(commit);
+                }
+                AppendEntriesResponse {
+                    term: self.term,
+                    success: true,
+                    match_index,
+                    conflict_index: LogIndex(0),
+                    conflict_term: None,
+                    read_round: request.read_round,
+                }
+            }
+        };
+        self.push_promise(from, Message::AppendEntriesResponse(response));
+    }
+
+    fn rejection(
+        &self,
+        conflict_index: LogIndex,
+        conflict_term: Option<Term>,
+        read_round: u64,
+    ) -> AppendEntriesResponse {
+        AppendEntriesResponse {
+            term: self.term,
+            success: false,
+            match_index: LogIndex(0),
+            conflict_index,
+            conflict_term,
+            read_round,
+        }
+    }
+
+    /// Queues a message that promises durable state: it leaves only after the Ready it
+    /// travels in is persisted (Raft Figure 2, "respond after persisting").
+    fn push_promise(&mut self, to: NodeId, message: Message) {
+        if self.config.injected_bugs().ack_before_durable {
+            self.messages.push((to, message));
+        } else {
+            self.persisted_messages.push((to, message));
+        }
+    }
+
+    // ----- Replication: leader side ---------------------------------------------------------
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(1);
+        if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_pending = true;
+            for progress in self.progress.values_mut() {
+                progress.on_heartbeat();
+            }
+        }
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.election_elapsed >= self.config.election_timeout_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_active() {
+                // Thesis §9.6: a leader cut off from a majority stops acting as one, so that
+                // its clients go elsewhere.
+                self.become_follower(self.term, None);
+                return;
+            }
+            for progress in self.progress.values_mut() {
+                progress.recent_active = false;
+            }
+        }
+    }
+
+    /// Whether a majority (this leader included) was heard from since the last check.
+    fn quorum_active(&self) -> bool {
+        let active = self
+            .progress
+            .values()
+            .filter(|progress| progress.recent_active)
+            .count();
+        active + 1 >= self.quorum
+    }
+
+    /// Entries appended but not yet committed, which bounds the leader's memory under load.
+    fn uncommitted_len(&self) -> usize {
+        let uncommitted = self.log.last_index().0 - self.log.commit().0;
+        usize::try_from(uncommitted).unwrap_or(usize::MAX)
+    }
+
+    fn has_committed_in_term(&self) -> bool {
+        self.log.term_at(self.log.commit()) == Some(self.term)
+    }
+
+    fn on_append_entries_response(&mut self, from: NodeId, response: &AppendEntriesResponse) {
+        if self.role != Role::Leader || response.term != self.term {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let inflight_max = self.config.inflight_max;
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        // Any answer of this term, success or not, shows `from` still follows us as of the
+        // read round it echoes.
+        progress.read_round_acked = progress.read_round_acked.max(response.read_round);
+
+        if response.success {
+            if progress.on_success(response.match_index, last_index) {
+                self.maybe_commit();
+            } else {
+                progress.free_one_if_full(inflight_max);
+            }
+        } else {
+            let stale =
+                response.conflict_term.is_none() && response.conflict_index <= progress.match_index;
+            if !stale {
+                let hint = match response.conflict_term {
+                    Some(term) => self
+                        .log
+                        .last_index_of_term(term)
+                        .map_or(response.conflict_index, LogIndex::next),
+                    None => response.conflict_index,
+                };
+                // Never behind what the follower already matched, never past our end.
+                let next_index = hint.clamp(progress.match_index.next(), last_index.next());
+                progress.on_rejection(next_index);
+            }
+        }
+        self.release_confirmed_reads();
+    }
+
+    /// Commits the highest index stored durably on a majority, if it is of the current term
+    /// (Raft §5.4.2: counting replicas proves nothing for entries of earlier terms, Figure 8).
+    fn maybe_commit(&mut self) {
+        assert_eq!(self.role, Role::Leader);
+        let mut matched: Vec<LogIndex> = self
+            .progress
+            .values()
+            .map(|progress| progress.match_index)
+            .collect();
+        matched.push(self.log.persisted());
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum - 1];
+        if candidate <= self.log.commit() {
+            return;
+        }
+        let current_term = self.log.term_at(candidate) == Some(self.term);
+        if current_term || self.config.injected_bugs().commit_without_current_term {
+            self.log.commit_to(candidate);
+            // Followers learn the new commit index with the next Ready.
+            self.broadcast_pending = true;
+        }
+    }
+
+    /// Builds the AppendEntries of this Ready: entries to every follower whose window allows,
+    /// and a heartbeat to the others when a broadcast is due.
+    fn send_appends(&mut self) {
+        let last_index = self.log.last_index();
+        for position in 0..self.peers.len() {
+            let peer = self.peers[position];
+            let mut sent = false;
+            loop {
+                let progress = self
+                    .progress
+                    .get(&peer)
+                    .expect("invariant: a leader tracks every peer");
+                if !progress.can_send(last_index, self.config.inflight_max) {
+                    break;
+                }
+                let next_index = progress.next_index;
+                let request = self.append_entries_at(next_index.prev(), true);
+                let last_sent = request
+                    .entries
+                    .last()
+                    .map_or(next_index.prev(), |entry| entry.index);
+                self.progress
+                    .get_mut(&peer)
+                    .expect("invariant: a leader tracks every peer")
+                    .on_sent(last_sent);
+                self.messages.push((peer, Message::AppendEntries(request)));
+                sent = true;
+            }
+            let progress = self
+                .progress
+                .get_mut(&peer)
+                .expect("invariant: a leader tracks every peer");
+            let empty_append_due = std::mem::take(&mut progress.empty_append_due);
+            let prev = if empty_append_due {
+                // Checks whether the pipeline's messages arrived.
+                Some(progress.next_index.prev())
+            } else if self.broadcast_pending {
+                // A heartbeat at the match index always matches, so it always succeeds.
+                Some(progress.match_index)
+            } else {
+                None
+            };
+            if let Some(prev) = prev.filter(|_| !sent) {
+                let request = self.append_entries_at(prev, false);
+                self.messages.push((peer, Message::AppendEntries(request)));
+            }
+        }
+        self.broadcast_pending = false;
+    }
+
+    /// An AppendEntries after `prev`, with entries if `with_entries` (within the batch limits).
+    fn append_entries_at(&self, prev: LogIndex, with_entries: bool) -> AppendEntries {
+        let entries = if with_entries {
+            self.log.entries_from(
+                prev.next(),
+                self.config.append_entries_max,
+                self.config.append_bytes_max,
+            )
+        } else {
+            Vec::new()
+        };
+        AppendEntries {
+            term: self.term,
+            prev_log_index: prev,
+            prev_log_term: self
+                .log
+                .term_at(prev)
+                .expect("invariant: a leader sends only from within its log"),
+            entries,
+            leader_commit: self.log.commit(),
+            read_round: self.read_round,
+        }
+    }
+
+    fn on_propose(&mut self, propose: Propose) {
+        if self.role != Role::Leader {
+            // The sender's idea of the leader is stale; its client will time out and retry.
+            return;
+        }
+        // Commands that do not fit under the bound are dropped, like any lost message.
+        let room = self
+            .config
+            .proposals_pending_max
+            .saturating_sub(self.uncommitted_len());
+        for command in propose.commands.into_iter().take(room) {
+            self.log.append(self.term, EntryPayload::Command(command));
+        }
+    }
+
+    // ----- ReadIndex (thesis §6.4) ----------------------------------------------------------
+
+    fn on_read_index_request(&mut self, from: NodeId, request: ReadIndexRequest) {
+        if self.role != Role::Leader {
+            self.messages.push((
+                from,
+                Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.term,
+                    ids: request.ids,
+                    index: None,
+                }),
+            ));
+            return;
+        }
+        let room = self
+            .config
+            .reads_pending_max
+            .saturating_sub(self.leader_reads.len());
+        let mut ids = request.ids;
+        let refused = ids.split_off(room.min(ids.len()));
+        for id in ids {
+            self.leader_reads.add(PendingRead {
+                requester: Requester::Remote(from),
+                id,
+            });
+        }
+        if !refused.is_empty() {
+            self.messages.push((
+                from,
+                Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.term,
+                    ids: refused,
+                    index: None,
+                }),
+            ));
+        }
+    }
+
+    fn on_read_index_response(&mut self, from: NodeId, response: &ReadIndexResponse) {
+        if response.term != self.term || self.reads_forwarded.is_empty() {
+            return;
+        }
+        // Only the leader we asked can vouch for an index; anyone may say it cannot.
+        if response.index.is_some() && self.leader != Some(from) {
+            return;
+        }
+        let answered: BTreeSet<ReadId> = response.ids.iter().copied().collect();
+        let mut still_waiting = Vec::new();
+        for id in std::mem::take(&mut self.reads_forwarded) {
+            if !answered.contains(&id) {
+                still_waiting.push(id);
+            } else if let Some(index) = response.index {
+                self.read_states.push(ReadState { id, index });
+            } else {
+                self.rejected_reads.push(id);
+            }
+        }
+        self.reads_forwarded = still_waiting;
+    }
+
+    /// Leader: puts the waiting reads into a new round once an entry of this term is
+    /// committed, and makes sure every follower hears of the round.
+    fn start_read_round(&mut self) {
+        if !self.leader_reads.has_waiting() || !self.has_committed_in_term() {
+            return;
+        }
+        self.read_round += 1;
+        self.leader_reads
+            .start_round(self.read_round, self.log.commit());
+        self.broadcast_pending = true;
+        self.release_confirmed_reads();
+    }
+
+    /// Leader: serves every read whose round a majority has confirmed.
+    fn release_confirmed_reads(&mut self) {
+        let mut acked: Vec<u64> = self
+            .progress
+            .values()
+            .map(|progress| progress.read_round_acked)
+            .collect();
+        acked.push(self.read_round);
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = acked[self.quorum - 1];
+        let mut remote: BTreeMap<(NodeId, LogIndex), Vec<ReadId>> = BTreeMap::new();
+        for (read, index) in self.leader_reads.take_confirmed(confirmed) {
+            match read.requester {
+                Requester::Local => self.read_states.push(ReadState { id: read.id, index }),
+                Requester::Remote(peer) => remote.entry((peer, index)).or_default().push(read.id),
+            }
+        }
+        for ((peer, index), ids) in remote {
+            self.messages.push((
+                peer,
+                Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.term,
+                    ids,
+                    index: Some(index),
+                }),
+            ));
+        }
+    }
+
+    /// Every read this node holds is failed back to its caller (the node lost its leader or
+    /// leadership; the caller retries).
+    fn reject_pending_reads(&mut self) {
+        let mut remote: BTreeMap<NodeId, Vec<ReadId>> = BTreeMap::new();
+        for read in self.leader_reads.take_all() {
+            match read.requester {
+                Requester::Local => self.rejected_reads.push(read.id),
+                Requester::Remote(peer) => remote.entry(peer).or_default().push(read.id),
+            }
+        }
+        for (peer, ids) in remote {
+            self.messages.push((
+                peer,
+                Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.term,
+                    ids,
+                    index: None,
+                }),
+            ));
+        }
+        self.reject_forwarded_reads();
+    }
+
+    fn reject_forwarded_reads(&mut self) {
+        self.rejected_reads.append(&mut self.reads_to_forward);
+        self.rejected_reads.append(&mut self.reads_forwarded);
+    }
+
+    /// Follower: sends buffered proposals and reads to the leader in one message each.
+    fn forward_to_leader(&mut self) {
+        let Some(leader) = self.leader else {
+            return;
+        };
+        if !self.proposals_to_forward.is_empty() {
+            let commands = std::mem::take(&mut self.proposals_to_forward);
+            self.messages.push((
+                leader,
+                Message::Propose(Propose {
+                    term: self.term,
+                    commands,
+                }),
+            ));
+        }
+        if !self.reads_to_forward.is_empty() {
+            let ids = std::mem::take(&mut self.reads_to_forward);
+            self.reads_forwarded.extend(ids.iter().copied());
+            self.messages.push((
+                leader,
+                Message::ReadIndex(ReadIndexRequest {
+                    term: self.term,
+                    ids,
+                }),
+            ));
+        }
+    }
+
+    fn hard_state_current(&self) -> HardState {
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Step tests: one input, then the whole Ready the node answers with.
+
+    use super::*;
+
+    fn id(n: u64) -> NodeId {
+        NodeId(n)
+    }
+
+    fn follower() -> RawNode {
+        RawNode::new(Config::new(id(1), vec![id(1), id(2), id(3)])).expect("valid config")
+    }
+
+    fn vote_request(term: u64, pre_vote: bool) -> Message {
+        Message::RequestVote(RequestVote {
+            term: Term(term),
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+            pre_vote,
+        })
+    }
+
+    #[test]
+    fn a_granted_vote_is_sent_only_after_the_vote_is_durable() {
+        let mut node = follower();
+        node.step(id(2), vote_request(1, false)).expect("accepted");
+        let ready = node.ready();
+        assert_eq!(
+            ready,
+            Ready {
+                hard_state: Some(HardState {
+                    term: Term(1),
+                    vote: Some(id(2)),
+                    commit: LogIndex(0),
+                }),
+                persisted_messages: vec![(
+                    id(2),
+                    Message::RequestVoteResponse(RequestVoteResponse {
+                        term: Term(1),
+                        granted: true,
+                        pre_vote: false,
+                    })
+                )],
+                ..Ready::default()
+            }
+        );
+        node.advance();
+        // One vote per term: another candidate of term 1 is refused, without a promise.
+        node.step(id(3), vote_request(1, false)).expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.hard_state, None);
+        assert_eq!(
+            ready.messages,
+            vec![(
+                id(3),
+                Message::RequestVoteResponse(RequestVoteResponse {
+                    term: Term(1),
+                    granted: false,
+                    pre_vote: false,
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn a_pre_vote_is_answered_without_changing_any_state() {
+        let mut node = follower();
+        node.step(id(2), vote_request(5, true)).expect("accepted");
+        assert_eq!(node.status().term, Term(0));
+        assert_eq!(node.status().vote, None);
+        let ready = node.ready();
+        assert_eq!(
+            ready,
+            Ready {
+                messages: vec![(
+                    id(2),
+                    Message::RequestVoteResponse(RequestVoteResponse {
+                        term: Term(5),
+                        granted: true,
+                        pre_vote: true,
+                    })
+                )],
+                ..Ready::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_candidate_asks_for_votes_only_once_its_own_vote_is_durable() {
+        let mut node = follower();
+        node.campaign();
+        let ready = node.ready();
+        assert!(ready.messages.is_empty());
+        assert_eq!(ready.persisted_messages.len(), 2);
+        assert_eq!(
+            ready.hard_state.map(|hard_state| hard_state.vote),
+            Some(Some(id(1)))
+        );
+    }
+
+    #[test]
+    fn a_pre_candidate_becomes_candidate_on_a_pre_vote_majority() {
+        let mut node = follower();
+        while node.status().role == Role::Follower {
+            node.tick();
+        }
+        assert_eq!(node.status().role, Role::PreCandidate);
+        assert_eq!(node.status().term, Term(0), "a pre-vote changes no term");
+        let granted = Message::RequestVoteResponse(RequestVoteResponse {
+            term: Term(1),
+            granted: true,
+            pre_vote: true,
+        });
+        node.step(id(2), granted).expect("accepted");
+        assert_eq!(node.status().role, Role::Candidate);
+        assert_eq!(node.status().term, Term(1));
+        assert_eq!(node.status().vote, Some(id(1)));
+    }
+
+    #[cfg(feature = "inject-bugs")]
+    #[test]
+    fn the_injected_bug_sends_votes_before_they_are_durable() {
+        let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
+        config.injected_bugs.ack_before_durable = true;
+        let mut node = RawNode::new(config).expect("valid config");
+        node.step(id(2), vote_request(1, false)).expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.messages.len(), 1);
+        assert!(ready.persisted_messages.is_empty());
     }
 }

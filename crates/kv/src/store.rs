@@ -1,0 +1,1122 @@
+//! [`KvStore`]: the key-value map and its client-session table, as a deterministic
+//! [`StateMachine`].
+//!
+//! This is what every replica runs on each committed log entry, so it must be a pure function
+//! of the commands it has applied: no clocks, no randomness, no hash-ordered iteration. Two
+//! stores fed the same `(index, bytes)` sequence reach the same state, answer with the same
+//! bytes, and report the same [`KvStore::state_digest`].
+//!
+//! # Sessions and exactly-once
+//!
+//! A client opens a session with [`Command::Register`]; the session's [`ClientId`] is the log
+//! index of that command, so every replica picks the same id. Each session remembers the
+//! sequence number and the response of its latest executed request. A retry (same `seq`) gets
+//! the cached response without re-executing, so a request takes effect at most once however
+//! often the client resends it (Raft dissertation §6.3).
+//!
+//! Sessions expire by *log time*, never by a local clock, so all replicas expire the same
+//! session at the same index:
+//! - a session not used for more than [`KvConfig::session_expiry_entries`] log indexes expires;
+//! - when a registration would leave more than [`KvConfig::sessions_max`] sessions, the least
+//!   recently used ones expire.
+//!
+//! A session counts as used when it is registered and whenever a request names it (executed,
+//! retried or stale), because any such request proves the client is still alive.
+//!
+//! # Invariants
+//! - `apply` indexes strictly increase (asserted).
+//! - `sessions_by_use` holds exactly one `(last_used, client)` entry per session in `sessions`,
+//!   so the least recently used session is always its first entry.
+//! - Every session's `last_used` is at most `last_applied`, and at least its own id.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use bytes::Bytes;
+use chorus_core::{LogIndex, RestoreError, StateMachine};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{decode_versioned, encode_versioned};
+use crate::command::{ClientId, Command, KvError, Op, Query, Response};
+
+/// The format version written in front of every snapshot. [`KvStore::restore`] refuses others.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// Limits of a [`KvStore`]. Every replica of one group must use the same configuration,
+/// because it decides when sessions expire, which is part of the replicated state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvConfig {
+    /// A session not used for more than this many log indexes expires. Default 1,000,000.
+    pub session_expiry_entries: u64,
+    /// The most sessions kept; registering one more expires the least recently used.
+    /// Default 100,000. Zero behaves as one: a registration always keeps its own session.
+    pub sessions_max: usize,
+}
+
+impl Default for KvConfig {
+    fn default() -> KvConfig {
+        KvConfig {
+            session_expiry_entries: 1_000_000,
+            sessions_max: 100_000,
+        }
+    }
+}
+
+/// One client session: what the session table remembers to make retries exactly-once.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Session {
+    /// The `seq` of the latest executed request, 0 before the first.
+    last_seq: u64,
+    /// The response to the request numbered `last_seq`, `None` before the first.
+    last_response: Option<Response>,
+    /// The log index at which the session was last used (registered or named by a request).
+    last_used: LogIndex,
+}
+
+/// The key-value state machine: a byte-string map plus the client-session table.
+///
+/// Drive it through [`StateMachine`]; the read accessors ([`KvStore::get`], [`KvStore::iter`],
+/// [`KvStore::state_digest`], …) exist for tests, checkers and the simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvStore {
+    config: KvConfig,
+    /// The map. A `BTreeMap` so that iteration, snapshots and digests are deterministic.
+    data: BTreeMap<Bytes, Bytes>,
+    sessions: BTreeMap<ClientId, Session>,
+    /// The sessions ordered by last use, oldest first: expiry pops from the front in
+    /// O(log n) per expired session instead of scanning the table.
+    sessions_by_use: BTreeSet<(LogIndex, ClientId)>,
+    /// The index of the latest applied command; `LogIndex(0)` before the first.
+    last_applied: LogIndex,
+}
+
+/// The snapshot as written: borrows the store so that taking a snapshot copies nothing but
+/// the output bytes.
+#[derive(Serialize)]
+struct SnapshotView<'a> {
+    last_applied: LogIndex,
+    data: &'a BTreeMap<Bytes, Bytes>,
+    sessions: &'a BTreeMap<ClientId, Session>,
+}
+
+/// The snapshot as read back. Postcard writes a map exactly as a sequence of key-value
+/// tuples, so reading the maps as vectors accepts the same bytes while letting
+/// [`KvStore::restore`] refuse unsorted or duplicate keys, which a map would silently
+/// reorder or overwrite. Every accepted snapshot is thus the canonical one of its state.
+#[derive(Deserialize)]
+struct SnapshotImage {
+    last_applied: LogIndex,
+    data: Vec<(Bytes, Bytes)>,
+    sessions: Vec<(ClientId, Session)>,
+}
+
+impl KvStore {
+    /// An empty store, with no sessions and nothing applied.
+    #[must_use]
+    pub fn new(config: KvConfig) -> KvStore {
+        KvStore {
+            config,
+            data: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            sessions_by_use: BTreeSet::new(),
+            last_applied: LogIndex(0),
+        }
+    }
+
+    /// The configuration this store was built with.
+    #[must_use]
+    pub fn config(&self) -> KvConfig {
+        self.config
+    }
+
+    /// A key's value, or `None` if absent.
+    #[must_use]
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.data.get(key)
+    }
+
+    /// The number of keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the map holds no keys (sessions are not counted).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The `(key, value)` pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        self.data.iter()
+    }
+
+    /// The number of live sessions.
+    #[must_use]
+    pub fn sessions_len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether `client` names a live session. Expiry is checked when a command is applied, so
+    /// a session past its expiry stays live until the next [`StateMachine::apply`].
+    #[must_use]
+    pub fn has_session(&self, client: ClientId) -> bool {
+        self.sessions.contains_key(&client)
+    }
+
+    /// The index of the latest applied command, `LogIndex(0)` before the first.
+    #[must_use]
+    pub fn last_applied(&self) -> LogIndex {
+        self.last_applied
+    }
+
+    /// A deterministic hash of the map and the session table (cached responses and
+    /// last-used indexes included), so that a simulator can compare replicas cheaply.
+    ///
+    /// Two stores that applied the same commands at the same indexes have equal digests.
+    /// The value is stable within one build of Chorus; do not persist it, because the
+    /// standard library may change its hash function between Rust releases.
+    #[must_use]
+    pub fn state_digest(&self) -> u64 {
+        // `DefaultHasher::new()` uses fixed keys (unlike `RandomState`), so every replica in
+        // a process, and every run of one binary, hashes alike. The lengths go first so that
+        // entries cannot shift from one collection into the other with the same digest.
+        let mut hasher = DefaultHasher::new();
+        self.data.len().hash(&mut hasher);
+        for (key, value) in &self.data {
+            key.hash(&mut hasher);
+            value.hash(&mut hasher);
+        }
+        self.sessions.len().hash(&mut hasher);
+        for (client, session) in &self.sessions {
+            client.hash(&mut hasher);
+            session.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// Applies one decoded command at `index`.
+    fn apply_command(&mut self, index: LogIndex, command: Command) -> Response {
+        match command {
+            Command::Register => self.register(index),
+            Command::Request { client, seq, op } => self.apply_request(index, client, seq, op),
+            Command::Unsessioned(op) => self.execute(op),
+        }
+    }
+
+    /// Opens a session named after `index`, first expiring least recently used sessions so
+    /// that at most `sessions_max` remain (but always this one).
+    fn register(&mut self, index: LogIndex) -> Response {
+        let client = ClientId(index.0);
+        assert!(
+            !self.sessions.contains_key(&client),
+            "invariant: session ids are log indexes, and indexes are never reused"
+        );
+        while !self.sessions.is_empty() && self.sessions.len() >= self.config.sessions_max {
+            self.expire_least_recently_used();
+        }
+        self.sessions.insert(
+            client,
+            Session {
+                last_seq: 0,
+                last_response: None,
+                last_used: index,
+            },
+        );
+        self.sessions_by_use.insert((index, client));
+        Response::Registered(client)
+    }
+
+    /// Applies a request of `client`'s session: executes it once, and answers its retries
+    /// from the session's cache.
+    fn apply_request(&mut self, index: LogIndex, client: ClientId, seq: u64, op: Op) -> Response {
+        let Some(session) = self.sessions.get(&client) else {
+            return Response::Error(KvError::UnknownSession);
+        };
+        let response = match seq.cmp(&session.last_seq) {
+            // The answer to an older request was overwritten by a newer one's; re-executing
+            // could apply its effect twice, so the only safe answer is a refusal.
+            Ordering::Less => Response::Error(KvError::StaleRequest),
+            // A retry: answer from the cache, never execute again. Before the first request
+            // (seq 0, nothing cached) there is no answer to give, and 0 is not a valid seq.
+            Ordering::Equal => session
+                .last_response
+                .clone()
+                .unwrap_or(Response::Error(KvError::StaleRequest)),
+            Ordering::Greater => {
+                let response = self.execute(op);
+                let session = self
+                    .sessions
+                    .get_mut(&client)
+                    .expect("invariant: the session was found above and execute keeps sessions");
+                session.last_seq = seq;
+                session.last_response = Some(response.clone());
+                response
+            }
+        };
+        self.touch(client, index);
+        response
+    }
+
+    /// Marks `client`'s session as used at `index`.
+    fn touch(&mut self, client: ClientId, index: LogIndex) {
+        let session = self
+            .sessions
+            .get_mut(&client)
+            .expect("invariant: touch is called only for live sessions");
+        let removed = self.sessions_by_use.remove(&(session.last_used, client));
+        assert!(removed, "invariant: every session is in sessions_by_use");
+        session.last_used = index;
+        self.sessions_by_use.insert((index, client));
+    }
+
+    /// Expires every session unused for more than `session_expiry_entries` indexes as of
+    /// `index`. Called before each command, so a request at `index` sees the same table on
+    /// every replica.
+    fn expire_idle(&mut self, index: LogIndex) {
+        // Used at `u`, the session expires once `index - u > session_expiry_entries`, that
+        // is once `u < index - session_expiry_entries`.
+        let threshold = LogIndex(index.0.saturating_sub(self.config.session_expiry_entries));
+        while let Some(&(last_used, _)) = self.sessions_by_use.first() {
+            if last_used >= threshold {
+                break;
+            }
+            self.expire_least_recently_used();
+        }
+    }
+
+    /// Drops the least recently used session.
+    fn expire_least_recently_used(&mut self) {
+        if let Some((_, client)) = self.sessions_by_use.pop_first() {
+            let removed = self.sessions.remove(&client);
+            assert!(
+                removed.is_some(),
+                "invariant: sessions_by_use names only live sessions"
+            );
+        }
+    }
+
+    /// Executes an operation on the map. Refused operations leave the map unchanged.
+    fn execute(&mut self, op: Op) -> Response {
+        match op {
+            Op::Get { key } => Response::Value(self.data.get(&key).cloned()),
+            Op::Put { key, value } => {
+                self.data.insert(key, value);
+                Response::Ok
+            }
+            Op::Delete { key } => Response::Deleted(self.data.remove(&key).is_some()),
+            Op::Append { key, value } => {
+                // An absent key counts as the empty string (the history model's rule).
+                let old = self.data.get(&key).map(Bytes::as_ref).unwrap_or_default();
+                let mut combined = Vec::with_capacity(old.len() + value.len());
+                combined.extend_from_slice(old);
+                combined.extend_from_slice(&value);
+                let length = combined.len() as u64;
+                self.data.insert(key, Bytes::from(combined));
+                Response::Length(length)
+            }
+            Op::Cas { key, from, to } => {
+                // An absent key never matches, not even `from == ""`: only an existing value
+                // can be compared (the history model's rule).
+                let swapped = self.data.get(&key) == Some(&from);
+                if swapped {
+                    self.data.insert(key, to);
+                }
+                Response::Swapped(swapped)
+            }
+            Op::IncrBy { key, delta } => {
+                let current = match self.data.get(&key) {
+                    None => 0,
+                    Some(value) => match parse_integer(value) {
+                        Some(current) => current,
+                        None => return Response::Error(KvError::NotAnInteger),
+                    },
+                };
+                let Some(updated) = current.checked_add(delta) else {
+                    return Response::Error(KvError::Overflow);
+                };
+                self.data.insert(key, Bytes::from(updated.to_string()));
+                Response::Integer(updated)
+            }
+            Op::MultiPut { pairs } => {
+                // In order, so a key named twice ends with its last value.
+                for (key, value) in pairs {
+                    self.data.insert(key, value);
+                }
+                Response::Ok
+            }
+        }
+    }
+
+    /// Answers one decoded query.
+    fn answer(&self, query: &Query) -> Response {
+        match query {
+            Query::Get { key } => Response::Value(self.data.get(key).cloned()),
+            Query::MultiGet { keys } => {
+                Response::Values(keys.iter().map(|key| self.data.get(key).cloned()).collect())
+            }
+            // More than i64::MAX keys cannot fit in memory; saturate rather than panic.
+            Query::Len => Response::Integer(i64::try_from(self.data.len()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Checks a decoded snapshot and builds the state it describes, without touching `self`.
+    fn from_image(config: KvConfig, image: SnapshotImage) -> Result<KvStore, RestoreError> {
+        let error = |reason: &str| RestoreError {
+            reason: reason.to_owned(),
+        };
+        if !image.data.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            return Err(error("keys are not strictly increasing"));
+        }
+        if !image.sessions.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            return Err(error("session ids are not strictly increasing"));
+        }
+        for (client, session) in &image.sessions {
+            if session.last_used > image.last_applied {
+                return Err(error("a session was used after the last applied index"));
+            }
+            if session.last_used.0 < client.0 {
+                return Err(error("a session was used before it was registered"));
+            }
+            if (session.last_seq == 0) != session.last_response.is_none() {
+                return Err(error("a session's cached response does not match its seq"));
+            }
+        }
+        let sessions_by_use = image
+            .sessions
+            .iter()
+            .map(|(client, session)| (session.last_used, *client))
+            .collect();
+        Ok(KvStore {
+            config,
+            // Sorted input, so these build in linear time.
+            data: image.data.into_iter().collect(),
+            sessions: image.sessions.into_iter().collect(),
+            sessions_by_use,
+            last_applied: image.last_applied,
+        })
+    }
+}
+
+/// Reads a stored value as a decimal `i64` (an optional sign, then digits), or `None`.
+fn parse_integer(value: &[u8]) -> Option<i64> {
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+impl StateMachine for KvStore {
+    /// Applies the encoded [`Command`] at `index` and returns the encoded [`Response`].
+    ///
+    /// Idle sessions expire first, as of `index`. Bytes that do not decode are answered with
+    /// [`KvError::Malformed`] and change nothing but the last applied index.
+    ///
+    /// # Panics
+    /// If `index` is not greater than the previous call's (or the restored snapshot's): the
+    /// protocol core broke its contract, and applying out of order would fork the replicas.
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        assert!(
+            index > self.last_applied,
+            "apply at {index} after {}: indexes must strictly increase",
+            self.last_applied
+        );
+        self.last_applied = index;
+        self.expire_idle(index);
+        let response = match Command::decode(command) {
+            Ok(command) => self.apply_command(index, command),
+            Err(_) => Response::Error(KvError::Malformed),
+        };
+        response.encode()
+    }
+
+    /// Answers the encoded [`Query`] with an encoded [`Response`]; bytes that do not decode
+    /// are answered with [`KvError::Malformed`].
+    fn query(&self, query: &[u8]) -> Bytes {
+        let response = match Query::decode(query) {
+            Ok(query) => self.answer(&query),
+            Err(_) => Response::Error(KvError::Malformed),
+        };
+        response.encode()
+    }
+
+    /// Encodes the map, the session table and the last applied index: [`SNAPSHOT_VERSION`],
+    /// then postcard. The configuration is not included; it comes from the replica's setup.
+    fn snapshot(&self) -> Bytes {
+        encode_versioned(
+            SNAPSHOT_VERSION,
+            &SnapshotView {
+                last_applied: self.last_applied,
+                data: &self.data,
+                sessions: &self.sessions,
+            },
+        )
+    }
+
+    /// Replaces the whole state with the snapshot's, keeping this store's configuration.
+    ///
+    /// # Errors
+    /// [`RestoreError`] when the bytes do not decode (unknown version, truncated, trailing
+    /// bytes) or describe an impossible state (unsorted keys, a session used after the last
+    /// applied index); the state is then left unchanged.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let image: SnapshotImage = decode_versioned("snapshot", SNAPSHOT_VERSION, snapshot)
+            .map_err(|error| RestoreError {
+                reason: error.to_string(),
+            })?;
+        *self = KvStore::from_image(self.config, image)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_core::Prng;
+
+    use super::*;
+
+    fn b(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    /// A store plus the next log index, so tests read as a sequence of commands.
+    struct Harness {
+        store: KvStore,
+        next_index: u64,
+    }
+
+    impl Harness {
+        fn new(config: KvConfig) -> Harness {
+            Harness {
+                store: KvStore::new(config),
+                next_index: 1,
+            }
+        }
+
+        fn apply_bytes(&mut self, bytes: &[u8]) -> Response {
+            let index = LogIndex(self.next_index);
+            self.next_index += 1;
+            let output = self.store.apply(index, bytes);
+            Response::decode(&output).expect("apply returns a decodable response")
+        }
+
+        fn apply(&mut self, command: Command) -> Response {
+            self.apply_bytes(&command.encode())
+        }
+
+        fn op(&mut self, op: Op) -> Response {
+            self.apply(Command::Unsessioned(op))
+        }
+
+        fn register(&mut self) -> ClientId {
+            match self.apply(Command::Register) {
+                Response::Registered(client) => client,
+                other => panic!("register answered {other:?}"),
+            }
+        }
+
+        fn request(&mut self, client: ClientId, seq: u64, op: Op) -> Response {
+            self.apply(Command::Request { client, seq, op })
+        }
+
+        /// Skips log indexes, as if they held commands of no interest to this test.
+        fn skip(&mut self, entries: u64) {
+            self.next_index += entries;
+        }
+
+        fn query(&self, query: &Query) -> Response {
+            Response::decode(&self.store.query(&query.encode())).expect("decodable response")
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::Put {
+            key: b(key),
+            value: b(value),
+        }
+    }
+
+    fn append(key: &str, value: &str) -> Op {
+        Op::Append {
+            key: b(key),
+            value: b(value),
+        }
+    }
+
+    fn cas(key: &str, from: &str, to: &str) -> Op {
+        Op::Cas {
+            key: b(key),
+            from: b(from),
+            to: b(to),
+        }
+    }
+
+    fn incr(key: &str, delta: i64) -> Op {
+        Op::IncrBy { key: b(key), delta }
+    }
+
+    fn get(key: &str) -> Op {
+        Op::Get { key: b(key) }
+    }
+
+    fn value(text: &str) -> Response {
+        Response::Value(Some(b(text)))
+    }
+
+    /// Proves get, put and delete behave as a map, including on absent keys.
+    #[test]
+    fn get_put_delete() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(h.op(get("x")), Response::Value(None));
+        assert_eq!(h.op(put("x", "1")), Response::Ok);
+        assert_eq!(h.op(get("x")), value("1"));
+        assert_eq!(h.op(put("x", "2")), Response::Ok);
+        assert_eq!(h.store.get(b"x"), Some(&b("2")));
+        assert_eq!(h.op(Op::Delete { key: b("x") }), Response::Deleted(true));
+        assert_eq!(h.op(Op::Delete { key: b("x") }), Response::Deleted(false));
+        assert_eq!(h.op(get("x")), Response::Value(None));
+        assert!(h.store.is_empty());
+    }
+
+    /// Proves append treats an absent key as "" and answers the new length.
+    #[test]
+    fn append_to_absent_key_treats_it_as_empty() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(h.op(append("x", "ab")), Response::Length(2));
+        assert_eq!(h.op(append("x", "cde")), Response::Length(5));
+        assert_eq!(h.op(append("x", "")), Response::Length(5));
+        assert_eq!(h.store.get(b"x"), Some(&b("abcde")));
+    }
+
+    /// Proves cas swaps only when the key exists and equals `from`; an absent key never
+    /// matches, not even an empty `from`.
+    #[test]
+    fn cas_swaps_only_an_existing_equal_value() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(h.op(cas("x", "", "1")), Response::Swapped(false));
+        assert_eq!(h.store.get(b"x"), None);
+        assert_eq!(h.op(put("x", "")), Response::Ok);
+        assert_eq!(h.op(cas("x", "", "1")), Response::Swapped(true));
+        assert_eq!(h.op(cas("x", "0", "2")), Response::Swapped(false));
+        assert_eq!(h.store.get(b"x"), Some(&b("1")));
+        assert_eq!(h.op(cas("x", "1", "2")), Response::Swapped(true));
+        assert_eq!(h.store.get(b"x"), Some(&b("2")));
+    }
+
+    /// Proves incr_by counts an absent key as 0, stores a decimal string, and refuses
+    /// non-integers and overflow without changing the value.
+    #[test]
+    fn incr_by_adds_or_refuses() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(h.op(incr("n", 5)), Response::Integer(5));
+        assert_eq!(h.op(incr("n", -7)), Response::Integer(-2));
+        assert_eq!(h.store.get(b"n"), Some(&b("-2")));
+        assert_eq!(h.op(put("n", "41")), Response::Ok);
+        assert_eq!(h.op(incr("n", 1)), Response::Integer(42));
+
+        for bad in ["", "abc", "1.5", " 1", "99999999999999999999"] {
+            h.op(put("s", bad));
+            assert_eq!(
+                h.op(incr("s", 1)),
+                Response::Error(KvError::NotAnInteger),
+                "{bad:?}"
+            );
+            assert_eq!(h.store.get(b"s"), Some(&b(bad)));
+        }
+
+        h.op(put("m", &i64::MAX.to_string()));
+        assert_eq!(h.op(incr("m", 1)), Response::Error(KvError::Overflow));
+        assert_eq!(h.store.get(b"m"), Some(&b(&i64::MAX.to_string())));
+        assert_eq!(h.op(incr("m", -1)), Response::Integer(i64::MAX - 1));
+        assert_eq!(h.op(incr("absent", i64::MIN)), Response::Integer(i64::MIN));
+        assert_eq!(h.op(incr("absent", -1)), Response::Error(KvError::Overflow));
+    }
+
+    /// Proves multi_put writes every pair in order, so a repeated key keeps its last value.
+    #[test]
+    fn multi_put_writes_pairs_in_order() {
+        let mut h = Harness::new(KvConfig::default());
+        let pairs = vec![(b("a"), b("1")), (b("b"), b("2")), (b("a"), b("3"))];
+        assert_eq!(h.op(Op::MultiPut { pairs }), Response::Ok);
+        let all: Vec<_> = h
+            .store
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(all, vec![(b("a"), b("3")), (b("b"), b("2"))]);
+        assert_eq!(h.store.len(), 2);
+    }
+
+    /// Proves queries read the map without the log and refuse malformed bytes.
+    #[test]
+    fn queries_read_the_map() {
+        let mut h = Harness::new(KvConfig::default());
+        h.op(put("a", "1"));
+        h.op(put("c", "3"));
+        assert_eq!(h.query(&Query::Get { key: b("a") }), value("1"));
+        assert_eq!(h.query(&Query::Get { key: b("b") }), Response::Value(None));
+        assert_eq!(
+            h.query(&Query::MultiGet {
+                keys: vec![b("c"), b("b"), b("a")]
+            }),
+            Response::Values(vec![Some(b("3")), None, Some(b("1"))])
+        );
+        assert_eq!(h.query(&Query::Len), Response::Integer(2));
+        let malformed = h.store.query(&[0xff, 0xff]);
+        assert_eq!(
+            Response::decode(&malformed),
+            Ok(Response::Error(KvError::Malformed))
+        );
+    }
+
+    /// Proves a session's id is the index of its `Register` command.
+    #[test]
+    fn register_names_the_session_after_its_index() {
+        let mut h = Harness::new(KvConfig::default());
+        h.skip(4);
+        assert_eq!(h.register(), ClientId(5));
+        assert_eq!(h.register(), ClientId(6));
+        assert_eq!(h.store.sessions_len(), 2);
+        assert!(h.store.has_session(ClientId(5)));
+    }
+
+    /// Proves exactly-once: a retried request gets the cached reply and changes nothing, an
+    /// older request is refused, and a newer one executes.
+    #[test]
+    fn retried_request_returns_cached_reply_without_re_executing() {
+        let mut h = Harness::new(KvConfig::default());
+        let client = h.register();
+        assert_eq!(h.request(client, 1, append("x", "a")), Response::Length(1));
+        // The retry would answer Length(2) if it re-executed.
+        assert_eq!(h.request(client, 1, append("x", "a")), Response::Length(1));
+        assert_eq!(h.store.get(b"x"), Some(&b("a")));
+        // The cache answers by seq, whatever op the retry carries.
+        assert_eq!(h.request(client, 1, put("x", "z")), Response::Length(1));
+        assert_eq!(h.store.get(b"x"), Some(&b("a")));
+
+        assert_eq!(h.request(client, 2, append("x", "b")), Response::Length(2));
+        assert_eq!(
+            h.request(client, 1, append("x", "a")),
+            Response::Error(KvError::StaleRequest)
+        );
+        assert_eq!(h.store.get(b"x"), Some(&b("ab")));
+        // Gaps in seq are allowed: the client may have abandoned a request.
+        assert_eq!(h.request(client, 10, get("x")), value("ab"));
+        assert_eq!(
+            h.request(client, 2, append("x", "b")),
+            Response::Error(KvError::StaleRequest)
+        );
+    }
+
+    /// Proves refused operations are cached too, so a retry cannot turn a refusal into a
+    /// success after the state changed.
+    #[test]
+    fn refusals_are_cached_like_successes() {
+        let mut h = Harness::new(KvConfig::default());
+        let client = h.register();
+        h.op(put("n", "x"));
+        assert_eq!(
+            h.request(client, 1, incr("n", 1)),
+            Response::Error(KvError::NotAnInteger)
+        );
+        h.op(put("n", "1"));
+        assert_eq!(
+            h.request(client, 1, incr("n", 1)),
+            Response::Error(KvError::NotAnInteger)
+        );
+        assert_eq!(h.store.get(b"n"), Some(&b("1")));
+    }
+
+    /// Proves seq 0 on a fresh session is refused: sequence numbers start at 1.
+    #[test]
+    fn seq_zero_is_refused() {
+        let mut h = Harness::new(KvConfig::default());
+        let client = h.register();
+        assert_eq!(
+            h.request(client, 0, put("x", "1")),
+            Response::Error(KvError::StaleRequest)
+        );
+        assert!(h.store.is_empty());
+    }
+
+    /// Proves a request naming a session that was never opened is refused and changes nothing.
+    #[test]
+    fn unknown_session_is_refused() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(
+            h.request(ClientId(99), 1, put("x", "1")),
+            Response::Error(KvError::UnknownSession)
+        );
+        assert!(h.store.is_empty());
+    }
+
+    /// Proves a session expires once unused for more than `session_expiry_entries` indexes,
+    /// counted in log indexes, and not a moment earlier.
+    #[test]
+    fn session_expires_after_expiry_entries_of_log() {
+        let config = KvConfig {
+            session_expiry_entries: 10,
+            ..KvConfig::default()
+        };
+        let mut h = Harness::new(config);
+        let client = h.register(); // index 1
+        h.skip(9);
+        // Index 11: unused for exactly 10 entries, still alive; this use renews it.
+        assert_eq!(h.request(client, 1, put("x", "1")), Response::Ok);
+        h.skip(10);
+        // Index 22: unused for 11 entries since index 11.
+        assert_eq!(
+            h.request(client, 2, put("x", "2")),
+            Response::Error(KvError::UnknownSession)
+        );
+        assert_eq!(h.store.get(b"x"), Some(&b("1")));
+        assert_eq!(h.store.sessions_len(), 0);
+    }
+
+    /// Proves expiry happens on any apply, including one that does not name the session,
+    /// and that retries keep a session alive.
+    #[test]
+    fn expiry_is_checked_on_every_apply_and_retries_renew() {
+        let config = KvConfig {
+            session_expiry_entries: 3,
+            ..KvConfig::default()
+        };
+        let mut h = Harness::new(config);
+        let retrying = h.register(); // 1
+        let idle = h.register(); // 2
+        assert_eq!(
+            h.request(retrying, 1, append("x", "a")),
+            Response::Length(1)
+        ); // 3
+        h.skip(2);
+        assert_eq!(
+            h.request(retrying, 1, append("x", "a")),
+            Response::Length(1)
+        ); // 6
+        assert!(!h.store.has_session(idle));
+        h.skip(2);
+        assert_eq!(
+            h.request(retrying, 1, append("x", "a")),
+            Response::Length(1)
+        ); // 9
+        h.op(get("x")); // 10
+        assert!(h.store.has_session(retrying));
+        assert_eq!(h.store.get(b"x"), Some(&b("a")));
+    }
+
+    /// Proves that registering beyond `sessions_max` expires the least recently used session,
+    /// where use includes requests, not only registration.
+    #[test]
+    fn sessions_max_expires_the_least_recently_used() {
+        let config = KvConfig {
+            sessions_max: 2,
+            ..KvConfig::default()
+        };
+        let mut h = Harness::new(config);
+        let first = h.register();
+        let second = h.register();
+        assert_eq!(h.request(first, 1, put("x", "1")), Response::Ok);
+        let third = h.register();
+        assert_eq!(h.store.sessions_len(), 2);
+        assert!(h.store.has_session(first));
+        assert!(!h.store.has_session(second));
+        assert!(h.store.has_session(third));
+        assert_eq!(
+            h.request(second, 1, put("x", "2")),
+            Response::Error(KvError::UnknownSession)
+        );
+    }
+
+    /// Proves `sessions_max == 0` still keeps the newest session, as documented.
+    #[test]
+    fn sessions_max_zero_keeps_the_newest_session() {
+        let mut h = Harness::new(KvConfig {
+            sessions_max: 0,
+            ..KvConfig::default()
+        });
+        let first = h.register();
+        let second = h.register();
+        assert!(!h.store.has_session(first));
+        assert!(h.store.has_session(second));
+        assert_eq!(h.request(second, 1, put("x", "1")), Response::Ok);
+    }
+
+    /// Proves undecodable commands are answered `Malformed`, change no state, and still count
+    /// as applied (the index moves on).
+    #[test]
+    fn malformed_command_changes_nothing() {
+        let mut h = Harness::new(KvConfig::default());
+        let client = h.register();
+        h.request(client, 1, put("x", "1"));
+        let digest = h.store.state_digest();
+        for bytes in [&[][..], &[0xff], &[crate::CODEC_VERSION, 0x7f], &[1, 0, 0]] {
+            assert_eq!(h.apply_bytes(bytes), Response::Error(KvError::Malformed));
+            assert_eq!(h.store.state_digest(), digest);
+        }
+        assert_eq!(h.store.last_applied(), LogIndex(6));
+    }
+
+    /// Proves random bytes never panic `apply`, `query` or `restore`.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut h = Harness::new(KvConfig::default());
+        let mut prng = Prng::new(7);
+        for _ in 0..20_000 {
+            let len = prng.index(20);
+            let mut bytes: Vec<u8> = (0..len).map(|_| prng.next_u64() as u8).collect();
+            if let Some(first) = bytes.first_mut() {
+                *first = crate::CODEC_VERSION;
+            }
+            h.apply_bytes(&bytes);
+            let _ = h.store.query(&bytes);
+            let mut scratch = KvStore::new(KvConfig::default());
+            let _ = scratch.restore(&bytes);
+        }
+    }
+
+    /// Proves `apply` refuses an index that does not increase: replaying or reordering the
+    /// log would fork the replicas.
+    #[test]
+    #[should_panic(expected = "indexes must strictly increase")]
+    fn apply_asserts_increasing_indexes() {
+        let mut store = KvStore::new(KvConfig::default());
+        store.apply(LogIndex(2), &Command::Register.encode());
+        store.apply(LogIndex(2), &Command::Register.encode());
+    }
+
+    /// Proves index 0 ("before the first entry") is never applied.
+    #[test]
+    #[should_panic(expected = "indexes must strictly increase")]
+    fn apply_refuses_index_zero() {
+        let mut store = KvStore::new(KvConfig::default());
+        store.apply(LogIndex(0), &Command::Register.encode());
+    }
+
+    /// Applies a seeded random workload of sessioned and unsessioned commands.
+    fn random_workload(h: &mut Harness, prng: &mut Prng, commands: usize) {
+        let keys = ["a", "b", "c", "n"];
+        let mut clients: Vec<(ClientId, u64)> = Vec::new();
+        for _ in 0..commands {
+            let key = keys[prng.index(keys.len())];
+            let op = match prng.index(7) {
+                0 => get(key),
+                1 => put(key, &prng.range(0, 5).to_string()),
+                2 => Op::Delete { key: b(key) },
+                3 => append(key, "x"),
+                4 => cas(key, &prng.range(0, 5).to_string(), "4"),
+                5 => incr(key, prng.range(0, 3) as i64 - 1),
+                _ => Op::MultiPut {
+                    pairs: vec![(b(key), b("1")), (b("n"), b("2"))],
+                },
+            };
+            match prng.index(5) {
+                0 => {
+                    let client = h.register();
+                    clients.push((client, 0));
+                }
+                1 => {
+                    h.op(op);
+                }
+                _ if clients.is_empty() => {
+                    h.op(op);
+                }
+                _ => {
+                    let slot = prng.index(clients.len());
+                    let (client, seq) = &mut clients[slot];
+                    // Mostly new requests, sometimes retries.
+                    if *seq == 0 || prng.chance(0.7) {
+                        *seq += 1;
+                    }
+                    h.request(*client, *seq, op);
+                }
+            }
+            if prng.chance(0.1) {
+                h.skip(prng.range(1, 50));
+            }
+        }
+    }
+
+    fn small_config() -> KvConfig {
+        KvConfig {
+            session_expiry_entries: 40,
+            sessions_max: 5,
+        }
+    }
+
+    /// Proves determinism: two stores fed the same commands reach equal states, digests and
+    /// snapshots, and a store fed different commands does not share the digest.
+    #[test]
+    fn same_commands_give_same_digest() {
+        for seed in 0..20 {
+            let mut first = Harness::new(small_config());
+            let mut second = Harness::new(small_config());
+            random_workload(&mut first, &mut Prng::new(seed), 300);
+            random_workload(&mut second, &mut Prng::new(seed), 300);
+            assert_eq!(first.store, second.store);
+            assert_eq!(first.store.state_digest(), second.store.state_digest());
+            assert_eq!(first.store.snapshot(), second.store.snapshot());
+
+            second.op(put("extra", "1"));
+            assert_ne!(first.store.state_digest(), second.store.state_digest());
+        }
+    }
+
+    /// Proves the digest covers the session table, not only the map.
+    #[test]
+    fn digest_covers_sessions() {
+        let mut h = Harness::new(KvConfig::default());
+        let empty = h.store.state_digest();
+        let client = h.register();
+        let registered = h.store.state_digest();
+        assert_ne!(empty, registered);
+        h.request(client, 1, get("x"));
+        assert_ne!(registered, h.store.state_digest());
+        assert!(h.store.is_empty());
+    }
+
+    /// Proves snapshot → restore reproduces the whole state, sessions included: a retry after
+    /// restore returns the cached reply instead of executing again, and both stores then
+    /// evolve identically.
+    #[test]
+    fn snapshot_restore_round_trips_sessions() {
+        let mut h = Harness::new(small_config());
+        random_workload(&mut h, &mut Prng::new(11), 200);
+        let client = h.register();
+        assert_eq!(
+            h.request(client, 1, append("log", "a")),
+            Response::Length(1)
+        );
+
+        let snapshot = h.store.snapshot();
+        let mut restored = Harness::new(small_config());
+        restored
+            .store
+            .restore(&snapshot)
+            .expect("own snapshot restores");
+        restored.next_index = h.next_index;
+        assert_eq!(restored.store, h.store);
+        assert_eq!(restored.store.snapshot(), snapshot);
+        assert_eq!(restored.store.state_digest(), h.store.state_digest());
+        assert_eq!(restored.store.last_applied(), h.store.last_applied());
+
+        // The retry would answer Length(2) if the session had been lost or re-executed.
+        assert_eq!(
+            restored.request(client, 1, append("log", "a")),
+            Response::Length(1)
+        );
+        assert_eq!(restored.store.get(b"log"), Some(&b("a")));
+
+        h.request(client, 1, append("log", "a"));
+        let mut prng_first = Prng::new(12);
+        let mut prng_second = Prng::new(12);
+        random_workload(&mut h, &mut prng_first, 200);
+        random_workload(&mut restored, &mut prng_second, 200);
+        assert_eq!(restored.store, h.store);
+    }
+
+    /// Proves restore keeps the restoring store's configuration, which is local setup.
+    #[test]
+    fn restore_keeps_local_config() {
+        let mut h = Harness::new(KvConfig::default());
+        h.register();
+        let mut other = KvStore::new(small_config());
+        other.restore(&h.store.snapshot()).expect("restores");
+        assert_eq!(other.config(), small_config());
+        assert_eq!(other.sessions_len(), 1);
+    }
+
+    /// Proves restore refuses bad bytes (empty, wrong version, truncated, trailing, flipped)
+    /// and leaves the state exactly as it was.
+    #[test]
+    fn restore_refuses_bad_bytes_and_keeps_state() {
+        let mut h = Harness::new(small_config());
+        random_workload(&mut h, &mut Prng::new(3), 100);
+        let before = h.store.clone();
+        let good = h.store.snapshot();
+
+        let mut wrong_version = good.to_vec();
+        wrong_version[0] = SNAPSHOT_VERSION + 1;
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        let mut bad: Vec<Vec<u8>> = vec![Vec::new(), wrong_version, trailing];
+        bad.extend((0..good.len()).map(|cut| good[..cut].to_vec()));
+
+        for bytes in &bad {
+            assert!(h.store.restore(bytes).is_err(), "{bytes:?} restored");
+            assert_eq!(h.store, before);
+        }
+        // Flipped bytes may decode to another valid state; they must only never panic, and a
+        // refusal must leave the state alone.
+        for position in 0..good.len() {
+            let mut flipped = good.to_vec();
+            flipped[position] ^= 0x55;
+            let mut scratch = before.clone();
+            if scratch.restore(&flipped).is_err() {
+                assert_eq!(scratch, before);
+            }
+        }
+    }
+
+    /// Proves restore refuses a snapshot that decodes but describes an impossible state.
+    #[test]
+    fn restore_refuses_impossible_states() {
+        let session = |last_seq: u64, last_used: u64| Session {
+            last_seq,
+            last_response: (last_seq > 0).then_some(Response::Ok),
+            last_used: LogIndex(last_used),
+        };
+        // A tuple encodes exactly as the snapshot struct with the same fields in order.
+        let encode =
+            |last_applied: u64, data: Vec<(Bytes, Bytes)>, sessions: Vec<(ClientId, Session)>| {
+                encode_versioned(SNAPSHOT_VERSION, &(LogIndex(last_applied), data, sessions))
+            };
+        let mut store = KvStore::new(KvConfig::default());
+        let valid = encode(
+            9,
+            vec![(b("a"), b("1")), (b("b"), b("2"))],
+            vec![(ClientId(3), session(1, 9))],
+        );
+        store.restore(&valid).expect("valid state restores");
+        let before = store.clone();
+
+        let impossible = [
+            encode(9, vec![(b("b"), b("1")), (b("a"), b("2"))], vec![]),
+            encode(9, vec![(b("a"), b("1")), (b("a"), b("2"))], vec![]),
+            encode(
+                9,
+                vec![],
+                vec![(ClientId(4), session(0, 4)), (ClientId(3), session(0, 3))],
+            ),
+            encode(9, vec![], vec![(ClientId(3), session(1, 10))]),
+            encode(9, vec![], vec![(ClientId(5), session(1, 4))]),
+            encode(
+                9,
+                vec![],
+                vec![(
+                    ClientId(3),
+                    Session {
+                        last_seq: 1,
+                        last_response: None,
+                        last_used: LogIndex(4),
+                    },
+                )],
+            ),
+        ];
+        for bytes in &impossible {
+            assert!(store.restore(bytes).is_err());
+            assert_eq!(store, before);
+        }
+    }
+
+    /// Proves `apply` after restore continues from the snapshot's index and refuses older ones.
+    #[test]
+    #[should_panic(expected = "indexes must strictly increase")]
+    fn restore_sets_the_last_applied_index() {
+        let mut h = Harness::new(KvConfig::default());
+        h.skip(9);
+        h.register(); // index 10
+        let mut restored = KvStore::new(KvConfig::default());
+        restored.restore(&h.store.snapshot()).expect("restores");
+        assert_eq!(restored.last_applied(), LogIndex(10));
+        restored.apply(LogIndex(10), &Command::Register.encode());
+    }
+}

@@ -1,0 +1,208 @@
+//! What a leader knows about one follower's log, and how it paces replication to it.
+//!
+//! A follower is in one of two states, as in etcd/raft:
+//!
+//! - **Probe**: the leader does not know where the follower's log matches its own. It sends one
+//!   AppendEntries at a time (at `next_index`) and waits for the answer, moving `next_index`
+//!   back with the fast-rollback hint of each rejection (Raft §5.3).
+//! - **Replicate**: the follower matched; the leader streams entries optimistically, advancing
+//!   `next_index` as it sends, with at most `inflight_max` messages carrying entries in flight.
+//!
+//! Invariants: `match_index < next_index`, and `match_index` never decreases within a term (a
+//! follower acknowledges only durable entries, and an honest follower never truncates below what
+//! it acknowledged to the current leader).
+
+use std::collections::VecDeque;
+
+use chorus_core::LogIndex;
+
+/// How the leader replicates to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplicationState {
+    /// One message at a time until the follower's log matches.
+    Probe,
+    /// A pipeline of messages.
+    Replicate,
+}
+
+/// The leader's view of one follower (Raft Figure 2, "volatile state on leaders").
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    /// The highest index known to be replicated (durably) on the follower.
+    pub(crate) match_index: LogIndex,
+    /// The index of the next entry to send.
+    pub(crate) next_index: LogIndex,
+    pub(crate) state: ReplicationState,
+    /// In Probe: a probe is in flight, so no other is sent until it is answered.
+    probe_sent: bool,
+    /// In Replicate: the last index carried by each message in flight, oldest first.
+    inflight: VecDeque<LogIndex>,
+    /// The follower sent a message of the current term since the last CheckQuorum.
+    pub(crate) recent_active: bool,
+    /// The highest ReadIndex round the follower has answered in the current term.
+    pub(crate) read_round_acked: u64,
+    /// In Replicate: send an empty AppendEntries at `next_index - 1` soon, to find out whether
+    /// the messages in flight arrived (see [`Progress::on_success`]).
+    pub(crate) empty_append_due: bool,
+}
+
+impl Progress {
+    /// A follower whose log the leader knows nothing about yet; probing starts at `next_index`.
+    pub(crate) fn new(next_index: LogIndex) -> Progress {
+        assert!(next_index >= LogIndex(1));
+        Progress {
+            match_index: LogIndex(0),
+            next_index,
+            state: ReplicationState::Probe,
+            probe_sent: false,
+            inflight: VecDeque::new(),
+            recent_active: false,
+            read_round_acked: 0,
+            empty_append_due: false,
+        }
+    }
+
+    /// Whether the leader may send an AppendEntries carrying entries (or an empty probe) now.
+    pub(crate) fn can_send(&self, last_index: LogIndex, inflight_max: usize) -> bool {
+        match self.state {
+            // An empty probe is still useful when the match point is unknown.
+            ReplicationState::Probe => {
+                !self.probe_sent
+                    && (self.next_index <= last_index || self.next_index.prev() > self.match_index)
+            }
+            ReplicationState::Replicate => {
+                self.inflight.len() < inflight_max && self.next_index <= last_index
+            }
+        }
+    }
+
+    /// The leader sent entries up to `last_sent` (equal to `next_index - 1` for an empty probe).
+    pub(crate) fn on_sent(&mut self, last_sent: LogIndex) {
+        match self.state {
+            ReplicationState::Probe => self.probe_sent = true,
+            ReplicationState::Replicate => {
+                assert!(
+                    last_sent >= self.next_index,
+                    "a pipelined message carries entries"
+                );
+                self.next_index = last_sent.next();
+                self.inflight.push_back(last_sent);
+            }
+        }
+    }
+
+    /// The follower acknowledged entries up to `match_index`. Returns whether it moved
+    /// forward; a stale or duplicated acknowledgement changes nothing.
+    pub(crate) fn on_success(&mut self, match_index: LogIndex, last_index: LogIndex) -> bool {
+        if match_index <= self.match_index {
+            self.on_no_progress(last_index);
+            return false;
+        }
+        self.match_index = match_index;
+        self.empty_append_due = false;
+        match self.state {
+            ReplicationState::Probe => {
+                // The match point is found: stream from right after it.
+                self.state = ReplicationState::Replicate;
+                self.probe_sent = false;
+                self.next_index = match_index.next();
+                self.inflight.clear();
+            }
+            ReplicationState::Replicate => {
+                self.next_index = self.next_index.max(match_index.next());
+                while self
+                    .inflight
+                    .front()
+                    .is_some_and(|&last| last <= match_index)
+                {
+                    self.inflight.pop_front();
+                }
+            }
+        }
+        true
+    }
+
+    /// A success that did not move `match_index`: typically a heartbeat's answer (heartbeats
+    /// are sent at `match_index`, so they carry no news). As in etcd/raft, it is the cue to
+    /// check on a lagging follower in Replicate: messages in flight may have been lost, which
+    /// would stall the pipeline forever, so ask for an empty AppendEntries at `next_index - 1`,
+    /// which either succeeds (all arrived) or is rejected (back to Probe). In Probe a lost
+    /// probe is retried at the next heartbeat instead (see [`Progress::on_heartbeat`]), so that
+    /// answers that bring no news can never make the leader resend at message speed.
+    fn on_no_progress(&mut self, last_index: LogIndex) {
+        if self.state == ReplicationState::Replicate && self.match_index < last_index {
+            self.empty_append_due = true;
+        }
+    }
+
+    /// The leader is about to send heartbeats: a probe still unanswered was probably lost,
+    /// so allow another.
+    pub(crate) fn on_heartbeat(&mut self) {
+        if self.state == ReplicationState::Probe {
+            self.probe_sent = false;
+        }
+    }
+
+    /// Frees the oldest pipeline slot when the pipeline is full, so that a lost message cannot
+    /// block replication to this follower for good.
+    pub(crate) fn free_one_if_full(&mut self, inflight_max: usize) {
+        if self.inflight.len() >= inflight_max {
+            self.inflight.pop_front();
+        }
+    }
+
+    /// The follower rejected an AppendEntries; probe again from `next_index`, which the caller
+    /// derived from the rejection's hint and clamped above `match_index`.
+    pub(crate) fn on_rejection(&mut self, next_index: LogIndex) {
+        assert!(next_index > self.match_index);
+        self.become_probe(next_index);
+    }
+
+    fn become_probe(&mut self, next_index: LogIndex) {
+        self.state = ReplicationState::Probe;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.empty_append_due = false;
+        self.next_index = next_index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_message_then_replicate_pipelines() {
+        let mut progress = Progress::new(LogIndex(5));
+        assert!(progress.can_send(LogIndex(5), 2));
+        progress.on_sent(LogIndex(5));
+        assert!(!progress.can_send(LogIndex(5), 2), "one probe at a time");
+        assert!(progress.on_success(LogIndex(5), LogIndex(9)));
+        assert_eq!(progress.state, ReplicationState::Replicate);
+        assert_eq!(progress.next_index, LogIndex(6));
+        progress.on_sent(LogIndex(6));
+        progress.on_sent(LogIndex(7));
+        assert!(!progress.can_send(LogIndex(9), 2), "the pipeline is full");
+        assert!(progress.on_success(LogIndex(6), LogIndex(9)));
+        assert!(progress.can_send(LogIndex(9), 2));
+        assert!(
+            !progress.on_success(LogIndex(6), LogIndex(9)),
+            "a duplicate changes nothing"
+        );
+        assert!(
+            progress.empty_append_due,
+            "a lagging follower is checked on"
+        );
+        assert_eq!(progress.match_index, LogIndex(6));
+    }
+
+    #[test]
+    fn rejection_returns_to_probing() {
+        let mut progress = Progress::new(LogIndex(3));
+        progress.on_sent(LogIndex(3));
+        progress.on_rejection(LogIndex(2));
+        assert_eq!(progress.state, ReplicationState::Probe);
+        assert_eq!(progress.next_index, LogIndex(2));
+        assert!(progress.can_send(LogIndex(3), 4));
+    }
+}

@@ -1,0 +1,8 @@
+//! Scenario tests for the Raft core, each named after what it proves, run on the in-memory
+//! [`harness::Network`].
+
+mod election;
+mod harness;
+mod read_index;
+mod replication;
+mod robustness;

@@ -1,0 +1,286 @@
+//! `chorus sim`: runs simulator seeds on every core, prints failing seeds with the command that
+//! replays them, and ends with one summary line.
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use chorus_sim::history::write_jsonl;
+use chorus_sim::{FaultProfile, RunReport, SimConfig, Simulator};
+use clap::{Args, ValueEnum};
+
+/// The replication scheme to simulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// State machine replication on Raft.
+    Raft,
+}
+
+/// An inclusive range of seeds, written `A..B` (or a single seed `A`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRange {
+    first: u64,
+    last: u64,
+}
+
+impl FromStr for SeedRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<SeedRange, String> {
+        let parse = |part: &str| {
+            part.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{part:?} is not a seed (a whole number)"))
+        };
+        let (first, last) = match text.split_once("..") {
+            Some((a, b)) => (parse(a)?, parse(b.trim_start_matches('='))?),
+            None => (parse(text)?, parse(text)?),
+        };
+        if first > last {
+            return Err(format!(
+                "empty seed range {text}: the first seed is after the last"
+            ));
+        }
+        Ok(SeedRange { first, last })
+    }
+}
+
+/// Arguments of `chorus sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// The replication scheme.
+    #[arg(long, value_enum, default_value = "raft")]
+    protocol: Protocol,
+    /// Seeds to run, inclusive: `1..2000` runs 2000 seeds.
+    #[arg(long, default_value = "1..100")]
+    seeds: SeedRange,
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// Client operations per seed.
+    #[arg(long, default_value_t = 1000)]
+    ops: usize,
+    /// Concurrent clients per seed.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=64))]
+    clients: u64,
+    /// Keys the clients share (few keys, many conflicts).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    keys: u64,
+    /// Faults injected during the safety phase: none, network, crash or all.
+    #[arg(long, default_value = "all")]
+    faults: FaultProfile,
+    /// Write each seed's client history to DIR/seed-<N>.jsonl (HISTORY.md format).
+    #[arg(long, value_name = "DIR")]
+    history_out: Option<PathBuf>,
+    /// Run one seed and print its event trace and findings.
+    #[arg(long, value_name = "SEED", conflicts_with = "seeds")]
+    replay: Option<u64>,
+    /// Print every seed's result, and with --replay the event trace.
+    #[arg(long)]
+    verbose: bool,
+    /// Run every seed twice and fail if the two runs differ (same seed, same trace hash).
+    #[arg(long)]
+    check_determinism: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+impl SimArgs {
+    fn config(&self, seed: u64) -> SimConfig {
+        let mut config = SimConfig::new(seed);
+        config.nodes = self.nodes as usize;
+        config.ops = self.ops;
+        config.clients = self.clients as usize;
+        config.keys = self.keys as usize;
+        config.faults = self.faults;
+        config
+    }
+
+    fn replay_command(&self, seed: u64) -> String {
+        format!(
+            "chorus sim --protocol raft --replay {seed} --nodes {} --ops {} --clients {} --keys {} --faults {} --verbose",
+            self.nodes, self.ops, self.clients, self.keys, self.faults
+        )
+    }
+}
+
+/// What one seed came to.
+struct Outcome {
+    report: RunReport,
+    nondeterministic: bool,
+}
+
+fn run_seed(args: &SimArgs, seed: u64) -> Outcome {
+    let report = chorus_sim::run(args.config(seed));
+    let nondeterministic = args.check_determinism && {
+        let again = chorus_sim::run(args.config(seed));
+        again.trace_hash != report.trace_hash
+    };
+    Outcome {
+        report,
+        nondeterministic,
+    }
+}
+
+fn write_history(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
+    let path = dir.join(format!("seed-{}.jsonl", report.seed));
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    write_jsonl(&report.history, BufWriter::new(file))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn describe_failure(args: &SimArgs, outcome: &Outcome) -> String {
+    let report = &outcome.report;
+    let mut text = format!("FAIL seed={}:", report.seed);
+    for violation in &report.violations {
+        let _ = write!(
+            text,
+            "\n  {} at t={}: {}",
+            violation.invariant, violation.time, violation.detail
+        );
+    }
+    if outcome.nondeterministic {
+        text.push_str("\n  determinism: a second run of the same seed produced a different trace");
+    }
+    let _ = write!(text, "\n  replay: {}", args.replay_command(report.seed));
+    text
+}
+
+fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
+    let mut simulator = Simulator::new(args.config(seed));
+    if args.verbose {
+        simulator.enable_trace_log();
+    }
+    let report = simulator.run();
+    for line in &report.trace {
+        println!("{line}");
+    }
+    if let Some(dir) = &args.history_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_history(dir, &report)?;
+    }
+    let outcome = Outcome {
+        report,
+        nondeterministic: false,
+    };
+    let passed = outcome.report.passed();
+    if !passed {
+        println!("{}", describe_failure(args, &outcome));
+    }
+    let stats = outcome.report.stats;
+    println!(
+        "sim raft: seed={seed} ops={} violations={} linearizable={} end_time={} events={} messages={} crashes={} partitions={} leaders={} trace={:016x}",
+        outcome.report.history.len(),
+        outcome.report.violations.len(),
+        outcome.report.linearizable(),
+        outcome.report.end_time,
+        stats.events,
+        stats.messages,
+        stats.crashes,
+        stats.partitions,
+        stats.leaders,
+        outcome.report.trace_hash,
+    );
+    Ok(passed)
+}
+
+/// Runs `chorus sim`. Returns whether every seed passed.
+///
+/// # Errors
+/// When a history file cannot be written.
+pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
+    if let Some(seed) = args.replay {
+        return replay(args, seed);
+    }
+    if let Some(dir) = &args.history_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let SeedRange { first, last } = args.seeds;
+    let total = last - first + 1;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    if jobs > 256 {
+        bail!("--jobs {jobs} is more threads than is useful");
+    }
+    let started = Instant::now();
+    let next = AtomicU64::new(first);
+    let (sender, receiver) = mpsc::sync_channel::<Outcome>(jobs * 2);
+    let mut ops = 0usize;
+    let mut violations = 0usize;
+    let mut linearizable = 0u64;
+    let mut failed = Vec::new();
+    let mut done = 0u64;
+    let mut write_error = None;
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let sender = sender.clone();
+            let next = &next;
+            scope.spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed > last {
+                        break;
+                    }
+                    if sender.send(run_seed(args, seed)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        let step = (total / 20).max(1);
+        for outcome in receiver {
+            done += 1;
+            let report = &outcome.report;
+            ops += report.history.len();
+            violations += report.violations.len() + usize::from(outcome.nondeterministic);
+            linearizable += u64::from(report.linearizable());
+            if let Some(dir) = &args.history_out {
+                if let Err(error) = write_history(dir, report) {
+                    write_error.get_or_insert(error);
+                }
+            }
+            if !report.passed() || outcome.nondeterministic {
+                println!("{}", describe_failure(args, &outcome));
+                failed.push(report.seed);
+            } else if args.verbose {
+                println!(
+                    "ok seed={} ops={} end_time={} crashes={} partitions={} leaders={}",
+                    report.seed,
+                    report.history.len(),
+                    report.end_time,
+                    report.stats.crashes,
+                    report.stats.partitions,
+                    report.stats.leaders
+                );
+            }
+            if done % step == 0 && done < total {
+                eprintln!(
+                    "progress: {done}/{total} seeds, {violations} violations, {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    });
+    if let Some(error) = write_error {
+        return Err(error);
+    }
+    println!(
+        "sim raft: seeds={total} ops={ops} violations={violations} linearizable={linearizable}/{total} elapsed={:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        failed.sort_unstable();
+        println!("failing seeds: {failed:?}");
+    }
+    Ok(failed.is_empty())
+}

@@ -1,0 +1,197 @@
+//! The invariant checkers: one file per invariant of SCENARIOS.md (S1–S8), each citing the
+//! section of the Raft paper ("In Search of an Understandable Consensus Algorithm", extended
+//! version) that it enforces. S7, linearizability, lives in [`crate::linearizability`] and is
+//! run over the whole history at the end.
+//!
+//! The simulator calls the hooks of [`Checkers`] as it drives the nodes: after every event
+//! that changed a node, on every persist, commit and apply, on every vote sent, on restarts,
+//! and once at the end. A checker never panics; it records a [`Violation`] with the simulated
+//! time and enough detail to start debugging, and the run goes on.
+
+mod s1_election_safety;
+mod s2_log_matching;
+mod s3_committed_durability;
+mod s4_state_machine_safety;
+mod s5_monotonicity;
+mod s6_acknowledged_writes;
+mod s8_exactly_once;
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use bytes::Bytes;
+use chorus_core::{LogIndex, NodeId, Term};
+use chorus_raft::{Entry, EntryPayload, HardState, RawNode, Status};
+
+pub use s6_acknowledged_writes::AcknowledgedWrite;
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which invariant: `S1` … `S8`, `liveness`, or `determinism`.
+    pub invariant: &'static str,
+    /// Simulated time at which it was seen.
+    pub time: u64,
+    /// What was seen.
+    pub detail: String,
+}
+
+/// A stable fingerprint of an entry's payload.
+#[must_use]
+pub fn payload_hash(payload: &EntryPayload) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match payload {
+        EntryPayload::NoOp => 0u8.hash(&mut hasher),
+        EntryPayload::Command(command) => {
+            1u8.hash(&mut hasher);
+            command.hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// What a checker sees of one applied entry.
+#[derive(Clone, Debug)]
+pub struct Applied<'a> {
+    /// The node that applied it.
+    pub node: NodeId,
+    /// The entry.
+    pub entry: &'a Entry,
+    /// What the state machine answered (`None` for a no-op or an entry without a command).
+    pub output: Option<&'a Bytes>,
+}
+
+/// Every checker, and the violations they found.
+#[derive(Debug, Default)]
+pub struct Checkers {
+    s1: s1_election_safety::ElectionSafety,
+    s2: s2_log_matching::LogMatching,
+    s3: s3_committed_durability::CommittedDurability,
+    s4: s4_state_machine_safety::StateMachineSafety,
+    s5: s5_monotonicity::Monotonicity,
+    s6: s6_acknowledged_writes::AcknowledgedWrites,
+    s8: s8_exactly_once::ExactlyOnce,
+    violations: Vec<Violation>,
+}
+
+/// How many violations are kept; past this a run is broken enough.
+const VIOLATIONS_MAX: usize = 64;
+
+impl Checkers {
+    /// Fresh checkers.
+    #[must_use]
+    pub fn new() -> Checkers {
+        Checkers::default()
+    }
+
+    fn record(&mut self, time: u64, found: Vec<(&'static str, String)>) {
+        for (invariant, detail) in found {
+            if self.violations.len() < VIOLATIONS_MAX {
+                self.violations.push(Violation {
+                    invariant,
+                    time,
+                    detail,
+                });
+            }
+        }
+    }
+
+    /// The violations found so far.
+    #[must_use]
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    /// Records a violation found outside the checkers (liveness, determinism).
+    pub fn report(&mut self, invariant: &'static str, time: u64, detail: String) {
+        self.record(time, vec![(invariant, detail)]);
+    }
+
+    /// A node's status after an event touched it.
+    pub fn observe_status(&mut self, time: u64, status: &Status, raft: &RawNode) {
+        let mut found = Vec::new();
+        if let Some(v) = self.s1.observe(status) {
+            found.push(("S1", v));
+        }
+        if let Some(v) = self.s5.observe(status) {
+            found.push(("S5", v));
+        }
+        if let Some(v) = self.s3.observe_leader(status, raft) {
+            found.push(("S3", v));
+        }
+        self.record(time, found);
+    }
+
+    /// A node is about to persist `entries`; `prev_term` is the term of the entry before them
+    /// and `commit` the node's commit index.
+    pub fn observe_persist(
+        &mut self,
+        time: u64,
+        node: NodeId,
+        commit: LogIndex,
+        prev_term: Term,
+        entries: &[Entry],
+    ) {
+        let mut found = Vec::new();
+        if let Some(v) = self.s2.observe(node, prev_term, entries) {
+            found.push(("S2", v));
+        }
+        if let Some(v) = self.s3.observe_persist(node, commit, entries) {
+            found.push(("S3", v));
+        }
+        self.record(time, found);
+    }
+
+    /// A node applied an entry.
+    pub fn observe_apply(&mut self, time: u64, applied: &Applied<'_>) {
+        let mut found = Vec::new();
+        if let Some(v) = self.s3.observe_commit(applied.node, applied.entry) {
+            found.push(("S3", v));
+        }
+        if let Some(v) = self.s4.observe(applied.node, applied.entry) {
+            found.push(("S4", v));
+        }
+        if let Some(v) = self.s8.observe(applied) {
+            found.push(("S8", v));
+        }
+        self.record(time, found);
+    }
+
+    /// A node sent a granted (real) vote.
+    pub fn observe_vote(&mut self, time: u64, node: NodeId, term: Term, candidate: NodeId) {
+        if let Some(v) = self.s5.observe_vote(node, term, candidate) {
+            self.record(time, vec![("S5", v)]);
+        }
+    }
+
+    /// A node crashed; its volatile state is gone.
+    pub fn observe_crash(&mut self, node: NodeId) {
+        self.s4.observe_crash(node);
+        self.s5.observe_crash(node);
+    }
+
+    /// A node restarted from `durable`, the hard state its disk kept.
+    pub fn observe_restart(&mut self, time: u64, status: &Status, durable: HardState) {
+        if let Some(v) = self.s5.observe_restart(status, durable) {
+            self.record(time, vec![("S5", v)]);
+        }
+    }
+
+    /// A client was told its write succeeded.
+    pub fn observe_acknowledged(&mut self, write: AcknowledgedWrite) {
+        self.s6.observe(write);
+    }
+
+    /// The run ended and the cluster converged: check what must hold of the final state.
+    /// `logs` has each live node's log up to its commit index.
+    pub fn finish(&mut self, time: u64, logs: &[(NodeId, Vec<Entry>)], final_commit: LogIndex) {
+        let mut found = Vec::new();
+        found.extend(self.s3.finish(logs).into_iter().map(|v| ("S3", v)));
+        found.extend(
+            self.s6
+                .finish(logs, final_commit)
+                .into_iter()
+                .map(|v| ("S6", v)),
+        );
+        self.record(time, found);
+    }
+}

@@ -1,0 +1,123 @@
+//! S8, a retried request takes effect exactly once (Raft §8, "Client interaction": clients
+//! give each command a serial number and the state machine answers a repeat from its record of
+//! the latest response, without executing it again).
+//!
+//! The checker keeps its own reference model of the key-value store and its session table, a
+//! deliberately small and independent implementation, and feeds it the committed log in order.
+//! Every node's state machine must answer every entry exactly as the model does. A state
+//! machine that executed a retried append twice, forgot a session across a restart, or
+//! answered a retry with a fresh result, answers differently from the model at that index.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chorus_core::envelope::Envelope;
+use chorus_kv::{ClientId, Command, KvError, Op, Response};
+use chorus_raft::{Entry, EntryPayload};
+
+use super::Applied;
+
+#[derive(Debug, Default)]
+pub(super) struct ExactlyOnce {
+    data: BTreeMap<Bytes, Bytes>,
+    /// Each session's latest sequence number and its answer (none before the first request).
+    sessions: BTreeMap<ClientId, (u64, Option<Response>)>,
+    /// `expected[i]` is the model's answer to the entry at index i + 1 (`None` for no-ops).
+    expected: Vec<Option<Response>>,
+}
+
+impl ExactlyOnce {
+    pub(super) fn observe(&mut self, applied: &Applied<'_>) -> Option<String> {
+        let index = applied.entry.index;
+        let slot = usize::try_from(index.0 - 1).expect("invariant: index fits usize");
+        if slot == self.expected.len() {
+            let answer = self.model_apply(applied.entry);
+            self.expected.push(answer);
+        }
+        let expected = self.expected.get(slot)?;
+        let actual = applied.output.map(|bytes| Response::decode(bytes));
+        match (expected, actual) {
+            (None, None) => None,
+            (Some(expected), Some(Ok(actual))) if *expected == actual => None,
+            (expected, actual) => Some(format!(
+                "{} answered {index} with {actual:?}; the exactly-once model answers {expected:?}",
+                applied.node
+            )),
+        }
+    }
+
+    fn model_apply(&mut self, entry: &Entry) -> Option<Response> {
+        let EntryPayload::Command(bytes) = &entry.payload else {
+            return None;
+        };
+        let Ok(envelope) = Envelope::decode(bytes) else {
+            return Some(Response::Error(KvError::Malformed));
+        };
+        let Ok(command) = Command::decode(&envelope.command) else {
+            return Some(Response::Error(KvError::Malformed));
+        };
+        Some(match command {
+            Command::Register => {
+                let client = ClientId(entry.index.0);
+                self.sessions.insert(client, (0, None));
+                Response::Registered(client)
+            }
+            Command::Unsessioned(op) => self.execute(op),
+            Command::Request { client, seq, op } => match self.sessions.get(&client) {
+                None => Response::Error(KvError::UnknownSession),
+                Some((last, Some(cached))) if seq == *last => cached.clone(),
+                Some((last, _)) if seq <= *last => Response::Error(KvError::StaleRequest),
+                Some(_) => {
+                    let answer = self.execute(op);
+                    self.sessions.insert(client, (seq, Some(answer.clone())));
+                    answer
+                }
+            },
+        })
+    }
+
+    fn execute(&mut self, op: Op) -> Response {
+        match op {
+            Op::Get { key } => Response::Value(self.data.get(&key).cloned()),
+            Op::Put { key, value } => {
+                self.data.insert(key, value);
+                Response::Ok
+            }
+            Op::Delete { key } => Response::Deleted(self.data.remove(&key).is_some()),
+            Op::Append { key, value } => {
+                let mut joined = self.data.get(&key).map(|v| v.to_vec()).unwrap_or_default();
+                joined.extend_from_slice(&value);
+                let length = joined.len() as u64;
+                self.data.insert(key, Bytes::from(joined));
+                Response::Length(length)
+            }
+            Op::Cas { key, from, to } => {
+                let swap = self.data.get(&key) == Some(&from);
+                if swap {
+                    self.data.insert(key, to);
+                }
+                Response::Swapped(swap)
+            }
+            Op::IncrBy { key, delta } => {
+                let current = match self.data.get(&key) {
+                    None => Some(0),
+                    Some(v) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok()),
+                };
+                match current.map(|c| c.checked_add(delta)) {
+                    None => Response::Error(KvError::NotAnInteger),
+                    Some(None) => Response::Error(KvError::Overflow),
+                    Some(Some(n)) => {
+                        self.data.insert(key, Bytes::from(n.to_string()));
+                        Response::Integer(n)
+                    }
+                }
+            }
+            Op::MultiPut { pairs } => {
+                self.data.extend(pairs);
+                Response::Ok
+            }
+        }
+    }
+}

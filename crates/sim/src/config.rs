@@ -1,0 +1,136 @@
+//! What one simulator run looks like: cluster size, workload, faults, timing.
+//!
+//! Time in the simulator is counted in abstract units; a Raft tick is `tick_units` of them, so
+//! that network latency can be finer than a tick. With the defaults a tick is 10 units, an
+//! election timeout 10–20 ticks, a message takes 1–5 units and the long tail of latency
+//! reaches 300 units (three election timeouts), enough to deliver messages from an old term
+//! long after the cluster moved on.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which faults the nemesis injects during the safety phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultProfile {
+    /// No faults: a healthy cluster under load.
+    None,
+    /// Loss, duplication, long-tail delay, and partitions (majority/minority, isolate one,
+    /// bridge, one-way), healed at random.
+    Network,
+    /// Crashes that lose unsynced writes (one node, a minority, or all at once), then restarts.
+    Crash,
+    /// Both.
+    All,
+}
+
+impl FaultProfile {
+    /// Whether the network misbehaves.
+    #[must_use]
+    pub fn network(self) -> bool {
+        matches!(self, FaultProfile::Network | FaultProfile::All)
+    }
+
+    /// Whether nodes crash.
+    #[must_use]
+    pub fn crashes(self) -> bool {
+        matches!(self, FaultProfile::Crash | FaultProfile::All)
+    }
+}
+
+impl FromStr for FaultProfile {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<FaultProfile, String> {
+        match text {
+            "none" => Ok(FaultProfile::None),
+            "network" => Ok(FaultProfile::Network),
+            "crash" => Ok(FaultProfile::Crash),
+            "all" => Ok(FaultProfile::All),
+            other => Err(format!(
+                "unknown fault profile {other:?}: expected none, network, crash or all"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FaultProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultProfile::None => "none",
+            FaultProfile::Network => "network",
+            FaultProfile::Crash => "crash",
+            FaultProfile::All => "all",
+        })
+    }
+}
+
+/// The parameters of one run. Everything random in the run is drawn from `seed`.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice in the run.
+    pub seed: u64,
+    /// Cluster size (3, 5 or 7 are the interesting ones).
+    pub nodes: usize,
+    /// Client operations to run in total.
+    pub ops: usize,
+    /// Concurrent clients, each with at most one operation in flight.
+    pub clients: usize,
+    /// Keys the workload touches; few keys make operations conflict.
+    pub keys: usize,
+    /// The faults of the safety phase.
+    pub faults: FaultProfile,
+    /// Simulator time units per Raft tick.
+    pub tick_units: u64,
+    /// Raft's minimum election timeout, in ticks.
+    pub election_timeout_ticks: u64,
+    /// Raft's heartbeat interval, in ticks.
+    pub heartbeat_interval_ticks: u64,
+    /// A client's patience for one attempt, in units, before it retries on another node.
+    pub attempt_timeout_units: u64,
+    /// How long a client keeps retrying one operation during the safety phase before it gives
+    /// up and records the outcome as unknown.
+    pub give_up_units: u64,
+    /// The safety phase ends once this share of `ops` was issued (or at `safety_units_max`).
+    pub safety_share: f64,
+    /// The safety phase ends at this time at the latest.
+    pub safety_units_max: u64,
+    /// The liveness bound: after the last fault heals, the cluster must elect a leader and
+    /// finish every operation within this many election timeouts plus one election timeout
+    /// per 20 remaining operations.
+    pub liveness_election_timeouts: u64,
+    /// Bugs to inject into the Raft core (tests only).
+    #[cfg(feature = "inject-bugs")]
+    pub injected_bugs: chorus_raft::InjectedBugs,
+}
+
+impl SimConfig {
+    /// The default run for `seed`: 3 nodes, 1000 operations by 5 clients over 3 keys, all
+    /// faults.
+    #[must_use]
+    pub fn new(seed: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes: 3,
+            ops: 1000,
+            clients: 5,
+            keys: 3,
+            faults: FaultProfile::All,
+            tick_units: 10,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 2,
+            attempt_timeout_units: 300,
+            give_up_units: 2000,
+            safety_share: 0.8,
+            safety_units_max: 200_000,
+            liveness_election_timeouts: 30,
+            #[cfg(feature = "inject-bugs")]
+            injected_bugs: chorus_raft::InjectedBugs::default(),
+        }
+    }
+
+    /// One election timeout in units.
+    #[must_use]
+    pub fn election_timeout_units(&self) -> u64 {
+        self.election_timeout_ticks * self.tick_units
+    }
+}

@@ -1,0 +1,1230 @@
+//! The simulator: many Raft nodes, their disks, a network and clients in one thread, driven by
+//! a seeded event queue.
+//!
+//! A run has two phases. In the **safety phase** the nemesis injects the faults of the
+//! configured profile while clients run their workload and the checkers watch every step. In
+//! the **liveness phase** every fault is healed (links restored, crashed nodes restarted, the
+//! network reliable) and the cluster must converge and finish every pending operation within
+//! the bound of [`SimConfig::liveness_election_timeouts`]. The run then checks what must hold
+//! of the final state and of the whole client history.
+//!
+//! Every random choice comes from the run's seed, and events at the same time are ordered by
+//! the order they were scheduled in, so the same seed gives the same run, bit for bit: the
+//! trace hash of [`RunReport`] proves it.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use bytes::Bytes;
+use chorus_core::envelope::Envelope;
+use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
+use chorus_kv::{KvConfig, KvError, KvStore, Query, Response};
+use chorus_raft::{Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, Status};
+
+use crate::checkers::{AcknowledgedWrite, Applied, Checkers, Violation};
+use crate::config::SimConfig;
+use crate::disk::SimDisk;
+use crate::history::{OpKind, OpStatus, Operation, Output};
+use crate::linearizability::{self, CheckLimits, Verdict};
+use crate::network::{Latency, LinkFaults, Network};
+use crate::workload::{
+    Client, ClientReply, ClientRequest, InFlight, Purpose, ReplyBody, RequestBody,
+};
+
+/// Requests one node holds for its clients at once; more are turned away with a retry.
+const NODE_REQUESTS_MAX: usize = 1024;
+
+/// Something that happens at a point in simulated time.
+#[derive(Clone, Debug)]
+enum Event {
+    Tick {
+        node: usize,
+    },
+    Deliver {
+        from: usize,
+        to: usize,
+        message: Message,
+    },
+    Request {
+        node: usize,
+        request: ClientRequest,
+    },
+    Reply {
+        client: usize,
+        reply: ClientReply,
+    },
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientSend {
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    },
+    ClientTimeout {
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    },
+    Nemesis,
+    Restart {
+        node: usize,
+    },
+}
+
+impl Event {
+    fn fingerprint(&self, hasher: &mut DefaultHasher) {
+        match self {
+            Event::Tick { node } => (0u8, node).hash(hasher),
+            Event::Deliver { from, to, message } => {
+                (1u8, from, to, message.term().0).hash(hasher);
+            }
+            Event::Request { node, request } => {
+                (2u8, node, request.client, request.op_id).hash(hasher)
+            }
+            Event::Reply { client, reply } => (3u8, client, reply.op_id).hash(hasher),
+            Event::PersistDone { node, incarnation } => (4u8, node, incarnation).hash(hasher),
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            } => (5u8, client, op_id, attempt).hash(hasher),
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            } => (6u8, client, op_id, attempt).hash(hasher),
+            Event::Nemesis => 7u8.hash(hasher),
+            Event::Restart { node } => (8u8, node).hash(hasher),
+        }
+    }
+}
+
+struct Scheduled {
+    time: u64,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.sequence) == (other.time, other.sequence)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    // Reversed, so that the max-heap pops the earliest event first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+/// A request a node took from a client and has not answered yet.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    client: usize,
+    op_id: u64,
+}
+
+/// One simulated node: a Raft core, its state machine, its disk, and the client requests it
+/// holds.
+struct Host {
+    id: NodeId,
+    raft: Option<RawNode>,
+    incarnation: u64,
+    store: KvStore,
+    disk: SimDisk,
+    outstanding: Option<Ready>,
+    applied: LogIndex,
+    next_request: u64,
+    writes: BTreeMap<u64, Waiting>,
+    reads: BTreeMap<ReadId, (Waiting, Bytes)>,
+    /// Reads whose read index is known, waiting for the state machine to catch up.
+    ready_reads: Vec<(LogIndex, ReadId)>,
+}
+
+impl Host {
+    fn is_up(&self) -> bool {
+        self.raft.is_some()
+    }
+
+    fn request_number(&mut self) -> u64 {
+        self.next_request += 1;
+        (self.incarnation << 32) | self.next_request
+    }
+
+    fn held_requests(&self) -> usize {
+        self.writes.len() + self.reads.len()
+    }
+}
+
+/// Which phase the run is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Safety,
+    Liveness { healed_at: u64, deadline: u64 },
+    Done,
+}
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Events processed.
+    pub events: u64,
+    /// Raft messages sent between nodes (before loss).
+    pub messages: u64,
+    /// Node crashes injected.
+    pub crashes: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Unsynced disk records lost in crashes.
+    pub records_lost: u64,
+    /// Distinct terms in which a leader was seen.
+    pub leaders: u64,
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The run's seed.
+    pub seed: u64,
+    /// The client history, in the HISTORY.md model.
+    pub history: Vec<Operation>,
+    /// Every invariant violation, liveness failure and linearizability failure found.
+    pub violations: Vec<Violation>,
+    /// The linearizability verdict over the whole history.
+    pub verdict: Verdict,
+    /// A hash of every event processed: equal for equal seeds.
+    pub trace_hash: u64,
+    /// Simulated time at the end.
+    pub end_time: u64,
+    /// Counters.
+    pub stats: RunStats,
+    /// Notable events, one line each, if [`Simulator::enable_trace_log`] was called.
+    pub trace: Vec<String>,
+}
+
+impl RunReport {
+    /// Whether the run found nothing wrong.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Whether the history was proven linearizable.
+    #[must_use]
+    pub fn linearizable(&self) -> bool {
+        matches!(self.verdict, Verdict::Linearizable)
+    }
+}
+
+/// The deterministic simulator.
+pub struct Simulator {
+    config: SimConfig,
+    time: u64,
+    sequence: u64,
+    queue: BinaryHeap<Scheduled>,
+    hosts: Vec<Host>,
+    clients: Vec<Client>,
+    network: Network,
+    checkers: Checkers,
+    history: Vec<Operation>,
+    issued: usize,
+    phase: Phase,
+    rng_network: Prng,
+    rng_nemesis: Prng,
+    rng_workload: Prng,
+    rng_disk: Prng,
+    trace: DefaultHasher,
+    stats: RunStats,
+    leader_terms: BTreeMap<chorus_core::Term, NodeId>,
+    trace_log: Option<Vec<String>>,
+}
+
+impl Simulator {
+    /// A cluster of `config.nodes` fresh nodes and `config.clients` clients, nothing run yet.
+    ///
+    /// # Panics
+    /// If the configuration is unusable (fewer than one node or client, no keys).
+    #[must_use]
+    pub fn new(config: SimConfig) -> Simulator {
+        assert!(config.nodes >= 1 && config.clients >= 1 && config.keys >= 1);
+        let mut rng = Prng::new(config.seed);
+        let rng_network = rng.fork();
+        let rng_nemesis = rng.fork();
+        let mut rng_workload = rng.fork();
+        let rng_disk = rng.fork();
+        let network = Network::new(Latency {
+            min: 1,
+            max: 6,
+            tail_max: 3 * config.election_timeout_units(),
+        });
+        let hosts = (0..config.nodes)
+            .map(|i| Host {
+                id: NodeId(i as u64 + 1),
+                raft: None,
+                incarnation: 0,
+                store: KvStore::new(KvConfig::default()),
+                disk: SimDisk::new(),
+                outstanding: None,
+                applied: LogIndex(0),
+                next_request: 0,
+                writes: BTreeMap::new(),
+                reads: BTreeMap::new(),
+                ready_reads: Vec::new(),
+            })
+            .collect();
+        let clients = (0..config.clients)
+            .map(|i| Client::new(i, rng_workload.index(config.nodes)))
+            .collect();
+        let mut simulator = Simulator {
+            config,
+            time: 0,
+            sequence: 0,
+            queue: BinaryHeap::new(),
+            hosts,
+            clients,
+            network,
+            checkers: Checkers::new(),
+            history: Vec::new(),
+            issued: 0,
+            phase: Phase::Safety,
+            rng_network,
+            rng_nemesis,
+            rng_workload,
+            rng_disk,
+            trace: DefaultHasher::new(),
+            stats: RunStats::default(),
+            leader_terms: BTreeMap::new(),
+            trace_log: None,
+        };
+        for node in 0..simulator.hosts.len() {
+            simulator.start_node(node);
+            let phase = simulator
+                .rng_workload
+                .range(1, simulator.config.tick_units + 1);
+            simulator.schedule(phase, Event::Tick { node });
+        }
+        for client in 0..simulator.clients.len() {
+            simulator.clients[client].start_register();
+            let delay = simulator.rng_workload.range(1, 20);
+            simulator.schedule(
+                delay,
+                Event::ClientSend {
+                    client,
+                    op_id: 1,
+                    attempt: 0,
+                },
+            );
+        }
+        if simulator.config.faults != crate::config::FaultProfile::None {
+            let delay = simulator.nemesis_pause();
+            simulator.schedule(delay, Event::Nemesis);
+        }
+        simulator
+    }
+
+    /// Keeps a human-readable line per notable event (for `--verbose`).
+    pub fn enable_trace_log(&mut self) {
+        self.trace_log = Some(Vec::new());
+    }
+
+    fn log(&mut self, line: impl FnOnce() -> String) {
+        if let Some(log) = &mut self.trace_log {
+            log.push(format!("{:>8} {}", self.time, line()));
+        }
+    }
+
+    fn schedule(&mut self, delay: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.push(Scheduled {
+            time: self.time + delay,
+            sequence: self.sequence,
+            event,
+        });
+    }
+
+    fn raft_config(&self, node: usize) -> Config {
+        let voters = self.hosts.iter().map(|h| h.id).collect();
+        let mut config = Config::new(self.hosts[node].id, voters);
+        config.election_timeout_ticks = self.config.election_timeout_ticks;
+        config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
+        config.seed =
+            self.config.seed ^ ((node as u64 + 1) << 48) ^ (self.hosts[node].incarnation << 32);
+        #[cfg(feature = "inject-bugs")]
+        {
+            config.injected_bugs = self.config.injected_bugs;
+        }
+        config
+    }
+
+    fn start_node(&mut self, node: usize) {
+        let config = self.raft_config(node);
+        let durable = self.hosts[node].disk.durable().clone();
+        let hard_state = durable.hard_state;
+        let raft = RawNode::restart(config, durable)
+            .expect("invariant: the simulator's configuration is valid");
+        let status = raft.status();
+        let host = &mut self.hosts[node];
+        host.raft = Some(raft);
+        host.store = KvStore::new(KvConfig::default());
+        host.applied = LogIndex(0);
+        host.outstanding = None;
+        if host.incarnation > 0 {
+            self.checkers
+                .observe_restart(self.time, &status, hard_state);
+        }
+        self.drive(node);
+    }
+
+    /// Runs the whole scenario: safety phase, healing, liveness phase, final checks.
+    #[must_use]
+    pub fn run(mut self) -> RunReport {
+        while self.phase != Phase::Done {
+            let Some(scheduled) = self.queue.pop() else {
+                break;
+            };
+            self.time = scheduled.time;
+            self.process(scheduled.event);
+            self.advance_phase();
+        }
+        self.finish()
+    }
+
+    fn process(&mut self, event: Event) {
+        self.stats.events += 1;
+        self.time.hash(&mut self.trace);
+        event.fingerprint(&mut self.trace);
+        match event {
+            Event::Tick { node } => {
+                if let Some(raft) = &mut self.hosts[node].raft {
+                    raft.tick();
+                    self.drive(node);
+                }
+                self.schedule(self.config.tick_units, Event::Tick { node });
+            }
+            Event::Deliver { from, to, message } => self.deliver(from, to, message),
+            Event::Request { node, request } => self.on_request(node, request),
+            Event::Reply { client, reply } => self.on_reply(client, reply),
+            Event::PersistDone { node, incarnation } => {
+                if self.hosts[node].is_up() && self.hosts[node].incarnation == incarnation {
+                    if let Some(ready) = self.hosts[node].outstanding.take() {
+                        self.complete(node, ready);
+                    }
+                }
+            }
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            } => self.client_send(client, op_id, attempt),
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            } => self.client_timeout(client, op_id, attempt),
+            Event::Nemesis => self.nemesis(),
+            Event::Restart { node } => {
+                if !self.hosts[node].is_up() {
+                    self.hosts[node].incarnation += 1;
+                    self.log(|| format!("restart n{}", node + 1));
+                    self.start_node(node);
+                }
+            }
+        }
+    }
+
+    // ---- nodes -------------------------------------------------------------------------
+
+    fn deliver(&mut self, from: usize, to: usize, message: Message) {
+        let from_id = self.hosts[from].id;
+        let Some(raft) = &mut self.hosts[to].raft else {
+            return;
+        };
+        let summary = if self.trace_log.is_some() {
+            format!("{message:?}")
+        } else {
+            String::new()
+        };
+        if let Err(error) = raft.step(from_id, message) {
+            // Every message in the simulator was sent by a correct node, so a refusal means
+            // the core rejected legitimate (if stale or duplicated) input.
+            let detail = format!(
+                "n{} refused a message from {from_id}: {error} {summary}",
+                to + 1
+            );
+            self.checkers.report("step", self.time, detail);
+        }
+        self.drive(to);
+    }
+
+    fn send(&mut self, from: usize, to_id: NodeId, message: Message) {
+        let to = usize::try_from(to_id.0 - 1).expect("invariant: node ids are 1..=n");
+        self.stats.messages += 1;
+        if let Message::RequestVoteResponse(response) = &message {
+            if response.granted && !response.pre_vote {
+                self.checkers
+                    .observe_vote(self.time, self.hosts[from].id, response.term, to_id);
+            }
+        }
+        if self.network.is_cut(self.hosts[from].id, to_id) {
+            return;
+        }
+        for delay in self.network.plan(&mut self.rng_network) {
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    /// Takes the node's next Ready, if it has one and none is outstanding, and starts on it.
+    fn drive(&mut self, node: usize) {
+        loop {
+            let host = &mut self.hosts[node];
+            let Some(raft) = &mut host.raft else {
+                return;
+            };
+            if host.outstanding.is_some() || !raft.has_ready() {
+                break;
+            }
+            let ready = raft.ready();
+            if ready
+                .entries
+                .windows(2)
+                .any(|pair| pair[1].index != pair[0].index.next())
+            {
+                let detail = format!(
+                    "n{} Ready entries are not contiguous: {:?}",
+                    node + 1,
+                    ready
+                        .entries
+                        .iter()
+                        .map(|e| (e.index.0, e.term.0))
+                        .collect::<Vec<_>>()
+                );
+                self.checkers.report("ready", self.time, detail);
+            }
+            if let Some(first) = ready.entries.first() {
+                let prev_term = raft.term_at(first.index.prev()).unwrap_or_default();
+                let commit = raft.status().commit;
+                self.checkers.observe_persist(
+                    self.time,
+                    self.hosts[node].id,
+                    commit,
+                    prev_term,
+                    &ready.entries,
+                );
+            }
+            for (to, message) in ready.messages.clone() {
+                self.send(node, to, message);
+            }
+            let host = &mut self.hosts[node];
+            host.disk.write(ready.hard_state, &ready.entries);
+            if host.disk.is_dirty() {
+                // An fsync takes a few units, and now and then far longer.
+                let delay = if self.rng_disk.chance(0.05) {
+                    self.rng_disk.range(10, 60)
+                } else {
+                    self.rng_disk.range(1, 4)
+                };
+                let incarnation = host.incarnation;
+                host.outstanding = Some(ready);
+                self.schedule(delay, Event::PersistDone { node, incarnation });
+                break;
+            }
+            self.complete(node, ready);
+        }
+        self.observe(node);
+    }
+
+    /// The Ready's state is durable: send what promised it, apply, answer, advance.
+    fn complete(&mut self, node: usize, ready: Ready) {
+        self.hosts[node].disk.sync();
+        for (to, message) in ready.persisted_messages {
+            self.send(node, to, message);
+        }
+        for entry in &ready.committed_entries {
+            self.apply(node, entry);
+        }
+        for state in &ready.read_states {
+            self.hosts[node].ready_reads.push((state.index, state.id));
+        }
+        self.serve_reads(node);
+        for id in &ready.rejected_reads {
+            if let Some((waiting, _)) = self.hosts[node].reads.remove(id) {
+                let leader = self.leader_hint(node);
+                self.reply(waiting, ReplyBody::Retry(leader));
+            }
+        }
+        if let Some(raft) = &mut self.hosts[node].raft {
+            raft.advance();
+        }
+        self.drive(node);
+    }
+
+    fn apply(&mut self, node: usize, entry: &Entry) {
+        let host = &mut self.hosts[node];
+        host.applied = entry.index;
+        let mut output = None;
+        let mut origin = None;
+        if let EntryPayload::Command(bytes) = &entry.payload {
+            match Envelope::decode(bytes) {
+                Ok(envelope) => {
+                    output = Some(host.store.apply(entry.index, &envelope.command));
+                    if envelope.origin == host.id {
+                        origin = host.writes.remove(&envelope.request);
+                    }
+                }
+                Err(_) => output = Some(host.store.apply(entry.index, bytes)),
+            }
+        }
+        let id = host.id;
+        let applied = Applied {
+            node: id,
+            entry,
+            output: output.as_ref(),
+        };
+        self.checkers.observe_apply(self.time, &applied);
+        if let (Some(waiting), Some(output)) = (origin, output) {
+            self.reply(waiting, ReplyBody::Done(output));
+        }
+    }
+
+    fn serve_reads(&mut self, node: usize) {
+        let host = &mut self.hosts[node];
+        let applied = host.applied;
+        let (servable, waiting): (Vec<_>, Vec<_>) = host
+            .ready_reads
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        host.ready_reads = waiting;
+        for (_, id) in servable {
+            if let Some((waiting, key)) = self.hosts[node].reads.remove(&id) {
+                let answer = self.hosts[node].store.query(&Query::Get { key }.encode());
+                self.reply(waiting, ReplyBody::Done(answer));
+            }
+        }
+    }
+
+    fn leader_hint(&self, node: usize) -> Option<usize> {
+        let raft = self.hosts[node].raft.as_ref()?;
+        let leader = raft.status().leader?;
+        usize::try_from(leader.0 - 1).ok()
+    }
+
+    /// Feeds the node's status to the checkers.
+    fn observe(&mut self, node: usize) {
+        let Some(raft) = &self.hosts[node].raft else {
+            return;
+        };
+        let status = raft.status();
+        if status.role == Role::Leader && self.leader_terms.insert(status.term, status.id).is_none()
+        {
+            self.stats.leaders += 1;
+            let (id, term) = (status.id, status.term);
+            self.log(|| format!("{id} leads {term}"));
+        }
+        let raft = self.hosts[node]
+            .raft
+            .as_ref()
+            .expect("invariant: checked above");
+        self.checkers.observe_status(self.time, &status, raft);
+    }
+
+    fn crash(&mut self, node: usize) {
+        if !self.hosts[node].is_up() {
+            return;
+        }
+        self.stats.crashes += 1;
+        let lost = self.hosts[node].disk.crash(&mut self.rng_disk);
+        self.stats.records_lost += lost as u64;
+        let host = &mut self.hosts[node];
+        host.raft = None;
+        host.outstanding = None;
+        host.writes.clear();
+        host.reads.clear();
+        host.ready_reads.clear();
+        let id = host.id;
+        self.checkers.observe_crash(id);
+        self.log(|| format!("crash {id}, {lost} unsynced records lost"));
+    }
+
+    // ---- clients -----------------------------------------------------------------------
+
+    fn on_request(&mut self, node: usize, request: ClientRequest) {
+        let waiting = Waiting {
+            client: request.client,
+            op_id: request.op_id,
+        };
+        if !self.hosts[node].is_up() {
+            return;
+        }
+        if self.hosts[node].held_requests() >= NODE_REQUESTS_MAX {
+            let leader = self.leader_hint(node);
+            self.reply(waiting, ReplyBody::Retry(leader));
+            return;
+        }
+        let number = self.hosts[node].request_number();
+        let host = &mut self.hosts[node];
+        let raft = host.raft.as_mut().expect("invariant: checked is_up");
+        let accepted = match request.body {
+            RequestBody::Write(command) => {
+                let envelope = Envelope {
+                    origin: host.id,
+                    request: number,
+                    command,
+                };
+                let accepted = raft.propose(envelope.encode()).is_ok();
+                if accepted {
+                    host.writes.insert(number, waiting);
+                }
+                accepted
+            }
+            RequestBody::Read(key) => {
+                let id = ReadId(number);
+                let accepted = raft.read_index(id).is_ok();
+                if accepted {
+                    host.reads.insert(id, (waiting, key));
+                }
+                accepted
+            }
+        };
+        if !accepted {
+            let leader = self.leader_hint(node);
+            self.reply(waiting, ReplyBody::Retry(leader));
+        }
+        self.drive(node);
+    }
+
+    fn reply(&mut self, waiting: Waiting, body: ReplyBody) {
+        let reply = ClientReply {
+            op_id: waiting.op_id,
+            body,
+        };
+        for delay in self.network.plan(&mut self.rng_network) {
+            self.schedule(
+                delay,
+                Event::Reply {
+                    client: waiting.client,
+                    reply: reply.clone(),
+                },
+            );
+        }
+    }
+
+    fn client_send(&mut self, client: usize, op_id: u64, attempt: u64) {
+        let Some(current) = &self.clients[client].current else {
+            return;
+        };
+        if current.op_id != op_id || current.attempt != attempt {
+            return;
+        }
+        let request = ClientRequest {
+            client,
+            op_id,
+            body: current.body.clone(),
+        };
+        let node = self.clients[client].target;
+        for delay in self.network.plan(&mut self.rng_network) {
+            self.schedule(
+                delay,
+                Event::Request {
+                    node,
+                    request: request.clone(),
+                },
+            );
+        }
+        self.schedule(
+            self.config.attempt_timeout_units,
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            },
+        );
+    }
+
+    fn retry(&mut self, client: usize, target: Option<usize>, delay: u64) {
+        let nodes = self.hosts.len();
+        let state = &mut self.clients[client];
+        state.target = target.unwrap_or((state.target + 1) % nodes);
+        let current = state
+            .current
+            .as_mut()
+            .expect("invariant: retrying an operation in flight");
+        current.attempt += 1;
+        let (op_id, attempt) = (current.op_id, current.attempt);
+        self.schedule(
+            delay,
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            },
+        );
+    }
+
+    fn client_timeout(&mut self, client: usize, op_id: u64, attempt: u64) {
+        let Some(current) = &self.clients[client].current else {
+            return;
+        };
+        if current.op_id != op_id || current.attempt != attempt {
+            return;
+        }
+        if let (Phase::Safety, Purpose::Operation(operation)) = (self.phase, &current.purpose) {
+            if self.time.saturating_sub(operation.call) >= self.config.give_up_units {
+                let mut operation = operation.clone();
+                operation.status = OpStatus::Unknown;
+                self.history.push(operation);
+                self.next_operation(client);
+                return;
+            }
+        }
+        self.retry(client, None, 0);
+    }
+
+    fn on_reply(&mut self, client: usize, reply: ClientReply) {
+        let Some(current) = self.clients[client].current.clone() else {
+            return;
+        };
+        if current.op_id != reply.op_id {
+            return;
+        }
+        match reply.body {
+            ReplyBody::Retry(leader) => {
+                let delay = self.rng_workload.range(5, 30);
+                self.retry(client, leader, delay);
+            }
+            ReplyBody::Done(bytes) => {
+                let response = Response::decode(&bytes);
+                self.complete_operation(client, current, response.ok());
+            }
+        }
+    }
+
+    fn complete_operation(&mut self, client: usize, current: InFlight, response: Option<Response>) {
+        match current.purpose {
+            Purpose::Register => match response {
+                Some(Response::Registered(session)) => {
+                    self.clients[client].session = Some(session);
+                    self.next_operation(client);
+                }
+                _ => {
+                    self.clients[client].start_register();
+                    self.client_kick(client);
+                }
+            },
+            Purpose::Operation(mut operation) => {
+                operation.ret = Some(self.time);
+                let known = match (&operation.kind, response) {
+                    (OpKind::Get, Some(Response::Value(value))) => {
+                        let text = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        operation.output = Output::Value(text);
+                        true
+                    }
+                    (OpKind::Put, Some(Response::Ok))
+                    | (OpKind::Append, Some(Response::Length(_))) => true,
+                    (OpKind::Cas, Some(Response::Swapped(swapped))) => {
+                        operation.output = Output::Swapped(swapped);
+                        true
+                    }
+                    (_, Some(Response::Error(KvError::UnknownSession))) => {
+                        // The session expired: whether the request ran is unknown, and the
+                        // client must open a new session.
+                        self.clients[client].session = None;
+                        false
+                    }
+                    (_, other) => {
+                        let detail = format!("client {client} got {other:?} for {operation:?}");
+                        self.checkers.report("client", self.time, detail);
+                        false
+                    }
+                };
+                if known {
+                    operation.status = OpStatus::Ok;
+                    self.clients[client].learn(&operation);
+                    if let (Some(seq), Some(session)) = (current.seq, self.clients[client].session)
+                    {
+                        self.checkers.observe_acknowledged(AcknowledgedWrite {
+                            client: session,
+                            seq,
+                        });
+                    }
+                } else {
+                    operation.status = OpStatus::Unknown;
+                    operation.ret = None;
+                }
+                self.history.push(operation);
+                self.next_operation(client);
+            }
+        }
+    }
+
+    fn next_operation(&mut self, client: usize) {
+        self.clients[client].current = None;
+        if self.clients[client].session.is_none() {
+            self.clients[client].start_register();
+        } else if self.issued < self.config.ops {
+            self.issued += 1;
+            let keys = self.config.keys;
+            let now = self.time;
+            self.clients[client].start_operation(&mut self.rng_workload, keys, now);
+        } else {
+            return;
+        }
+        self.client_kick(client);
+    }
+
+    fn client_kick(&mut self, client: usize) {
+        let current = self.clients[client]
+            .current
+            .as_ref()
+            .expect("invariant: an operation was started");
+        let (op_id, attempt) = (current.op_id, current.attempt);
+        self.schedule(
+            0,
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            },
+        );
+    }
+
+    // ---- the nemesis -------------------------------------------------------------------
+
+    fn nemesis_pause(&mut self) -> u64 {
+        let timeout = self.config.election_timeout_units();
+        self.rng_nemesis.range(timeout / 2, timeout * 4)
+    }
+
+    fn up_count(&self) -> usize {
+        self.hosts.iter().filter(|h| h.is_up()).count()
+    }
+
+    fn current_leader(&self) -> Option<usize> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.raft.as_ref().map(|r| (i, r.status())))
+            .filter(|(_, s)| s.role == Role::Leader)
+            .max_by_key(|(_, s)| s.term)
+            .map(|(i, _)| i)
+    }
+
+    fn nemesis(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let profile = self.config.faults;
+        let network = profile.network();
+        let crashes = profile.crashes();
+        let roll = self.rng_nemesis.range(0, 100);
+        let action = match (network, crashes) {
+            (true, true) => roll,
+            (true, false) => roll % 60,
+            (false, true) => 60 + roll % 40,
+            (false, false) => return,
+        };
+        match action {
+            0..15 => self.nemesis_link_faults(),
+            15..45 => self.nemesis_partition(),
+            45..60 => {
+                self.network.heal();
+                self.log(|| "heal".to_string());
+            }
+            60..80 => {
+                let node = if self.rng_nemesis.chance(0.5) {
+                    self.current_leader()
+                        .unwrap_or_else(|| self.rng_nemesis.index(self.hosts.len()))
+                } else {
+                    self.rng_nemesis.index(self.hosts.len())
+                };
+                self.crash(node);
+                let down = self.rng_nemesis.range(1, 6) * self.config.election_timeout_units();
+                self.schedule(down, Event::Restart { node });
+            }
+            80..90 => {
+                // A minority crashes at once.
+                let count = (self.hosts.len() - 1) / 2;
+                for _ in 0..count.max(1) {
+                    let node = self.rng_nemesis.index(self.hosts.len());
+                    self.crash(node);
+                    let down = self.rng_nemesis.range(1, 4) * self.config.election_timeout_units();
+                    self.schedule(down, Event::Restart { node });
+                }
+            }
+            90..95 => {
+                // Power failure: every node at once.
+                for node in 0..self.hosts.len() {
+                    self.crash(node);
+                    let down = self.rng_nemesis.range(1, 3) * self.config.election_timeout_units();
+                    self.schedule(down, Event::Restart { node });
+                }
+            }
+            _ => {
+                for node in 0..self.hosts.len() {
+                    if !self.hosts[node].is_up() {
+                        self.schedule(0, Event::Restart { node });
+                    }
+                }
+            }
+        }
+        let pause = self.nemesis_pause();
+        self.schedule(pause, Event::Nemesis);
+        let _ = self.up_count();
+    }
+
+    fn nemesis_link_faults(&mut self) {
+        let faults = if self.rng_nemesis.chance(0.3) {
+            LinkFaults::RELIABLE
+        } else {
+            LinkFaults {
+                drop: self.rng_nemesis.range(0, 20) as f64 / 100.0,
+                duplicate: self.rng_nemesis.range(0, 10) as f64 / 100.0,
+                tail: self.rng_nemesis.range(0, 10) as f64 / 100.0,
+            }
+        };
+        self.network.set_faults(faults);
+        self.log(|| format!("links {faults:?}"));
+    }
+
+    fn nemesis_partition(&mut self) {
+        self.stats.partitions += 1;
+        self.network.heal();
+        let mut ids: Vec<NodeId> = self.hosts.iter().map(|h| h.id).collect();
+        // A deterministic shuffle.
+        for i in (1..ids.len()).rev() {
+            let j = self.rng_nemesis.index(i + 1);
+            ids.swap(i, j);
+        }
+        let n = ids.len();
+        let kind = self.rng_nemesis.range(0, 5);
+        match kind {
+            0 => {
+                // Majority and minority.
+                let minority = self.rng_nemesis.range(1, (n as u64 - 1) / 2 + 2) as usize;
+                let (left, right) = ids.split_at(minority.min(n - 1));
+                self.network.partition(&[left.to_vec(), right.to_vec()]);
+            }
+            1 => {
+                // Isolate the leader, or one node.
+                let victim = self
+                    .current_leader()
+                    .map(|i| self.hosts[i].id)
+                    .filter(|_| self.rng_nemesis.chance(0.7))
+                    .unwrap_or(ids[0]);
+                let rest: Vec<NodeId> = ids.iter().copied().filter(|&id| id != victim).collect();
+                self.network.partition(&[vec![victim], rest]);
+            }
+            2 if n >= 3 => {
+                // A bridge: two halves that cannot talk, and one node that talks to both.
+                let bridge = ids[0];
+                let half = (n - 1) / 2;
+                let left = ids[1..=half].to_vec();
+                let right = ids[half + 1..].to_vec();
+                self.network.cut_both_ways(&left, &right);
+                let _ = bridge;
+            }
+            3 => {
+                // One way: some nodes stop hearing others.
+                let split = self.rng_nemesis.range(1, n as u64) as usize;
+                let (left, right) = ids.split_at(split);
+                self.network.cut_one_way(left, right);
+            }
+            _ => {
+                // Random cuts, in one direction each.
+                for _ in 0..n {
+                    let a = ids[self.rng_nemesis.index(n)];
+                    let b = ids[self.rng_nemesis.index(n)];
+                    self.network.cut_one_way(&[a], &[b]);
+                }
+            }
+        }
+        self.log(|| format!("partition kind {kind}"));
+    }
+
+    // ---- phases ------------------------------------------------------------------------
+
+    fn advance_phase(&mut self) {
+        match self.phase {
+            Phase::Safety => {
+                let share = (self.config.ops as f64 * self.config.safety_share) as usize;
+                if self.issued >= share || self.time >= self.config.safety_units_max {
+                    self.heal_everything();
+                }
+            }
+            Phase::Liveness { deadline, .. } => {
+                if self.converged() {
+                    self.phase = Phase::Done;
+                } else if self.time >= deadline {
+                    let detail = format!(
+                        "not converged {} units after the last fault healed: {}",
+                        deadline - self.healed_at(),
+                        self.describe_progress()
+                    );
+                    self.checkers.report("liveness", self.time, detail);
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn healed_at(&self) -> u64 {
+        match self.phase {
+            Phase::Liveness { healed_at, .. } => healed_at,
+            _ => self.time,
+        }
+    }
+
+    fn heal_everything(&mut self) {
+        self.network.heal();
+        self.network.set_faults(LinkFaults::RELIABLE);
+        for node in 0..self.hosts.len() {
+            if !self.hosts[node].is_up() {
+                self.hosts[node].incarnation += 1;
+                self.start_node(node);
+            }
+        }
+        let remaining = (self.config.ops - self.issued) as u64
+            + self.clients.iter().filter(|c| c.current.is_some()).count() as u64;
+        let timeouts = self.config.liveness_election_timeouts + remaining / 20;
+        let deadline = self.time + timeouts * self.config.election_timeout_units();
+        self.phase = Phase::Liveness {
+            healed_at: self.time,
+            deadline,
+        };
+        self.log(|| "heal everything: liveness phase".to_string());
+    }
+
+    fn converged(&self) -> bool {
+        if self.issued < self.config.ops || self.clients.iter().any(|c| c.current.is_some()) {
+            return false;
+        }
+        let statuses: Vec<Status> = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.raft.as_ref().map(RawNode::status))
+            .collect();
+        let Some(first) = statuses.first() else {
+            return false;
+        };
+        statuses.iter().any(|s| s.role == Role::Leader)
+            && statuses.iter().all(|s| {
+                s.commit == first.commit && s.applied == s.commit && s.last_index == s.commit
+            })
+            && self.hosts.iter().all(|h| h.outstanding.is_none())
+    }
+
+    fn describe_progress(&self) -> String {
+        let nodes: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| match &h.raft {
+                None => format!("{} down", h.id),
+                Some(r) => {
+                    let s = r.status();
+                    format!(
+                        "{} {:?} {} commit {} applied {} last {}",
+                        s.id, s.role, s.term, s.commit, s.applied, s.last_index
+                    )
+                }
+            })
+            .collect();
+        let pending = self.clients.iter().filter(|c| c.current.is_some()).count();
+        format!(
+            "issued {}/{} ops, {pending} clients waiting; {}",
+            self.issued,
+            self.config.ops,
+            nodes.join("; ")
+        )
+    }
+
+    fn finish(mut self) -> RunReport {
+        // Operations still in flight (only after a liveness failure) end as unknown.
+        for client in 0..self.clients.len() {
+            if let Some(InFlight {
+                purpose: Purpose::Operation(mut operation),
+                ..
+            }) = self.clients[client].current.take()
+            {
+                operation.status = OpStatus::Unknown;
+                self.history.push(operation);
+            }
+        }
+        let logs: Vec<(NodeId, Vec<Entry>)> = self
+            .hosts
+            .iter()
+            .filter_map(|h| {
+                let raft = h.raft.as_ref()?;
+                let commit = raft.status().commit;
+                let log = (1..=commit.0)
+                    .filter_map(|i| raft.entry(LogIndex(i)).cloned())
+                    .collect();
+                Some((h.id, log))
+            })
+            .collect();
+        let final_commit = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.raft.as_ref().map(|r| r.status().commit))
+            .max()
+            .unwrap_or_default();
+        self.checkers.finish(self.time, &logs, final_commit);
+        self.history.sort_by_key(|op| (op.call, op.client));
+        let verdict = linearizability::check(&self.history, CheckLimits::default());
+        match &verdict {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable { key, detail } => {
+                self.checkers
+                    .report("S7", self.time, format!("key {key}: {detail}"));
+            }
+            Verdict::Inconclusive { key } => {
+                self.checkers.report(
+                    "S7",
+                    self.time,
+                    format!("key {key}: the check ran out of budget"),
+                );
+            }
+        }
+        RunReport {
+            seed: self.config.seed,
+            history: self.history,
+            violations: self.checkers.violations().to_vec(),
+            verdict,
+            trace_hash: self.trace.finish(),
+            end_time: self.time,
+            stats: self.stats,
+            trace: self.trace_log.unwrap_or_default(),
+        }
+    }
+}
+
+/// Runs one seed with `config` and returns what it found.
+#[must_use]
+pub fn run(config: SimConfig) -> RunReport {
+    Simulator::new(config).run()
+}
+
+/// A stable fingerprint of a history, for comparing runs.
+#[must_use]
+pub fn history_hash(history: &[Operation]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for op in history {
+        format!("{op:?}").hash(&mut hasher);
+    }
+    hasher.finish()
+}
