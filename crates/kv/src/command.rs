@@ -84,6 +84,35 @@ pub enum Op {
         /// The pairs, applied in order.
         pairs: Vec<(Bytes, Bytes)>,
     },
+    /// Sets a key if `condition` holds (Redis `SET` with `NX`, `XX`, `IFEQ` and `GET`).
+    /// Answered with [`Response::Set`].
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// When the set takes effect.
+        condition: SetCondition,
+    },
+    /// Removes several keys at once, atomically. Answered with [`Response::Integer`], the
+    /// number of keys that existed.
+    DeleteMany {
+        /// The keys; a key named twice counts once.
+        keys: Vec<Bytes>,
+    },
+}
+
+/// When an [`Op::Set`] takes effect.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SetCondition {
+    /// Always.
+    Always,
+    /// Only if the key is absent (Redis `NX`).
+    IfAbsent,
+    /// Only if the key exists (Redis `XX`).
+    IfPresent,
+    /// Only if the key exists and holds this value (Valkey `IFEQ`).
+    IfEqual(Bytes),
 }
 
 /// A read-only query, answered by [`chorus_core::StateMachine::query`] without the log.
@@ -101,6 +130,12 @@ pub enum Query {
     },
     /// Counts the keys. Answered with [`Response::Integer`].
     Len,
+    /// Counts how many of the keys exist, counting a key named twice twice (as Redis
+    /// `EXISTS` does). Answered with [`Response::Integer`].
+    Exists {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
 }
 
 /// The answer to a command or query.
@@ -124,6 +159,13 @@ pub enum Response {
     Registered(ClientId),
     /// The command was refused; the state is unchanged.
     Error(KvError),
+    /// The outcome of an [`Op::Set`].
+    Set {
+        /// Whether the value was written.
+        applied: bool,
+        /// The value before the command, whether or not it was written.
+        previous: Option<Bytes>,
+    },
 }
 
 /// Why a command was refused. Each is a definite answer: the command had no effect.

@@ -52,5 +52,7 @@ pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
     ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
 };
-pub use node::{DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError};
+pub use node::{
+    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError, TERM_MAX,
+};
 pub use ready::{ReadState, Ready};

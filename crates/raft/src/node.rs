@@ -26,6 +26,9 @@ use crate::progress::Progress;
 use crate::read_only::{LeaderReads, PendingRead, Requester};
 use crate::ready::{ReadState, Ready};
 
+/// The highest term a message may carry; anything above is forged or corrupt.
+pub const TERM_MAX: Term = Term(1 << 62);
+
 /// The role a node plays in its current term (Raft §5.1, PreVote thesis §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -208,6 +211,11 @@ impl RawNode {
         } = durable;
         let log = RaftLog::restore(entries, hard_state.commit)
             .map_err(ConfigError::CorruptDurableState)?;
+        if hard_state.term > TERM_MAX || log.last_term() > TERM_MAX {
+            return Err(ConfigError::CorruptDurableState(
+                "a term beyond any reachable value",
+            ));
+        }
         let term = hard_state.term.max(log.last_term());
         // A vote binds only the term it was cast in.
         let vote = hard_state.vote.filter(|_| hard_state.term == term);
@@ -507,6 +515,16 @@ impl RawNode {
         }
     }
 
+    /// As leader, each follower's match index (the highest index known to be durable on it),
+    /// in id order; empty on any other role.
+    #[must_use]
+    pub fn match_indexes(&self) -> Vec<(NodeId, LogIndex)> {
+        self.progress
+            .iter()
+            .map(|(&id, progress)| (id, progress.match_index))
+            .collect()
+    }
+
     /// The configuration the node runs with.
     #[must_use]
     pub fn config(&self) -> &Config {
@@ -536,6 +554,11 @@ impl RawNode {
     /// Refuses a message that contradicts itself or, coming from a peer that claims to lead
     /// our term or a later one, contradicts what this node knows is committed.
     fn validate(&self, from: NodeId, message: &Message) -> Result<(), StepError> {
+        // No honest cluster reaches such a term (2^62 elections), and adopting one would make
+        // the next election overflow (found by the step fuzz target).
+        if message.term() > TERM_MAX {
+            return Err(StepError::Malformed("term beyond any reachable value"));
+        }
         match message {
             Message::RequestVote(request) => {
                 if request.term == Term(0) {
@@ -965,8 +988,9 @@ impl RawNode {
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
             self.broadcast_pending = true;
+            let last_index = self.log.last_index();
             for progress in self.progress.values_mut() {
-                progress.on_heartbeat();
+                progress.on_heartbeat(last_index);
             }
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);

@@ -42,8 +42,10 @@ pub(crate) struct Progress {
     /// The highest ReadIndex round the follower has answered in the current term.
     pub(crate) read_round_acked: u64,
     /// In Replicate: send an empty AppendEntries at `next_index - 1` soon, to find out whether
-    /// the messages in flight arrived (see [`Progress::on_success`]).
+    /// the messages in flight arrived (see [`Progress::on_heartbeat`]).
     pub(crate) empty_append_due: bool,
+    /// `match_index` moved since the last heartbeat.
+    progressed: bool,
 }
 
 impl Progress {
@@ -59,6 +61,7 @@ impl Progress {
             recent_active: false,
             read_round_acked: 0,
             empty_append_due: false,
+            progressed: false,
         }
     }
 
@@ -94,12 +97,13 @@ impl Progress {
     /// The follower acknowledged entries up to `match_index`. Returns whether it moved
     /// forward; a stale or duplicated acknowledgement changes nothing.
     pub(crate) fn on_success(&mut self, match_index: LogIndex, last_index: LogIndex) -> bool {
+        let _ = last_index;
         if match_index <= self.match_index {
-            self.on_no_progress(last_index);
             return false;
         }
         self.match_index = match_index;
         self.empty_append_due = false;
+        self.progressed = true;
         match self.state {
             ReplicationState::Probe => {
                 // The match point is found: stream from right after it.
@@ -122,25 +126,26 @@ impl Progress {
         true
     }
 
-    /// A success that did not move `match_index`: typically a heartbeat's answer (heartbeats
-    /// are sent at `match_index`, so they carry no news). As in etcd/raft, it is the cue to
-    /// check on a lagging follower in Replicate: messages in flight may have been lost, which
-    /// would stall the pipeline forever, so ask for an empty AppendEntries at `next_index - 1`,
-    /// which either succeeds (all arrived) or is rejected (back to Probe). In Probe a lost
-    /// probe is retried at the next heartbeat instead (see [`Progress::on_heartbeat`]), so that
-    /// answers that bring no news can never make the leader resend at message speed.
-    fn on_no_progress(&mut self, last_index: LogIndex) {
-        if self.state == ReplicationState::Replicate && self.match_index < last_index {
-            self.empty_append_due = true;
+    /// The leader is about to send heartbeats.
+    ///
+    /// In Probe, a probe still unanswered was probably lost: allow another. In Replicate, a
+    /// follower that is behind, has messages in flight, and acknowledged nothing new for a
+    /// whole heartbeat interval may have lost them, which would stall the pipeline for good:
+    /// ask for an empty AppendEntries at `next_index - 1`, which either succeeds (they all
+    /// arrived) or is rejected (back to Probe). Checking once per heartbeat, rather than on
+    /// every answer that brings no news, bounds these checks to one per follower per
+    /// heartbeat interval; re-arming on every such answer made each check's own answer arm
+    /// the next one, a storm that grew with the load (found by the core benchmark).
+    pub(crate) fn on_heartbeat(&mut self, last_index: LogIndex) {
+        match self.state {
+            ReplicationState::Probe => self.probe_sent = false,
+            ReplicationState::Replicate => {
+                if !self.progressed && self.match_index < last_index && !self.inflight.is_empty() {
+                    self.empty_append_due = true;
+                }
+            }
         }
-    }
-
-    /// The leader is about to send heartbeats: a probe still unanswered was probably lost,
-    /// so allow another.
-    pub(crate) fn on_heartbeat(&mut self) {
-        if self.state == ReplicationState::Probe {
-            self.probe_sent = false;
-        }
+        self.progressed = false;
     }
 
     /// Frees the oldest pipeline slot when the pipeline is full, so that a lost message cannot
@@ -190,8 +195,15 @@ mod tests {
             "a duplicate changes nothing"
         );
         assert!(
+            !progress.empty_append_due,
+            "an answer without news does not trigger a check by itself"
+        );
+        progress.on_heartbeat(LogIndex(9));
+        assert!(!progress.empty_append_due, "it progressed in this interval");
+        progress.on_heartbeat(LogIndex(9));
+        assert!(
             progress.empty_append_due,
-            "a lagging follower is checked on"
+            "a lagging follower silent for a whole interval is checked on"
         );
         assert_eq!(progress.match_index, LogIndex(6));
     }

@@ -85,6 +85,11 @@ pub struct SimConfig {
     pub election_timeout_ticks: u64,
     /// Raft's heartbeat interval, in ticks.
     pub heartbeat_interval_ticks: u64,
+    /// Raft's limit on entries per AppendEntries; small values split replication into many
+    /// messages, so that acks for old-term entries arrive apart from the new leader's no-op.
+    pub append_entries_max: usize,
+    /// The nemesis acts again after a pause drawn from this range of units.
+    pub nemesis_pause_units: (u64, u64),
     /// A client's patience for one attempt, in units, before it retries on another node.
     pub attempt_timeout_units: u64,
     /// How long a client keeps retrying one operation during the safety phase before it gives
@@ -118,6 +123,8 @@ impl SimConfig {
             tick_units: 10,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
+            append_entries_max: 64,
+            nemesis_pause_units: (50, 400),
             attempt_timeout_units: 300,
             give_up_units: 2000,
             safety_share: 0.8,

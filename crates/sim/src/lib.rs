@@ -1,8 +1,9 @@
 //! The deterministic simulator of Chorus.
 //!
 //! It runs a whole cluster in one thread: Raft cores ([`chorus_raft::RawNode`]) with their
-//! key-value state machines, simulated disks that lose unsynced writes on a crash
-//! ([`disk::SimDisk`]), a network that drops, duplicates, delays, reorders and partitions
+//! key-value state machines, in-memory disks that lose unsynced writes on a crash
+//! ([`chorus_storage::MemStorage`], the twin of the real write-ahead log, held to the same
+//! conformance suite), a network that drops, duplicates, delays, reorders and partitions
 //! ([`network::Network`]), and clients that record a history ([`history`]). A seeded event
 //! queue orders everything, so a run is a pure function of its seed and configuration: any
 //! failure replays exactly.
@@ -16,7 +17,6 @@
 
 pub mod checkers;
 pub mod config;
-pub mod disk;
 pub mod history;
 pub mod linearizability;
 pub mod network;
@@ -24,4 +24,5 @@ pub mod simulator;
 mod workload;
 
 pub use config::{FaultProfile, SimConfig};
-pub use simulator::{RunReport, RunStats, Simulator, run};
+pub use network::LinkFaults;
+pub use simulator::{MessageFilter, RunReport, RunStats, Simulator, history_hash, run};

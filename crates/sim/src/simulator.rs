@@ -21,10 +21,10 @@ use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
 use chorus_kv::{KvConfig, KvError, KvStore, Query, Response};
 use chorus_raft::{Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, Status};
+use chorus_storage::{MemStorage, Storage};
 
 use crate::checkers::{AcknowledgedWrite, Applied, Checkers, Violation};
 use crate::config::SimConfig;
-use crate::disk::SimDisk;
 use crate::history::{OpKind, OpStatus, Operation, Output};
 use crate::linearizability::{self, CheckLimits, Verdict};
 use crate::network::{Latency, LinkFaults, Network};
@@ -140,7 +140,7 @@ struct Host {
     raft: Option<RawNode>,
     incarnation: u64,
     store: KvStore,
-    disk: SimDisk,
+    disk: MemStorage,
     outstanding: Option<Ready>,
     applied: LogIndex,
     next_request: u64,
@@ -246,7 +246,13 @@ pub struct Simulator {
     stats: RunStats,
     leader_terms: BTreeMap<chorus_core::Term, NodeId>,
     trace_log: Option<Vec<String>>,
+    filter: Option<MessageFilter>,
+    clients_paused: bool,
 }
+
+/// A test's hook on every Raft message sent: it may rewrite the message, or return `false` to
+/// drop it. Called with the sender and the receiver.
+pub type MessageFilter = Box<dyn FnMut(NodeId, NodeId, &mut Message) -> bool>;
 
 impl Simulator {
     /// A cluster of `config.nodes` fresh nodes and `config.clients` clients, nothing run yet.
@@ -272,7 +278,7 @@ impl Simulator {
                 raft: None,
                 incarnation: 0,
                 store: KvStore::new(KvConfig::default()),
-                disk: SimDisk::new(),
+                disk: MemStorage::new(),
                 outstanding: None,
                 applied: LogIndex(0),
                 next_request: 0,
@@ -304,6 +310,8 @@ impl Simulator {
             stats: RunStats::default(),
             leader_terms: BTreeMap::new(),
             trace_log: None,
+            filter: None,
+            clients_paused: false,
         };
         for node in 0..simulator.hosts.len() {
             simulator.start_node(node);
@@ -356,6 +364,7 @@ impl Simulator {
         let mut config = Config::new(self.hosts[node].id, voters);
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
+        config.append_entries_max = self.config.append_entries_max;
         config.seed =
             self.config.seed ^ ((node as u64 + 1) << 48) ^ (self.hosts[node].incarnation << 32);
         #[cfg(feature = "inject-bugs")]
@@ -367,7 +376,7 @@ impl Simulator {
 
     fn start_node(&mut self, node: usize) {
         let config = self.raft_config(node);
-        let durable = self.hosts[node].disk.durable().clone();
+        let durable = self.hosts[node].disk.durable();
         let hard_state = durable.hard_state;
         let raft = RawNode::restart(config, durable)
             .expect("invariant: the simulator's configuration is valid");
@@ -384,9 +393,187 @@ impl Simulator {
         self.drive(node);
     }
 
-    /// Runs the whole scenario: safety phase, healing, liveness phase, final checks.
+    // ---- scripted control, for scenario tests ------------------------------------------
+
+    /// The current simulated time.
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        self.time
+    }
+
+    /// Processes the next event, without moving between phases. Returns `false` when nothing
+    /// is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some(scheduled) = self.queue.pop() else {
+            return false;
+        };
+        self.time = scheduled.time;
+        self.process(scheduled.event);
+        true
+    }
+
+    /// Processes events for `units` of simulated time.
+    pub fn run_for(&mut self, units: u64) {
+        let end = self.time + units;
+        while self.queue.peek().is_some_and(|next| next.time <= end) {
+            self.step();
+        }
+        self.time = end;
+    }
+
+    /// Processes events until `condition` holds (checked after each event) or `units` of
+    /// simulated time pass. Returns whether the condition came true.
+    pub fn run_until(&mut self, units: u64, mut condition: impl FnMut(&Simulator) -> bool) -> bool {
+        let end = self.time + units;
+        while !condition(self) {
+            if self.queue.peek().is_none_or(|next| next.time > end) {
+                self.time = end;
+                return condition(self);
+            }
+            self.step();
+        }
+        true
+    }
+
+    /// The ids of the nodes.
+    #[must_use]
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.hosts.iter().map(|h| h.id).collect()
+    }
+
+    fn host_index(&self, node: NodeId) -> usize {
+        let index = usize::try_from(node.0.wrapping_sub(1)).unwrap_or(usize::MAX);
+        assert!(index < self.hosts.len(), "no node {node} in this cluster");
+        index
+    }
+
+    /// The Raft core of a live node.
+    #[must_use]
+    pub fn raft(&self, node: NodeId) -> Option<&RawNode> {
+        self.hosts[self.host_index(node)].raft.as_ref()
+    }
+
+    /// The status of a live node.
+    #[must_use]
+    pub fn status(&self, node: NodeId) -> Option<Status> {
+        self.raft(node).map(RawNode::status)
+    }
+
+    /// The live leader of the highest term, if any.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        self.current_leader().map(|i| self.hosts[i].id)
+    }
+
+    /// Crashes a node: it loses its volatile state and whatever its disk had not synced.
+    pub fn crash_node(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        self.crash(index);
+    }
+
+    /// Restarts a crashed node from its disk.
+    pub fn restart_node(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        if !self.hosts[index].is_up() {
+            self.hosts[index].incarnation += 1;
+            self.start_node(index);
+        }
+    }
+
+    /// Splits the cluster into groups that cannot reach each other.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        self.network.partition(groups);
+    }
+
+    /// Cuts messages from `from` to `to`, one way.
+    pub fn cut_one_way(&mut self, from: &[NodeId], to: &[NodeId]) {
+        self.network.cut_one_way(from, to);
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.network.heal();
+    }
+
+    /// Sets loss, duplication and long-tail delay on every link.
+    pub fn set_link_faults(&mut self, faults: LinkFaults) {
+        self.network.set_faults(faults);
+    }
+
+    /// Installs (or removes) a hook on every Raft message sent.
+    pub fn set_filter(&mut self, filter: Option<MessageFilter>) {
+        self.filter = filter;
+    }
+
+    /// Stops clients from starting new operations (those in flight go on), or lets them
+    /// start again.
+    pub fn set_clients_paused(&mut self, paused: bool) {
+        self.clients_paused = paused;
+        if !paused {
+            for client in 0..self.clients.len() {
+                if self.clients[client].current.is_none() {
+                    self.next_operation(client);
+                }
+            }
+        }
+    }
+
+    /// Whether every client is idle (no operation in flight).
+    #[must_use]
+    pub fn clients_idle(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none())
+    }
+
+    /// Makes a node start an election now.
+    pub fn campaign(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        if let Some(raft) = &mut self.hosts[index].raft {
+            raft.campaign();
+            self.drive(index);
+        }
+    }
+
+    /// Proposes a key-value command at a node, outside any client (its answer goes nowhere).
+    ///
+    /// # Errors
+    /// The node's refusal, or [`chorus_raft::ProposeError::NoLeader`] if it is down.
+    pub fn propose(
+        &mut self,
+        node: NodeId,
+        command: &chorus_kv::Command,
+    ) -> Result<(), chorus_raft::ProposeError> {
+        let index = self.host_index(node);
+        let number = self.hosts[index].request_number();
+        let host = &mut self.hosts[index];
+        let Some(raft) = &mut host.raft else {
+            return Err(chorus_raft::ProposeError::NoLeader);
+        };
+        let envelope = Envelope {
+            origin: host.id,
+            request: number,
+            command: command.encode(),
+        };
+        raft.propose(envelope.encode())?;
+        self.drive(index);
+        Ok(())
+    }
+
+    /// The violations found so far.
+    #[must_use]
+    pub fn violations(&self) -> &[Violation] {
+        self.checkers.violations()
+    }
+
+    /// Runs the whole scenario: safety phase, healing, liveness phase, final checks. A
+    /// scripted test calls it last, to heal, converge and check everything.
     #[must_use]
     pub fn run(mut self) -> RunReport {
+        self.clients_paused = false;
+        for client in 0..self.clients.len() {
+            if self.clients[client].current.is_none() && self.clients[client].session.is_some() {
+                self.next_operation(client);
+            }
+        }
         while self.phase != Phase::Done {
             let Some(scheduled) = self.queue.pop() else {
                 break;
@@ -465,8 +652,13 @@ impl Simulator {
         self.drive(to);
     }
 
-    fn send(&mut self, from: usize, to_id: NodeId, message: Message) {
+    fn send(&mut self, from: usize, to_id: NodeId, mut message: Message) {
         let to = usize::try_from(to_id.0 - 1).expect("invariant: node ids are 1..=n");
+        if let Some(filter) = &mut self.filter {
+            if !filter(self.hosts[from].id, to_id, &mut message) {
+                return;
+            }
+        }
         self.stats.messages += 1;
         if let Message::RequestVoteResponse(response) = &message {
             if response.granted && !response.pre_vote {
@@ -531,7 +723,11 @@ impl Simulator {
                 self.send(node, to, message);
             }
             let host = &mut self.hosts[node];
-            host.disk.write(ready.hard_state, &ready.entries);
+            if let Err(error) = host.disk.write(ready.hard_state, &ready.entries) {
+                let detail = format!("n{} could not write its Ready: {error}", node + 1);
+                self.checkers.report("storage", self.time, detail);
+            }
+            let host = &mut self.hosts[node];
             if host.disk.is_dirty() {
                 // An fsync takes a few units, and now and then far longer.
                 let delay = if self.rng_disk.chance(0.05) {
@@ -551,7 +747,10 @@ impl Simulator {
 
     /// The Ready's state is durable: send what promised it, apply, answer, advance.
     fn complete(&mut self, node: usize, ready: Ready) {
-        self.hosts[node].disk.sync();
+        if let Err(error) = self.hosts[node].disk.sync() {
+            let detail = format!("n{} could not sync: {error}", node + 1);
+            self.checkers.report("storage", self.time, detail);
+        }
         for (to, message) in ready.persisted_messages {
             self.send(node, to, message);
         }
@@ -876,7 +1075,7 @@ impl Simulator {
         self.clients[client].current = None;
         if self.clients[client].session.is_none() {
             self.clients[client].start_register();
-        } else if self.issued < self.config.ops {
+        } else if self.issued < self.config.ops && !self.clients_paused {
             self.issued += 1;
             let keys = self.config.keys;
             let now = self.time;
@@ -906,8 +1105,8 @@ impl Simulator {
     // ---- the nemesis -------------------------------------------------------------------
 
     fn nemesis_pause(&mut self) -> u64 {
-        let timeout = self.config.election_timeout_units();
-        self.rng_nemesis.range(timeout / 2, timeout * 4)
+        let (low, high) = self.config.nemesis_pause_units;
+        self.rng_nemesis.range(low, high.max(low + 1))
     }
 
     fn up_count(&self) -> usize {
@@ -1091,6 +1290,7 @@ impl Simulator {
     }
 
     fn heal_everything(&mut self) {
+        self.filter = None;
         self.network.heal();
         self.network.set_faults(LinkFaults::RELIABLE);
         for node in 0..self.hosts.len() {

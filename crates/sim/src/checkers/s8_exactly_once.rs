@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_kv::{ClientId, Command, KvError, Op, Response};
+use chorus_kv::{ClientId, Command, KvError, Op, Response, SetCondition};
 use chorus_raft::{Entry, EntryPayload};
 
 use super::Applied;
@@ -117,6 +117,30 @@ impl ExactlyOnce {
             Op::MultiPut { pairs } => {
                 self.data.extend(pairs);
                 Response::Ok
+            }
+            Op::Set {
+                key,
+                value,
+                condition,
+            } => {
+                let previous = self.data.get(&key).cloned();
+                let applied = match condition {
+                    SetCondition::Always => true,
+                    SetCondition::IfAbsent => previous.is_none(),
+                    SetCondition::IfPresent => previous.is_some(),
+                    SetCondition::IfEqual(expected) => previous.as_ref() == Some(&expected),
+                };
+                if applied {
+                    self.data.insert(key, value);
+                }
+                Response::Set { applied, previous }
+            }
+            Op::DeleteMany { keys } => {
+                let removed = keys
+                    .iter()
+                    .filter(|key| self.data.remove(*key).is_some())
+                    .count();
+                Response::Integer(removed as i64)
             }
         }
     }

@@ -1,0 +1,122 @@
+//! A tidy check: the protocol cores, the state machines and the simulator stay pure
+//! (DESIGN.md: "Pure crates never depend on tokio, `std::net`, `std::fs`, clocks or
+//! hash-ordered maps"), so that the simulator's runs are deterministic and replayable.
+//!
+//! It reads the crates' manifests and sources as text. A hit names the file and line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The crates that must stay pure.
+const PURE_CRATES: [&str; 4] = ["core", "raft", "kv", "sim"];
+
+/// Dependencies a pure crate may not have.
+const FORBIDDEN_DEPENDENCIES: [&str; 6] = [
+    "tokio",
+    "mio",
+    "socket2",
+    "async-std",
+    "chrono",
+    "getrandom",
+];
+
+/// Source text a pure crate may not contain (outside comments).
+const FORBIDDEN_SOURCE: [&str; 9] = [
+    "std::time",
+    "std::fs",
+    "std::net",
+    "std::thread",
+    "std::env",
+    "thread_rng",
+    "SystemTime",
+    "Instant::now",
+    "HashSet",
+];
+
+/// Files allowed to use a `HashMap` because they only look keys up and never iterate.
+const HASH_MAP_LOOKUP_ONLY: [&str; 1] = ["sim/src/linearizability.rs"];
+
+fn crates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn pure_crates_have_no_io_or_clock_dependencies() {
+    let mut hits = Vec::new();
+    for name in PURE_CRATES {
+        let manifest = fs::read_to_string(crates_dir().join(name).join("Cargo.toml")).unwrap();
+        for line in manifest.lines() {
+            let dependency = line.split(['=', '.', ' ']).next().unwrap_or("").trim();
+            if FORBIDDEN_DEPENDENCIES.contains(&dependency) {
+                hits.push(format!("crates/{name}/Cargo.toml: {line}"));
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "pure crates depend on I/O or clocks:\n{}",
+        hits.join("\n")
+    );
+}
+
+#[test]
+fn pure_crates_use_no_clock_io_threads_or_hash_order() {
+    let mut hits = Vec::new();
+    for name in PURE_CRATES {
+        let mut files = Vec::new();
+        rust_files(&crates_dir().join(name).join("src"), &mut files);
+        assert!(!files.is_empty(), "no sources found for crates/{name}");
+        for file in files {
+            let relative = file
+                .strip_prefix(crates_dir())
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            let text = fs::read_to_string(&file).unwrap();
+            for (number, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let mut forbidden: Vec<&str> = FORBIDDEN_SOURCE.to_vec();
+                if !HASH_MAP_LOOKUP_ONLY.contains(&relative.as_str()) {
+                    forbidden.push("HashMap");
+                }
+                for word in forbidden {
+                    if code.contains(word) {
+                        hits.push(format!("crates/{relative}:{}: {word}", number + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        hits.is_empty(),
+        "pure crates must stay deterministic:\n{}",
+        hits.join("\n")
+    );
+}
+
+#[test]
+fn the_check_itself_can_fail() {
+    // Proof that the scan bites: a line using a clock is caught, a comment mentioning one is not.
+    let code = "let now = std::time::Instant::now(); // std::fs in a comment";
+    let uncommented = code.split("//").next().unwrap();
+    assert!(
+        FORBIDDEN_SOURCE
+            .iter()
+            .any(|word| uncommented.contains(word))
+    );
+    assert!(!uncommented.contains("std::fs"));
+}

@@ -1,0 +1,160 @@
+//! The node's Prometheus metrics, served at `GET /metrics`.
+//!
+//! The driver thread updates them as it works; the admin server encodes them on request. They
+//! answer the questions an operator asks first: is the node making progress (proposals,
+//! commits, apply lag), is the disk the bottleneck (fsync latency, entries per fsync), and is
+//! the cluster stable (elections, leader changes).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Every metric of one node.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client commands proposed through this node.
+    pub proposals: Counter,
+    /// Client commands refused before entering any log (no leader, queues full).
+    pub proposals_refused: Counter,
+    /// Log entries applied to the state machine.
+    pub entries_applied: Counter,
+    /// Linearizable reads served.
+    pub reads: Counter,
+    /// Client requests that timed out with an unknown outcome.
+    pub request_timeouts: Counter,
+    /// Seconds each fsync of the log took.
+    pub fsync_seconds: Histogram,
+    /// Entries made durable by one fsync (group commit).
+    pub batch_entries: Histogram,
+    /// Times this node became a candidate.
+    pub elections: Counter,
+    /// Times the leader this node knows of changed.
+    pub leader_changes: Counter,
+    /// Committed entries not yet applied.
+    pub apply_lag: Gauge,
+    /// Messages to peers dropped because their queue was full.
+    pub peer_messages_dropped: Counter,
+    /// Messages from peers refused as malformed.
+    pub peer_messages_refused: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    #[must_use]
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chorus");
+        let proposals = Counter::default();
+        let proposals_refused = Counter::default();
+        let entries_applied = Counter::default();
+        let reads = Counter::default();
+        let request_timeouts = Counter::default();
+        let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let elections = Counter::default();
+        let leader_changes = Counter::default();
+        let apply_lag = Gauge::default();
+        let peer_messages_dropped = Counter::default();
+        let peer_messages_refused = Counter::default();
+        registry.register("proposals", "Client commands proposed", proposals.clone());
+        registry.register(
+            "proposals_refused",
+            "Client commands refused before entering any log",
+            proposals_refused.clone(),
+        );
+        registry.register(
+            "entries_applied",
+            "Log entries applied",
+            entries_applied.clone(),
+        );
+        registry.register("reads", "Linearizable reads served", reads.clone());
+        registry.register(
+            "request_timeouts",
+            "Client requests that timed out with an unknown outcome",
+            request_timeouts.clone(),
+        );
+        registry.register(
+            "fsync_seconds",
+            "Latency of one log fsync",
+            fsync_seconds.clone(),
+        );
+        registry.register(
+            "batch_entries",
+            "Entries made durable by one fsync",
+            batch_entries.clone(),
+        );
+        registry.register(
+            "elections",
+            "Times this node became a candidate",
+            elections.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Times the known leader changed",
+            leader_changes.clone(),
+        );
+        registry.register(
+            "apply_lag_entries",
+            "Committed entries not yet applied",
+            apply_lag.clone(),
+        );
+        registry.register(
+            "peer_messages_dropped",
+            "Messages to peers dropped on a full queue",
+            peer_messages_dropped.clone(),
+        );
+        registry.register(
+            "peer_messages_refused",
+            "Messages from peers refused as malformed",
+            peer_messages_refused.clone(),
+        );
+        Metrics {
+            registry,
+            proposals,
+            proposals_refused,
+            entries_applied,
+            reads,
+            request_timeouts,
+            fsync_seconds,
+            batch_entries,
+            elections,
+            leader_changes,
+            apply_lag,
+            peer_messages_dropped,
+            peer_messages_refused,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_encode_as_prometheus_text() {
+        let metrics = Metrics::new();
+        metrics.proposals.inc();
+        metrics.fsync_seconds.observe(0.002);
+        let text = metrics.encode();
+        assert!(text.contains("chorus_proposals_total 1"), "{text}");
+        assert!(text.contains("chorus_fsync_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

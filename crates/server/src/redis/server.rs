@@ -1,0 +1,488 @@
+//! The RESP server: one task per client connection, replies in request order, pipelining.
+//!
+//! A connection's reader cuts requests out of its buffer, turns each into a driver input
+//! (writes through the replicated log, reads through ReadIndex) or answers it on the spot, and
+//! queues the pending reply; a writer awaits the replies in order and flushes when it runs out
+//! of ready ones. So `redis-benchmark -P 16` gets sixteen requests into one batch (one log
+//! append, one fsync) and sixteen replies in one write. At most `inflight_max` replies wait per
+//! connection: the reader stops reading while the queue is full (backpressure).
+//!
+//! Besides the Redis commands of [`super::command`], three commands serve the native client
+//! (`chorus-client`): `CHORUS.REGISTER`, `CHORUS.COMMAND <command>` and `CHORUS.QUERY <query>`,
+//! answered with the encoded `chorus_kv::Response`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+
+use bytes::{Bytes, BytesMut};
+use chorus_kv::{Command, KvError, Op, Query, Response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::command::{self, RedisCommand};
+use super::resp::{self, Frame, Limits};
+use crate::driver::{Input, RequestError, Shared, offer};
+
+/// Bounds of the RESP server.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Connections served at once; more are refused.
+    pub connections_max: usize,
+    /// Replies one connection may have pending.
+    pub inflight_max: usize,
+}
+
+/// How a driver answer becomes a RESP reply.
+type Render = fn(Response) -> Frame;
+
+/// A reply, in request order.
+enum Pending {
+    /// Known now.
+    Now(Frame),
+    /// Known when the driver answers.
+    Later(oneshot::Receiver<Result<Bytes, RequestError>>, Render),
+    /// The native client's raw answer.
+    Raw(oneshot::Receiver<Result<Bytes, RequestError>>),
+    /// Send this and close the connection.
+    Close(Frame),
+}
+
+/// Serves RESP clients until the listener fails.
+///
+/// # Errors
+/// If accepting connections fails.
+pub async fn serve(
+    listener: TcpListener,
+    inputs: SyncSender<Input>,
+    shared: Arc<Shared>,
+    settings: Settings,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(settings.connections_max));
+    let ids = Arc::new(AtomicU64::new(1));
+    loop {
+        let (stream, address) = listener.accept().await?;
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%address, "too many client connections; refusing one");
+            let mut stream = stream;
+            let mut out = BytesMut::new();
+            Frame::error("ERR", "max number of clients reached").encode(&mut out);
+            let _ = stream.write_all(&out).await;
+            continue;
+        };
+        let inputs = inputs.clone();
+        let shared = shared.clone();
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            connection(stream, id, inputs, shared, settings).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    id: u64,
+    inputs: SyncSender<Input>,
+    shared: Arc<Shared>,
+    settings: Settings,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (replies, mut pending) = mpsc::channel::<Pending>(settings.inflight_max);
+    let writer_task = tokio::spawn(async move {
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        while let Some(reply) = pending.recv().await {
+            let (frame, close) = resolve(reply).await;
+            frame.encode(&mut out);
+            // Flush once no further reply is ready, so a pipelined batch goes out in one write.
+            if close || pending.is_empty() {
+                if writer.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            if close {
+                let _ = writer.shutdown().await;
+                return;
+            }
+        }
+    });
+    let limits = Limits::default();
+    let mut buffer = BytesMut::with_capacity(16 * 1024);
+    let mut state = ConnectionState { id, name: None };
+    'read: loop {
+        loop {
+            match resp::parse_request(&mut buffer, &limits) {
+                Ok(Some(arguments)) => {
+                    let reply = execute(arguments, &inputs, &shared, &mut state);
+                    let close = matches!(reply, Pending::Close(_));
+                    if replies.send(reply).await.is_err() || close {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = replies.send(Pending::Close(error.to_frame())).await;
+                    break 'read;
+                }
+            }
+        }
+        match reader.read_buf(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    drop(replies);
+    let _ = writer_task.await;
+}
+
+async fn resolve(reply: Pending) -> (Frame, bool) {
+    match reply {
+        Pending::Now(frame) => (frame, false),
+        Pending::Close(frame) => (frame, true),
+        Pending::Later(receiver, render) => match receiver.await {
+            Ok(Ok(bytes)) => match Response::decode(&bytes) {
+                Ok(Response::Error(error)) => (kv_error(&error), false),
+                Ok(response) => (render(response), false),
+                Err(error) => (
+                    Frame::error("ERR", &format!("undecodable answer: {error}")),
+                    false,
+                ),
+            },
+            Ok(Err(error)) => (request_error(error), false),
+            Err(_) => (request_error(RequestError::Stopped), false),
+        },
+        Pending::Raw(receiver) => match receiver.await {
+            Ok(Ok(bytes)) => (Frame::Bulk(Some(bytes)), false),
+            Ok(Err(error)) => (request_error(error), false),
+            Err(_) => (request_error(RequestError::Stopped), false),
+        },
+    }
+}
+
+fn request_error(error: RequestError) -> Frame {
+    match error {
+        RequestError::Unavailable => Frame::error("UNAVAILABLE", "no leader is known; try again"),
+        RequestError::Busy => Frame::error("BUSY", "the node is overloaded; try again"),
+        RequestError::Timeout => {
+            Frame::error("TIMEOUT", "the request timed out; its outcome is unknown")
+        }
+        RequestError::Stopped => Frame::error("UNAVAILABLE", "the node is shutting down"),
+    }
+}
+
+fn kv_error(error: &KvError) -> Frame {
+    match error {
+        KvError::NotAnInteger => Frame::error("ERR", "value is not an integer or out of range"),
+        KvError::Overflow => Frame::error("ERR", "increment or decrement would overflow"),
+        other => Frame::error("ERR", &other.to_string()),
+    }
+}
+
+struct ConnectionState {
+    id: u64,
+    name: Option<Bytes>,
+}
+
+fn submit(
+    inputs: &SyncSender<Input>,
+    write: bool,
+    payload: Bytes,
+) -> Result<oneshot::Receiver<Result<Bytes, RequestError>>, Frame> {
+    let (reply, receiver) = oneshot::channel();
+    let input = if write {
+        Input::Write {
+            command: payload,
+            reply,
+        }
+    } else {
+        Input::Read {
+            query: payload,
+            reply,
+        }
+    };
+    offer(inputs, input).map_err(request_error)?;
+    Ok(receiver)
+}
+
+fn write(inputs: &SyncSender<Input>, op: Op, render: Render) -> Pending {
+    match submit(inputs, true, Command::Unsessioned(op).encode()) {
+        Ok(receiver) => Pending::Later(receiver, render),
+        Err(frame) => Pending::Now(frame),
+    }
+}
+
+fn read(inputs: &SyncSender<Input>, query: &Query, render: Render) -> Pending {
+    match submit(inputs, false, query.encode()) {
+        Ok(receiver) => Pending::Later(receiver, render),
+        Err(frame) => Pending::Now(frame),
+    }
+}
+
+fn unexpected(response: &Response) -> Frame {
+    Frame::error("ERR", &format!("unexpected answer {response:?}"))
+}
+
+fn render_ok(response: Response) -> Frame {
+    match response {
+        Response::Ok => Frame::ok(),
+        other => unexpected(&other),
+    }
+}
+
+fn render_integer(response: Response) -> Frame {
+    match response {
+        Response::Integer(value) => Frame::integer(value),
+        Response::Length(length) => Frame::integer(i64::try_from(length).unwrap_or(i64::MAX)),
+        other => unexpected(&other),
+    }
+}
+
+fn render_value(response: Response) -> Frame {
+    match response {
+        Response::Value(value) => Frame::Bulk(value),
+        other => unexpected(&other),
+    }
+}
+
+fn render_strlen(response: Response) -> Frame {
+    match response {
+        Response::Value(value) => {
+            Frame::integer(value.map_or(0, |v| i64::try_from(v.len()).unwrap_or(i64::MAX)))
+        }
+        other => unexpected(&other),
+    }
+}
+
+fn render_values(response: Response) -> Frame {
+    match response {
+        Response::Values(values) => Frame::array(values.into_iter().map(Frame::Bulk).collect()),
+        other => unexpected(&other),
+    }
+}
+
+fn render_set(response: Response) -> Frame {
+    match response {
+        Response::Set { applied: true, .. } => Frame::ok(),
+        Response::Set { applied: false, .. } => Frame::null(),
+        other => unexpected(&other),
+    }
+}
+
+fn render_set_get(response: Response) -> Frame {
+    match response {
+        Response::Set { previous, .. } => Frame::Bulk(previous),
+        other => unexpected(&other),
+    }
+}
+
+fn is(arguments: &[Bytes], name: &str) -> bool {
+    arguments
+        .first()
+        .is_some_and(|first| first.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+fn native(arguments: Vec<Bytes>, inputs: &SyncSender<Input>) -> Pending {
+    let (write, payload) = if is(&arguments, "CHORUS.REGISTER") && arguments.len() == 1 {
+        (true, Command::Register.encode())
+    } else if arguments.len() == 2 && is(&arguments, "CHORUS.COMMAND") {
+        if Command::decode(&arguments[1]).is_err() {
+            return Pending::Now(Frame::error(
+                "ERR",
+                "CHORUS.COMMAND: the command does not decode",
+            ));
+        }
+        (true, arguments[1].clone())
+    } else if arguments.len() == 2 && is(&arguments, "CHORUS.QUERY") {
+        (false, arguments[1].clone())
+    } else {
+        return Pending::Now(Frame::error(
+            "ERR",
+            "wrong number of arguments for a CHORUS command",
+        ));
+    };
+    match submit(inputs, write, payload) {
+        Ok(receiver) => Pending::Raw(receiver),
+        Err(frame) => Pending::Now(frame),
+    }
+}
+
+fn info(shared: &Shared, sections: &[Bytes]) -> Frame {
+    let status = shared.status.read().map(|s| s.clone()).unwrap_or_default();
+    let wants = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                s.eq_ignore_ascii_case(name.as_bytes())
+                    || s.eq_ignore_ascii_case(b"all")
+                    || s.eq_ignore_ascii_case(b"everything")
+            })
+    };
+    let mut text = String::new();
+    if wants("server") {
+        text.push_str("# Server\r\nredis_version:7.0.0\r\nchorus_version:");
+        text.push_str(env!("CARGO_PKG_VERSION"));
+        text.push_str("\r\nredis_mode:cluster-consensus\r\n\r\n");
+    }
+    if wants("replication") {
+        let leader = status
+            .leader
+            .map_or_else(|| "none".to_string(), |l| l.to_string());
+        let role = if status.role == "leader" {
+            "master"
+        } else {
+            "slave"
+        };
+        text.push_str(&format!(
+            "# Replication\r\nrole:{role}\r\nchorus_role:{}\r\nnode_id:{}\r\nterm:{}\r\nleader:{leader}\r\ncommit_index:{}\r\napplied_index:{}\r\nlast_index:{}\r\n",
+            status.role, status.id, status.term, status.commit, status.applied, status.last_index
+        ));
+        for (peer, index) in &status.match_index {
+            text.push_str(&format!("peer_{peer}_match_index:{index}\r\n"));
+        }
+        text.push_str("\r\n");
+    }
+    if wants("keyspace") {
+        text.push_str(&format!(
+            "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+            status.keys
+        ));
+    }
+    Frame::bulk(Bytes::from(text))
+}
+
+fn config_get(patterns: &[Bytes]) -> Frame {
+    // Chorus has no Redis configuration; answer the few settings tools ask about with values
+    // that describe Chorus honestly (every write is durable before it is acknowledged).
+    const SETTINGS: [(&str, &str); 4] = [
+        ("save", ""),
+        ("appendonly", "yes"),
+        ("appendfsync", "always"),
+        ("databases", "1"),
+    ];
+    let mut items = Vec::new();
+    for (name, value) in SETTINGS {
+        if patterns
+            .iter()
+            .any(|p| p.as_ref() == b"*" || p.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            items.push(Frame::bulk(Bytes::from_static(name.as_bytes())));
+            items.push(Frame::bulk(Bytes::from_static(value.as_bytes())));
+        }
+    }
+    Frame::array(items)
+}
+
+fn execute(
+    arguments: Vec<Bytes>,
+    inputs: &SyncSender<Input>,
+    shared: &Shared,
+    state: &mut ConnectionState,
+) -> Pending {
+    if arguments
+        .first()
+        .is_some_and(|first| first.len() > 7 && first[..7].eq_ignore_ascii_case(b"CHORUS."))
+    {
+        return native(arguments, inputs);
+    }
+    let command = match command::parse(arguments) {
+        Ok(command) => command,
+        Err(error) => return Pending::Now(error.to_frame()),
+    };
+    tracing::trace!(
+        connection = state.id,
+        command = command.name(),
+        write = command.is_write(),
+        "request"
+    );
+    match command {
+        RedisCommand::Ping { message: None } => Pending::Now(Frame::simple("PONG")),
+        RedisCommand::Ping {
+            message: Some(message),
+        }
+        | RedisCommand::Echo { message } => Pending::Now(Frame::Bulk(Some(message))),
+        RedisCommand::Quit => Pending::Close(Frame::ok()),
+        RedisCommand::Select => Pending::Now(Frame::ok()),
+        RedisCommand::Hello { client_name } => {
+            if client_name.is_some() {
+                state.name = client_name;
+            }
+            let pairs: [(&str, Frame); 7] = [
+                ("server", Frame::bulk(Bytes::from_static(b"redis"))),
+                ("version", Frame::bulk(Bytes::from_static(b"7.0.0"))),
+                ("proto", Frame::integer(2)),
+                (
+                    "id",
+                    Frame::integer(i64::try_from(state.id).unwrap_or(i64::MAX)),
+                ),
+                ("mode", Frame::bulk(Bytes::from_static(b"standalone"))),
+                ("role", Frame::bulk(Bytes::from_static(b"master"))),
+                ("modules", Frame::array(Vec::new())),
+            ];
+            let mut items = Vec::new();
+            for (name, value) in pairs {
+                items.push(Frame::bulk(Bytes::from_static(name.as_bytes())));
+                items.push(value);
+            }
+            Pending::Now(Frame::array(items))
+        }
+        RedisCommand::Command
+        | RedisCommand::CommandDocs { .. }
+        | RedisCommand::CommandInfo { .. }
+        | RedisCommand::CommandList => Pending::Now(Frame::array(Vec::new())),
+        RedisCommand::CommandCount => Pending::Now(Frame::integer(0)),
+        RedisCommand::ClientSetName { name } => {
+            state.name = Some(name);
+            Pending::Now(Frame::ok())
+        }
+        RedisCommand::ClientGetName => Pending::Now(Frame::Bulk(state.name.clone())),
+        RedisCommand::ClientId => {
+            Pending::Now(Frame::integer(i64::try_from(state.id).unwrap_or(i64::MAX)))
+        }
+        RedisCommand::ClientSetInfo { .. } => Pending::Now(Frame::ok()),
+        RedisCommand::Get { key } => read(inputs, &Query::Get { key }, render_value),
+        RedisCommand::Strlen { key } => read(inputs, &Query::Get { key }, render_strlen),
+        RedisCommand::MGet { keys } => read(inputs, &Query::MultiGet { keys }, render_values),
+        RedisCommand::Exists { keys } => read(inputs, &Query::Exists { keys }, render_integer),
+        RedisCommand::DbSize => read(inputs, &Query::Len, render_integer),
+        RedisCommand::Set {
+            key,
+            value,
+            condition,
+            get,
+        } => {
+            let render: Render = if get { render_set_get } else { render_set };
+            write(
+                inputs,
+                Op::Set {
+                    key,
+                    value,
+                    condition,
+                },
+                render,
+            )
+        }
+        RedisCommand::Del { keys } => write(inputs, Op::DeleteMany { keys }, render_integer),
+        RedisCommand::Incr { key } => write(inputs, Op::IncrBy { key, delta: 1 }, render_integer),
+        RedisCommand::Decr { key } => write(inputs, Op::IncrBy { key, delta: -1 }, render_integer),
+        RedisCommand::IncrBy { key, increment } => write(
+            inputs,
+            Op::IncrBy {
+                key,
+                delta: increment,
+            },
+            render_integer,
+        ),
+        RedisCommand::DecrBy { key, decrement } => match decrement.checked_neg() {
+            Some(delta) => write(inputs, Op::IncrBy { key, delta }, render_integer),
+            None => Pending::Now(Frame::error("ERR", "decrement would overflow")),
+        },
+        RedisCommand::Append { key, value } => {
+            write(inputs, Op::Append { key, value }, render_integer)
+        }
+        RedisCommand::MSet { pairs } => write(inputs, Op::MultiPut { pairs }, render_ok),
+        RedisCommand::Info { sections } => Pending::Now(info(shared, &sections)),
+        RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(&patterns)),
+    }
+}

@@ -1,0 +1,213 @@
+//! `chorus up`: a local cluster of separate node processes on 127.0.0.1, one command.
+//!
+//! It writes one configuration file per node under the data directory, starts each node as a
+//! child process (`chorus server --config …`, logging to a file beside it), waits until the
+//! cluster has a leader, prints where to reach every node, and stays up until Ctrl-C, when it
+//! stops the nodes gracefully. Data persists in the directory: running it again restarts the
+//! same cluster from disk.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::config::NodeConfig;
+
+/// Arguments of `chorus up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Nodes in the cluster.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    nodes: u64,
+    /// Where the nodes keep their data, configuration and logs.
+    #[arg(long, default_value = "chorus-data")]
+    data_dir: PathBuf,
+    /// Ports are counted from here: peers at P+id, RESP at P+100+id, admin at P+200+id.
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+}
+
+/// Asks the admin endpoint of a node for its status.
+pub fn fetch_status(admin: std::net::SocketAddr) -> anyhow::Result<serde_json::Value> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_millis(500)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{admin}/status"))
+        .call()
+        .with_context(|| format!("no answer from {admin}"))?;
+    let status: serde_json::Value = response
+        .body_mut()
+        .read_json()
+        .context("bad /status body")?;
+    Ok(status)
+}
+
+fn start_node(config_path: &Path, log_path: &Path) -> anyhow::Result<Child> {
+    let executable = std::env::current_exe().context("cannot find the chorus executable")?;
+    let log =
+        File::create(log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let log_err = log.try_clone().context("cannot share the log file")?;
+    Command::new(executable)
+        .arg("server")
+        .arg("--config")
+        .arg(config_path)
+        .arg("--exit-with-parent")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .context("cannot start a node process")
+}
+
+fn stop(children: &mut [Child]) {
+    for child in children.iter() {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for child in children.iter_mut() {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs `chorus up`.
+///
+/// # Errors
+/// If the data directory cannot be written or a node cannot start.
+pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .context("cannot resolve the data directory")?;
+    let mut configs = Vec::new();
+    let mut children = Vec::new();
+    for id in 1..=args.nodes {
+        let config = NodeConfig::local(args.nodes, id, args.base_port, &data_dir);
+        let path = data_dir.join(format!("node-{id}.toml"));
+        std::fs::write(
+            &path,
+            toml::to_string(&config).context("cannot encode a configuration")?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        let log = data_dir.join(format!("node-{id}.log"));
+        match start_node(&path, &log) {
+            Ok(child) => children.push(child),
+            Err(error) => {
+                stop(&mut children);
+                return Err(error);
+            }
+        }
+        configs.push((config, log));
+    }
+
+    // Wait for a leader, so that the table we print is of a working cluster.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        if let Some(exited) = children
+            .iter_mut()
+            .position(|c| matches!(c.try_wait(), Ok(Some(_))))
+        {
+            let log = &configs[exited].1;
+            stop(&mut children);
+            bail!("node {} exited at start; see {}", exited + 1, log.display());
+        }
+        let leader = configs.iter().find_map(|(config, _)| {
+            let status = fetch_status(config.me().admin).ok()?;
+            (status["role"] == "leader").then(|| config.id)
+        });
+        if let Some(leader) = leader {
+            break leader;
+        }
+        if Instant::now() > deadline {
+            stop(&mut children);
+            bail!(
+                "no leader was elected within 15 s; see the logs in {}",
+                data_dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    println!(
+        "Chorus: {} nodes up on 127.0.0.1, leader node {leader}, data in {}",
+        args.nodes,
+        data_dir.display()
+    );
+    println!();
+    println!(
+        "{:<6} {:<20} {:<20} {:<20} log",
+        "node", "redis (RESP)", "admin (HTTP)", "peer"
+    );
+    for (config, log) in &configs {
+        let me = config.me();
+        println!(
+            "{:<6} {:<20} {:<20} {:<20} {}",
+            config.id,
+            me.redis,
+            me.admin,
+            me.peer,
+            log.display()
+        );
+    }
+    println!();
+    let first = configs[0].0.me();
+    println!(
+        "Try: redis-cli -p {} SET greeting hello",
+        first.redis.port()
+    );
+    println!(
+        "     redis-cli -p {} GET greeting",
+        configs[configs.len() - 1].0.me().redis.port()
+    );
+    println!("     curl http://{}/status", first.admin);
+    println!("Press Ctrl-C to stop the cluster.");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut poll = tokio::time::interval(Duration::from_millis(500));
+        let mut reported = vec![false; children.len()];
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = poll.tick() => {
+                    // A node that dies (or is killed) is reported once; the others go on
+                    // serving, as a real cluster would.
+                    for (index, child) in children.iter_mut().enumerate() {
+                        if let (Ok(Some(status)), false) = (child.try_wait(), reported[index]) {
+                            reported[index] = true;
+                            println!("node {} exited ({status}); see {}", index + 1, configs[index].1.display());
+                        }
+                    }
+                }
+            }
+        }
+    });
+    println!("\nstopping the cluster");
+    stop(&mut children);
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Small fixed sweeps of the simulator over every fault profile and cluster size, so that the
+//! everyday test command already exercises the whole fault model. The long sweeps (hundreds of
+//! seeds) run from `.ci/run` through `chorus sim`.
+
+use chorus_sim::{FaultProfile, SimConfig};
+
+fn sweep(nodes: usize, faults: FaultProfile, seeds: std::ops::RangeInclusive<u64>) {
+    for seed in seeds {
+        let mut config = SimConfig::new(seed);
+        config.nodes = nodes;
+        config.faults = faults;
+        let report = chorus_sim::run(config);
+        assert!(
+            report.passed(),
+            "seed {seed}, {nodes} nodes, faults {faults}: {:#?}\nreplay: chorus sim --replay {seed} --nodes {nodes} --faults {faults} --verbose",
+            report.violations
+        );
+        assert!(report.linearizable(), "seed {seed}");
+        assert_eq!(
+            report.history.len(),
+            1000,
+            "seed {seed}: every operation is in the history"
+        );
+    }
+}
+
+#[test]
+fn three_nodes_without_faults() {
+    sweep(3, FaultProfile::None, 1..=3);
+}
+
+#[test]
+fn three_nodes_with_network_faults() {
+    sweep(3, FaultProfile::Network, 1..=8);
+}
+
+#[test]
+fn three_nodes_with_crashes() {
+    sweep(3, FaultProfile::Crash, 1..=8);
+}
+
+#[test]
+fn three_nodes_with_all_faults() {
+    sweep(3, FaultProfile::All, 1..=8);
+}
+
+#[test]
+fn five_nodes_with_all_faults() {
+    sweep(5, FaultProfile::All, 1..=4);
+}
+
+#[test]
+fn seven_nodes_with_all_faults() {
+    sweep(7, FaultProfile::All, 1..=3);
+}
+
+#[test]
+fn faults_actually_happen_in_a_faulty_run() {
+    // A sweep that injected nothing would prove nothing: make sure the nemesis acts.
+    let report = chorus_sim::run(SimConfig::new(1));
+    assert!(report.stats.crashes > 0, "{:?}", report.stats);
+    assert!(report.stats.partitions > 0, "{:?}", report.stats);
+    assert!(report.stats.leaders > 1, "{:?}", report.stats);
+    assert!(
+        report
+            .history
+            .iter()
+            .any(|op| op.status == chorus_sim::history::OpStatus::Ok),
+        "clients made progress"
+    );
+}

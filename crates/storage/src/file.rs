@@ -1,0 +1,481 @@
+//! [`FileStorage`]: the durable storage the runtime uses, in one directory.
+//!
+//! The directory holds the write-ahead log's segments (format in [`crate::wal`]) and the
+//! hard-state file (format in `hard_state.rs`: term, vote and commit, replaced atomically).
+//!
+//! Why two places: entries arrive on almost every Ready and are appended, so they go to an
+//! append-only log that one `fdatasync` makes durable however many writes it covers (group
+//! commit). The commit index also changes on almost every Ready; it rides the same log as a
+//! small commit record, costing no extra fsync. Only a term or vote change (an election)
+//! replaces the hard-state file, which costs two more fsyncs and a rename, and is rare.
+//!
+//! Writes are encoded into a buffer in memory and reach the segment file at [`Storage::sync`]
+//! (or earlier, without an fsync, once the buffer passes `write_buffer_bytes_max`), so a
+//! process that stops without syncing loses them, as a crash would. Within one sync the log is
+//! made durable first and the hard-state file replaced after it: that order is what lets a
+//! crash keep new entries and lose the hard state, never the reverse (see the crate docs).
+//!
+//! Not guarded: two processes opening one directory at once. The runtime owns its directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chorus_core::LogIndex;
+use chorus_raft::{DurableState, Entry, HardState};
+
+use crate::replay::{Record, Replay, WriteTracker};
+use crate::wal::{self, SEGMENT_HEADER_BYTES};
+use crate::{Storage, StorageError, hard_state};
+
+/// Limits of a [`FileStorage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStorageOptions {
+    /// A segment that reaches this size is closed and the next one started (a segment always
+    /// takes at least one record, so a single record may exceed it).
+    pub segment_bytes_max: u64,
+    /// The largest record (`kind` and `payload`) written or accepted on replay. A larger
+    /// length read from disk is corruption, so that a damaged length never becomes a huge
+    /// allocation. Writes split their entries into records below it.
+    pub record_bytes_max: u32,
+    /// Writes past this many buffered bytes go to the segment file before the next sync
+    /// (without an fsync), bounding the memory held between syncs.
+    pub write_buffer_bytes_max: usize,
+}
+
+impl Default for FileStorageOptions {
+    fn default() -> FileStorageOptions {
+        FileStorageOptions {
+            segment_bytes_max: 64 << 20,
+            record_bytes_max: 64 << 20,
+            write_buffer_bytes_max: 4 << 20,
+        }
+    }
+}
+
+/// What [`FileStorage::open`] repaired; the caller logs it as a warning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// How many log segments were replayed.
+    pub segments_replayed: usize,
+    /// The torn tail cut from the last segment, if a crash left one.
+    pub torn_tail: Option<TornTail>,
+    /// Whether a half-written `hardstate.tmp` from an interrupted hard-state replacement was
+    /// removed (the replacement never took effect).
+    pub removed_temporary_hard_state: bool,
+}
+
+/// The end of the last segment, cut off because a crash left it half-written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the file was cut: the end of its last good record (or of its header).
+    pub offset: u64,
+    /// How many bytes were dropped.
+    pub bytes_dropped: u64,
+}
+
+/// Durable storage in a directory: a segmented write-ahead log and a hard-state file.
+///
+/// See the crate docs for the crash semantics and [`crate::wal`] for the format.
+#[derive(Debug)]
+pub struct FileStorage {
+    directory: PathBuf,
+    options: FileStorageOptions,
+    /// The segment being appended to, opened for appending.
+    segment: File,
+    segment_path: PathBuf,
+    segment_sequence: u64,
+    /// The segment file's length: header plus the records written to it.
+    segment_bytes: u64,
+    /// Encoded records not yet written to the segment file.
+    pending: Vec<u8>,
+    /// Where each record in `pending` ends, so rotation happens at record boundaries.
+    pending_record_ends: Vec<usize>,
+    /// Bytes were written to the segment file since its last fsync.
+    segment_dirty: bool,
+    /// A segment was created since the directory's last fsync.
+    directory_dirty: bool,
+    /// The hard state to replace the hard-state file with at the next sync.
+    pending_hard_state: Option<HardState>,
+    tracker: WriteTracker,
+    /// An I/O error happened; the files' state is unknown until a reopen.
+    poisoned: bool,
+}
+
+/// What reading the directory found.
+struct Recovered {
+    replay: Replay,
+    /// The last segment's sequence number and how far its good records reach, if any.
+    last_segment: Option<(u64, wal::SegmentScan)>,
+    segments_replayed: usize,
+}
+
+impl FileStorage {
+    /// Opens (or creates) the storage in `directory`, recovers it, and returns it with what a
+    /// restart must give [`chorus_raft::RawNode::restart`] and a report of what recovery cut.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] if any file is damaged in a way that could lose committed
+    /// entries (see [`crate::wal`] for what is a torn tail and what is corruption), or
+    /// [`StorageError::Io`] if the directory or a file cannot be read or written.
+    ///
+    /// # Panics
+    /// If `options.record_bytes_max` is zero.
+    pub fn open(
+        directory: impl AsRef<Path>,
+        options: FileStorageOptions,
+    ) -> Result<(FileStorage, DurableState, RecoveryReport), StorageError> {
+        let directory = directory.as_ref().to_path_buf();
+        assert!(
+            options.record_bytes_max > 0,
+            "record_bytes_max must be positive"
+        );
+        fs::create_dir_all(&directory).map_err(StorageError::io("create", &directory))?;
+
+        let mut report = RecoveryReport::default();
+        let temporary = directory.join(hard_state::TEMPORARY_FILE_NAME);
+        match fs::remove_file(&temporary) {
+            Ok(()) => report.removed_temporary_hard_state = true,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(StorageError::io("remove", &temporary)(error)),
+        }
+
+        let recovered = recover(&directory, &options)?;
+        report.segments_replayed = recovered.segments_replayed;
+        let (segment, segment_path, segment_sequence, segment_bytes) = match recovered.last_segment
+        {
+            Some((sequence, scan)) => {
+                let path = directory.join(wal::segment_file_name(sequence));
+                let mut segment_bytes = scan.good_end;
+                if scan.is_torn() {
+                    cut_torn_tail(&path, sequence, scan.good_end)?;
+                    report.torn_tail = Some(TornTail {
+                        file: path.clone(),
+                        offset: scan.good_end,
+                        bytes_dropped: scan.length - scan.good_end,
+                    });
+                    segment_bytes = scan.good_end.max(SEGMENT_HEADER_BYTES);
+                }
+                let segment = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(StorageError::io("open", &path))?;
+                (segment, path, sequence, segment_bytes)
+            }
+            None => {
+                let (segment, path) = create_segment(&directory, 1)?;
+                segment
+                    .sync_all()
+                    .map_err(StorageError::io("fsync", &path))?;
+                hard_state::sync_directory(&directory)?;
+                (segment, path, 1, SEGMENT_HEADER_BYTES)
+            }
+        };
+
+        let durable = recovered.replay.durable_state();
+        let storage = FileStorage {
+            directory,
+            options,
+            segment,
+            segment_path,
+            segment_sequence,
+            segment_bytes,
+            pending: Vec::new(),
+            pending_record_ends: Vec::new(),
+            segment_dirty: false,
+            directory_dirty: false,
+            pending_hard_state: None,
+            tracker: WriteTracker::resume(&durable),
+            poisoned: false,
+        };
+        Ok((storage, durable, report))
+    }
+
+    /// The directory the storage lives in.
+    #[must_use]
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    /// The segment being appended to.
+    #[must_use]
+    pub fn current_segment(&self) -> &Path {
+        &self.segment_path
+    }
+
+    /// Encodes the entries as records no larger than `record_bytes_max`. The first record
+    /// truncates the log from the first entry; the others continue it.
+    fn encode_entries(&mut self, from: LogIndex, entries: &[Entry]) {
+        debug_assert_eq!(entries.first().map(|entry| entry.index), Some(from));
+        let limit = u64::from(self.options.record_bytes_max);
+        let mut start = 0;
+        while start < entries.len() {
+            let mut bytes = wal::ENTRIES_RECORD_OVERHEAD_BYTES;
+            let mut end = start;
+            while end < entries.len() {
+                let entry_bytes = wal::entry_bytes_bound(&entries[end]);
+                if end > start && bytes + entry_bytes > limit {
+                    break;
+                }
+                bytes += entry_bytes;
+                end += 1;
+            }
+            let record_start = self.pending.len();
+            wal::encode_entries_record(
+                entries[start].index,
+                &entries[start..end],
+                &mut self.pending,
+            );
+            self.finish_pending_record(record_start);
+            start = end;
+        }
+    }
+
+    fn push_record(&mut self, record: &Record) {
+        let start = self.pending.len();
+        wal::encode_record(record, &mut self.pending);
+        self.finish_pending_record(start);
+    }
+
+    /// Checks the size of the record just encoded at `start` and remembers where it ends.
+    fn finish_pending_record(&mut self, start: usize) {
+        let length = self.pending.len() - start - wal::RECORD_HEADER_BYTES as usize;
+        assert!(
+            length <= self.options.record_bytes_max as usize,
+            "invariant: records are split below record_bytes_max"
+        );
+        self.pending_record_ends.push(self.pending.len());
+    }
+
+    /// Writes the buffered records to the segment files (no fsync), starting the next segment
+    /// wherever the current one would pass `segment_bytes_max`.
+    fn flush_pending(&mut self) -> Result<(), StorageError> {
+        let ends = std::mem::take(&mut self.pending_record_ends);
+        let mut run_start = 0;
+        let mut record_start = 0;
+        for end in ends {
+            let run_bytes = (record_start - run_start) as u64;
+            let segment_has_records = self.segment_bytes + run_bytes > SEGMENT_HEADER_BYTES;
+            let after = self.segment_bytes + (end - run_start) as u64;
+            if segment_has_records && after > self.options.segment_bytes_max {
+                self.write_to_segment(run_start, record_start)?;
+                self.rotate()?;
+                run_start = record_start;
+            }
+            record_start = end;
+        }
+        self.write_to_segment(run_start, record_start)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn write_to_segment(&mut self, start: usize, end: usize) -> Result<(), StorageError> {
+        if start == end {
+            return Ok(());
+        }
+        self.segment
+            .write_all(&self.pending[start..end])
+            .map_err(StorageError::io("write", &self.segment_path))?;
+        self.segment_bytes += (end - start) as u64;
+        self.segment_dirty = true;
+        Ok(())
+    }
+
+    /// Closes the current segment durably and starts the next one. The old one is synced
+    /// first: replay accepts a torn tail only in the last segment, so every earlier segment
+    /// must be whole before anything lands in a later one.
+    fn rotate(&mut self) -> Result<(), StorageError> {
+        self.segment
+            .sync_data()
+            .map_err(StorageError::io("fsync", &self.segment_path))?;
+        let sequence = self.segment_sequence + 1;
+        let (segment, path) = create_segment(&self.directory, sequence)?;
+        self.segment = segment;
+        self.segment_path = path;
+        self.segment_sequence = sequence;
+        self.segment_bytes = SEGMENT_HEADER_BYTES;
+        self.segment_dirty = true;
+        self.directory_dirty = true;
+        Ok(())
+    }
+
+    fn sync_unpoisoned(&mut self) -> Result<(), StorageError> {
+        self.flush_pending()?;
+        if self.segment_dirty {
+            self.segment
+                .sync_data()
+                .map_err(StorageError::io("fsync", &self.segment_path))?;
+            self.segment_dirty = false;
+        }
+        if self.directory_dirty {
+            hard_state::sync_directory(&self.directory)?;
+            self.directory_dirty = false;
+        }
+        // Only now that the log is durable may the hard state that follows it be replaced.
+        if let Some(hard_state) = self.pending_hard_state.take() {
+            hard_state::replace(&self.directory, &hard_state)?;
+        }
+        Ok(())
+    }
+
+    /// Marks the storage poisoned if `result` is an error.
+    fn poison_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+}
+
+impl Storage for FileStorage {
+    fn write(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        // Check sizes before the tracker records anything, so a refused write changes nothing.
+        let limit = u64::from(self.options.record_bytes_max);
+        for entry in entries {
+            let bytes = wal::ENTRIES_RECORD_OVERHEAD_BYTES + wal::entry_bytes_bound(entry);
+            if bytes > limit {
+                return Err(StorageError::EntryTooLarge {
+                    index: entry.index,
+                    bytes,
+                    max: limit,
+                });
+            }
+        }
+        let planned = self
+            .tracker
+            .plan(hard_state, entries)
+            .map_err(StorageError::InvalidWrite)?;
+        for record in planned.records {
+            match record {
+                Record::Entries { from, entries } => self.encode_entries(from, &entries),
+                Record::Commit(_) => self.push_record(&record),
+            }
+        }
+        if let Some(hard_state) = planned.hard_state {
+            self.pending_hard_state = Some(hard_state);
+        }
+        if self.pending.len() >= self.options.write_buffer_bytes_max {
+            let result = self.flush_pending();
+            self.poison_on_error(result)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        let result = self.sync_unpoisoned();
+        self.poison_on_error(result)
+    }
+
+    /// Reads the directory back (without repairing anything), so it sees exactly what is in
+    /// the files: everything synced, plus buffered writes that already went to a segment.
+    fn durable_state(&self) -> Result<DurableState, StorageError> {
+        Ok(recover(&self.directory, &self.options)?
+            .replay
+            .durable_state())
+    }
+}
+
+/// Reads the hard-state file and replays every segment, changing nothing on disk.
+fn recover(directory: &Path, options: &FileStorageOptions) -> Result<Recovered, StorageError> {
+    let hard_state = hard_state::read(directory)?;
+    let segments = list_segments(directory)?;
+    let mut replay = Replay::new(hard_state);
+    let mut last_segment = None;
+    for (position, &sequence) in segments.iter().enumerate() {
+        let path = directory.join(wal::segment_file_name(sequence));
+        let is_last = position + 1 == segments.len();
+        let scan = wal::scan_segment(
+            &path,
+            sequence,
+            is_last,
+            options.record_bytes_max,
+            |record, _offset| replay.apply(record),
+        )?;
+        last_segment = Some((sequence, scan));
+    }
+    Ok(Recovered {
+        replay,
+        last_segment,
+        segments_replayed: segments.len(),
+    })
+}
+
+/// The sequence numbers of the directory's segments, in order; they must be contiguous.
+fn list_segments(directory: &Path) -> Result<Vec<u64>, StorageError> {
+    let mut sequences = Vec::new();
+    let listing = fs::read_dir(directory).map_err(StorageError::io("list", directory))?;
+    for item in listing {
+        let item = item.map_err(StorageError::io("list", directory))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(sequence) = wal::parse_segment_file_name(name) {
+            sequences.push(sequence);
+        } else if name.starts_with("wal-") && name.ends_with(".log") {
+            return Err(StorageError::corrupt(
+                item.path(),
+                0,
+                "a log segment whose name is not wal-<20 digits>.log",
+            ));
+        }
+    }
+    sequences.sort_unstable();
+    for pair in sequences.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(StorageError::corrupt(
+                directory.join(wal::segment_file_name(pair[0] + 1)),
+                0,
+                format!(
+                    "log segment {} is missing between segments {} and {}",
+                    pair[0] + 1,
+                    pair[0],
+                    pair[1]
+                ),
+            ));
+        }
+    }
+    Ok(sequences)
+}
+
+/// Creates a segment holding only its header (not yet synced).
+fn create_segment(directory: &Path, sequence: u64) -> Result<(File, PathBuf), StorageError> {
+    let path = directory.join(wal::segment_file_name(sequence));
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .map_err(StorageError::io("create", &path))?;
+    file.write_all(&wal::encode_segment_header(sequence))
+        .map_err(StorageError::io("write", &path))?;
+    Ok((file, path))
+}
+
+/// Cuts the last segment at `good_end` durably; a segment torn inside its header gets a fresh
+/// header.
+fn cut_torn_tail(path: &Path, sequence: u64, good_end: u64) -> Result<(), StorageError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StorageError::io("open", path))?;
+    if good_end < SEGMENT_HEADER_BYTES {
+        file.set_len(0)
+            .map_err(StorageError::io("truncate", path))?;
+        file.write_all(&wal::encode_segment_header(sequence))
+            .map_err(StorageError::io("write", path))?;
+    } else {
+        file.set_len(good_end)
+            .map_err(StorageError::io("truncate", path))?;
+    }
+    file.sync_all().map_err(StorageError::io("fsync", path))
+}

@@ -1,0 +1,92 @@
+//! Durable storage for the Raft core: what a node must remember across crashes.
+//!
+//! The Raft core ([`chorus_raft::RawNode`]) hands its driver a hard state and log entries in
+//! each Ready, and the driver must make them durable before it sends the Ready's
+//! `persisted_messages` (votes and acks promise durable state; Raft Figure 2). This crate is
+//! the driver's side of that contract, behind one small trait, [`Storage`]:
+//!
+//! - [`FileStorage`] keeps a segmented, checksummed write-ahead log and an atomically
+//!   replaced hard-state file in a directory; the runtime uses it.
+//! - [`MemStorage`] is its in-memory twin with the same crash semantics, pure (no files, no
+//!   clocks) so that the deterministic simulator can crash it with a seeded PRNG.
+//!
+//! # Crash semantics (both implementations)
+//!
+//! Each [`Storage::write`] queues, in this order:
+//! 1. the entries, as one or more *log records* (the stored log is truncated from the first
+//!    entry's index, then the entries are appended);
+//! 2. if only the commit index changed, a *commit record*;
+//! 3. if the term or the vote changed, a *hard-state replacement* (term, vote and commit).
+//!
+//! Log and commit records go to the write-ahead log in the order written. The hard-state
+//! replacement, if any of the writes since the last sync queued one, is done once, by
+//! [`Storage::sync`], after the write-ahead log is durable, and holds the latest hard state.
+//! So the records of one sync form a sequence `[log and commit records…, hard state]`, and a
+//! crash keeps every record synced before plus **a prefix of that sequence**: it can keep
+//! new entries yet lose the hard state that followed them (the core's restart resumes in the
+//! last entry's term without a vote), but never keeps a hard state without the entries
+//! written before it. After a sync returns, everything written before it survives.
+//!
+//! On restart the commit index is the larger of the hard state's and the last commit
+//! record's, clamped to the last log index.
+//!
+//! # Failures
+//!
+//! Content read from disk is outside input: damage returns [`StorageError::Corrupt`], never a
+//! panic. A torn tail (the last write of the last segment cut short by a crash) is cut off and
+//! reported in [`RecoveryReport`]; damage anywhere else refuses to open, because it may be in
+//! committed entries and committed entries are never dropped silently. After an I/O error a
+//! [`FileStorage`] refuses further use ([`StorageError::Poisoned`]): once an fsync has failed
+//! the kernel may have dropped the dirty pages, so only a reopen tells what is on disk.
+
+mod error;
+mod file;
+mod hard_state;
+mod memory;
+mod replay;
+pub mod wal;
+
+use chorus_raft::{DurableState, Entry, HardState};
+
+pub use error::StorageError;
+pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
+pub use memory::MemStorage;
+
+/// The durable state of one Raft node, as its driver sees it.
+///
+/// See the crate docs for the exact crash semantics every implementation keeps.
+pub trait Storage {
+    /// Queues `entries` (the stored log is first truncated from `entries[0].index` if it
+    /// overlaps) and then `hard_state`, without making them durable.
+    ///
+    /// `entries` must be contiguous and start at or below the last written index plus one;
+    /// `hard_state` is `None` when it did not change. As Raft guarantees, the term and the
+    /// commit index never go back and no entry at or below the commit index is overwritten.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidWrite`] if the write breaks those rules (the storage is
+    /// unchanged), [`StorageError::EntryTooLarge`] if one entry cannot fit in a
+    /// record, or an I/O error from an implementation that writes early to bound its buffer.
+    fn write(
+        &mut self,
+        hard_state: Option<HardState>,
+        entries: &[Entry],
+    ) -> Result<(), StorageError>;
+
+    /// Makes everything written so far durable. One call covers every write since the last
+    /// one (group commit: many writes, one fsync).
+    ///
+    /// # Errors
+    /// An I/O error; the storage is then poisoned and must be reopened.
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// What a restart would read back now if the process stopped without losing anything
+    /// that reached the storage medium. Right after a successful [`Storage::sync`] this is
+    /// exactly everything written; between a write and a sync it is the synced state plus a
+    /// prefix (possibly empty) of the unsynced records. For tests and diagnostics: it may read
+    /// the whole log.
+    ///
+    /// # Errors
+    /// An I/O error or [`StorageError::Corrupt`] from an implementation that reads the medium.
+    fn durable_state(&self) -> Result<DurableState, StorageError>;
+}

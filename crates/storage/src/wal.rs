@@ -1,0 +1,415 @@
+//! The write-ahead log's on-disk format: segments of checksummed records.
+//!
+//! The log is a sequence of segment files in the storage directory, named
+//! `wal-<sequence>.log` with the sequence number in 20 zero-padded decimal digits
+//! (`wal-00000000000000000001.log`), so that names sort in write order. A writer appends to the
+//! last segment and starts the next one once the current one passes its size limit. Replay
+//! reads the segments in sequence order; their sequence numbers must be contiguous.
+//!
+//! Sequence numbers, not log indexes, name the segments: a log record may truncate the log, so
+//! the first index of a later segment can be below the last index of an earlier one, while the
+//! order in which records were written is what replay needs.
+//!
+//! # Segment header (24 bytes, integers little-endian)
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `CHORUSWL` |
+//! | 8 | 4 | format version, `1` |
+//! | 12 | 8 | the segment's sequence number (must match the file name) |
+//! | 20 | 4 | CRC-32C of bytes 0..20 |
+//!
+//! # Records, one after another from byte 24
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | `length`: the number of bytes of `kind` and `payload` together (at least 1) |
+//! | 4 | 4 | CRC-32C (Castagnoli) of `kind` and `payload` |
+//! | 8 | 1 | `kind` |
+//! | 9 | `length - 1` | `payload` |
+//!
+//! Kinds:
+//! - `1`, **entries**: the payload is the [postcard] encoding of `(from: LogIndex,
+//!   entries: Vec<Entry>)`, `from` being the first entry's index. Replay truncates the log from
+//!   `from` (dropping a conflicting suffix written earlier) and appends the entries, which
+//!   must be contiguous and must start at or below the log's last index plus one.
+//! - `2`, **commit**: the payload is the commit index, 8 bytes little-endian. The last one
+//!   read, with the hard-state file's, gives the commit index on restart.
+//!
+//! A record's `length` is at most the configured `record_bytes_max`; a larger one is
+//! corruption, never an allocation.
+//!
+//! # Recovery
+//!
+//! A crash can cut the last write short. In the **last** segment, these are a *torn tail*,
+//! which recovery cuts off (and reports):
+//! - the file ends inside the segment header or inside a record header;
+//! - a record's length runs past the end of the file, and no valid record can be found in the
+//!   bytes after it (a flipped bit in a length field in the middle of the log would otherwise
+//!   look torn and drop the committed records after it);
+//! - the final record of the file fails its checksum, and no valid record can be found in its
+//!   span;
+//! - everything from a record's start to the end of the file is zero (a file system that grew
+//!   the file before its data reached the disk).
+//!
+//! Anything else — a bad checksum with more bytes after it, any damage in an earlier segment,
+//! a bad header, an unknown version, a length out of range, an undecodable payload, records
+//! that do not fit together — is [`StorageError::Corrupt`], naming the file and the offset.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use chorus_core::LogIndex;
+use chorus_raft::Entry;
+
+use crate::StorageError;
+use crate::replay::Record;
+
+/// The bytes of a segment header.
+pub const SEGMENT_HEADER_BYTES: u64 = 24;
+/// The bytes of a record header (`length` and checksum), before `kind`.
+pub const RECORD_HEADER_BYTES: u64 = 8;
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"CHORUSWL";
+const KIND_ENTRIES: u8 = 1;
+const KIND_COMMIT: u8 = 2;
+/// Largest encoding of a `u64` as a postcard varint.
+const VARINT_BYTES_MAX: u64 = 10;
+
+/// The file name of the segment with this sequence number.
+#[must_use]
+pub fn segment_file_name(sequence: u64) -> String {
+    format!("wal-{sequence:020}.log")
+}
+
+/// The sequence number in a segment's file name, or `None` if the name is not a segment's.
+#[must_use]
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("wal-")?.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The header of the segment with this sequence number.
+pub(crate) fn encode_segment_header(sequence: u64) -> [u8; 24] {
+    let mut header = [0u8; 24];
+    header[0..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&sequence.to_le_bytes());
+    let checksum = crc32c::crc32c(&header[0..20]);
+    header[20..24].copy_from_slice(&checksum.to_le_bytes());
+    header
+}
+
+/// An upper bound on the bytes one entry takes inside an entries record.
+pub(crate) fn entry_bytes_bound(entry: &Entry) -> u64 {
+    let payload = match &entry.payload {
+        chorus_raft::EntryPayload::NoOp => 0,
+        chorus_raft::EntryPayload::Command(command) => command.len() as u64,
+    };
+    // Term, index, payload variant and command length, each at most one varint.
+    4 * VARINT_BYTES_MAX + payload
+}
+
+/// An upper bound on the bytes of an entries record's `kind` and `payload`, beyond its
+/// entries: the kind byte, `from` and the entry count.
+pub(crate) const ENTRIES_RECORD_OVERHEAD_BYTES: u64 = 1 + 2 * VARINT_BYTES_MAX;
+
+/// Appends one framed record to `out`.
+pub(crate) fn encode_record(record: &Record, out: &mut Vec<u8>) {
+    match record {
+        Record::Entries { from, entries } => encode_entries_record(*from, entries, out),
+        Record::Commit(commit) => {
+            let start = begin_record(out, KIND_COMMIT);
+            out.extend_from_slice(&commit.0.to_le_bytes());
+            finish_record(out, start);
+        }
+    }
+}
+
+/// Appends one framed entries record to `out` (`from` is the first entry's index).
+pub(crate) fn encode_entries_record(from: LogIndex, entries: &[Entry], out: &mut Vec<u8>) {
+    let start = begin_record(out, KIND_ENTRIES);
+    let body = std::mem::take(out);
+    *out = postcard::to_extend(&(from, entries), body)
+        .expect("invariant: encoding into a vector cannot fail");
+    finish_record(out, start);
+}
+
+/// Reserves a record header in `out` and writes the kind; returns where the record starts.
+fn begin_record(out: &mut Vec<u8>, kind: u8) -> usize {
+    let start = out.len();
+    // The header is filled in by `finish_record`, once the body is known.
+    out.extend_from_slice(&[0u8; 8]);
+    out.push(kind);
+    start
+}
+
+/// Fills in the header of the record that starts at `start` and runs to the end of `out`.
+fn finish_record(out: &mut [u8], start: usize) {
+    let body_start = start + 8;
+    let length = u32::try_from(out.len() - body_start)
+        .expect("invariant: the writer bounds records below record_bytes_max");
+    let checksum = crc32c::crc32c(&out[body_start..]);
+    out[start..start + 4].copy_from_slice(&length.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// Decodes a record's `kind` and `payload`, or says why it cannot.
+fn decode_body(body: &[u8]) -> Result<Record, String> {
+    let (&kind, payload) = body.split_first().ok_or("an empty record")?;
+    match kind {
+        KIND_ENTRIES => {
+            let ((from, entries), rest): ((LogIndex, Vec<Entry>), &[u8]) =
+                postcard::take_from_bytes(payload)
+                    .map_err(|error| format!("undecodable entries record: {error}"))?;
+            if !rest.is_empty() {
+                return Err(format!(
+                    "an entries record has {} bytes after its entries",
+                    rest.len()
+                ));
+            }
+            if entries.is_empty() {
+                return Err("an entries record without entries".to_owned());
+            }
+            Ok(Record::Entries { from, entries })
+        }
+        KIND_COMMIT => {
+            let bytes: [u8; 8] = payload
+                .try_into()
+                .map_err(|_| format!("a commit record of {} bytes, not 8", payload.len()))?;
+            Ok(Record::Commit(LogIndex(u64::from_le_bytes(bytes))))
+        }
+        other => Err(format!("unknown record kind {other}")),
+    }
+}
+
+/// What reading one segment found.
+#[derive(Debug)]
+pub(crate) struct SegmentScan {
+    /// The end of the last good record (or of the header): where a torn tail is cut.
+    pub(crate) good_end: u64,
+    /// The file's length as read.
+    pub(crate) length: u64,
+}
+
+impl SegmentScan {
+    /// Whether the segment ends with a torn tail.
+    pub(crate) fn is_torn(&self) -> bool {
+        self.good_end < self.length
+    }
+}
+
+/// Reads the segment at `path` and hands each good record, with its offset, to `on_record`.
+/// A torn tail is tolerated only when `is_last`; see the module docs.
+pub(crate) fn scan_segment(
+    path: &Path,
+    sequence: u64,
+    is_last: bool,
+    record_bytes_max: u32,
+    mut on_record: impl FnMut(Record, u64) -> Result<(), String>,
+) -> Result<SegmentScan, StorageError> {
+    let file = File::open(path).map_err(StorageError::io("open", path))?;
+    let length = file
+        .metadata()
+        .map_err(StorageError::io("stat", path))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let read_error = StorageError::io;
+    let torn = |good_end: u64| SegmentScan { good_end, length };
+    let corrupt = |offset: u64, reason: String| StorageError::corrupt(path, offset, reason);
+
+    if length < SEGMENT_HEADER_BYTES {
+        if is_last {
+            return Ok(torn(0));
+        }
+        return Err(corrupt(
+            0,
+            format!("a segment of {length} bytes, shorter than its header"),
+        ));
+    }
+    let mut header = [0u8; 24];
+    reader
+        .read_exact(&mut header)
+        .map_err(read_error("read", path))?;
+    if is_last && header.iter().all(|&byte| byte == 0) && rest_is_zero(&mut reader, path)? {
+        return Ok(torn(0));
+    }
+    if &header[0..8] != MAGIC {
+        return Err(corrupt(0, "bad magic: not a Chorus log segment".to_owned()));
+    }
+    if crc32c::crc32c(&header[0..20]) != u32::from_le_bytes(array(&header[20..24])) {
+        return Err(corrupt(0, "segment header checksum mismatch".to_owned()));
+    }
+    let version = u32::from_le_bytes(array(&header[8..12]));
+    if version != FORMAT_VERSION {
+        return Err(corrupt(
+            8,
+            format!("unknown log format version {version} (this build reads {FORMAT_VERSION})"),
+        ));
+    }
+    let stored_sequence = u64::from_le_bytes(array(&header[12..20]));
+    if stored_sequence != sequence {
+        return Err(corrupt(
+            12,
+            format!("the header says segment {stored_sequence}, the file name {sequence}"),
+        ));
+    }
+
+    let mut offset = SEGMENT_HEADER_BYTES;
+    let mut body = Vec::new();
+    while offset < length {
+        let remaining = length - offset;
+        if remaining < RECORD_HEADER_BYTES {
+            if is_last {
+                return Ok(torn(offset));
+            }
+            return Err(corrupt(
+                offset,
+                "the segment ends inside a record header".to_owned(),
+            ));
+        }
+        let mut record_header = [0u8; 8];
+        reader
+            .read_exact(&mut record_header)
+            .map_err(read_error("read", path))?;
+        let record_length = u32::from_le_bytes(array(&record_header[0..4]));
+        let checksum = u32::from_le_bytes(array(&record_header[4..8]));
+        if record_length == 0 || record_length > record_bytes_max {
+            if is_last && record_header == [0u8; 8] && rest_is_zero(&mut reader, path)? {
+                return Ok(torn(offset));
+            }
+            return Err(corrupt(
+                offset,
+                format!("record length {record_length} is outside 1..={record_bytes_max}"),
+            ));
+        }
+        let record_end = offset + RECORD_HEADER_BYTES + u64::from(record_length);
+        if record_end > length {
+            if !is_last {
+                return Err(corrupt(
+                    offset,
+                    format!("a record of {record_length} bytes runs past the end of the segment"),
+                ));
+            }
+            // The rest of the file is shorter than `record_bytes_max`, so it fits in memory.
+            let mut rest = Vec::new();
+            reader
+                .read_to_end(&mut rest)
+                .map_err(read_error("read", path))?;
+            if contains_a_valid_record(&rest, record_bytes_max) {
+                return Err(corrupt(
+                    offset,
+                    format!(
+                        "a record of {record_length} bytes runs past the end of the file, but \
+                         valid records follow it: a damaged length, not a torn write"
+                    ),
+                ));
+            }
+            return Ok(torn(offset));
+        }
+        body.clear();
+        body.resize(record_length as usize, 0);
+        reader
+            .read_exact(&mut body)
+            .map_err(read_error("read", path))?;
+        if crc32c::crc32c(&body) != checksum {
+            // A damaged length can also make a record in the middle end exactly at the end of
+            // the file; valid records inside its span tell that case from a torn write.
+            if is_last && record_end == length && !contains_a_valid_record(&body, record_bytes_max)
+            {
+                return Ok(torn(offset));
+            }
+            return Err(corrupt(
+                offset,
+                "record checksum mismatch with more data after it".to_owned(),
+            ));
+        }
+        let record = decode_body(&body).map_err(|reason| corrupt(offset, reason))?;
+        on_record(record, offset).map_err(|reason| corrupt(offset, reason))?;
+        offset = record_end;
+    }
+    Ok(SegmentScan {
+        good_end: offset,
+        length,
+    })
+}
+
+/// Whether every byte left in `reader` is zero.
+fn rest_is_zero(reader: &mut impl Read, path: &Path) -> Result<bool, StorageError> {
+    let mut buffer = [0u8; 4096];
+    loop {
+        let read = reader
+            .read(&mut buffer)
+            .map_err(StorageError::io("read", path))?;
+        if read == 0 {
+            return Ok(true);
+        }
+        if buffer[..read].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Whether a well-framed record with a good checksum starts anywhere in `bytes`.
+fn contains_a_valid_record(bytes: &[u8], record_bytes_max: u32) -> bool {
+    let header = RECORD_HEADER_BYTES as usize;
+    let Some(last_start) = bytes.len().checked_sub(header) else {
+        return false;
+    };
+    (0..=last_start).any(|start| {
+        let length = u32::from_le_bytes(array(&bytes[start..start + 4]));
+        let checksum = u32::from_le_bytes(array(&bytes[start + 4..start + 8]));
+        let end = start + header + length as usize;
+        length != 0
+            && length <= record_bytes_max
+            && end <= bytes.len()
+            && crc32c::crc32c(&bytes[start + header..end]) == checksum
+    })
+}
+
+/// Copies a slice whose length the caller fixed into an array.
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(bytes);
+    array
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip_and_sort_in_sequence_order() {
+        assert_eq!(segment_file_name(7), "wal-00000000000000000007.log");
+        assert_eq!(parse_segment_file_name(&segment_file_name(7)), Some(7));
+        assert_eq!(parse_segment_file_name("wal-7.log"), None);
+        assert_eq!(parse_segment_file_name("hardstate"), None);
+        assert!(segment_file_name(9) < segment_file_name(10));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let records = [
+            Record::Commit(LogIndex(9)),
+            Record::Entries {
+                from: LogIndex(3),
+                entries: vec![Entry {
+                    term: chorus_core::Term(2),
+                    index: LogIndex(3),
+                    payload: chorus_raft::EntryPayload::Command(bytes::Bytes::from_static(b"x")),
+                }],
+            },
+        ];
+        for record in records {
+            let mut out = Vec::new();
+            encode_record(&record, &mut out);
+            assert_eq!(decode_body(&out[8..]), Ok(record));
+        }
+    }
+}

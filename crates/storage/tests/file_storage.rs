@@ -1,0 +1,374 @@
+//! Recovery scenarios only a real directory has: torn tails, flipped bits, segments.
+//!
+//! Each test builds a directory with [`FileStorage`], damages its bytes the way a crash or a
+//! failing disk would, and checks that open either cuts a torn tail (and says so) or refuses
+//! with an error that names the file and the offset.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chorus_core::{LogIndex, NodeId, Term};
+use chorus_raft::{DurableState, Entry, EntryPayload, HardState};
+use chorus_storage::wal::{SEGMENT_HEADER_BYTES, segment_file_name};
+use chorus_storage::{FileStorage, FileStorageOptions, RecoveryReport, Storage, StorageError};
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: EntryPayload::Command(Bytes::from(vec![index as u8; 20])),
+    }
+}
+
+fn hard_state(term: u64, commit: u64) -> HardState {
+    HardState {
+        term: Term(term),
+        vote: Some(NodeId(1)),
+        commit: LogIndex(commit),
+    }
+}
+
+fn open(directory: &Path) -> Result<(FileStorage, DurableState, RecoveryReport), StorageError> {
+    FileStorage::open(directory, FileStorageOptions::default())
+}
+
+fn first_segment(directory: &Path) -> PathBuf {
+    directory.join(segment_file_name(1))
+}
+
+/// Overwrites bytes of a file in place. Unlike `fs::write`, it never truncates the file to
+/// zero first, which on ext4 forces a flush of the data and makes a loop of thousands slow.
+fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("opens");
+    file.seek(SeekFrom::Start(offset)).expect("seeks");
+    file.write_all(bytes).expect("writes");
+}
+
+fn copy_directory(from: &Path, to: &Path) {
+    for item in fs::read_dir(from).expect("lists") {
+        let item = item.expect("lists");
+        fs::copy(item.path(), to.join(item.file_name())).expect("copies");
+    }
+}
+
+/// Writes three synced batches (entries 1..=2, 3..=4, 5..=6), returning the segment's length
+/// before the last batch (where its record starts) and the durable state before it.
+fn three_batches(directory: &Path) -> (u64, DurableState) {
+    let (mut storage, _, _) = open(directory).expect("opens");
+    storage
+        .write(Some(hard_state(1, 0)), &[entry(1, 1), entry(2, 1)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    storage
+        .write(None, &[entry(3, 1), entry(4, 1)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let before = storage.durable_state().expect("reads");
+    let last_record_start = fs::metadata(first_segment(directory)).expect("stat").len();
+    storage
+        .write(None, &[entry(5, 1), entry(6, 1)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    (last_record_start, before)
+}
+
+#[test]
+fn a_torn_tail_at_every_byte_of_the_last_record_is_cut_and_reported() {
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let (last_record_start, before) = three_batches(original.path());
+    let segment = fs::read(first_segment(original.path())).expect("reads");
+    let end = segment.len() as u64;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    copy_directory(original.path(), directory.path());
+    let path = first_segment(directory.path());
+    let hard_state_path = directory.path().join("hardstate");
+    let original_hard_state = fs::read(&hard_state_path).expect("reads");
+    for cut in last_record_start + 1..end {
+        // Each cut starts from the original files (the previous round wrote after its cut).
+        overwrite(&hard_state_path, 0, &original_hard_state);
+        overwrite(&path, 0, &segment);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(cut))
+            .expect("tears");
+
+        let (mut storage, durable, report) = open(directory.path()).expect("recovers");
+        assert_eq!(durable, before, "cut at {cut}");
+        let torn = report.torn_tail.expect("reported");
+        assert_eq!(torn.file, path);
+        assert_eq!(torn.offset, last_record_start);
+        assert_eq!(torn.bytes_dropped, cut - last_record_start);
+        assert_eq!(fs::metadata(&path).expect("stat").len(), last_record_start);
+
+        // The storage writes cleanly after the cut point.
+        storage
+            .write(Some(hard_state(2, 4)), &[entry(5, 2)])
+            .expect("writes");
+        storage.sync().expect("syncs");
+        drop(storage);
+        let (_, durable, report) = open(directory.path()).expect("reopens");
+        assert_eq!(report.torn_tail, None);
+        assert_eq!(durable.entries.len(), 5);
+        assert_eq!(durable.entries[4], entry(5, 2));
+        assert_eq!(durable.hard_state, hard_state(2, 4));
+    }
+}
+
+#[test]
+fn a_bad_checksum_in_the_final_record_is_a_torn_tail() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (last_record_start, before) = three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let mut bytes = fs::read(&path).expect("reads");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    fs::write(&path, &bytes).expect("damages");
+    let (_, durable, report) = open(directory.path()).expect("recovers");
+    assert_eq!(durable, before);
+    assert_eq!(
+        report.torn_tail.expect("reported").offset,
+        last_record_start
+    );
+}
+
+#[test]
+fn a_zero_filled_tail_is_a_torn_tail() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (_, _) = three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let mut bytes = fs::read(&path).expect("reads");
+    let length = bytes.len() as u64;
+    bytes.extend(std::iter::repeat_n(0u8, 4096));
+    fs::write(&path, &bytes).expect("extends");
+    let (_, durable, report) = open(directory.path()).expect("recovers");
+    assert_eq!(durable.entries.len(), 6);
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!((torn.offset, torn.bytes_dropped), (length, 4096));
+}
+
+#[test]
+fn a_flipped_bit_anywhere_before_the_last_record_refuses_to_open_naming_file_and_offset() {
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let (last_record_start, _) = three_batches(original.path());
+    let segment = fs::read(first_segment(original.path())).expect("reads");
+    // Every bit of the header and of the first two records, the length fields included.
+    // A refused open changes nothing, so one directory serves every damaged copy.
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    copy_directory(original.path(), directory.path());
+    let path = first_segment(directory.path());
+    for bit in 0..last_record_start as usize * 8 {
+        let mut bytes = segment.clone();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        overwrite(&path, (bit / 8) as u64, &bytes[bit / 8..bit / 8 + 1]);
+
+        let error = open(directory.path()).expect_err("refuses");
+        let StorageError::Corrupt { file, offset, .. } = &error else {
+            panic!("bit {bit}: not corruption: {error}");
+        };
+        assert_eq!(file, &path, "bit {bit}");
+        assert!(*offset <= (bit / 8) as u64, "bit {bit}: offset {offset}");
+        let message = error.to_string();
+        assert!(message.contains(&segment_file_name(1)), "{message}");
+        assert!(message.contains(&format!("offset {offset}")), "{message}");
+        // Nothing was cut: the damaged file is left as it was for an operator to inspect.
+        assert_eq!(fs::read(&path).expect("reads"), bytes);
+        overwrite(&path, (bit / 8) as u64, &segment[bit / 8..bit / 8 + 1]);
+    }
+}
+
+#[test]
+fn a_huge_record_length_is_corruption_not_an_allocation() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let mut bytes = fs::read(&path).expect("reads");
+    let start = SEGMENT_HEADER_BYTES as usize;
+    bytes[start..start + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(&path, &bytes).expect("damages");
+    let error = open(directory.path()).expect_err("refuses");
+    assert!(
+        matches!(error, StorageError::Corrupt { offset, .. } if offset == SEGMENT_HEADER_BYTES),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_hard_state_file_refuses_to_open() {
+    let original = tempfile::tempdir().expect("a temporary directory");
+    three_batches(original.path());
+    let hard_state_file = fs::read(original.path().join("hardstate")).expect("reads");
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    copy_directory(original.path(), directory.path());
+    for bit in 0..hard_state_file.len() * 8 {
+        let mut bytes = hard_state_file.clone();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        overwrite(&directory.path().join("hardstate"), 0, &bytes);
+        let error = open(directory.path()).expect_err("refuses");
+        assert!(
+            error.to_string().contains("hardstate"),
+            "bit {bit}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_leftover_temporary_hard_state_file_is_removed_and_reported() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (_, _) = three_batches(directory.path());
+    fs::write(directory.path().join("hardstate.tmp"), b"half").expect("writes");
+    let (_, durable, report) = open(directory.path()).expect("recovers");
+    assert!(report.removed_temporary_hard_state);
+    assert_eq!(durable.hard_state, hard_state(1, 0));
+    assert!(!directory.path().join("hardstate.tmp").exists());
+}
+
+fn small_segments() -> FileStorageOptions {
+    FileStorageOptions {
+        segment_bytes_max: 300,
+        ..FileStorageOptions::default()
+    }
+}
+
+/// Writes 60 entries in 30 synced batches into segments of about 300 bytes.
+fn many_segments(directory: &Path) -> Vec<Entry> {
+    let (mut storage, _, _) = FileStorage::open(directory, small_segments()).expect("opens");
+    let mut written = Vec::new();
+    for batch in 0..30 {
+        let batch_entries = [entry(2 * batch + 1, 1), entry(2 * batch + 2, 1)];
+        storage
+            .write(Some(hard_state(1, batch)), &batch_entries)
+            .expect("writes");
+        storage.sync().expect("syncs");
+        written.extend(batch_entries);
+    }
+    written
+}
+
+#[test]
+fn segments_rotate_and_replay_in_order() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let written = many_segments(directory.path());
+    let segments = fs::read_dir(directory.path())
+        .expect("lists")
+        .filter(|item| {
+            item.as_ref()
+                .is_ok_and(|item| item.file_name().to_string_lossy().starts_with("wal-"))
+        })
+        .count();
+    assert!(segments > 3, "only {segments} segments");
+    for sequence in 1..segments as u64 {
+        let length = fs::metadata(directory.path().join(segment_file_name(sequence)))
+            .expect("stat")
+            .len();
+        assert!(length <= 300, "segment {sequence} has {length} bytes");
+    }
+
+    let (mut storage, durable, report) =
+        FileStorage::open(directory.path(), small_segments()).expect("opens");
+    assert_eq!(report.segments_replayed, segments);
+    assert_eq!(durable.entries, written);
+    assert_eq!(durable.hard_state.commit, LogIndex(29));
+
+    // A truncation recorded in a later segment overrides entries of earlier ones.
+    storage
+        .write(Some(hard_state(2, 29)), &[entry(40, 2)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    drop(storage);
+    let (_, durable, _) = FileStorage::open(directory.path(), small_segments()).expect("opens");
+    assert_eq!(durable.entries.len(), 40);
+    assert_eq!(durable.entries[39], entry(40, 2));
+    assert_eq!(durable.entries[..39], written[..39]);
+    assert_eq!(durable.hard_state, hard_state(2, 29));
+}
+
+#[test]
+fn damage_at_the_end_of_an_earlier_segment_refuses_to_open() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    many_segments(directory.path());
+    let path = directory.path().join(segment_file_name(1));
+    let bytes = fs::read(&path).expect("reads");
+    fs::write(&path, &bytes[..bytes.len() - 1]).expect("tears");
+    let error = FileStorage::open(directory.path(), small_segments()).expect_err("refuses");
+    assert!(
+        matches!(&error, StorageError::Corrupt { file, .. } if *file == path),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_missing_segment_refuses_to_open() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    many_segments(directory.path());
+    fs::remove_file(directory.path().join(segment_file_name(2))).expect("removes");
+    let error = FileStorage::open(directory.path(), small_segments()).expect_err("refuses");
+    assert!(error.to_string().contains("missing"), "{error}");
+}
+
+#[test]
+fn a_last_segment_torn_inside_its_header_gets_a_fresh_header() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let written = many_segments(directory.path());
+    let segments = fs::read_dir(directory.path()).expect("lists").count() - 1;
+    let next = directory
+        .path()
+        .join(segment_file_name(segments as u64 + 1));
+    fs::write(&next, b"CHORUS").expect("a torn header");
+    let (mut storage, durable, report) =
+        FileStorage::open(directory.path(), small_segments()).expect("recovers");
+    assert_eq!(durable.entries, written);
+    assert_eq!(report.torn_tail.expect("reported").offset, 0);
+    storage.write(None, &[entry(61, 1)]).expect("writes");
+    storage.sync().expect("syncs");
+    drop(storage);
+    let (_, durable, _) = FileStorage::open(directory.path(), small_segments()).expect("reopens");
+    assert_eq!(durable.entries.len(), 61);
+}
+
+#[test]
+fn large_batches_split_into_records_below_the_limit() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let options = FileStorageOptions {
+        record_bytes_max: 200,
+        ..FileStorageOptions::default()
+    };
+    let (mut storage, _, _) = FileStorage::open(directory.path(), options.clone()).expect("opens");
+    let batch: Vec<Entry> = (1..=50).map(|index| entry(index, 1)).collect();
+    storage.write(None, &batch).expect("writes");
+    storage.sync().expect("syncs");
+
+    let too_large = Entry {
+        term: Term(1),
+        index: LogIndex(51),
+        payload: EntryPayload::Command(Bytes::from(vec![0u8; 300])),
+    };
+    let error = storage.write(None, &[too_large]).expect_err("refuses");
+    assert!(
+        matches!(error, StorageError::EntryTooLarge { .. }),
+        "{error}"
+    );
+    drop(storage);
+    let (_, durable, _) = FileStorage::open(directory.path(), options).expect("reopens");
+    assert_eq!(durable.entries, batch);
+}
+
+#[test]
+fn an_unknown_format_version_refuses_to_open() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let mut bytes = fs::read(&path).expect("reads");
+    // A later format would carry a valid header checksum.
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let checksum = crc32c::crc32c(&bytes[0..20]);
+    bytes[20..24].copy_from_slice(&checksum.to_le_bytes());
+    fs::write(&path, &bytes).expect("damages");
+    let error = open(directory.path()).expect_err("refuses");
+    assert!(error.to_string().contains("version 2"), "{error}");
+}
