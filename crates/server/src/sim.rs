@@ -75,7 +75,7 @@ pub struct SimArgs {
     /// Faults injected during the safety phase: none, network, crash or all.
     #[arg(long, default_value = "all")]
     faults: FaultProfile,
-    /// Write each seed's client history to DIR/seed-<N>.jsonl (HISTORY.md format).
+    /// Write each seed's client history to `DIR/seed-<N>.jsonl` (docs/history.md format).
     #[arg(long, value_name = "DIR")]
     history_out: Option<PathBuf>,
     /// Run one seed and print its event trace and findings.

@@ -136,7 +136,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         }
         let leader = configs.iter().find_map(|(config, _)| {
             let status = fetch_status(config.me().admin).ok()?;
-            (status["role"] == "leader").then(|| config.id)
+            (status["role"] == "leader").then_some(config.id)
         });
         if let Some(leader) = leader {
             break leader;
