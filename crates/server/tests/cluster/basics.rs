@@ -1,0 +1,281 @@
+//! A healthy cluster: reads and writes through every node, hostile bytes on both ports, and
+//! the stock Redis tools.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_resp::Frame;
+use serde::Serialize;
+
+use crate::harness::{CLUSTER_ID, Resp, TestCluster, resp_get, resp_set};
+
+const STARTUP: Duration = Duration::from_secs(10);
+
+// Proves that a write accepted by any node (leader or follower, which forwards it) is
+// replicated and is then read back, linearizably, from every node.
+#[test]
+fn a_write_through_any_node_is_read_back_from_every_node() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(STARTUP);
+    for node in cluster.ids() {
+        resp_set(
+            cluster.redis(node),
+            &format!("key-{node}"),
+            &format!("value-{node}"),
+        );
+    }
+    for writer in cluster.ids() {
+        for reader in cluster.ids() {
+            assert_eq!(
+                resp_get(cluster.redis(reader), &format!("key-{writer}")).as_deref(),
+                Some(format!("value-{writer}").as_str()),
+                "key-{writer} read through node {reader}"
+            );
+        }
+    }
+    assert_eq!(resp_get(cluster.redis(2), "never-written"), None);
+}
+
+/// Sends `bytes` as the first thing on a new RESP connection and expects a protocol error
+/// followed by the server closing the connection.
+fn expect_protocol_error(cluster: &TestCluster, node: u64, bytes: &[u8]) {
+    let mut resp = Resp::connect(cluster.redis(node));
+    resp.send_raw(bytes);
+    match resp.reply() {
+        Some(Frame::Error(text)) => assert!(
+            text.starts_with("ERR Protocol error"),
+            "{:?}: {text}",
+            String::from_utf8_lossy(bytes)
+        ),
+        other => panic!(
+            "{:?}: expected a protocol error, got {other:?}",
+            String::from_utf8_lossy(bytes)
+        ),
+    }
+    assert!(
+        resp.closed(),
+        "{:?}: the connection stayed open",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
+/// The body of a peer hello, as the transport encodes it (postcard; `NodeId` is a newtype
+/// of `u64`).
+#[derive(Serialize)]
+struct Hello {
+    cluster_id: String,
+    from: u64,
+    to: u64,
+}
+
+fn hello_frame(cluster_id: &str, from: u64, to: u64) -> Vec<u8> {
+    let body = postcard::to_allocvec(&Hello {
+        cluster_id: cluster_id.into(),
+        from,
+        to,
+    })
+    .expect("encode a hello");
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
+    frame.extend_from_slice(&[1, 1]);
+    frame.extend_from_slice(&body);
+    frame
+}
+
+/// Sends `bytes` on a new peer connection and expects the node to close it.
+fn expect_peer_close(cluster: &TestCluster, node: u64, what: &str, bytes: &[u8]) {
+    let mut stream = TcpStream::connect_timeout(&cluster.peer(node), Duration::from_secs(2))
+        .expect("connect to the peer port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    // The node may close before reading everything; a failed write is then fine.
+    let _ = stream.write_all(bytes);
+    let mut chunk = [0u8; 64];
+    let closed = match stream.read(&mut chunk) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "{what}: the peer connection stayed open");
+}
+
+// Proves that malformed client requests and hostile peer traffic are refused connection by
+// connection, and that the node keeps serving and the cluster keeps committing.
+#[test]
+fn malformed_input_leaves_the_node_serving() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(STARTUP);
+    let target = 2;
+
+    expect_protocol_error(&cluster, target, b"*abc\r\n");
+    expect_protocol_error(&cluster, target, b"*1\r\n+PING\r\n");
+    expect_protocol_error(&cluster, target, b"*2\r\n$3\r\nGET\r\n$999999999999\r\n");
+    expect_protocol_error(&cluster, target, b"SET \"unbalanced value\r\n");
+    expect_protocol_error(&cluster, target, b"*1\r\n$3\r\nGETXX\r\n");
+
+    expect_peer_close(
+        &cluster,
+        target,
+        "garbage",
+        b"\x00\x00\x00\x08\xde\xad\xbe\xef\x00\xff\x13\x37",
+    );
+    expect_peer_close(
+        &cluster,
+        target,
+        "an HTTP request",
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    let mut oversized = ((64u32 << 20) + 1).to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[1, 1, 0, 0]);
+    expect_peer_close(&cluster, target, "a frame over the limit", &oversized);
+    expect_peer_close(
+        &cluster,
+        target,
+        "a hello from a foreign cluster",
+        &hello_frame("someone-else", 1, target),
+    );
+    expect_peer_close(
+        &cluster,
+        target,
+        "a hello from an unknown node",
+        &hello_frame(CLUSTER_ID, 99, target),
+    );
+    expect_peer_close(
+        &cluster,
+        target,
+        "a hello meant for another node",
+        &hello_frame(CLUSTER_ID, 1, 3),
+    );
+
+    // The node still serves, and the cluster still commits through it and through the others.
+    resp_set(cluster.redis(target), "after", "still-here");
+    let mut resp = Resp::connect(cluster.redis(target));
+    assert_eq!(resp.call(&["PING"]), Frame::Simple("PONG".into()));
+    for node in cluster.ids() {
+        assert_eq!(
+            resp_get(cluster.redis(node), "after").as_deref(),
+            Some("still-here")
+        );
+    }
+    resp_set(cluster.redis(1), "after-2", "committed");
+    assert_eq!(
+        resp_get(cluster.redis(target), "after-2").as_deref(),
+        Some("committed")
+    );
+    assert!(
+        cluster.log(target).contains("closed a peer connection"),
+        "the refused peer connections are logged"
+    );
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Runs a tool to completion within `within`, killing it on timeout; returns (success,
+/// stdout + stderr).
+fn run_tool(command: &mut Command, within: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let out_path = dir.path().join("out");
+    let out = std::fs::File::create(&out_path).expect("create an output file");
+    let err = out.try_clone().expect("share the output file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start the tool");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+    assert!(
+        status.is_some(),
+        "{command:?} did not finish within {within:?}:\n{text}"
+    );
+    (status.is_some_and(|s| s.success()), text)
+}
+
+// Proves that unmodified Redis tools work against Chorus: redis-cli writes through one node
+// and reads through another, and redis-benchmark runs SET/GET with and without pipelining.
+#[test]
+fn redis_cli_and_redis_benchmark_work_unmodified() {
+    if !on_path("redis-cli") || !on_path("redis-benchmark") {
+        // CI installs the tools and sets this, so there the test can never skip silently.
+        assert!(
+            std::env::var_os("CHORUS_REQUIRE_REDIS_TOOLS").is_none(),
+            "CHORUS_REQUIRE_REDIS_TOOLS is set but redis-cli or redis-benchmark is missing"
+        );
+        println!("skipped: redis-tools not installed");
+        return;
+    }
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(STARTUP);
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .unwrap_or(leader);
+    let port = |node: u64| cluster.redis(node).port().to_string();
+
+    let (ok, text) = run_tool(
+        Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port(leader), "SET", "a", "1"]),
+        Duration::from_secs(10),
+    );
+    assert!(ok && text.trim() == "OK", "redis-cli SET: {text}");
+    let (ok, text) = run_tool(
+        Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port(follower), "GET", "a"]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        ok && text.trim() == "1",
+        "redis-cli GET through a follower: {text}"
+    );
+
+    for pipeline in ["1", "16"] {
+        let (ok, text) = run_tool(
+            Command::new("redis-benchmark").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port(leader),
+                "-t",
+                "set,get",
+                "-n",
+                "2000",
+                "-c",
+                "10",
+                "-P",
+                pipeline,
+                "-q",
+            ]),
+            Duration::from_secs(30),
+        );
+        assert!(ok, "redis-benchmark -P {pipeline} failed:\n{text}");
+        assert!(
+            text.contains("SET:") && text.contains("GET:"),
+            "redis-benchmark -P {pipeline} printed no SET/GET lines:\n{text}"
+        );
+        println!(
+            "redis-benchmark -P {pipeline}:\n{}",
+            text.replace('\r', "\n")
+        );
+    }
+}
