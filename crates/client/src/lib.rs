@@ -82,6 +82,8 @@ enum Attempt {
     Refused(String),
     /// It may have been proposed; try elsewhere (same sequence number).
     Unknown(String),
+    /// The node refused the request itself (it is malformed): retrying cannot help.
+    Failed(ClientError),
 }
 
 struct Connection {
@@ -288,6 +290,7 @@ impl Client {
             };
             let last_reason = match outcome {
                 Attempt::Answered(response) => return Ok(response),
+                Attempt::Failed(error) => return Err(error),
                 Attempt::Refused(reason) => reason,
                 Attempt::Unknown(reason) => {
                     maybe_happened = true;
@@ -370,6 +373,9 @@ impl Client {
                 let kind = text.split_whitespace().next().unwrap_or("");
                 if kind == "UNAVAILABLE" || kind == "BUSY" {
                     Attempt::Refused(format!("{address}: {text}"))
+                } else if kind == "ERR" {
+                    // The node parsed the request and refused it without proposing anything.
+                    Attempt::Failed(ClientError::Protocol(format!("{address}: {text}")))
                 } else {
                     Attempt::Unknown(format!("{address}: {text}"))
                 }

@@ -252,7 +252,7 @@ impl<S: Storage> Driver<S> {
                 break;
             }
         }
-        self.fail_everything(RequestError::Stopped);
+        self.fail_everything();
         Ok(())
     }
 
@@ -444,12 +444,15 @@ impl<S: Storage> Driver<S> {
         self.ready_reads = waiting;
     }
 
-    fn fail_everything(&mut self, error: RequestError) {
+    /// Answers every request still held when the driver stops. A write was proposed and may
+    /// still commit (on this node's log or through the new leader), so its outcome is unknown;
+    /// a read simply did not happen.
+    fn fail_everything(&mut self) {
         for (_, reply) in std::mem::take(&mut self.writes) {
-            let _ = reply.send(Err(error));
+            let _ = reply.send(Err(RequestError::Timeout));
         }
         for (_, read) in std::mem::take(&mut self.reads) {
-            let _ = read.reply.send(Err(error));
+            let _ = read.reply.send(Err(RequestError::Stopped));
         }
     }
 

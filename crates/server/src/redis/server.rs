@@ -152,14 +152,23 @@ async fn resolve(reply: Pending) -> (Frame, bool) {
                 ),
             },
             Ok(Err(error)) => (request_error(error), false),
-            Err(_) => (request_error(RequestError::Stopped), false),
+            Err(_) => (dropped(), false),
         },
         Pending::Raw(receiver) => match receiver.await {
             Ok(Ok(bytes)) => (Frame::Bulk(Some(bytes)), false),
             Ok(Err(error)) => (request_error(error), false),
-            Err(_) => (request_error(RequestError::Stopped), false),
+            Err(_) => (dropped(), false),
         },
     }
+}
+
+/// The driver went away while holding the request: it may have been proposed, so its outcome
+/// is unknown (never report that as a definite failure).
+fn dropped() -> Frame {
+    Frame::error(
+        "TIMEOUT",
+        "the node stopped before answering; the outcome is unknown",
+    )
 }
 
 fn request_error(error: RequestError) -> Frame {
@@ -169,6 +178,7 @@ fn request_error(error: RequestError) -> Frame {
         RequestError::Timeout => {
             Frame::error("TIMEOUT", "the request timed out; its outcome is unknown")
         }
+        // Only ever sent for requests that were not proposed (a read, or a queue that closed).
         RequestError::Stopped => Frame::error("UNAVAILABLE", "the node is shutting down"),
     }
 }
