@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 
 /// A fake node that answers every request with the frame `answer` returns for it.
 async fn fake_node(answer: fn(&[Bytes]) -> Frame) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
     let address = listener.local_addr().expect("a bound address");
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {

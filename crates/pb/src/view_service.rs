@@ -1,0 +1,588 @@
+//! The view service: a deterministic state machine that decides who is primary and who is
+//! backup, from pings and logical time alone.
+//!
+//! It follows the rules of the classic primary-backup view service (the MIT 6.824 lab 2
+//! design), written down here as the code enforces them:
+//!
+//! 1. **First primary.** While there is no view (number 0), the first server to ping with view
+//!    number 0 becomes the primary of view 1, without a backup.
+//! 2. **Acknowledgement gates every change.** The service moves from view X to X+1 only after
+//!    the primary of X pinged with number X. A primary therefore never misses a view: it has
+//!    seen X before anyone can act on X+1.
+//! 3. **No uninitialized primary.** Only the backup of the acknowledged view is ever promoted.
+//!    A replica acknowledges a view with a backup only once that backup holds the complete
+//!    state, so the promoted server always has the data.
+//! 4. **Spares.** An idle live server fills an empty backup slot (the lowest id first, so the
+//!    choice is deterministic). A dead backup is removed and replaced by an idle server if
+//!    one is alive.
+//! 5. **Failure suspicion is an input.** [`ViewService::tick`] says one ping interval passed;
+//!    a server that has not pinged for `dead_pings` intervals is dead. A server that pings
+//!    with view number 0 while it holds a role has restarted and lost its state: it is treated
+//!    as dead in that role (and as a new idle server otherwise).
+//! 6. **Stuck, by design.** If the primary fails and there is no usable backup, or if the
+//!    primary fails before acknowledging its view, no failover is possible without the data,
+//!    and the service keeps the view forever. Serving from an empty server would lose
+//!    acknowledged writes; waiting is the only safe choice.
+//!
+//! One refinement keeps rule 5 live under message loss: a ping with number 0 from the primary
+//! of view 1 that has not yet acknowledged it is taken as "my reply was lost", not as a
+//! restart. That is safe because a replica answers nothing in a view without a backup until the
+//! service confirmed the acknowledgement ([`PingReply::primary_acked`]), so an unacknowledged
+//! view-1 primary has served nothing and its empty state is the right one.
+//!
+//! # Honest weaknesses
+//!
+//! - The service is a single point of failure: while it is down no view ever changes, so a
+//!   dead primary is never replaced.
+//! - A timeout cannot tell a dead primary from a slow or partitioned one. A live primary can be
+//!   declared dead; view numbers then fence it (its backup, now primary, refuses its
+//!   forwards), so safety holds, but it stops being useful.
+//! - Replicating the service with the same primary-backup trick needs a view service for the
+//!   view service (chicken and egg). The hybrid scheme replicates this very state machine with
+//!   Raft instead; that is why it implements [`chorus_core::StateMachine`] and never reads a
+//!   clock.
+//!
+//! The service keeps no durable state; a restart of the service loses the view history (the
+//! pb scheme does not support it).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chorus_core::{LogIndex, NodeId, RestoreError, StateMachine};
+use serde::{Deserialize, Serialize};
+
+use crate::view::{View, ViewNumber};
+
+/// The format version written in front of every view service snapshot, command and reply.
+pub const VIEW_SERVICE_CODEC_VERSION: u8 = 1;
+
+/// Settings of a [`ViewService`]. Every replica of a replicated view service must use the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViewServiceConfig {
+    /// A server that has not pinged for this many ticks (ping intervals) is dead.
+    pub dead_pings: u64,
+    /// The most servers the service tracks; pings from more unknown servers are refused.
+    pub servers_max: usize,
+}
+
+impl Default for ViewServiceConfig {
+    fn default() -> ViewServiceConfig {
+        ViewServiceConfig {
+            dead_pings: 5,
+            servers_max: 64,
+        }
+    }
+}
+
+/// What the service answers to every ping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// The current view.
+    pub view: View,
+    /// Whether the primary of `view` acknowledged it and has not since restarted. A primary of a
+    /// view without a backup answers clients only once it has seen this.
+    pub primary_acked: bool,
+}
+
+/// A ping the service refused. Its state is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PingError {
+    /// The server claims a view the service never created.
+    #[error("{server} claims view {claimed}, but the current view is {current}")]
+    UnknownView {
+        /// The pinging server.
+        server: NodeId,
+        /// The view number it sent.
+        claimed: ViewNumber,
+        /// The service's current view number.
+        current: ViewNumber,
+    },
+    /// The service already tracks `servers_max` servers.
+    #[error("too many servers: {server} cannot be tracked")]
+    TooManyServers {
+        /// The refused server.
+        server: NodeId,
+    },
+}
+
+/// A command of the view service as a [`StateMachine`] (encoded with
+/// [`ViewServiceCommand::encode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ViewServiceCommand {
+    /// `server` pinged, knowing view `view`.
+    Ping {
+        /// The pinging server.
+        server: NodeId,
+        /// The view number it knows (0 after a restart).
+        view: ViewNumber,
+    },
+    /// One ping interval passed.
+    Tick,
+}
+
+impl ViewServiceCommand {
+    /// The command's bytes: a version byte, then postcard.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        encode(self)
+    }
+
+    /// Decodes [`ViewServiceCommand::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`CodecError`] on bytes of another version, truncated, or with bytes left over.
+    pub fn decode(bytes: &[u8]) -> Result<ViewServiceCommand, CodecError> {
+        decode(bytes)
+    }
+}
+
+impl PingReply {
+    /// The reply's bytes: a version byte, then postcard. This is what
+    /// [`ViewService`]'s [`StateMachine::apply`] returns.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        encode(self)
+    }
+
+    /// Decodes [`PingReply::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`CodecError`] on bytes of another version, truncated, or with bytes left over.
+    pub fn decode(bytes: &[u8]) -> Result<PingReply, CodecError> {
+        decode(bytes)
+    }
+}
+
+/// Bytes that are not a valid view service command, reply or snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode view service bytes: {reason}")]
+pub struct CodecError {
+    /// The decoder's complaint.
+    pub reason: String,
+}
+
+fn encode<T: Serialize>(value: &T) -> Bytes {
+    let buffer = postcard::to_extend(value, vec![VIEW_SERVICE_CODEC_VERSION])
+        .expect("invariant: postcard serializes every view service type");
+    Bytes::from(buffer)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(CodecError {
+            reason: "empty input".to_owned(),
+        });
+    };
+    if version != VIEW_SERVICE_CODEC_VERSION {
+        return Err(CodecError {
+            reason: format!("unknown version {version}"),
+        });
+    }
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|error| CodecError {
+        reason: error.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(CodecError {
+            reason: format!("{} bytes left over", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
+/// What the service knows of one live server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Liveness {
+    /// The tick of its latest ping.
+    last_ping_tick: u64,
+    /// It pinged with view 0 while holding a role in the current view: it lost its state and
+    /// must not keep (or acknowledge) that role.
+    restarted: bool,
+}
+
+/// The whole state, as snapshotted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ServiceState {
+    view: View,
+    acked: bool,
+    now_tick: u64,
+    servers: Vec<(NodeId, Liveness)>,
+}
+
+/// The view service state machine. See the module docs for its rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewService {
+    config: ViewServiceConfig,
+    view: View,
+    /// The primary of `view` pinged with `view.number`.
+    acked: bool,
+    /// Ticks applied so far: the service's only notion of time.
+    now_tick: u64,
+    /// The live servers (a server is removed once dead), in id order.
+    servers: BTreeMap<NodeId, Liveness>,
+}
+
+impl ViewService {
+    /// A service with no view yet.
+    ///
+    /// # Panics
+    /// If `config.dead_pings` is 0 (every server would be dead at once).
+    #[must_use]
+    pub fn new(config: ViewServiceConfig) -> ViewService {
+        assert!(config.dead_pings > 0, "dead_pings must be at least 1");
+        ViewService {
+            config,
+            view: View::NONE,
+            acked: false,
+            now_tick: 0,
+            servers: BTreeMap::new(),
+        }
+    }
+
+    /// The current view.
+    #[must_use]
+    pub fn get_view(&self) -> View {
+        self.view
+    }
+
+    /// The reply every ping receives now.
+    #[must_use]
+    pub fn reply(&self) -> PingReply {
+        PingReply {
+            view: self.view,
+            primary_acked: self.primary_acked(),
+        }
+    }
+
+    /// Whether the primary of the current view acknowledged it and has not restarted since.
+    #[must_use]
+    pub fn primary_acked(&self) -> bool {
+        self.acked
+            && self
+                .view
+                .primary
+                .is_some_and(|primary| self.is_usable(primary))
+    }
+
+    /// Whether `server` pinged within the last `dead_pings` ticks.
+    #[must_use]
+    pub fn is_alive(&self, server: NodeId) -> bool {
+        self.servers.contains_key(&server)
+    }
+
+    /// `server` pinged, knowing view `view` (0 if it just started). Returns the reply.
+    ///
+    /// # Errors
+    /// [`PingError`] if the view number is one the service never created or the server table
+    /// is full; the state is then unchanged.
+    pub fn ping(&mut self, server: NodeId, view: ViewNumber) -> Result<PingReply, PingError> {
+        if view > self.view.number {
+            return Err(PingError::UnknownView {
+                server,
+                claimed: view,
+                current: self.view.number,
+            });
+        }
+        if !self.servers.contains_key(&server) && self.servers.len() >= self.config.servers_max {
+            return Err(PingError::TooManyServers { server });
+        }
+        let in_view = self.view.primary == Some(server) || self.view.backup == Some(server);
+        let lost_first_reply =
+            self.view.number == ViewNumber(1) && self.view.primary == Some(server) && !self.acked;
+        let entry = self.servers.entry(server).or_insert(Liveness {
+            last_ping_tick: self.now_tick,
+            restarted: false,
+        });
+        entry.last_ping_tick = self.now_tick;
+        if view == ViewNumber(0) && in_view && !lost_first_reply {
+            entry.restarted = true;
+        }
+
+        if self.view.number == ViewNumber(0) {
+            // Rule 1: the first server becomes primary of view 1.
+            self.view = View {
+                number: ViewNumber(1),
+                primary: Some(server),
+                backup: None,
+            };
+            self.acked = false;
+            return Ok(self.reply());
+        }
+        if self.view.primary == Some(server) && view == self.view.number && self.is_usable(server) {
+            self.acked = true;
+        }
+        self.maybe_change_view();
+        Ok(self.reply())
+    }
+
+    /// One ping interval passed: servers silent for `dead_pings` ticks are dead.
+    pub fn tick(&mut self) {
+        self.now_tick = self.now_tick.saturating_add(1);
+        let now = self.now_tick;
+        let dead_pings = self.config.dead_pings;
+        self.servers
+            .retain(|_, liveness| now.saturating_sub(liveness.last_ping_tick) < dead_pings);
+        self.maybe_change_view();
+    }
+
+    /// Alive and not restarted since it took its role.
+    fn is_usable(&self, server: NodeId) -> bool {
+        self.servers
+            .get(&server)
+            .is_some_and(|liveness| !liveness.restarted)
+    }
+
+    /// The lowest-id live server that holds no role in the current view.
+    fn idle_server(&self) -> Option<NodeId> {
+        self.servers
+            .keys()
+            .copied()
+            .find(|&server| self.view.primary != Some(server) && self.view.backup != Some(server))
+    }
+
+    /// Applies rules 2–6: moves to the next view if the current one is acknowledged and
+    /// something changed.
+    fn maybe_change_view(&mut self) {
+        if !self.acked {
+            return;
+        }
+        let Some(primary) = self.view.primary else {
+            return;
+        };
+        let backup_usable = self.view.backup.filter(|&backup| self.is_usable(backup));
+        let next = if !self.is_usable(primary) {
+            // Rule 3: promote the backup of the acknowledged view, and only it. Rule 6: without
+            // a usable backup nobody has the data, so the view stays.
+            backup_usable.map(|backup| (backup, self.idle_other_than(backup)))
+        } else if self.view.backup.is_some() && backup_usable.is_none() {
+            Some((primary, self.idle_server()))
+        } else if self.view.backup.is_none() {
+            self.idle_server().map(|idle| (primary, Some(idle)))
+        } else {
+            None
+        };
+        if let Some((primary, backup)) = next {
+            self.view = View {
+                number: self.view.number.next(),
+                primary: Some(primary),
+                backup,
+            };
+            self.acked = false;
+            // A server with no role in the new view is just a new idle server now.
+            for (&server, liveness) in &mut self.servers {
+                if Some(server) != self.view.primary && Some(server) != self.view.backup {
+                    liveness.restarted = false;
+                }
+            }
+        }
+    }
+
+    fn idle_other_than(&self, new_primary: NodeId) -> Option<NodeId> {
+        self.servers.keys().copied().find(|&server| {
+            server != new_primary
+                && self.view.primary != Some(server)
+                && self.view.backup != Some(server)
+        })
+    }
+}
+
+impl StateMachine for ViewService {
+    /// Applies an encoded [`ViewServiceCommand`] and returns the encoded [`PingReply`] (the
+    /// current view after the command). A command that does not decode, or a refused ping,
+    /// changes nothing and is answered with the current view.
+    fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Bytes {
+        match ViewServiceCommand::decode(command) {
+            Ok(ViewServiceCommand::Ping { server, view }) => {
+                // A refused ping leaves the state unchanged; the reply still tells the truth.
+                let _refused = self.ping(server, view);
+            }
+            Ok(ViewServiceCommand::Tick) => self.tick(),
+            Err(_) => {}
+        }
+        self.reply().encode()
+    }
+
+    /// Any query is answered with the encoded current [`PingReply`].
+    fn query(&self, _query: &[u8]) -> Bytes {
+        self.reply().encode()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        encode(&ServiceState {
+            view: self.view,
+            acked: self.acked,
+            now_tick: self.now_tick,
+            servers: self
+                .servers
+                .iter()
+                .map(|(&server, &liveness)| (server, liveness))
+                .collect(),
+        })
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let state: ServiceState = decode(snapshot).map_err(|error| RestoreError {
+            reason: error.to_string(),
+        })?;
+        let refuse = |reason: &str| RestoreError {
+            reason: reason.to_owned(),
+        };
+        if !state.servers.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            return Err(refuse("servers are not sorted by id"));
+        }
+        if state.servers.len() > self.config.servers_max {
+            return Err(refuse("more servers than servers_max"));
+        }
+        if state.view.number == ViewNumber(0) && state.view != View::NONE {
+            return Err(refuse("view 0 with a primary or backup"));
+        }
+        if state.view.number > ViewNumber(0) && state.view.primary.is_none() {
+            return Err(refuse("a view without a primary"));
+        }
+        if state.view.primary.is_some() && state.view.primary == state.view.backup {
+            return Err(refuse("primary and backup are the same server"));
+        }
+        if state
+            .servers
+            .iter()
+            .any(|(_, liveness)| liveness.last_ping_tick > state.now_tick)
+        {
+            return Err(refuse("a ping from the future"));
+        }
+        self.view = state.view;
+        self.acked = state.acked;
+        self.now_tick = state.now_tick;
+        self.servers = state.servers.into_iter().collect();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+
+    fn service() -> ViewService {
+        ViewService::new(ViewServiceConfig {
+            dead_pings: 3,
+            servers_max: 8,
+        })
+    }
+
+    fn view(number: u64, primary: Option<NodeId>, backup: Option<NodeId>) -> View {
+        View {
+            number: ViewNumber(number),
+            primary,
+            backup,
+        }
+    }
+
+    #[test]
+    fn the_first_server_becomes_primary_and_the_second_waits_for_the_ack() {
+        let mut service = service();
+        assert_eq!(
+            service.ping(A, ViewNumber(0)).map(|r| r.view),
+            Ok(view(1, Some(A), None))
+        );
+        // B is idle, but view 1 is not acknowledged: no change yet.
+        service.ping(B, ViewNumber(0)).expect("ping");
+        assert_eq!(service.get_view(), view(1, Some(A), None));
+        // A acknowledges view 1: B fills the backup slot.
+        service.ping(A, ViewNumber(1)).expect("ping");
+        assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+        assert!(!service.primary_acked());
+    }
+
+    #[test]
+    fn a_lost_first_reply_is_not_a_restart() {
+        let mut service = service();
+        service.ping(A, ViewNumber(0)).expect("ping");
+        service
+            .ping(A, ViewNumber(0))
+            .expect("ping again: the reply was lost");
+        service.ping(A, ViewNumber(1)).expect("ack");
+        assert!(service.primary_acked());
+    }
+
+    #[test]
+    fn pings_of_unknown_views_and_overflowing_tables_are_refused() {
+        let mut service = ViewService::new(ViewServiceConfig {
+            dead_pings: 3,
+            servers_max: 1,
+        });
+        assert!(matches!(
+            service.ping(A, ViewNumber(4)),
+            Err(PingError::UnknownView { .. })
+        ));
+        assert_eq!(service.get_view(), View::NONE);
+        service.ping(A, ViewNumber(0)).expect("ping");
+        assert_eq!(
+            service.ping(B, ViewNumber(0)),
+            Err(PingError::TooManyServers { server: B })
+        );
+    }
+
+    #[test]
+    fn round_trips_through_the_state_machine_interface() {
+        let mut service = service();
+        let mut index = LogIndex(0);
+        let mut apply = |service: &mut ViewService, command: ViewServiceCommand| {
+            index = index.next();
+            PingReply::decode(&service.apply(index, &command.encode())).expect("reply decodes")
+        };
+        apply(
+            &mut service,
+            ViewServiceCommand::Ping {
+                server: A,
+                view: ViewNumber(0),
+            },
+        );
+        apply(
+            &mut service,
+            ViewServiceCommand::Ping {
+                server: B,
+                view: ViewNumber(0),
+            },
+        );
+        let reply = apply(
+            &mut service,
+            ViewServiceCommand::Ping {
+                server: A,
+                view: ViewNumber(1),
+            },
+        );
+        assert_eq!(reply.view, view(2, Some(A), Some(B)));
+        apply(&mut service, ViewServiceCommand::Tick);
+        // Garbage is answered with the current view and changes nothing.
+        let before = service.clone();
+        let reply = PingReply::decode(&service.apply(LogIndex(99), b"\x01\xff\xff"))
+            .expect("reply decodes");
+        assert_eq!(reply.view, before.get_view());
+        assert_eq!(service, before);
+
+        let mut copy = ViewService::new(service.config);
+        copy.restore(&service.snapshot()).expect("restore");
+        assert_eq!(copy, service);
+        assert!(copy.restore(b"nonsense").is_err());
+        assert_eq!(copy, service);
+    }
+
+    #[test]
+    fn primary_and_backup_dead_leaves_the_service_stuck() {
+        let mut service = service();
+        service.ping(A, ViewNumber(0)).expect("ping");
+        service.ping(A, ViewNumber(1)).expect("ping");
+        service.ping(B, ViewNumber(1)).expect("ping");
+        service.ping(A, ViewNumber(2)).expect("ack");
+        assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+        for _ in 0..10 {
+            service.tick();
+        }
+        // Both dead: nobody has the data, so C is never made primary.
+        service.ping(C, ViewNumber(0)).expect("ping");
+        service.tick();
+        assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+    }
+}
