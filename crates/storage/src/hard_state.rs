@@ -26,6 +26,7 @@ use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::HardState;
 
 use crate::StorageError;
+use crate::array;
 
 /// The name of the hard-state file in the storage directory.
 pub(crate) const FILE_NAME: &str = "hardstate";
@@ -145,13 +146,6 @@ pub(crate) fn sync_directory(directory: &Path) -> Result<(), StorageError> {
     File::open(directory)
         .and_then(|handle| handle.sync_all())
         .map_err(StorageError::io("fsync directory", directory))
-}
-
-/// Copies a slice whose length the caller fixed into an array.
-fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    let mut array = [0u8; N];
-    array.copy_from_slice(bytes);
-    array
 }
 
 #[cfg(test)]

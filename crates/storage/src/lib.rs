@@ -52,6 +52,14 @@ pub use error::StorageError;
 pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
 pub use memory::MemStorage;
 
+/// Copies a slice whose length the caller fixed into an array (the fixed-width fields of the
+/// on-disk formats).
+fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut array = [0u8; N];
+    array.copy_from_slice(bytes);
+    array
+}
+
 /// The durable state of one Raft node, as its driver sees it.
 ///
 /// See the crate docs for the exact crash semantics every implementation keeps.

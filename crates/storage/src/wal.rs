@@ -64,6 +64,7 @@ use chorus_core::LogIndex;
 use chorus_raft::Entry;
 
 use crate::StorageError;
+use crate::array;
 use crate::replay::Record;
 
 /// The bytes of a segment header.
@@ -371,13 +372,6 @@ fn contains_a_valid_record(bytes: &[u8], record_bytes_max: u32) -> bool {
             && end <= bytes.len()
             && crc32c::crc32c(&bytes[start + header..end]) == checksum
     })
-}
-
-/// Copies a slice whose length the caller fixed into an array.
-fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    let mut array = [0u8; N];
-    array.copy_from_slice(bytes);
-    array
 }
 
 #[cfg(test)]
