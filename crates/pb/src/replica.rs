@@ -749,18 +749,7 @@ impl PbReplica {
         applied: LogIndex,
         read_round: u64,
     ) -> Result<(), StepError> {
-        if view < self.view.number {
-            return Err(StepError::StaleView {
-                message: view,
-                current: self.view.number,
-            });
-        }
-        if view > self.view.number {
-            return Err(StepError::FutureView {
-                message: view,
-                current: self.view.number,
-            });
-        }
+        self.check_current_view(view)?;
         if !self.acting_primary || self.view.backup != Some(from) {
             return Err(StepError::UnknownSender(from));
         }
@@ -796,28 +785,40 @@ impl PbReplica {
         Ok(())
     }
 
+    /// A message of `view` belongs to the view this replica knows; older ones are stale,
+    /// newer ones wait until the view service announces that view.
+    fn check_current_view(&self, view: ViewNumber) -> Result<(), StepError> {
+        let current = self.view.number;
+        match view.cmp(&current) {
+            std::cmp::Ordering::Less => Err(StepError::StaleView {
+                message: view,
+                current,
+            }),
+            std::cmp::Ordering::Greater => Err(StepError::FutureView {
+                message: view,
+                current,
+            }),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+
     // ----- Backup ---------------------------------------------------------------------------
 
     /// The checks every primary-to-backup message passes: it comes from the primary of the
     /// view this replica knows, and this replica is that view's backup.
     fn check_from_primary(&mut self, from: NodeId, view: ViewNumber) -> Result<(), StepError> {
-        if view < self.view.number {
-            self.messages.push((
-                from,
-                Message::Rejected {
-                    view: self.view.number,
-                },
-            ));
-            return Err(StepError::StaleView {
-                message: view,
-                current: self.view.number,
-            });
-        }
-        if view > self.view.number {
-            return Err(StepError::FutureView {
-                message: view,
-                current: self.view.number,
-            });
+        if let Err(error) = self.check_current_view(view) {
+            if matches!(error, StepError::StaleView { .. }) {
+                // Tell a stale primary it was replaced, so it stops at once (view numbers
+                // fence it).
+                self.messages.push((
+                    from,
+                    Message::Rejected {
+                        view: self.view.number,
+                    },
+                ));
+            }
+            return Err(error);
         }
         if !self.view.is_primary(from) {
             return Err(StepError::NotPrimary { from, view });
