@@ -1109,10 +1109,6 @@ impl Simulator {
         self.rng_nemesis.range(low, high.max(low + 1))
     }
 
-    fn up_count(&self) -> usize {
-        self.hosts.iter().filter(|h| h.is_up()).count()
-    }
-
     fn current_leader(&self) -> Option<usize> {
         self.hosts
             .iter()
@@ -1183,7 +1179,6 @@ impl Simulator {
         }
         let pause = self.nemesis_pause();
         self.schedule(pause, Event::Nemesis);
-        let _ = self.up_count();
     }
 
     fn nemesis_link_faults(&mut self) {
@@ -1229,13 +1224,12 @@ impl Simulator {
                 self.network.partition(&[vec![victim], rest]);
             }
             2 if n >= 3 => {
-                // A bridge: two halves that cannot talk, and one node that talks to both.
-                let bridge = ids[0];
+                // A bridge: two halves that cannot talk to each other, and one node (`ids[0]`,
+                // in neither half) that still talks to both.
                 let half = (n - 1) / 2;
                 let left = ids[1..=half].to_vec();
                 let right = ids[half + 1..].to_vec();
                 self.network.cut_both_ways(&left, &right);
-                let _ = bridge;
             }
             3 => {
                 // One way: some nodes stop hearing others.
