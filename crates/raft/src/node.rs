@@ -1042,7 +1042,7 @@ impl RawNode {
         progress.read_round_acked = progress.read_round_acked.max(response.read_round);
 
         if response.success {
-            if progress.on_success(response.match_index, last_index) {
+            if progress.on_success(response.match_index) {
                 self.maybe_commit();
             } else {
                 progress.free_one_if_full(inflight_max);

@@ -96,8 +96,7 @@ impl Progress {
 
     /// The follower acknowledged entries up to `match_index`. Returns whether it moved
     /// forward; a stale or duplicated acknowledgement changes nothing.
-    pub(crate) fn on_success(&mut self, match_index: LogIndex, last_index: LogIndex) -> bool {
-        let _ = last_index;
+    pub(crate) fn on_success(&mut self, match_index: LogIndex) -> bool {
         if match_index <= self.match_index {
             return false;
         }
@@ -182,16 +181,16 @@ mod tests {
         assert!(progress.can_send(LogIndex(5), 2));
         progress.on_sent(LogIndex(5));
         assert!(!progress.can_send(LogIndex(5), 2), "one probe at a time");
-        assert!(progress.on_success(LogIndex(5), LogIndex(9)));
+        assert!(progress.on_success(LogIndex(5)));
         assert_eq!(progress.state, ReplicationState::Replicate);
         assert_eq!(progress.next_index, LogIndex(6));
         progress.on_sent(LogIndex(6));
         progress.on_sent(LogIndex(7));
         assert!(!progress.can_send(LogIndex(9), 2), "the pipeline is full");
-        assert!(progress.on_success(LogIndex(6), LogIndex(9)));
+        assert!(progress.on_success(LogIndex(6)));
         assert!(progress.can_send(LogIndex(9), 2));
         assert!(
-            !progress.on_success(LogIndex(6), LogIndex(9)),
+            !progress.on_success(LogIndex(6)),
             "a duplicate changes nothing"
         );
         assert!(
