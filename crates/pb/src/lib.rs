@@ -28,6 +28,10 @@
 //!
 //! # Robustness
 //!
+//! Configurations are checked when a node is built: [`PbReplica::new`], [`ViewService::new`]
+//! and [`ViewServer::new`] return a [`ConfigError`] or [`ViewServiceConfigError`] rather than
+//! build a node that cannot work.
+//!
 //! Messages may be stale, duplicated, reordered or forged. `step` validates each one: stale
 //! or foreign messages are refused with a [`StepError`] and change nothing; a backup tells a
 //! stale primary [`Message::Rejected`]. No network input makes a core panic; assertions guard
@@ -61,4 +65,5 @@ pub use view::{View, ViewNumber};
 pub use view_server::{VIEW_REPLIES_MAX, ViewServer};
 pub use view_service::{
     CodecError, PingError, PingReply, ViewService, ViewServiceCommand, ViewServiceConfig,
+    ViewServiceConfigError,
 };

@@ -928,3 +928,289 @@ impl PbReplica {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Step tests: each drives one replica through a transition and compares the whole
+    //! [`PbReady`] it emits, so an extra or missing message or output fails the test.
+
+    use chorus_kv::{Command, KvConfig, KvStore, Op, Response};
+
+    use super::*;
+    use crate::view_service::PingReply;
+
+    const SERVICE: NodeId = NodeId(100);
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+
+    fn replica(id: NodeId) -> PbReplica {
+        PbReplica::new(
+            PbConfig::new(id, SERVICE),
+            Box::new(KvStore::new(KvConfig::default())),
+        )
+        .expect("valid config")
+    }
+
+    fn view(number: u64, primary: NodeId, backup: Option<NodeId>) -> View {
+        View {
+            number: ViewNumber(number),
+            primary: Some(primary),
+            backup,
+        }
+    }
+
+    fn hear_view(replica: &mut PbReplica, view: View, primary_acked: bool) {
+        replica
+            .step(
+                SERVICE,
+                Message::ViewReply(PingReply {
+                    view,
+                    primary_acked,
+                }),
+            )
+            .expect("view reply accepted");
+    }
+
+    /// Takes the Ready and advances, as a driver that did all the work would.
+    fn take(replica: &mut PbReplica) -> PbReady {
+        let ready = replica.ready();
+        replica.advance();
+        ready
+    }
+
+    fn put(key: &str, value: &str) -> Bytes {
+        Command::Unsessioned(Op::Put {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        })
+        .encode()
+    }
+
+    /// The state of a primary that applied one put, as a snapshot and its last index.
+    fn one_put_state() -> (Bytes, LogIndex) {
+        let mut store = KvStore::new(KvConfig::default());
+        let _output = store.apply(LogIndex(1), &put("x", "1"));
+        (store.snapshot(), LogIndex(1))
+    }
+
+    /// `id` as the backup of `view`, with the ping announcing the view already sent.
+    fn backup_in(id: NodeId, view: View) -> PbReplica {
+        let mut backup = replica(id);
+        hear_view(&mut backup, view, false);
+        assert_eq!(
+            take(&mut backup),
+            PbReady {
+                messages: vec![(SERVICE, Message::Ping { view: view.number })],
+                ..PbReady::default()
+            }
+        );
+        backup
+    }
+
+    /// A, acting primary of view 2 with backup B, which installed the (empty) state.
+    fn primary_with_ready_backup() -> PbReplica {
+        let mut primary = replica(A);
+        hear_view(&mut primary, view(1, A, None), false);
+        assert_eq!(
+            take(&mut primary),
+            PbReady {
+                messages: vec![(
+                    SERVICE,
+                    Message::Ping {
+                        view: ViewNumber(1)
+                    }
+                )],
+                ..PbReady::default()
+            }
+        );
+        hear_view(&mut primary, view(2, A, Some(B)), false);
+        // The state goes to the new backup first; the ping still acknowledges only view 1
+        // (already sent), so no ping yet.
+        assert_eq!(
+            take(&mut primary),
+            PbReady {
+                messages: vec![(
+                    B,
+                    Message::StateTransfer {
+                        view: ViewNumber(2),
+                        snapshot: KvStore::new(KvConfig::default()).snapshot(),
+                        index: LogIndex(0),
+                    }
+                )],
+                ..PbReady::default()
+            }
+        );
+        primary
+            .step(
+                B,
+                Message::Ack {
+                    view: ViewNumber(2),
+                    applied: LogIndex(0),
+                    read_round: 0,
+                },
+            )
+            .expect("the backup's first ack");
+        // Now the primary may acknowledge view 2, and does so at once.
+        assert_eq!(
+            take(&mut primary),
+            PbReady {
+                messages: vec![(
+                    SERVICE,
+                    Message::Ping {
+                        view: ViewNumber(2)
+                    }
+                )],
+                ..PbReady::default()
+            }
+        );
+        assert!(primary.status().backup_ready);
+        primary
+    }
+
+    #[test]
+    fn a_backup_receiving_the_state_transfer_acks_exactly_once() {
+        let mut backup = backup_in(B, view(2, A, Some(B)));
+        let (snapshot, index) = one_put_state();
+        let transfer = Message::StateTransfer {
+            view: ViewNumber(2),
+            snapshot: snapshot.clone(),
+            index,
+        };
+        let ack = Message::Ack {
+            view: ViewNumber(2),
+            applied: index,
+            read_round: 0,
+        };
+        backup.step(A, transfer.clone()).expect("state installed");
+        assert_eq!(
+            take(&mut backup),
+            PbReady {
+                messages: vec![(A, ack.clone())],
+                ..PbReady::default()
+            }
+        );
+        assert!(!backup.has_ready());
+        assert_eq!(backup.status().ready_in_view, Some(ViewNumber(2)));
+        assert_eq!(backup.status().applied, index);
+        assert_eq!(backup.state_machine().snapshot(), snapshot);
+
+        // A retransmission is acknowledged again, once, and not installed a second time.
+        backup.step(A, transfer).expect("retransmission");
+        assert_eq!(
+            take(&mut backup),
+            PbReady {
+                messages: vec![(A, ack)],
+                ..PbReady::default()
+            }
+        );
+        assert!(!backup.has_ready());
+    }
+
+    #[test]
+    fn a_primary_forwards_a_proposal_once_and_answers_only_after_the_ack() {
+        let mut primary = primary_with_ready_backup();
+        let envelope = Envelope {
+            origin: C,
+            request: 7,
+            command: put("x", "1"),
+        };
+        let index = primary.propose(envelope.clone()).expect("acting primary");
+        assert_eq!(index, LogIndex(1));
+        assert_eq!(
+            take(&mut primary),
+            PbReady {
+                messages: vec![(
+                    B,
+                    Message::Forward {
+                        view: ViewNumber(2),
+                        index,
+                        command: envelope.encode(),
+                    }
+                )],
+                ..PbReady::default()
+            }
+        );
+        assert!(!primary.has_ready(), "nothing is answered before the ack");
+        assert_eq!(primary.status().applied, LogIndex(0));
+        assert_eq!(primary.status().pending, 1);
+
+        primary
+            .step(
+                B,
+                Message::Ack {
+                    view: ViewNumber(2),
+                    applied: index,
+                    read_round: 0,
+                },
+            )
+            .expect("the backup's ack");
+        assert_eq!(
+            take(&mut primary),
+            PbReady {
+                committed: vec![Committed {
+                    index,
+                    origin: C,
+                    request: 7,
+                    output: Response::Ok.encode(),
+                }],
+                ..PbReady::default()
+            }
+        );
+        assert_eq!(primary.status().applied, index);
+        assert_eq!(primary.status().pending, 0);
+    }
+
+    #[test]
+    fn a_forward_from_a_stale_view_is_rejected_and_changes_nothing() {
+        // B is the backup of view 3 (primary C) and holds its state; A was primary of view 2.
+        let mut backup = backup_in(B, view(3, C, Some(B)));
+        let (snapshot, index) = one_put_state();
+        backup
+            .step(
+                C,
+                Message::StateTransfer {
+                    view: ViewNumber(3),
+                    snapshot,
+                    index,
+                },
+            )
+            .expect("state installed");
+        let _ack = take(&mut backup);
+        let status_before = backup.status();
+        let state_before = backup.state_machine().snapshot();
+
+        let stale = Message::Forward {
+            view: ViewNumber(2),
+            index: index.next(),
+            command: Envelope {
+                origin: A,
+                request: 1,
+                command: put("x", "stale"),
+            }
+            .encode(),
+        };
+        assert_eq!(
+            backup.step(A, stale),
+            Err(StepError::StaleView {
+                message: ViewNumber(2),
+                current: ViewNumber(3),
+            })
+        );
+        assert_eq!(
+            take(&mut backup),
+            PbReady {
+                messages: vec![(
+                    A,
+                    Message::Rejected {
+                        view: ViewNumber(3)
+                    }
+                )],
+                ..PbReady::default()
+            }
+        );
+        assert_eq!(backup.status(), status_before);
+        assert_eq!(backup.state_machine().snapshot(), state_before);
+        assert!(!backup.has_ready());
+    }
+}

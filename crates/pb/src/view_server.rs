@@ -9,7 +9,7 @@ use chorus_core::NodeId;
 use crate::message::Message;
 use crate::ready::PbReady;
 use crate::replica::StepError;
-use crate::view_service::{ViewService, ViewServiceConfig};
+use crate::view_service::{ViewService, ViewServiceConfig, ViewServiceConfigError};
 
 /// Replies waiting for the next Ready; beyond this, replies are dropped (the servers ping
 /// again next interval).
@@ -26,15 +26,14 @@ pub struct ViewServer {
 impl ViewServer {
     /// A view server with no view yet.
     ///
-    /// # Panics
-    /// If `config.dead_pings` is 0.
-    #[must_use]
-    pub fn new(config: ViewServiceConfig) -> ViewServer {
-        ViewServer {
-            service: ViewService::new(config),
+    /// # Errors
+    /// [`ViewServiceConfigError`] if the configuration cannot work.
+    pub fn new(config: ViewServiceConfig) -> Result<ViewServer, ViewServiceConfigError> {
+        Ok(ViewServer {
+            service: ViewService::new(config)?,
             messages: Vec::new(),
             ready_outstanding: false,
-        }
+        })
     }
 
     /// The service's state.

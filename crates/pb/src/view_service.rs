@@ -65,6 +65,33 @@ pub struct ViewServiceConfig {
     pub servers_max: usize,
 }
 
+impl ViewServiceConfig {
+    /// Checks that the configuration can work.
+    ///
+    /// # Errors
+    /// [`ViewServiceConfigError`] naming the first setting that cannot work.
+    pub fn validate(&self) -> Result<(), ViewServiceConfigError> {
+        if self.dead_pings == 0 {
+            return Err(ViewServiceConfigError::DeadPingsZero);
+        }
+        if self.servers_max == 0 {
+            return Err(ViewServiceConfigError::ServersMaxZero);
+        }
+        Ok(())
+    }
+}
+
+/// A [`ViewServiceConfig`] that cannot work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ViewServiceConfigError {
+    /// `dead_pings` is 0: every server would be dead at once, so no view could ever hold.
+    #[error("invalid view service configuration: dead_pings must be at least 1")]
+    DeadPingsZero,
+    /// `servers_max` is 0: every ping would be refused.
+    #[error("invalid view service configuration: servers_max must be at least 1")]
+    ServersMaxZero,
+}
+
 impl Default for ViewServiceConfig {
     fn default() -> ViewServiceConfig {
         ViewServiceConfig {
@@ -224,18 +251,23 @@ pub struct ViewService {
 impl ViewService {
     /// A service with no view yet.
     ///
-    /// # Panics
-    /// If `config.dead_pings` is 0 (every server would be dead at once).
-    #[must_use]
-    pub fn new(config: ViewServiceConfig) -> ViewService {
-        assert!(config.dead_pings > 0, "dead_pings must be at least 1");
-        ViewService {
+    /// # Errors
+    /// [`ViewServiceConfigError`] if the configuration cannot work.
+    pub fn new(config: ViewServiceConfig) -> Result<ViewService, ViewServiceConfigError> {
+        config.validate()?;
+        Ok(ViewService {
             config,
             view: View::NONE,
             acked: false,
             now_tick: 0,
             servers: BTreeMap::new(),
-        }
+        })
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &ViewServiceConfig {
+        &self.config
     }
 
     /// The current view.
@@ -469,6 +501,7 @@ mod tests {
             dead_pings: 3,
             servers_max: 8,
         })
+        .expect("valid config")
     }
 
     fn view(number: u64, primary: Option<NodeId>, backup: Option<NodeId>) -> View {
@@ -477,6 +510,49 @@ mod tests {
             primary,
             backup,
         }
+    }
+
+    #[test]
+    fn configurations_that_cannot_work_are_refused_with_an_error() {
+        let good = ViewServiceConfig {
+            dead_pings: 1,
+            servers_max: 1,
+        };
+        assert_eq!(good.validate(), Ok(()));
+        assert!(ViewService::new(good).is_ok());
+        assert_eq!(
+            ViewService::new(ViewServiceConfig {
+                dead_pings: 0,
+                ..good
+            }),
+            Err(ViewServiceConfigError::DeadPingsZero)
+        );
+        assert_eq!(
+            ViewService::new(ViewServiceConfig {
+                servers_max: 0,
+                ..good
+            }),
+            Err(ViewServiceConfigError::ServersMaxZero)
+        );
+        // Both wrong: the first setting checked is named.
+        assert_eq!(
+            ViewServiceConfig {
+                dead_pings: 0,
+                servers_max: 0,
+            }
+            .validate(),
+            Err(ViewServiceConfigError::DeadPingsZero)
+        );
+        assert!(ViewService::new(ViewServiceConfig::default()).is_ok());
+        // The view server builds its service the same way and passes the error on.
+        assert_eq!(
+            crate::ViewServer::new(ViewServiceConfig {
+                servers_max: 0,
+                ..good
+            })
+            .err(),
+            Some(ViewServiceConfigError::ServersMaxZero)
+        );
     }
 
     #[test]
@@ -511,7 +587,8 @@ mod tests {
         let mut service = ViewService::new(ViewServiceConfig {
             dead_pings: 3,
             servers_max: 1,
-        });
+        })
+        .expect("valid config");
         assert!(matches!(
             service.ping(A, ViewNumber(4)),
             Err(PingError::UnknownView { .. })
@@ -562,7 +639,7 @@ mod tests {
         assert_eq!(reply.view, before.get_view());
         assert_eq!(service, before);
 
-        let mut copy = ViewService::new(service.config);
+        let mut copy = ViewService::new(service.config).expect("valid config");
         copy.restore(&service.snapshot()).expect("restore");
         assert_eq!(copy, service);
         assert!(copy.restore(b"nonsense").is_err());
