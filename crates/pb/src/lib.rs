@@ -24,7 +24,11 @@
 //!    input verbs; their output waits for the next Ready. `ready` panics if one is outstanding.
 //! 4. **No durability.** Nothing is persisted: a server that restarts comes back as a new,
 //!    empty replica (built with [`PbReplica::new`]) and pings with view 0, which the view
-//!    service treats as "lost its state".
+//!    service treats as "lost its state". A driver should give every start a larger
+//!    [`PbConfig::incarnation`] (the simulator counts restarts): pings then carry it
+//!    ([`Message::PingFrom`]), and the service recognises a restart by it rather than by view
+//!    0, which a ping delayed in the network can fake (the simulator found a live primary
+//!    wedged that way; see `view_service` tests).
 //!
 //! # Robustness
 //!

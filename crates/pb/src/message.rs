@@ -23,6 +23,17 @@ pub enum Message {
         /// 0 after a restart.
         view: ViewNumber,
     },
+    /// Replica → view service: a ping that also names the replica's start (its incarnation,
+    /// larger on every start), sent by replicas whose driver gives one
+    /// ([`crate::PbConfig::incarnation`]). With it the service tells a restart from a ping
+    /// that a slow network delivers late: a ping with view 0 sent before the replica learned
+    /// its first view, and overtaken by later ones, must not count as a restart.
+    PingFrom {
+        /// As in [`Message::Ping`].
+        view: ViewNumber,
+        /// The replica's start; never 0.
+        incarnation: u64,
+    },
     /// View service → replica: the answer to every ping.
     ViewReply(PingReply),
     /// Primary → backup: the complete state, sent before anything else in a view.
@@ -75,6 +86,7 @@ impl Message {
             Message::StateTransfer { snapshot, .. } => snapshot.len(),
             Message::Forward { command, .. } => command.len(),
             Message::Ping { .. }
+            | Message::PingFrom { .. }
             | Message::ViewReply(_)
             | Message::ReadConfirm { .. }
             | Message::Ack { .. }

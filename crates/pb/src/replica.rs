@@ -55,6 +55,13 @@ pub struct PbConfig {
     pub reads_pending_max: usize,
     /// Operations a backup buffers when they arrive ahead of a gap.
     pub out_of_order_max: usize,
+    /// Which start of the server this is: larger on every start (the simulator counts
+    /// restarts; a runtime may use its start time in milliseconds). Pings carry it
+    /// ([`Message::PingFrom`]), so the view service tells a restart from a late ping. 0 means
+    /// the driver gives none: the replica sends plain [`Message::Ping`]s and the service falls
+    /// back on "view 0 means restarted", which a ping delayed past the replica's first view
+    /// can fool (a live primary is then taken for restarted).
+    pub incarnation: u64,
 }
 
 impl PbConfig {
@@ -68,6 +75,7 @@ impl PbConfig {
             proposals_pending_max: 4096,
             reads_pending_max: 4096,
             out_of_order_max: 1024,
+            incarnation: 0,
         }
     }
 
@@ -436,7 +444,9 @@ impl PbReplica {
     /// [`Message::Rejected`] may be queued for a stale sender).
     pub fn step(&mut self, from: NodeId, message: Message) -> Result<(), StepError> {
         match message {
-            Message::Ping { .. } => Err(StepError::Unexpected("a replica does not take pings")),
+            Message::Ping { .. } | Message::PingFrom { .. } => {
+                Err(StepError::Unexpected("a replica does not take pings"))
+            }
             Message::ViewReply(reply) => {
                 if from != self.config.view_service {
                     return Err(StepError::UnknownSender(from));
@@ -622,8 +632,14 @@ impl PbReplica {
     fn send_ping(&mut self) {
         let number = self.ping_number();
         self.last_ping_number = Some(number);
-        self.messages
-            .push((self.config.view_service, Message::Ping { view: number }));
+        let ping = match self.config.incarnation {
+            0 => Message::Ping { view: number },
+            incarnation => Message::PingFrom {
+                view: number,
+                incarnation,
+            },
+        };
+        self.messages.push((self.config.view_service, ping));
     }
 
     // ----- Primary --------------------------------------------------------------------------
@@ -1212,5 +1228,23 @@ mod tests {
         assert_eq!(backup.status(), status_before);
         assert_eq!(backup.state_machine().snapshot(), state_before);
         assert!(!backup.has_ready());
+    }
+
+    #[test]
+    fn a_replica_with_an_incarnation_names_it_in_its_pings() {
+        let mut config = PbConfig::new(A, SERVICE);
+        config.incarnation = 9;
+        let mut replica = PbReplica::new(config, Box::new(KvStore::new(KvConfig::default())))
+            .expect("valid config");
+        assert_eq!(
+            take(&mut replica).messages,
+            vec![(
+                SERVICE,
+                Message::PingFrom {
+                    view: ViewNumber(0),
+                    incarnation: 9
+                }
+            )]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! [`ViewServer`]: the view service run on one node, in the same sans-IO shape as a replica.
 //!
 //! The pb scheme runs one of these (a single point of failure; see [`crate::view_service`]).
-//! It turns each [`Message::Ping`] into a [`ViewService::ping`] and answers with a
+//! It turns each [`Message::Ping`] into a [`ViewService::ping`] (each [`Message::PingFrom`]
+//! into a [`ViewService::ping_from`]) and answers with a
 //! [`Message::ViewReply`].
 
 use chorus_core::NodeId;
@@ -53,10 +54,14 @@ impl ViewServer {
     /// [`StepError::Unexpected`] for anything but a ping, [`StepError::Ping`] for a refused
     /// ping (not answered); the service is then unchanged.
     pub fn step(&mut self, from: NodeId, message: Message) -> Result<(), StepError> {
-        let Message::Ping { view } = message else {
-            return Err(StepError::Unexpected("the view service only takes pings"));
-        };
-        let reply = self.service.ping(from, view).map_err(StepError::Ping)?;
+        let reply = match message {
+            Message::Ping { view } => self.service.ping(from, view),
+            Message::PingFrom { view, incarnation } => {
+                self.service.ping_from(from, view, incarnation)
+            }
+            _ => return Err(StepError::Unexpected("the view service only takes pings")),
+        }
+        .map_err(StepError::Ping)?;
         if self.messages.len() < VIEW_REPLIES_MAX {
             self.messages.push((from, Message::ViewReply(reply)));
         }

@@ -221,9 +221,11 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
 struct Liveness {
     /// The tick of its latest ping.
     last_ping_tick: u64,
-    /// It pinged with view 0 while holding a role in the current view: it lost its state and
-    /// must not keep (or acknowledge) that role.
+    /// It pinged with view 0 (or from a new incarnation) while holding a role in the current
+    /// view: it lost its state and must not keep (or acknowledge) that role.
     restarted: bool,
+    /// The latest incarnation it pinged from (0: it never said).
+    incarnation: u64,
 }
 
 /// The whole state, as snapshotted.
@@ -295,6 +297,34 @@ impl ViewService {
                 .is_some_and(|primary| self.is_usable(primary))
     }
 
+    /// Whether the primary of the current view acknowledged it (even if it has died since).
+    /// The service changes views only from an acknowledged view.
+    #[must_use]
+    pub fn view_acked(&self) -> bool {
+        self.acked
+    }
+
+    /// Whether the service is stuck by rule 6: the primary of the current view is dead or
+    /// restarted (so it lost the data), and either it never acknowledged the view or the view
+    /// has no usable backup to promote. The service then never changes the view again, unless
+    /// that very primary comes back with its state (a primary that was only cut off and still
+    /// pings with its view). Drivers and the simulator use it to tell this documented
+    /// unavailability from a liveness bug.
+    #[must_use]
+    pub fn is_stuck(&self) -> bool {
+        let Some(primary) = self.view.primary else {
+            return false;
+        };
+        if self.is_usable(primary) {
+            return false;
+        }
+        !self.acked
+            || !self
+                .view
+                .backup
+                .is_some_and(|backup| self.is_usable(backup))
+    }
+
     /// Whether `server` pinged within the last `dead_pings` ticks.
     #[must_use]
     pub fn is_alive(&self, server: NodeId) -> bool {
@@ -303,10 +333,35 @@ impl ViewService {
 
     /// `server` pinged, knowing view `view` (0 if it just started). Returns the reply.
     ///
+    /// Without an incarnation, a ping with view 0 from a server holding a role means it
+    /// restarted (see [`ViewService::ping_from`] for why an incarnation is better).
+    ///
     /// # Errors
     /// [`PingError`] if the view number is one the service never created or the server table
     /// is full; the state is then unchanged.
     pub fn ping(&mut self, server: NodeId, view: ViewNumber) -> Result<PingReply, PingError> {
+        self.ping_from(server, view, 0)
+    }
+
+    /// `server`, in its start `incarnation` (larger on every start; 0 if unknown), pinged
+    /// knowing view `view`. Returns the reply.
+    ///
+    /// With an incarnation the service learns of a restart from the incarnation growing, not
+    /// from view 0: a ping with view 0 that a slow network delivers after the server's later
+    /// pings (sent before it learned its first view) says nothing, and a ping from an older
+    /// incarnation than one already seen is ignored altogether. (Taking such a late ping for a
+    /// restart is safe but can wedge the service: a primary marked restarted can never
+    /// acknowledge its view.)
+    ///
+    /// # Errors
+    /// [`PingError`] if the view number is one the service never created or the server table
+    /// is full; the state is then unchanged.
+    pub fn ping_from(
+        &mut self,
+        server: NodeId,
+        view: ViewNumber,
+        incarnation: u64,
+    ) -> Result<PingReply, PingError> {
         if view > self.view.number {
             return Err(PingError::UnknownView {
                 server,
@@ -317,16 +372,32 @@ impl ViewService {
         if !self.servers.contains_key(&server) && self.servers.len() >= self.config.servers_max {
             return Err(PingError::TooManyServers { server });
         }
+        let known = self.servers.get(&server).map_or(0, |l| l.incarnation);
+        let both_known = incarnation != 0 && known != 0;
+        if both_known && incarnation < known {
+            // From an earlier start of the server, overtaken by its current start.
+            return Ok(self.reply());
+        }
         let in_view = self.view.primary == Some(server) || self.view.backup == Some(server);
         let lost_first_reply =
             self.view.number == ViewNumber(1) && self.view.primary == Some(server) && !self.acked;
+        let now_tick = self.now_tick;
         let entry = self.servers.entry(server).or_insert(Liveness {
-            last_ping_tick: self.now_tick,
+            last_ping_tick: now_tick,
             restarted: false,
+            incarnation,
         });
-        entry.last_ping_tick = self.now_tick;
-        if view == ViewNumber(0) && in_view && !lost_first_reply {
+        entry.last_ping_tick = now_tick;
+        let restarted = if both_known {
+            incarnation > known
+        } else {
+            view == ViewNumber(0)
+        };
+        if restarted && in_view && !lost_first_reply {
             entry.restarted = true;
+        }
+        if incarnation != 0 {
+            entry.incarnation = incarnation;
         }
 
         if self.view.number == ViewNumber(0) {
@@ -661,5 +732,82 @@ mod tests {
         service.ping(C, ViewNumber(0)).expect("ping");
         service.tick();
         assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+    }
+
+    // Regression (found by `chorus sim --protocol pb`, fault-free seeds such as 8 and 51): a
+    // primary pings with view 0 twice before its first reply arrives; the network delivers the
+    // second ping after the primary's acknowledgement of view 1, once view 2 exists. Without an
+    // incarnation the service took it for a restart, so the live primary could never
+    // acknowledge view 2 and the service was wedged.
+    #[test]
+    fn a_late_ping_with_view_zero_from_the_same_start_is_not_a_restart() {
+        let mut service = service();
+        service.ping_from(A, ViewNumber(0), 7).expect("ping");
+        service.ping_from(A, ViewNumber(1), 7).expect("ack");
+        service.ping_from(B, ViewNumber(0), 3).expect("ping");
+        assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+        // The late second ping of A's first moments.
+        service.ping_from(A, ViewNumber(0), 7).expect("late ping");
+        service
+            .ping_from(A, ViewNumber(2), 7)
+            .expect("ack of view 2");
+        assert!(service.primary_acked());
+        assert!(!service.is_stuck());
+    }
+
+    // The same late ping without an incarnation is what wedged the service: the fallback rule
+    // cannot tell it from a restart (kept for drivers that give no incarnation).
+    #[test]
+    fn without_an_incarnation_a_late_ping_with_view_zero_looks_like_a_restart() {
+        let mut service = service();
+        service.ping(A, ViewNumber(0)).expect("ping");
+        service.ping(A, ViewNumber(1)).expect("ack");
+        service.ping(B, ViewNumber(0)).expect("ping");
+        service.ping(A, ViewNumber(0)).expect("late ping");
+        service.ping(A, ViewNumber(2)).expect("refused as an ack");
+        assert!(!service.primary_acked());
+        assert!(service.is_stuck());
+    }
+
+    #[test]
+    fn a_new_incarnation_is_a_restart_and_an_older_one_is_ignored() {
+        let mut service = service();
+        service.ping_from(A, ViewNumber(0), 7).expect("ping");
+        service.ping_from(A, ViewNumber(1), 7).expect("ack");
+        service.ping_from(B, ViewNumber(0), 3).expect("ping");
+        service.ping_from(B, ViewNumber(2), 3).expect("ping");
+        service.ping_from(A, ViewNumber(2), 7).expect("ack");
+        assert!(service.primary_acked());
+        // A ping of an earlier start of B, delivered late, changes nothing.
+        service.ping_from(B, ViewNumber(0), 2).expect("stale start");
+        assert_eq!(service.get_view(), view(2, Some(A), Some(B)));
+        // B restarted and, having learned view 2 from a reply, pings with it: the
+        // incarnation still gives the restart away, and B is replaced (C is idle).
+        service.ping_from(C, ViewNumber(0), 1).expect("ping");
+        service.ping_from(B, ViewNumber(2), 4).expect("new start");
+        assert_eq!(service.get_view(), view(3, Some(A), Some(C)));
+    }
+
+    #[test]
+    fn the_service_is_stuck_only_without_anyone_holding_the_state() {
+        let mut service = service();
+        service.ping(A, ViewNumber(0)).expect("ping");
+        service.ping(A, ViewNumber(1)).expect("ack");
+        service.ping(B, ViewNumber(0)).expect("ping");
+        service.ping(B, ViewNumber(2)).expect("ping");
+        service.ping(A, ViewNumber(2)).expect("ack");
+        assert!(!service.is_stuck());
+        // The primary restarts: its backup takes over, so the service is not stuck.
+        service.ping(A, ViewNumber(0)).expect("restart");
+        assert_eq!(service.get_view(), view(3, Some(B), None));
+        assert!(!service.is_stuck());
+        // The new primary dies before acknowledging view 3: nobody else has the data.
+        for _ in 0..10 {
+            service.ping(A, ViewNumber(3)).expect("ping");
+            service.tick();
+        }
+        assert!(!service.view_acked());
+        assert!(service.is_stuck());
+        assert_eq!(service.get_view().number, ViewNumber(3));
     }
 }

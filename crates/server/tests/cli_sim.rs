@@ -114,3 +114,106 @@ fn bad_arguments_are_refused_with_a_clear_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown fault profile"));
 }
+
+#[test]
+fn a_pb_sweep_ends_with_a_summary_line_that_counts_stuck_runs() {
+    let output = chorus()
+        .args([
+            "sim",
+            "--protocol",
+            "pb",
+            "--seeds",
+            "1..6",
+            "--ops",
+            "200",
+            "--faults",
+            "all",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary = stdout.lines().last().unwrap();
+    assert!(summary.starts_with("sim pb: seeds=6 ops="), "{summary}");
+    assert!(
+        summary.contains(" violations=0 linearizable=6/6 stuck="),
+        "{summary}"
+    );
+    assert!(summary.contains(" failovers="), "{summary}");
+}
+
+/// The number after `name=` in a summary line.
+fn field(summary: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{name}=");
+    summary
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(prefix.as_str()))?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn pb_crashes_one_at_a_time_fail_over_and_many_at_once_reach_the_dead_end() {
+    let summary = |faults: &str| {
+        let output = chorus()
+            .args([
+                "sim",
+                "--protocol",
+                "pb",
+                "--seeds",
+                "1..6",
+                "--ops",
+                "200",
+                "--faults",
+                faults,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(output.status.success(), "{stdout}");
+        stdout.lines().last().unwrap().to_string()
+    };
+    // One crash at a time, each after a backup holds the state: what pb claims to survive.
+    let paced = summary("crash");
+    assert!(paced.contains(" violations=0 linearizable=6/6 "), "{paced}");
+    assert_eq!(field(&paced, "stuck"), Some(0), "{paced}");
+    assert!(field(&paced, "failovers").unwrap() > 0, "{paced}");
+    // Many servers at once: safe, but mostly stuck.
+    let many = summary("crash-many");
+    assert!(many.contains(" violations=0 linearizable=6/6 "), "{many}");
+    assert!(field(&many, "stuck").unwrap() > 0, "{many}");
+}
+
+#[test]
+fn a_pb_replay_prints_its_views_and_the_replay_line_names_pb() {
+    let output = chorus()
+        .args([
+            "sim",
+            "--protocol",
+            "pb",
+            "--replay",
+            "5",
+            "--ops",
+            "100",
+            "--faults",
+            "none",
+            "--verbose",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("acts as primary"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("sim pb: seed=5 ops=100 violations=0 linearizable=true stuck=false"),
+        "{stdout}"
+    );
+}

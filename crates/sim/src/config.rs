@@ -17,13 +17,29 @@ pub enum FaultProfile {
     /// Loss, duplication, long-tail delay, and partitions (majority/minority, isolate one,
     /// bridge, one-way), healed at random.
     Network,
-    /// Crashes that lose unsynced writes (one node, a minority, or all at once), then restarts.
+    /// Crashes that lose unsynced writes, then restarts: the crashes the protocol claims to
+    /// survive. Raft, whose log is durable, faces one node, a minority, or every node at once.
+    /// Primary-backup keeps nothing on disk and claims to survive one server failure at a
+    /// time, so it faces exactly that: one crash at a time, the next only once a backup holds
+    /// the state again (see [`crate::pb`]).
     Crash,
-    /// Both.
+    /// Crashes with no regard for what the protocol claims to survive: one node, a minority,
+    /// or every node at once (a power failure), at any moment, then restarts. The same as
+    /// [`FaultProfile::Crash`] for Raft; most primary-backup runs end in the scheme's
+    /// documented dead end ([`crate::RunReport::stuck`]).
+    CrashMany,
+    /// Network faults and crashes. For primary-backup, one run in twenty
+    /// ([`FaultProfile::CRASH_MANY_SHARE`]) faces the crashes of
+    /// [`FaultProfile::CrashMany`], the others those of [`FaultProfile::Crash`].
     All,
 }
 
 impl FaultProfile {
+    /// The share of primary-backup runs under [`FaultProfile::All`] whose crashes are those
+    /// of [`FaultProfile::CrashMany`]: enough to keep the dead end and the safety checks
+    /// around it exercised, few enough that most runs exercise failover.
+    pub const CRASH_MANY_SHARE: f64 = 0.05;
+
     /// Whether the network misbehaves.
     #[must_use]
     pub fn network(self) -> bool {
@@ -33,7 +49,10 @@ impl FaultProfile {
     /// Whether nodes crash.
     #[must_use]
     pub fn crashes(self) -> bool {
-        matches!(self, FaultProfile::Crash | FaultProfile::All)
+        matches!(
+            self,
+            FaultProfile::Crash | FaultProfile::CrashMany | FaultProfile::All
+        )
     }
 }
 
@@ -45,9 +64,10 @@ impl FromStr for FaultProfile {
             "none" => Ok(FaultProfile::None),
             "network" => Ok(FaultProfile::Network),
             "crash" => Ok(FaultProfile::Crash),
+            "crash-many" => Ok(FaultProfile::CrashMany),
             "all" => Ok(FaultProfile::All),
             other => Err(format!(
-                "unknown fault profile {other:?}: expected none, network, crash or all"
+                "unknown fault profile {other:?}: expected none, network, crash, crash-many or all"
             )),
         }
     }
@@ -59,7 +79,39 @@ impl fmt::Display for FaultProfile {
             FaultProfile::None => "none",
             FaultProfile::Network => "network",
             FaultProfile::Crash => "crash",
+            FaultProfile::CrashMany => "crash-many",
             FaultProfile::All => "all",
+        })
+    }
+}
+
+/// The replication scheme a run simulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// Raft ([`crate::simulator::Simulator`]).
+    #[default]
+    Raft,
+    /// Primary-backup with a view service ([`crate::pb::PbSimulator`]).
+    Pb,
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Protocol, String> {
+        match text {
+            "raft" => Ok(Protocol::Raft),
+            "pb" => Ok(Protocol::Pb),
+            other => Err(format!("unknown protocol {other:?}: expected raft or pb")),
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Raft => "raft",
+            Protocol::Pb => "pb",
         })
     }
 }
@@ -67,9 +119,12 @@ impl fmt::Display for FaultProfile {
 /// The parameters of one run. Everything random in the run is drawn from `seed`.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// The replication scheme: [`run`](crate::run) picks the simulator by it.
+    pub protocol: Protocol,
     /// The seed of every random choice in the run.
     pub seed: u64,
-    /// Cluster size (3, 5 or 7 are the interesting ones).
+    /// Cluster size (3, 5 or 7 are the interesting ones). For primary-backup, the number of
+    /// servers; the view service is one more node, with id `nodes + 1`.
     pub nodes: usize,
     /// Client operations to run in total.
     pub ops: usize,
@@ -79,9 +134,11 @@ pub struct SimConfig {
     pub keys: usize,
     /// The faults of the safety phase.
     pub faults: FaultProfile,
-    /// Simulator time units per Raft tick.
+    /// Simulator time units per Raft tick (for primary-backup: per ping interval, the tick of
+    /// both the servers and the view service).
     pub tick_units: u64,
-    /// Raft's minimum election timeout, in ticks.
+    /// Raft's minimum election timeout, in ticks. Primary-backup runs use it only as the unit
+    /// of downtimes and of the liveness bound, so both protocols face the same fault schedule.
     pub election_timeout_ticks: u64,
     /// Raft's heartbeat interval, in ticks.
     pub heartbeat_interval_ticks: u64,
@@ -103,6 +160,9 @@ pub struct SimConfig {
     /// finish every operation within this many election timeouts plus one election timeout
     /// per 20 remaining operations.
     pub liveness_election_timeouts: u64,
+    /// Primary-backup: the view service declares a server dead after this many ticks (ping
+    /// intervals) without a ping.
+    pub pb_dead_pings: u64,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -114,6 +174,7 @@ impl SimConfig {
     #[must_use]
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
+            protocol: Protocol::Raft,
             seed,
             nodes: 3,
             ops: 1000,
@@ -130,6 +191,7 @@ impl SimConfig {
             safety_share: 0.8,
             safety_units_max: 200_000,
             liveness_election_timeouts: 30,
+            pb_dead_pings: 5,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
         }

@@ -12,24 +12,26 @@
 //! the order they were scheduled in, so the same seed gives the same run, bit for bit: the
 //! trace hash of [`RunReport`] proves it.
 
-use std::cmp::Ordering;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
-use chorus_kv::{KvConfig, KvError, KvStore, Query, Response};
+use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, Status};
 use chorus_storage::{MemStorage, Storage};
 
-use crate::checkers::{AcknowledgedWrite, Applied, Checkers, Violation};
-use crate::config::SimConfig;
-use crate::history::{OpKind, OpStatus, Operation, Output};
+use crate::checkers::{Applied, Checkers, Violation};
+use crate::config::{Protocol, SimConfig};
+use crate::history::Operation;
 use crate::linearizability::{self, CheckLimits, Verdict};
+use crate::nemesis::{self, Action};
 use crate::network::{Latency, LinkFaults, Network};
+use crate::pb::PbSimulator;
+use crate::queue::EventQueue;
 use crate::workload::{
-    Client, ClientReply, ClientRequest, InFlight, Purpose, ReplyBody, RequestBody,
+    Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
 };
 
 /// Requests one node holds for its clients at once; more are turned away with a retry.
@@ -74,6 +76,32 @@ enum Event {
     },
 }
 
+impl From<ClientEvent> for Event {
+    fn from(event: ClientEvent) -> Event {
+        match event {
+            ClientEvent::Send {
+                client,
+                op_id,
+                attempt,
+            } => Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            },
+            ClientEvent::Timeout {
+                client,
+                op_id,
+                attempt,
+            } => Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            },
+            ClientEvent::Request { node, request } => Event::Request { node, request },
+        }
+    }
+}
+
 impl Event {
     fn fingerprint(&self, hasher: &mut DefaultHasher) {
         match self {
@@ -99,30 +127,6 @@ impl Event {
             Event::Nemesis => 7u8.hash(hasher),
             Event::Restart { node } => (8u8, node).hash(hasher),
         }
-    }
-}
-
-struct Scheduled {
-    time: u64,
-    sequence: u64,
-    event: Event,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.sequence) == (other.time, other.sequence)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    // Reversed, so that the max-heap pops the earliest event first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.time, other.sequence).cmp(&(self.time, self.sequence))
     }
 }
 
@@ -186,8 +190,16 @@ pub struct RunStats {
     pub partitions: u64,
     /// Unsynced disk records lost in crashes.
     pub records_lost: u64,
-    /// Distinct terms in which a leader was seen.
+    /// Distinct terms in which a leader was seen (primary-backup: distinct views in which a
+    /// primary acted).
     pub leaders: u64,
+    /// Client attempts sent to nodes (first tries and retries).
+    pub client_attempts: u64,
+    /// Messages to and from the view service (primary-backup only; clients never send any).
+    pub view_service_messages: u64,
+    /// Failovers (primary-backup only): view changes that made the backup of the previous
+    /// view its primary.
+    pub failovers: u64,
 }
 
 /// What one run found.
@@ -209,6 +221,10 @@ pub struct RunReport {
     pub stats: RunStats,
     /// Notable events, one line each, if [`Simulator::enable_trace_log`] was called.
     pub trace: Vec<String>,
+    /// Primary-backup only: the run ended in the documented dead end where no failover is
+    /// possible (the view service is down, or stuck by its rule 6 because the primary and
+    /// every holder of its state failed). Its liveness was not asserted; its safety was.
+    pub stuck: bool,
 }
 
 impl RunReport {
@@ -229,14 +245,11 @@ impl RunReport {
 pub struct Simulator {
     config: SimConfig,
     time: u64,
-    sequence: u64,
-    queue: BinaryHeap<Scheduled>,
+    queue: EventQueue<Event>,
     hosts: Vec<Host>,
-    clients: Vec<Client>,
+    workload: Workload,
     network: Network,
     checkers: Checkers,
-    history: Vec<Operation>,
-    issued: usize,
     phase: Phase,
     rng_network: Prng,
     rng_nemesis: Prng,
@@ -247,7 +260,6 @@ pub struct Simulator {
     leader_terms: BTreeMap<chorus_core::Term, NodeId>,
     trace_log: Option<Vec<String>>,
     filter: Option<MessageFilter>,
-    clients_paused: bool,
 }
 
 /// A test's hook on every Raft message sent: it may rewrite the message, or return `false` to
@@ -293,14 +305,11 @@ impl Simulator {
         let mut simulator = Simulator {
             config,
             time: 0,
-            sequence: 0,
-            queue: BinaryHeap::new(),
+            queue: EventQueue::new(),
             hosts,
-            clients,
+            workload: Workload::new(clients),
             network,
             checkers: Checkers::new(),
-            history: Vec::new(),
-            issued: 0,
             phase: Phase::Safety,
             rng_network,
             rng_nemesis,
@@ -311,7 +320,6 @@ impl Simulator {
             leader_terms: BTreeMap::new(),
             trace_log: None,
             filter: None,
-            clients_paused: false,
         };
         for node in 0..simulator.hosts.len() {
             simulator.start_node(node);
@@ -320,8 +328,8 @@ impl Simulator {
                 .range(1, simulator.config.tick_units + 1);
             simulator.schedule(phase, Event::Tick { node });
         }
-        for client in 0..simulator.clients.len() {
-            simulator.clients[client].start_register();
+        for client in 0..simulator.workload.clients.len() {
+            simulator.workload.clients[client].start_register();
             let delay = simulator.rng_workload.range(1, 20);
             simulator.schedule(
                 delay,
@@ -351,12 +359,7 @@ impl Simulator {
     }
 
     fn schedule(&mut self, delay: u64, event: Event) {
-        self.sequence += 1;
-        self.queue.push(Scheduled {
-            time: self.time + delay,
-            sequence: self.sequence,
-            event,
-        });
+        self.queue.push(self.time + delay, event);
     }
 
     fn raft_config(&self, node: usize) -> Config {
@@ -404,18 +407,18 @@ impl Simulator {
     /// Processes the next event, without moving between phases. Returns `false` when nothing
     /// is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(scheduled) = self.queue.pop() else {
+        let Some((time, event)) = self.queue.pop() else {
             return false;
         };
-        self.time = scheduled.time;
-        self.process(scheduled.event);
+        self.time = time;
+        self.process(event);
         true
     }
 
     /// Processes events for `units` of simulated time.
     pub fn run_for(&mut self, units: u64) {
         let end = self.time + units;
-        while self.queue.peek().is_some_and(|next| next.time <= end) {
+        while self.queue.peek_time().is_some_and(|next| next <= end) {
             self.step();
         }
         self.time = end;
@@ -426,7 +429,7 @@ impl Simulator {
     pub fn run_until(&mut self, units: u64, mut condition: impl FnMut(&Simulator) -> bool) -> bool {
         let end = self.time + units;
         while !condition(self) {
-            if self.queue.peek().is_none_or(|next| next.time > end) {
+            if self.queue.peek_time().is_none_or(|next| next > end) {
                 self.time = end;
                 return condition(self);
             }
@@ -508,20 +511,14 @@ impl Simulator {
     /// Stops clients from starting new operations (those in flight go on), or lets them
     /// start again.
     pub fn set_clients_paused(&mut self, paused: bool) {
-        self.clients_paused = paused;
-        if !paused {
-            for client in 0..self.clients.len() {
-                if self.clients[client].current.is_none() {
-                    self.next_operation(client);
-                }
-            }
-        }
+        let (workload, mut io) = self.client_io();
+        workload.set_paused(&mut io, paused);
     }
 
     /// Whether every client is idle (no operation in flight).
     #[must_use]
     pub fn clients_idle(&self) -> bool {
-        self.clients.iter().all(|c| c.current.is_none())
+        self.workload.idle()
     }
 
     /// Makes a node start an election now.
@@ -568,18 +565,14 @@ impl Simulator {
     /// scripted test calls it last, to heal, converge and check everything.
     #[must_use]
     pub fn run(mut self) -> RunReport {
-        self.clients_paused = false;
-        for client in 0..self.clients.len() {
-            if self.clients[client].current.is_none() && self.clients[client].session.is_some() {
-                self.next_operation(client);
-            }
-        }
+        let (workload, mut io) = self.client_io();
+        workload.resume(&mut io);
         while self.phase != Phase::Done {
-            let Some(scheduled) = self.queue.pop() else {
+            let Some((time, event)) = self.queue.pop() else {
                 break;
             };
-            self.time = scheduled.time;
-            self.process(scheduled.event);
+            self.time = time;
+            self.process(event);
             self.advance_phase();
         }
         self.finish()
@@ -923,183 +916,36 @@ impl Simulator {
         }
     }
 
-    fn client_send(&mut self, client: usize, op_id: u64, attempt: u64) {
-        let Some(current) = &self.clients[client].current else {
-            return;
+    /// The clients, and the parts of the simulation they use while they act.
+    fn client_io(&mut self) -> (&mut Workload, ClientIo<'_, Event>) {
+        let io = ClientIo {
+            queue: &mut self.queue,
+            time: self.time,
+            network: &self.network,
+            rng_network: &mut self.rng_network,
+            rng_workload: &mut self.rng_workload,
+            checkers: &mut self.checkers,
+            stats: &mut self.stats,
+            config: &self.config,
+            safety: self.phase == Phase::Safety,
+            nodes: self.hosts.len(),
         };
-        if current.op_id != op_id || current.attempt != attempt {
-            return;
-        }
-        let request = ClientRequest {
-            client,
-            op_id,
-            body: current.body.clone(),
-        };
-        let node = self.clients[client].target;
-        for delay in self.network.plan(&mut self.rng_network) {
-            self.schedule(
-                delay,
-                Event::Request {
-                    node,
-                    request: request.clone(),
-                },
-            );
-        }
-        self.schedule(
-            self.config.attempt_timeout_units,
-            Event::ClientTimeout {
-                client,
-                op_id,
-                attempt,
-            },
-        );
+        (&mut self.workload, io)
     }
 
-    fn retry(&mut self, client: usize, target: Option<usize>, delay: u64) {
-        let nodes = self.hosts.len();
-        let state = &mut self.clients[client];
-        state.target = target.unwrap_or((state.target + 1) % nodes);
-        let current = state
-            .current
-            .as_mut()
-            .expect("invariant: retrying an operation in flight");
-        current.attempt += 1;
-        let (op_id, attempt) = (current.op_id, current.attempt);
-        self.schedule(
-            delay,
-            Event::ClientSend {
-                client,
-                op_id,
-                attempt,
-            },
-        );
+    fn client_send(&mut self, client: usize, op_id: u64, attempt: u64) {
+        let (workload, mut io) = self.client_io();
+        workload.send(&mut io, client, op_id, attempt);
     }
 
     fn client_timeout(&mut self, client: usize, op_id: u64, attempt: u64) {
-        let Some(current) = &self.clients[client].current else {
-            return;
-        };
-        if current.op_id != op_id || current.attempt != attempt {
-            return;
-        }
-        if let (Phase::Safety, Purpose::Operation(operation)) = (self.phase, &current.purpose) {
-            if self.time.saturating_sub(operation.call) >= self.config.give_up_units {
-                let mut operation = operation.clone();
-                operation.status = OpStatus::Unknown;
-                self.history.push(operation);
-                self.next_operation(client);
-                return;
-            }
-        }
-        self.retry(client, None, 0);
+        let (workload, mut io) = self.client_io();
+        workload.timeout(&mut io, client, op_id, attempt);
     }
 
     fn on_reply(&mut self, client: usize, reply: ClientReply) {
-        let Some(current) = self.clients[client].current.clone() else {
-            return;
-        };
-        if current.op_id != reply.op_id {
-            return;
-        }
-        match reply.body {
-            ReplyBody::Retry(leader) => {
-                let delay = self.rng_workload.range(5, 30);
-                self.retry(client, leader, delay);
-            }
-            ReplyBody::Done(bytes) => {
-                let response = Response::decode(&bytes);
-                self.complete_operation(client, current, response.ok());
-            }
-        }
-    }
-
-    fn complete_operation(&mut self, client: usize, current: InFlight, response: Option<Response>) {
-        match current.purpose {
-            Purpose::Register => match response {
-                Some(Response::Registered(session)) => {
-                    self.clients[client].session = Some(session);
-                    self.next_operation(client);
-                }
-                _ => {
-                    self.clients[client].start_register();
-                    self.client_kick(client);
-                }
-            },
-            Purpose::Operation(mut operation) => {
-                operation.ret = Some(self.time);
-                let known = match (&operation.kind, response) {
-                    (OpKind::Get, Some(Response::Value(value))) => {
-                        let text = value.map(|v| String::from_utf8_lossy(&v).into_owned());
-                        operation.output = Output::Value(text);
-                        true
-                    }
-                    (OpKind::Put, Some(Response::Ok))
-                    | (OpKind::Append, Some(Response::Length(_))) => true,
-                    (OpKind::Cas, Some(Response::Swapped(swapped))) => {
-                        operation.output = Output::Swapped(swapped);
-                        true
-                    }
-                    (_, Some(Response::Error(KvError::UnknownSession))) => {
-                        // The session expired: whether the request ran is unknown, and the
-                        // client must open a new session.
-                        self.clients[client].session = None;
-                        false
-                    }
-                    (_, other) => {
-                        let detail = format!("client {client} got {other:?} for {operation:?}");
-                        self.checkers.report("client", self.time, detail);
-                        false
-                    }
-                };
-                if known {
-                    operation.status = OpStatus::Ok;
-                    self.clients[client].learn(&operation);
-                    if let (Some(seq), Some(session)) = (current.seq, self.clients[client].session)
-                    {
-                        self.checkers.observe_acknowledged(AcknowledgedWrite {
-                            client: session,
-                            seq,
-                        });
-                    }
-                } else {
-                    operation.status = OpStatus::Unknown;
-                    operation.ret = None;
-                }
-                self.history.push(operation);
-                self.next_operation(client);
-            }
-        }
-    }
-
-    fn next_operation(&mut self, client: usize) {
-        self.clients[client].current = None;
-        if self.clients[client].session.is_none() {
-            self.clients[client].start_register();
-        } else if self.issued < self.config.ops && !self.clients_paused {
-            self.issued += 1;
-            let keys = self.config.keys;
-            let now = self.time;
-            self.clients[client].start_operation(&mut self.rng_workload, keys, now);
-        } else {
-            return;
-        }
-        self.client_kick(client);
-    }
-
-    fn client_kick(&mut self, client: usize) {
-        let current = self.clients[client]
-            .current
-            .as_ref()
-            .expect("invariant: an operation was started");
-        let (op_id, attempt) = (current.op_id, current.attempt);
-        self.schedule(
-            0,
-            Event::ClientSend {
-                client,
-                op_id,
-                attempt,
-            },
-        );
+        let (workload, mut io) = self.client_io();
+        workload.reply(&mut io, client, reply);
     }
 
     // ---- the nemesis -------------------------------------------------------------------
@@ -1123,24 +969,28 @@ impl Simulator {
         if self.phase != Phase::Safety {
             return;
         }
-        let profile = self.config.faults;
-        let network = profile.network();
-        let crashes = profile.crashes();
-        let roll = self.rng_nemesis.range(0, 100);
-        let action = match (network, crashes) {
-            (true, true) => roll,
-            (true, false) => roll % 60,
-            (false, true) => 60 + roll % 40,
-            (false, false) => return,
+        let Some(action) = nemesis::choose(self.config.faults, &mut self.rng_nemesis) else {
+            return;
         };
         match action {
-            0..15 => self.nemesis_link_faults(),
-            15..45 => self.nemesis_partition(),
-            45..60 => {
+            Action::LinkFaults => {
+                let faults = nemesis::link_faults(&mut self.rng_nemesis);
+                self.network.set_faults(faults);
+                self.log(|| format!("links {faults:?}"));
+            }
+            Action::Partition => {
+                self.stats.partitions += 1;
+                let ids: Vec<NodeId> = self.hosts.iter().map(|h| h.id).collect();
+                let leader = self.current_leader().map(|i| self.hosts[i].id);
+                let kind =
+                    nemesis::partition(&mut self.rng_nemesis, &mut self.network, ids, leader);
+                self.log(|| format!("partition kind {kind}"));
+            }
+            Action::Heal => {
                 self.network.heal();
                 self.log(|| "heal".to_string());
             }
-            60..80 => {
+            Action::CrashOne => {
                 let node = if self.rng_nemesis.chance(0.5) {
                     self.current_leader()
                         .unwrap_or_else(|| self.rng_nemesis.index(self.hosts.len()))
@@ -1151,8 +1001,7 @@ impl Simulator {
                 let down = self.rng_nemesis.range(1, 6) * self.config.election_timeout_units();
                 self.schedule(down, Event::Restart { node });
             }
-            80..90 => {
-                // A minority crashes at once.
+            Action::CrashMinority => {
                 let count = (self.hosts.len() - 1) / 2;
                 for _ in 0..count.max(1) {
                     let node = self.rng_nemesis.index(self.hosts.len());
@@ -1161,15 +1010,14 @@ impl Simulator {
                     self.schedule(down, Event::Restart { node });
                 }
             }
-            90..95 => {
-                // Power failure: every node at once.
+            Action::CrashAll => {
                 for node in 0..self.hosts.len() {
                     self.crash(node);
                     let down = self.rng_nemesis.range(1, 3) * self.config.election_timeout_units();
                     self.schedule(down, Event::Restart { node });
                 }
             }
-            _ => {
+            Action::RestartAll => {
                 for node in 0..self.hosts.len() {
                     if !self.hosts[node].is_up() {
                         self.schedule(0, Event::Restart { node });
@@ -1181,81 +1029,13 @@ impl Simulator {
         self.schedule(pause, Event::Nemesis);
     }
 
-    fn nemesis_link_faults(&mut self) {
-        let faults = if self.rng_nemesis.chance(0.3) {
-            LinkFaults::RELIABLE
-        } else {
-            LinkFaults {
-                drop: self.rng_nemesis.range(0, 20) as f64 / 100.0,
-                duplicate: self.rng_nemesis.range(0, 10) as f64 / 100.0,
-                tail: self.rng_nemesis.range(0, 10) as f64 / 100.0,
-            }
-        };
-        self.network.set_faults(faults);
-        self.log(|| format!("links {faults:?}"));
-    }
-
-    fn nemesis_partition(&mut self) {
-        self.stats.partitions += 1;
-        self.network.heal();
-        let mut ids: Vec<NodeId> = self.hosts.iter().map(|h| h.id).collect();
-        // A deterministic shuffle.
-        for i in (1..ids.len()).rev() {
-            let j = self.rng_nemesis.index(i + 1);
-            ids.swap(i, j);
-        }
-        let n = ids.len();
-        let kind = self.rng_nemesis.range(0, 5);
-        match kind {
-            0 => {
-                // Majority and minority.
-                let minority = self.rng_nemesis.range(1, (n as u64 - 1) / 2 + 2) as usize;
-                let (left, right) = ids.split_at(minority.min(n - 1));
-                self.network.partition(&[left.to_vec(), right.to_vec()]);
-            }
-            1 => {
-                // Isolate the leader, or one node.
-                let victim = self
-                    .current_leader()
-                    .map(|i| self.hosts[i].id)
-                    .filter(|_| self.rng_nemesis.chance(0.7))
-                    .unwrap_or(ids[0]);
-                let rest: Vec<NodeId> = ids.iter().copied().filter(|&id| id != victim).collect();
-                self.network.partition(&[vec![victim], rest]);
-            }
-            2 if n >= 3 => {
-                // A bridge: two halves that cannot talk to each other, and one node (`ids[0]`,
-                // in neither half) that still talks to both.
-                let half = (n - 1) / 2;
-                let left = ids[1..=half].to_vec();
-                let right = ids[half + 1..].to_vec();
-                self.network.cut_both_ways(&left, &right);
-            }
-            3 => {
-                // One way: some nodes stop hearing others.
-                let split = self.rng_nemesis.range(1, n as u64) as usize;
-                let (left, right) = ids.split_at(split);
-                self.network.cut_one_way(left, right);
-            }
-            _ => {
-                // Random cuts, in one direction each.
-                for _ in 0..n {
-                    let a = ids[self.rng_nemesis.index(n)];
-                    let b = ids[self.rng_nemesis.index(n)];
-                    self.network.cut_one_way(&[a], &[b]);
-                }
-            }
-        }
-        self.log(|| format!("partition kind {kind}"));
-    }
-
     // ---- phases ------------------------------------------------------------------------
 
     fn advance_phase(&mut self) {
         match self.phase {
             Phase::Safety => {
                 let share = (self.config.ops as f64 * self.config.safety_share) as usize;
-                if self.issued >= share || self.time >= self.config.safety_units_max {
+                if self.workload.issued >= share || self.time >= self.config.safety_units_max {
                     self.heal_everything();
                 }
             }
@@ -1293,8 +1073,8 @@ impl Simulator {
                 self.start_node(node);
             }
         }
-        let remaining = (self.config.ops - self.issued) as u64
-            + self.clients.iter().filter(|c| c.current.is_some()).count() as u64;
+        let remaining =
+            (self.config.ops - self.workload.issued) as u64 + self.workload.waiting() as u64;
         let timeouts = self.config.liveness_election_timeouts + remaining / 20;
         let deadline = self.time + timeouts * self.config.election_timeout_units();
         self.phase = Phase::Liveness {
@@ -1305,7 +1085,9 @@ impl Simulator {
     }
 
     fn converged(&self) -> bool {
-        if self.issued < self.config.ops || self.clients.iter().any(|c| c.current.is_some()) {
+        if self.workload.issued < self.config.ops
+            || self.workload.clients.iter().any(|c| c.current.is_some())
+        {
             return false;
         }
         let statuses: Vec<Status> = self
@@ -1338,27 +1120,19 @@ impl Simulator {
                 }
             })
             .collect();
-        let pending = self.clients.iter().filter(|c| c.current.is_some()).count();
+        let pending = self.workload.waiting();
         format!(
             "issued {}/{} ops, {pending} clients waiting; {}",
-            self.issued,
+            self.workload.issued,
             self.config.ops,
             nodes.join("; ")
         )
     }
 
     fn finish(mut self) -> RunReport {
-        // Operations still in flight (only after a liveness failure) end as unknown.
-        for client in 0..self.clients.len() {
-            if let Some(InFlight {
-                purpose: Purpose::Operation(mut operation),
-                ..
-            }) = self.clients[client].current.take()
-            {
-                operation.status = OpStatus::Unknown;
-                self.history.push(operation);
-            }
-        }
+        // Operations still in flight (only after a liveness failure, or in a stuck run) end
+        // as unknown.
+        self.workload.finish();
         let logs: Vec<(NodeId, Vec<Entry>)> = self
             .hosts
             .iter()
@@ -1378,8 +1152,7 @@ impl Simulator {
             .max()
             .unwrap_or_default();
         self.checkers.finish(self.time, &logs, final_commit);
-        self.history.sort_by_key(|op| (op.call, op.client));
-        let verdict = linearizability::check(&self.history, CheckLimits::default());
+        let verdict = linearizability::check(&self.workload.history, CheckLimits::default());
         match &verdict {
             Verdict::Linearizable => {}
             Verdict::NotLinearizable { key, detail } => {
@@ -1396,21 +1169,43 @@ impl Simulator {
         }
         RunReport {
             seed: self.config.seed,
-            history: self.history,
+            history: self.workload.history,
             violations: self.checkers.violations().to_vec(),
             verdict,
             trace_hash: self.trace.finish(),
             end_time: self.time,
             stats: self.stats,
             trace: self.trace_log.unwrap_or_default(),
+            stuck: false,
         }
     }
 }
 
-/// Runs one seed with `config` and returns what it found.
+/// Runs one seed with `config`, on the simulator of `config.protocol`, and returns what it
+/// found.
 #[must_use]
 pub fn run(config: SimConfig) -> RunReport {
-    Simulator::new(config).run()
+    match config.protocol {
+        Protocol::Raft => Simulator::new(config).run(),
+        Protocol::Pb => PbSimulator::new(config).run(),
+    }
+}
+
+/// Like [`run`], with a human-readable line per notable event in [`RunReport::trace`].
+#[must_use]
+pub fn run_traced(config: SimConfig) -> RunReport {
+    match config.protocol {
+        Protocol::Raft => {
+            let mut simulator = Simulator::new(config);
+            simulator.enable_trace_log();
+            simulator.run()
+        }
+        Protocol::Pb => {
+            let mut simulator = PbSimulator::new(config);
+            simulator.enable_trace_log();
+            simulator.run()
+        }
+    }
 }
 
 /// A stable fingerprint of a history, for comparing runs.

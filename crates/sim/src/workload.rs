@@ -6,14 +6,23 @@
 //! retries on the leader the node named. During the safety phase a client that kept failing
 //! for `give_up_units` gives up and records the operation as `unknown`, never as `fail`: it may
 //! still take effect later (HISTORY.md).
+//!
+//! The client side is the same for every protocol: [`Workload`] drives the clients through a
+//! [`ClientIo`], the borrowed parts of the simulation it needs (event queue, network, random
+//! streams, checkers), and the protocol's driver turns [`ClientEvent`]s into its own events.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::Prng;
-use chorus_kv::{ClientId, Command, Op};
+use chorus_kv::{ClientId, Command, KvError, Op, Response};
 
+use crate::checkers::{AcknowledgedWrite, Checkers};
+use crate::config::SimConfig;
 use crate::history::{OpKind, OpStatus, Operation, Output};
+use crate::network::Network;
+use crate::queue::EventQueue;
+use crate::simulator::RunStats;
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,5 +211,336 @@ impl Client {
         if let Some(value) = seen {
             self.last_seen.insert(operation.key.clone(), value);
         }
+    }
+}
+
+/// A client-side event, scheduled on the driver's queue as the driver's own event type.
+#[derive(Clone, Debug)]
+pub(crate) enum ClientEvent {
+    /// Send attempt `attempt` of operation `op_id`.
+    Send {
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    },
+    /// Attempt `attempt` of operation `op_id` ran out of patience.
+    Timeout {
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    },
+    /// A request arrives at node `node`.
+    Request { node: usize, request: ClientRequest },
+}
+
+/// The parts of a simulation the clients use while they act.
+pub(crate) struct ClientIo<'a, E> {
+    pub(crate) queue: &'a mut EventQueue<E>,
+    pub(crate) time: u64,
+    pub(crate) network: &'a Network,
+    pub(crate) rng_network: &'a mut Prng,
+    pub(crate) rng_workload: &'a mut Prng,
+    pub(crate) checkers: &'a mut Checkers,
+    pub(crate) stats: &'a mut RunStats,
+    pub(crate) config: &'a SimConfig,
+    /// Whether the run is in its safety phase (clients may give up then).
+    pub(crate) safety: bool,
+    /// How many nodes take client requests (indexes `0..nodes`).
+    pub(crate) nodes: usize,
+}
+
+impl<E: From<ClientEvent>> ClientIo<'_, E> {
+    fn schedule(&mut self, delay: u64, event: ClientEvent) {
+        self.queue.push(self.time + delay, event.into());
+    }
+}
+
+/// The clients of a run and the history they record.
+pub(crate) struct Workload {
+    pub(crate) clients: Vec<Client>,
+    pub(crate) history: Vec<Operation>,
+    /// Operations started so far.
+    pub(crate) issued: usize,
+    /// Clients start no new operations.
+    pub(crate) paused: bool,
+}
+
+impl Workload {
+    pub(crate) fn new(clients: Vec<Client>) -> Workload {
+        Workload {
+            clients,
+            history: Vec::new(),
+            issued: 0,
+            paused: false,
+        }
+    }
+
+    /// Whether every client is idle.
+    pub(crate) fn idle(&self) -> bool {
+        self.clients.iter().all(|c| c.current.is_none())
+    }
+
+    /// Clients with an operation in flight.
+    pub(crate) fn waiting(&self) -> usize {
+        self.clients.iter().filter(|c| c.current.is_some()).count()
+    }
+
+    /// Pauses the clients, or lets them start operations again.
+    pub(crate) fn set_paused<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        paused: bool,
+    ) {
+        self.paused = paused;
+        if !paused {
+            for client in 0..self.clients.len() {
+                if self.clients[client].current.is_none() {
+                    self.next_operation(io, client);
+                }
+            }
+        }
+    }
+
+    /// Lets every idle client with a session start its next operation (the start of
+    /// [`crate::Simulator::run`]).
+    pub(crate) fn resume<E: From<ClientEvent>>(&mut self, io: &mut ClientIo<'_, E>) {
+        self.paused = false;
+        for client in 0..self.clients.len() {
+            if self.clients[client].current.is_none() && self.clients[client].session.is_some() {
+                self.next_operation(io, client);
+            }
+        }
+    }
+
+    /// The run ended: operations still in flight end as unknown; the history is sorted.
+    pub(crate) fn finish(&mut self) {
+        for client in 0..self.clients.len() {
+            if let Some(InFlight {
+                purpose: Purpose::Operation(mut operation),
+                ..
+            }) = self.clients[client].current.take()
+            {
+                operation.status = OpStatus::Unknown;
+                self.history.push(operation);
+            }
+        }
+        self.history.sort_by_key(|op| (op.call, op.client));
+    }
+
+    /// Sends the current attempt of `client`, if it is still current.
+    pub(crate) fn send<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    ) {
+        let Some(current) = &self.clients[client].current else {
+            return;
+        };
+        if current.op_id != op_id || current.attempt != attempt {
+            return;
+        }
+        io.stats.client_attempts += 1;
+        let request = ClientRequest {
+            client,
+            op_id,
+            body: current.body.clone(),
+        };
+        let node = self.clients[client].target;
+        for delay in io.network.plan(io.rng_network) {
+            io.schedule(
+                delay,
+                ClientEvent::Request {
+                    node,
+                    request: request.clone(),
+                },
+            );
+        }
+        let timeout = io.config.attempt_timeout_units;
+        io.schedule(
+            timeout,
+            ClientEvent::Timeout {
+                client,
+                op_id,
+                attempt,
+            },
+        );
+    }
+
+    fn retry<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+        target: Option<usize>,
+        delay: u64,
+    ) {
+        let state = &mut self.clients[client];
+        state.target = target.unwrap_or((state.target + 1) % io.nodes);
+        let current = state
+            .current
+            .as_mut()
+            .expect("invariant: retrying an operation in flight");
+        current.attempt += 1;
+        let (op_id, attempt) = (current.op_id, current.attempt);
+        io.schedule(
+            delay,
+            ClientEvent::Send {
+                client,
+                op_id,
+                attempt,
+            },
+        );
+    }
+
+    /// An attempt ran out of patience: retry elsewhere, or give up (safety phase only).
+    pub(crate) fn timeout<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+        op_id: u64,
+        attempt: u64,
+    ) {
+        let Some(current) = &self.clients[client].current else {
+            return;
+        };
+        if current.op_id != op_id || current.attempt != attempt {
+            return;
+        }
+        if let (true, Purpose::Operation(operation)) = (io.safety, &current.purpose) {
+            if io.time.saturating_sub(operation.call) >= io.config.give_up_units {
+                let mut operation = operation.clone();
+                operation.status = OpStatus::Unknown;
+                self.history.push(operation);
+                self.next_operation(io, client);
+                return;
+            }
+        }
+        self.retry(io, client, None, 0);
+    }
+
+    /// A node's reply reached `client`.
+    pub(crate) fn reply<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+        reply: ClientReply,
+    ) {
+        let Some(current) = self.clients[client].current.clone() else {
+            return;
+        };
+        if current.op_id != reply.op_id {
+            return;
+        }
+        match reply.body {
+            ReplyBody::Retry(leader) => {
+                let delay = io.rng_workload.range(5, 30);
+                self.retry(io, client, leader, delay);
+            }
+            ReplyBody::Done(bytes) => {
+                let response = Response::decode(&bytes);
+                self.complete_operation(io, client, current, response.ok());
+            }
+        }
+    }
+
+    fn complete_operation<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+        current: InFlight,
+        response: Option<Response>,
+    ) {
+        match current.purpose {
+            Purpose::Register => match response {
+                Some(Response::Registered(session)) => {
+                    self.clients[client].session = Some(session);
+                    self.next_operation(io, client);
+                }
+                _ => {
+                    self.clients[client].start_register();
+                    self.kick(io, client);
+                }
+            },
+            Purpose::Operation(mut operation) => {
+                operation.ret = Some(io.time);
+                let known = match (&operation.kind, response) {
+                    (OpKind::Get, Some(Response::Value(value))) => {
+                        let text = value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                        operation.output = Output::Value(text);
+                        true
+                    }
+                    (OpKind::Put, Some(Response::Ok))
+                    | (OpKind::Append, Some(Response::Length(_))) => true,
+                    (OpKind::Cas, Some(Response::Swapped(swapped))) => {
+                        operation.output = Output::Swapped(swapped);
+                        true
+                    }
+                    (_, Some(Response::Error(KvError::UnknownSession))) => {
+                        // The session expired: whether the request ran is unknown, and the
+                        // client must open a new session.
+                        self.clients[client].session = None;
+                        false
+                    }
+                    (_, other) => {
+                        let detail = format!("client {client} got {other:?} for {operation:?}");
+                        io.checkers.report("client", io.time, detail);
+                        false
+                    }
+                };
+                if known {
+                    operation.status = OpStatus::Ok;
+                    self.clients[client].learn(&operation);
+                    if let (Some(seq), Some(session)) = (current.seq, self.clients[client].session)
+                    {
+                        io.checkers.observe_acknowledged(AcknowledgedWrite {
+                            client: session,
+                            seq,
+                        });
+                    }
+                } else {
+                    operation.status = OpStatus::Unknown;
+                    operation.ret = None;
+                }
+                self.history.push(operation);
+                self.next_operation(io, client);
+            }
+        }
+    }
+
+    /// `client` is done with its operation: it opens a session if it has none, or starts the
+    /// next operation if any are left and the clients are not paused.
+    pub(crate) fn next_operation<E: From<ClientEvent>>(
+        &mut self,
+        io: &mut ClientIo<'_, E>,
+        client: usize,
+    ) {
+        self.clients[client].current = None;
+        if self.clients[client].session.is_none() {
+            self.clients[client].start_register();
+        } else if self.issued < io.config.ops && !self.paused {
+            self.issued += 1;
+            let keys = io.config.keys;
+            self.clients[client].start_operation(io.rng_workload, keys, io.time);
+        } else {
+            return;
+        }
+        self.kick(io, client);
+    }
+
+    fn kick<E: From<ClientEvent>>(&mut self, io: &mut ClientIo<'_, E>, client: usize) {
+        let current = self.clients[client]
+            .current
+            .as_ref()
+            .expect("invariant: an operation was started");
+        let (op_id, attempt) = (current.op_id, current.attempt);
+        io.schedule(
+            0,
+            ClientEvent::Send {
+                client,
+                op_id,
+                attempt,
+            },
+        );
     }
 }

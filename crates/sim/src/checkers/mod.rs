@@ -8,6 +8,7 @@
 //! and once at the end. A checker never panics; it records a [`Violation`] with the simulated
 //! time and enough detail to start debugging, and the run goes on.
 
+mod pb_views;
 mod s1_election_safety;
 mod s2_log_matching;
 mod s3_committed_durability;
@@ -20,6 +21,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
+use chorus_pb::{PbStatus, View};
 use chorus_raft::{Entry, EntryPayload, HardState, RawNode, Status};
 
 pub use s6_acknowledged_writes::AcknowledgedWrite;
@@ -70,6 +72,7 @@ pub struct Checkers {
     s5: s5_monotonicity::Monotonicity,
     s6: s6_acknowledged_writes::AcknowledgedWrites,
     s8: s8_exactly_once::ExactlyOnce,
+    pb: pb_views::PbViews,
     violations: Vec<Violation>,
 }
 
@@ -192,6 +195,88 @@ impl Checkers {
                 .into_iter()
                 .map(|v| ("S6", v)),
         );
+        self.record(time, found);
+    }
+
+    // ---- primary-backup --------------------------------------------------------------
+
+    /// A primary-backup replica's status after an event touched it (S1, S5; S4 and S8 for
+    /// what it applied as a backup, if it now starts acting as primary).
+    pub fn observe_pb_status(&mut self, time: u64, status: &PbStatus) {
+        let (mut found, joined) = self.pb.observe_status(status);
+        for (index, apply) in joined {
+            if let Some(v) = self.s8.observe_command(
+                status.id,
+                index,
+                Some(Ok(&apply.command)),
+                Some(&apply.output),
+            ) {
+                found.push(("S8", v));
+            }
+        }
+        self.record(time, found);
+    }
+
+    /// The view service's current view (S1).
+    pub fn observe_pb_view(&mut self, time: u64, view: View) {
+        if let Some(v) = self.pb.observe_view("the view service", view) {
+            self.record(time, vec![("S1", v)]);
+        }
+    }
+
+    /// A primary-backup replica applied the key-value `command` at `index`, its state
+    /// machine answered `output`; `acting` says whether it acts as primary (S4, S8).
+    pub fn observe_pb_apply(
+        &mut self,
+        time: u64,
+        node: NodeId,
+        index: LogIndex,
+        apply: (&Bytes, &Bytes),
+        acting: bool,
+    ) {
+        let (command, output) = apply;
+        let apply = pb_views::PbApply {
+            command: command.clone(),
+            output: output.clone(),
+        };
+        match self.pb.observe_apply(node, index, &apply, acting) {
+            Err(v) => self.record(time, vec![("S4", v)]),
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(v) =
+                    self.s8
+                        .observe_command(node, index, Some(Ok(command)), Some(output))
+                {
+                    self.record(time, vec![("S8", v)]);
+                }
+            }
+        }
+    }
+
+    /// A primary-backup replica installed a state transfer.
+    pub fn observe_pb_restore(&mut self, node: NodeId) {
+        self.pb.observe_restore(node);
+    }
+
+    /// A primary-backup replica crashed (it comes back new and empty).
+    pub fn observe_pb_crash(&mut self, node: NodeId) {
+        self.pb.observe_crash(node);
+    }
+
+    /// The primary-backup run ended: every acknowledged write must be among the operations
+    /// up to `final_applied`, what the final primary (or, in a stuck run, the furthest
+    /// surviving holder of the state) applied; `None` if no server holds the state any more,
+    /// and then nothing can be checked of the final state.
+    pub fn finish_pb(&mut self, time: u64, final_applied: Option<LogIndex>) {
+        let Some(final_applied) = final_applied else {
+            return;
+        };
+        let found = self
+            .pb
+            .finish(self.s6.acknowledged(), final_applied)
+            .into_iter()
+            .map(|v| ("S6", v))
+            .collect();
         self.record(time, found);
     }
 }

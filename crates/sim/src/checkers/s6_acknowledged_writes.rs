@@ -45,6 +45,11 @@ impl AcknowledgedWrites {
         self.acknowledged.insert(write);
     }
 
+    /// Every write a client was told succeeded.
+    pub(super) fn acknowledged(&self) -> &BTreeSet<AcknowledgedWrite> {
+        &self.acknowledged
+    }
+
     pub(super) fn finish(&self, logs: &[(NodeId, Vec<Entry>)], commit: LogIndex) -> Vec<String> {
         let Some((_, longest)) = logs.iter().max_by_key(|(_, log)| log.len()) else {
             return vec!["no live node at the end of the run".to_string()];

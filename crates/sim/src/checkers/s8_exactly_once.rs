@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
+use chorus_core::{LogIndex, NodeId};
 use chorus_kv::{ClientId, Command, KvError, Op, Response, SetCondition};
-use chorus_raft::{Entry, EntryPayload};
+use chorus_raft::EntryPayload;
 
 use super::Applied;
 
@@ -28,37 +29,60 @@ pub(super) struct ExactlyOnce {
 
 impl ExactlyOnce {
     pub(super) fn observe(&mut self, applied: &Applied<'_>) -> Option<String> {
-        let index = applied.entry.index;
-        let slot = usize::try_from(index.0 - 1).expect("invariant: index fits usize");
+        let command = match &applied.entry.payload {
+            EntryPayload::NoOp => None,
+            EntryPayload::Command(bytes) => Some(
+                Envelope::decode(bytes)
+                    .map(|envelope| envelope.command)
+                    .map_err(|_| ()),
+            ),
+        };
+        self.observe_command(
+            applied.node,
+            applied.entry.index,
+            command
+                .as_ref()
+                .map(|c| c.as_ref().map(|b| &b[..]).map_err(|&()| ())),
+            applied.output,
+        )
+    }
+
+    /// A node applied `command` (the key-value command itself, `None` for a no-op, `Err` for
+    /// bytes that are not an envelope) at `index` and its state machine answered `output`.
+    /// Protocols without a Raft log (primary-backup) report their applies here.
+    pub(super) fn observe_command(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        command: Option<Result<&[u8], ()>>,
+        output: Option<&Bytes>,
+    ) -> Option<String> {
+        let slot = usize::try_from(index.0.checked_sub(1)?).ok()?;
         if slot == self.expected.len() {
-            let answer = self.model_apply(applied.entry);
+            let answer = command.map(|command| self.model_apply(index, command));
             self.expected.push(answer);
         }
         let expected = self.expected.get(slot)?;
-        let actual = applied.output.map(|bytes| Response::decode(bytes));
+        let actual = output.map(|bytes| Response::decode(bytes));
         match (expected, actual) {
             (None, None) => None,
             (Some(expected), Some(Ok(actual))) if *expected == actual => None,
             (expected, actual) => Some(format!(
-                "{} answered {index} with {actual:?}; the exactly-once model answers {expected:?}",
-                applied.node
+                "{node} answered {index} with {actual:?}; the exactly-once model answers {expected:?}"
             )),
         }
     }
 
-    fn model_apply(&mut self, entry: &Entry) -> Option<Response> {
-        let EntryPayload::Command(bytes) = &entry.payload else {
-            return None;
+    fn model_apply(&mut self, index: LogIndex, command: Result<&[u8], ()>) -> Response {
+        let Ok(bytes) = command else {
+            return Response::Error(KvError::Malformed);
         };
-        let Ok(envelope) = Envelope::decode(bytes) else {
-            return Some(Response::Error(KvError::Malformed));
+        let Ok(command) = Command::decode(bytes) else {
+            return Response::Error(KvError::Malformed);
         };
-        let Ok(command) = Command::decode(&envelope.command) else {
-            return Some(Response::Error(KvError::Malformed));
-        };
-        Some(match command {
+        match command {
             Command::Register => {
-                let client = ClientId(entry.index.0);
+                let client = ClientId(index.0);
                 self.sessions.insert(client, (0, None));
                 Response::Registered(client)
             }
@@ -73,7 +97,7 @@ impl ExactlyOnce {
                     answer
                 }
             },
-        })
+        }
     }
 
     fn execute(&mut self, op: Op) -> Response {
