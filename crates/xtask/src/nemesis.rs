@@ -1,0 +1,315 @@
+//! The nemesis: a schedule of faults drawn from the run's seed, applied to the real cluster.
+//!
+//! The schedule alternates a quiet spell (1–3 s) and a fault held for 2–6 s, then undone. Which
+//! fault, how long, and which nodes (by position) all come from one [`Prng`] seeded by the run,
+//! so the same seed gives the same sequence of decisions. What a decision lands on can still
+//! differ between runs: "the leader" is whoever `/status` says leads at that moment, and the
+//! unsynced-write fault depends on catching the node between a write and its fsync.
+//!
+//! Faults:
+//! - `partition-majority`: a random minority is cut off from the majority, both ways;
+//! - `isolate-leader`: the leader alone on one side;
+//! - `bridge`: two halves that cannot talk, and one node that talks to both;
+//! - `one-way`: packets from the leader to every other node are dropped, but not the reverse;
+//! - `kill`: `kill -9` of a node (the leader half the time), restarted after the hold;
+//! - `pause-leader`: SIGSTOP of the leader, SIGCONT after the hold;
+//! - `lose-unsynced`: `kill -9` of a node caught between a WAL write and its fsync, and its
+//!   log truncated at a record boundary after the last fsync (see [`crate::wal`]);
+//! - `rolling-restart`: every server in turn stopped gracefully and restarted, waiting for each
+//!   to answer (primary-backup: for a settled view) before the next;
+//! - `pause-view-service` (primary-backup only): SIGSTOP of the view service.
+//!
+//! Under primary-backup, "the leader" is the primary of the view service's latest view, kills
+//! and restarts hit servers only (the view service keeps its views in memory, by design), and
+//! `lose-unsynced` does not apply (primary-backup keeps nothing on disk).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chorus_core::Prng;
+
+use crate::cluster::Cluster;
+use crate::lab::Lab;
+use crate::wal;
+
+/// Every fault the nemesis knows, by the name it logs and counts.
+pub const FAULTS: [&str; 9] = [
+    "partition-majority",
+    "isolate-leader",
+    "bridge",
+    "one-way",
+    "kill",
+    "pause-leader",
+    "lose-unsynced",
+    "rolling-restart",
+    "pause-view-service",
+];
+
+/// Whether `fault` applies to a cluster of this scheme (`pb`: primary-backup).
+#[must_use]
+pub fn applies(fault: &str, pb: bool) -> bool {
+    match fault {
+        "lose-unsynced" => !pb,
+        "pause-view-service" => pb,
+        _ => true,
+    }
+}
+
+/// The nemesis of one run.
+pub struct Nemesis<'a> {
+    cluster: &'a mut Cluster,
+    lab: &'a Lab,
+    rng: Prng,
+    start: Instant,
+    stop: &'a AtomicBool,
+    faults: Vec<&'static str>,
+    /// One line per action, with its time since the start.
+    pub log: Vec<String>,
+    /// Faults injected, by name.
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+impl<'a> Nemesis<'a> {
+    /// A nemesis for `cluster` in `lab` that injects `faults` (names from [`FAULTS`]; all of
+    /// them when empty), drawing from `seed`.
+    pub fn new(
+        cluster: &'a mut Cluster,
+        lab: &'a Lab,
+        seed: u64,
+        start: Instant,
+        stop: &'a AtomicBool,
+        faults: Vec<&'static str>,
+    ) -> Nemesis<'a> {
+        let faults = if faults.is_empty() {
+            FAULTS.to_vec()
+        } else {
+            faults
+        };
+        Nemesis {
+            cluster,
+            lab,
+            // A fork, so the workload's seeds and the schedule's draws never interfere.
+            rng: Prng::new(seed ^ 0x6e65_6d65_7369_7321),
+            start,
+            stop,
+            faults,
+            log: Vec::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        let at = self.start.elapsed().as_secs_f64();
+        self.log.push(format!("{at:8.3}s {line}"));
+    }
+
+    /// Sleeps up to `duration`, returning early (false) if the run is being stopped.
+    fn sleep(&self, duration: Duration, until: Instant) -> bool {
+        let end = (Instant::now() + duration).min(until);
+        while Instant::now() < end {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(end - Instant::now()));
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Runs the schedule until `until` (or the stop flag), then undoes the last fault.
+    ///
+    /// # Errors
+    /// If a fault cannot be applied or undone (iptables or a node start fails).
+    pub fn run(&mut self, until: Instant) -> anyhow::Result<()> {
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            let quiet = Duration::from_millis(self.rng.range(1_000, 3_000));
+            if !self.sleep(quiet, until) || Instant::now() >= until {
+                break;
+            }
+            let fault = self.faults[self.rng.index(self.faults.len())];
+            let hold = Duration::from_millis(self.rng.range(2_000, 6_000));
+            *self.counts.entry(fault).or_default() += 1;
+            self.inject(fault, hold, until)?;
+            self.restore()?;
+            self.note("healed: network whole, every node running".into());
+        }
+        self.restore()
+    }
+
+    /// The leader, or a server picked by the schedule when none is known.
+    fn leader_or_any(&mut self) -> usize {
+        let fallback = self.rng.index(self.cluster.servers()) + 1;
+        self.cluster.leader().unwrap_or(fallback)
+    }
+
+    /// The nodes in an order drawn from the schedule.
+    fn shuffled(&mut self) -> Vec<usize> {
+        let mut nodes: Vec<usize> = (1..=self.cluster.len()).collect();
+        for i in (1..nodes.len()).rev() {
+            let j = self.rng.index(i + 1);
+            nodes.swap(i, j);
+        }
+        nodes
+    }
+
+    fn cut_both_ways(&self, left: &[usize], right: &[usize]) -> anyhow::Result<()> {
+        for &a in left {
+            for &b in right {
+                self.lab.cut(a, b)?;
+                self.lab.cut(b, a)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn inject(
+        &mut self,
+        fault: &'static str,
+        hold: Duration,
+        until: Instant,
+    ) -> anyhow::Result<()> {
+        let n = self.cluster.len();
+        match fault {
+            "partition-majority" => {
+                let nodes = self.shuffled();
+                let (minority, majority) = nodes.split_at((n - 1) / 2);
+                self.note(format!("{fault}: {minority:?} | {majority:?}"));
+                self.cut_both_ways(minority, majority)?;
+                self.sleep(hold, until);
+            }
+            "isolate-leader" => {
+                let leader = self.leader_or_any();
+                let rest: Vec<usize> = (1..=n).filter(|&x| x != leader).collect();
+                self.note(format!("{fault}: [{leader}] | {rest:?}"));
+                self.cut_both_ways(&[leader], &rest)?;
+                self.sleep(hold, until);
+            }
+            "bridge" => {
+                let nodes = self.shuffled();
+                let bridge = nodes[0];
+                let half = (n - 1) / 2;
+                let (left, right) = nodes[1..].split_at(half);
+                self.note(format!("{fault}: {left:?} <-> [{bridge}] <-> {right:?}"));
+                self.cut_both_ways(left, right)?;
+                self.sleep(hold, until);
+            }
+            "one-way" => {
+                let leader = self.leader_or_any();
+                self.note(format!(
+                    "{fault}: packets from {leader} to the others dropped"
+                ));
+                for other in (1..=n).filter(|&x| x != leader) {
+                    self.lab.cut(leader, other)?;
+                }
+                self.sleep(hold, until);
+            }
+            "kill" => {
+                let node = if self.rng.chance(0.5) {
+                    self.leader_or_any()
+                } else {
+                    self.rng.index(self.cluster.servers()) + 1
+                };
+                self.note(format!("{fault}: kill -9 node {node}"));
+                self.cluster.kill(node);
+                self.sleep(hold, until);
+            }
+            "pause-leader" => {
+                let leader = self.leader_or_any();
+                self.note(format!("{fault}: SIGSTOP node {leader}"));
+                self.cluster.pause(leader);
+                self.sleep(hold, until);
+            }
+            "lose-unsynced" => {
+                let node = self.rng.index(self.cluster.servers()) + 1;
+                self.lose_unsynced(node)?;
+                self.sleep(hold, until);
+            }
+            "pause-view-service" => {
+                if let Some(service) = self.cluster.view_service() {
+                    self.note(format!("{fault}: SIGSTOP node {service}"));
+                    self.cluster.pause(service);
+                    self.sleep(hold, until);
+                }
+            }
+            "rolling-restart" => {
+                let servers = self.cluster.servers();
+                let order: Vec<usize> = self
+                    .shuffled()
+                    .into_iter()
+                    .filter(|&node| node <= servers)
+                    .collect();
+                self.note(format!("{fault}: order {order:?}"));
+                for node in order {
+                    if self.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    self.cluster.stop(node);
+                    self.cluster.start(node)?;
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline && self.cluster.status(node).is_none() {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    // Let it catch up and an election (a view change) settle before the next
+                    // one goes.
+                    self.sleep(Duration::from_millis(700), until + Duration::from_secs(30));
+                    if self.cluster.view_service().is_some() {
+                        self.cluster.wait_converged(Duration::from_secs(15));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn lose_unsynced(&mut self, node: usize) -> anyhow::Result<()> {
+        let Some(pid) = self.cluster.pid(node) else {
+            self.note(format!("lose-unsynced: node {node} is not running"));
+            return Ok(());
+        };
+        let caught = wal::catch_unsynced(pid, 400, &mut self.rng);
+        self.cluster.kill(node);
+        match caught {
+            Some(unsynced) => {
+                let removed = wal::truncate_at_boundary(&unsynced, &mut self.rng)?;
+                self.note(format!(
+                    "lose-unsynced: kill -9 node {node} between a write and its fsync; \
+                     {} unsynced bytes at {}..{} of {}, {removed} cut at a record boundary",
+                    unsynced.end - unsynced.start,
+                    unsynced.start,
+                    unsynced.end,
+                    unsynced
+                        .segment
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ));
+                *self.counts.entry("lose-unsynced-caught").or_default() += 1;
+            }
+            None => self.note(format!(
+                "lose-unsynced: node {node} never caught between a write and its fsync; \
+                 plain kill -9"
+            )),
+        }
+        Ok(())
+    }
+
+    /// Heals the network, thaws and restarts every node.
+    ///
+    /// # Errors
+    /// If iptables or a node start fails.
+    pub fn restore(&mut self) -> anyhow::Result<()> {
+        self.lab.heal()?;
+        for node in 1..=self.cluster.len() {
+            self.cluster.resume(node);
+            for exited in self.cluster.reap_exited() {
+                self.note(format!("node {exited} had exited on its own"));
+                *self.counts.entry("node-exited").or_default() += 1;
+            }
+            if !self.cluster.running(node) {
+                self.cluster.start(node)?;
+            }
+        }
+        Ok(())
+    }
+}
