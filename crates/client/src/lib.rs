@@ -13,7 +13,10 @@
 //! `CHORUS.REGISTER`, `CHORUS.COMMAND <encoded command>` and `CHORUS.QUERY <encoded query>`,
 //! each answered with an encoded [`chorus_kv::Response`] as a bulk string, or an error whose
 //! first word says what happened: `UNAVAILABLE` and `BUSY` (nothing was proposed), `TIMEOUT`
-//! (proposed, outcome unknown).
+//! (proposed, outcome unknown), and, under primary-backup, `MOVED 0 <host:port>` from a server
+//! that is not the primary (nothing was proposed; the primary takes clients at that address).
+//! The client remembers the node that last answered and goes on with it; after a `MOVED` it
+//! tries the named node next, at once, even if it was not among the endpoints given.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -75,11 +78,16 @@ pub enum ClientError {
     Refused(KvError),
 }
 
+/// Endpoints learned from redirects are added to the configured ones, up to this many in all.
+const ENDPOINTS_MAX: usize = 64;
+
 /// What one attempt came to.
 enum Attempt {
     Answered(Response),
     /// Nothing was proposed; try elsewhere.
     Refused(String),
+    /// Nothing was proposed; the node named the one to try next.
+    Moved(SocketAddr, String),
     /// It may have been proposed; try elsewhere (same sequence number).
     Unknown(String),
     /// The node refused the request itself (it is malformed): retrying cannot help.
@@ -279,6 +287,7 @@ impl Client {
         let deadline = Instant::now() + self.config.call_timeout;
         let mut backoff = self.config.backoff_min;
         let mut maybe_happened = false;
+        let mut redirected = false;
         loop {
             let attempt = timeout(self.config.attempt_timeout, self.attempt(arguments)).await;
             let outcome = match attempt {
@@ -291,12 +300,35 @@ impl Client {
             let last_reason = match outcome {
                 Attempt::Answered(response) => return Ok(response),
                 Attempt::Failed(error) => return Err(error),
+                Attempt::Moved(address, reason) => {
+                    self.connection = None;
+                    // Follow a redirect at once, but not two in a row without a pause: two
+                    // servers that disagree about the primary would otherwise be asked in a
+                    // tight loop until the view service settles it.
+                    let follow_now = !redirected && Instant::now() < deadline;
+                    redirected = true;
+                    self.endpoint = self.endpoint_index(address);
+                    if follow_now {
+                        continue;
+                    }
+                    if Instant::now() + backoff >= deadline {
+                        return Err(if maybe_happened {
+                            ClientError::Indefinite(reason)
+                        } else {
+                            ClientError::Unavailable(reason)
+                        });
+                    }
+                    sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    continue;
+                }
                 Attempt::Refused(reason) => reason,
                 Attempt::Unknown(reason) => {
                     maybe_happened = true;
                     reason
                 }
             };
+            redirected = false;
             if Instant::now() + backoff >= deadline {
                 return Err(if maybe_happened {
                     ClientError::Indefinite(last_reason)
@@ -313,6 +345,19 @@ impl Client {
 
     fn current(&self) -> SocketAddr {
         self.config.endpoints[self.endpoint]
+    }
+
+    /// The index of `address` among the endpoints, adding it if there is room (otherwise the
+    /// next endpoint's).
+    fn endpoint_index(&mut self, address: SocketAddr) -> usize {
+        if let Some(index) = self.config.endpoints.iter().position(|&e| e == address) {
+            return index;
+        }
+        if self.config.endpoints.len() < ENDPOINTS_MAX {
+            self.config.endpoints.push(address);
+            return self.config.endpoints.len() - 1;
+        }
+        (self.endpoint + 1) % self.config.endpoints.len()
     }
 
     async fn attempt(&mut self, arguments: &[Bytes]) -> Attempt {
@@ -373,6 +418,12 @@ impl Client {
                 let kind = text.split_whitespace().next().unwrap_or("");
                 if kind == "UNAVAILABLE" || kind == "BUSY" {
                     Attempt::Refused(format!("{address}: {text}"))
+                } else if kind == "MOVED" {
+                    // `MOVED <slot> <host:port> …`: nothing was proposed.
+                    match text.split_whitespace().nth(2).map(str::parse::<SocketAddr>) {
+                        Some(Ok(primary)) => Attempt::Moved(primary, format!("{address}: {text}")),
+                        _ => Attempt::Refused(format!("{address}: {text}")),
+                    }
                 } else if kind == "ERR" {
                     // The node parsed the request and refused it without proposing anything.
                     Attempt::Failed(ClientError::Protocol(format!("{address}: {text}")))

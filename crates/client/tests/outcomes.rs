@@ -141,3 +141,27 @@ async fn the_client_fails_over_to_a_node_that_answers() {
     let mut client = Client::new(quick(vec![dead, alive])).unwrap();
     assert_eq!(client.get("k").await.unwrap(), None);
 }
+
+/// The primary of the redirect test (a fake node's answer cannot capture it).
+static PRIMARY: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+#[tokio::test]
+async fn a_moved_redirect_is_followed_to_the_named_node_even_if_it_was_not_listed() {
+    let primary = fake_node(|request| {
+        answer_register(request).unwrap_or_else(|| Frame::Bulk(Some(Response::Ok.encode())))
+    })
+    .await;
+    PRIMARY.set(primary).expect("set once");
+    let backup = fake_node(|_| match PRIMARY.get() {
+        Some(primary) => Frame::error(
+            "MOVED",
+            &format!("0 {primary} (this server is not the primary; node 1 is)"),
+        ),
+        None => Frame::error("UNAVAILABLE", "no primary yet"),
+    })
+    .await;
+    let mut client = Client::new(quick(vec![backup])).unwrap();
+    client.put("k", "v").await.unwrap();
+    assert_eq!(client.session(), Some(ClientId(7)));
+    client.put("k", "w").await.unwrap();
+}

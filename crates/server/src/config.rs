@@ -9,12 +9,32 @@
 //! cluster_id = "chorus-local"
 //! id = 1
 //! data_dir = "/var/lib/chorus/1"
+//! protocol = "raft"         # or "pb"; raft when left out
 //!
 //! [[nodes]]
 //! id = 1
-//! peer = "10.0.0.1:7100"    # Raft traffic between nodes
+//! peer = "10.0.0.1:7100"    # protocol traffic between nodes
 //! redis = "10.0.0.1:6379"   # RESP clients (redis-cli, the native client)
 //! admin = "10.0.0.1:8100"   # HTTP: /status and /metrics
+//! ```
+//!
+//! Under `protocol = "pb"` (primary-backup) exactly one node of the table is the view service,
+//! marked `role = "view-service"`; it takes no clients, so it has no `redis` address. Every
+//! other node is a server (primary, backup or spare, as the view service decides). Servers
+//! ping the view service every `timing.ping_interval_ms` (100 ms) and one that missed
+//! `timing.dead_pings` intervals (5) is dead, so a failover starts about half a second after
+//! the primary's death. Primary-backup keeps nothing on disk: `data_dir` is not used.
+//!
+//! ```toml
+//! [[nodes]]
+//! id = 4
+//! role = "view-service"
+//! peer = "10.0.0.4:7100"
+//! admin = "10.0.0.4:8100"
+//!
+//! [timing]
+//! ping_interval_ms = 100
+//! dead_pings = 5
 //! ```
 
 use std::net::SocketAddr;
@@ -23,16 +43,48 @@ use std::path::{Path, PathBuf};
 use chorus_core::NodeId;
 use serde::{Deserialize, Serialize};
 
+/// The replication scheme a cluster runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Raft: every node a voter, each write durable on a majority.
+    #[default]
+    Raft,
+    /// Primary-backup with a view service: one primary, one backup, spares.
+    Pb,
+}
+
+/// What a node of the table is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeRole {
+    /// A replica of the state machine that serves clients.
+    #[default]
+    Server,
+    /// Primary-backup only: the view service, which decides who is primary and backup.
+    ViewService,
+}
+
+impl NodeRole {
+    fn is_server(&self) -> bool {
+        *self == NodeRole::Server
+    }
+}
+
 /// Where one node listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeAddress {
     /// The node's id, unique in the cluster and never reused.
     pub id: u64,
-    /// Raft traffic from other nodes.
+    /// What the node is; a server when left out.
+    #[serde(default, skip_serializing_if = "NodeRole::is_server")]
+    pub role: NodeRole,
+    /// Protocol traffic from other nodes.
     pub peer: SocketAddr,
-    /// RESP clients.
-    pub redis: SocketAddr,
+    /// RESP clients; every server has one, the view service none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<SocketAddr>,
     /// HTTP admin and metrics.
     pub admin: SocketAddr,
 }
@@ -50,6 +102,11 @@ pub struct Timing {
     /// How long a client request may wait for its entry to apply before the client is told
     /// the outcome is unknown.
     pub request_timeout_ms: u64,
+    /// Primary-backup: how often servers ping the view service (one tick of the cores).
+    pub ping_interval_ms: u64,
+    /// Primary-backup: the view service declares a server dead after this many intervals
+    /// without a ping.
+    pub dead_pings: u64,
 }
 
 impl Default for Timing {
@@ -59,6 +116,8 @@ impl Default for Timing {
             election_timeout_ticks: 15,
             heartbeat_interval_ticks: 3,
             request_timeout_ms: 5_000,
+            ping_interval_ms: 100,
+            dead_pings: 5,
         }
     }
 }
@@ -104,6 +163,9 @@ pub struct NodeConfig {
     pub id: u64,
     /// Where this node keeps its log and hard state.
     pub data_dir: PathBuf,
+    /// The replication scheme; Raft when left out.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Every node of the cluster.
     pub nodes: Vec<NodeAddress>,
     /// Timing.
@@ -112,7 +174,20 @@ pub struct NodeConfig {
     /// Bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// TESTING ONLY: deliberately broken Raft behaviour to switch on, by name (see
+    /// [`INJECTABLE_BUGS`]), so that fault tests can prove they catch it. Honoured only by a
+    /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inject_bugs: Vec<String>,
 }
+
+/// The names [`NodeConfig::inject_bugs`] accepts, one per field of
+/// `chorus_raft::InjectedBugs`.
+pub const INJECTABLE_BUGS: [&str; 3] = [
+    "commit-without-current-term",
+    "read-without-read-index",
+    "ack-before-durable",
+];
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -179,12 +254,33 @@ impl NodeConfig {
         if !ids.contains(&self.id) {
             return invalid(format!("id {} is not among the nodes", self.id));
         }
+        self.validate_roles()?;
         let timing = &self.timing;
         if timing.tick_ms == 0 || timing.heartbeat_interval_ticks == 0 {
             return invalid("tick_ms and heartbeat_interval_ticks must be at least 1".into());
         }
         if timing.election_timeout_ticks <= timing.heartbeat_interval_ticks {
             return invalid("election_timeout_ticks must exceed heartbeat_interval_ticks".into());
+        }
+        if timing.ping_interval_ms == 0 || timing.dead_pings == 0 {
+            return invalid("ping_interval_ms and dead_pings must be at least 1".into());
+        }
+        if let Some(bug) = self
+            .inject_bugs
+            .iter()
+            .find(|bug| !INJECTABLE_BUGS.contains(&bug.as_str()))
+        {
+            return invalid(format!(
+                "inject_bugs: unknown bug {bug:?} (known: {})",
+                INJECTABLE_BUGS.join(", ")
+            ));
+        }
+        if !self.inject_bugs.is_empty() && !cfg!(feature = "inject-bugs") {
+            return invalid(
+                "inject_bugs is for fault tests only and this chorus was built without the \
+                 inject-bugs feature"
+                    .into(),
+            );
         }
         let limits = &self.limits;
         if [
@@ -200,6 +296,79 @@ impl NodeConfig {
             return invalid("every limit must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The Raft bugs this configuration injects (TESTING ONLY; see
+    /// [`NodeConfig::inject_bugs`]).
+    #[cfg(feature = "inject-bugs")]
+    #[must_use]
+    pub fn injected_bugs(&self) -> chorus_raft::InjectedBugs {
+        let on = |name: &str| self.inject_bugs.iter().any(|bug| bug == name);
+        chorus_raft::InjectedBugs {
+            commit_without_current_term: on("commit-without-current-term"),
+            read_without_read_index: on("read-without-read-index"),
+            ack_before_durable: on("ack-before-durable"),
+        }
+    }
+
+    /// Checks the roles against the protocol: a view service only under primary-backup, and
+    /// exactly one there; a RESP address on every server and none on the view service.
+    fn validate_roles(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let view_services = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::ViewService)
+            .count();
+        match self.protocol {
+            Protocol::Raft if view_services > 0 => {
+                return invalid("a view-service node needs protocol = \"pb\"".into());
+            }
+            Protocol::Pb if view_services != 1 => {
+                return invalid(format!(
+                    "protocol = \"pb\" needs exactly one node with role = \"view-service\", \
+                     not {view_services}"
+                ));
+            }
+            Protocol::Pb if self.nodes.len() < 2 => {
+                return invalid("protocol = \"pb\" needs at least one server".into());
+            }
+            _ => {}
+        }
+        for node in &self.nodes {
+            match (node.role, node.redis) {
+                (NodeRole::Server, None) => {
+                    return invalid(format!("node {} has no redis address", node.id));
+                }
+                (NodeRole::ViewService, Some(_)) => {
+                    return invalid(format!(
+                        "node {} is the view service, which takes no clients: remove its \
+                         redis address",
+                        node.id
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The view service's id (primary-backup only).
+    #[must_use]
+    pub fn view_service(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .find(|n| n.role == NodeRole::ViewService)
+            .map(|n| NodeId(n.id))
+    }
+
+    /// Every server's RESP address.
+    #[must_use]
+    pub fn redis_addresses(&self) -> std::collections::BTreeMap<NodeId, SocketAddr> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.redis.map(|redis| (NodeId(n.id), redis)))
+            .collect()
     }
 
     /// This node's id.
@@ -239,17 +408,36 @@ impl NodeConfig {
             cluster_id: "chorus-local".into(),
             id,
             data_dir: data_dir.join(format!("node-{id}")),
+            protocol: Protocol::Raft,
             nodes: (1..=count)
                 .map(|node| NodeAddress {
                     id: node,
+                    role: NodeRole::Server,
                     peer: port(0, node),
-                    redis: port(100, node),
+                    redis: Some(port(100, node)),
                     admin: port(200, node),
                 })
                 .collect(),
             timing: Timing::default(),
             limits: Limits::default(),
+
+            inject_bugs: Vec::new(),
         }
+    }
+
+    /// The configuration of node `id` of a local primary-backup cluster of `servers` servers
+    /// (ids 1 to `servers`) and a view service (id `servers + 1`, without a RESP address), on
+    /// 127.0.0.1 with the ports of [`NodeConfig::local`].
+    #[must_use]
+    pub fn local_pb(servers: u64, id: u64, base_port: u16, data_dir: &Path) -> NodeConfig {
+        let mut config = NodeConfig::local(servers + 1, id, base_port, data_dir);
+        config.cluster_id = "chorus-local-pb".into();
+        config.protocol = Protocol::Pb;
+        if let Some(view_service) = config.nodes.last_mut() {
+            view_service.role = NodeRole::ViewService;
+            view_service.redis = None;
+        }
+        config
     }
 }
 
@@ -261,7 +449,8 @@ mod tests {
     fn local_configurations_validate_and_round_trip_through_toml() {
         let config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
         config.validate().unwrap();
-        assert_eq!(config.me().redis.port(), 7102);
+        assert_eq!(config.me().redis.map(|r| r.port()), Some(7102));
+        assert_eq!(config.protocol, Protocol::Raft);
         let text = toml::to_string(&config).unwrap();
         let back: NodeConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
@@ -278,6 +467,79 @@ mod tests {
         let mut config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
         config.timing.election_timeout_ticks = 1;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn injected_bugs_need_the_feature_and_a_known_name() {
+        let mut config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
+        config.inject_bugs = vec!["read-without-read-index".into()];
+        assert_eq!(config.validate().is_ok(), cfg!(feature = "inject-bugs"));
+        config.inject_bugs = vec!["no-such-bug".into()];
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no-such-bug")
+        );
+    }
+
+    #[test]
+    fn primary_backup_configurations_name_one_view_service_without_clients() {
+        let config = NodeConfig::local_pb(3, 4, 7000, Path::new("/tmp/chorus"));
+        config.validate().unwrap();
+        assert_eq!(config.view_service(), Some(NodeId(4)));
+        assert_eq!(config.redis_addresses().len(), 3);
+        let text = toml::to_string(&config).unwrap();
+        assert!(text.contains("protocol = \"pb\""), "{text}");
+        assert!(text.contains("role = \"view-service\""), "{text}");
+        let back: NodeConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+
+        let mut two = config.clone();
+        two.nodes[0].role = NodeRole::ViewService;
+        two.nodes[0].redis = None;
+        assert!(
+            two.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("exactly one")
+        );
+        let mut raft = config.clone();
+        raft.protocol = Protocol::Raft;
+        assert!(
+            raft.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("view-service")
+        );
+        let mut clients = config.clone();
+        clients.nodes[3].redis = clients.nodes[0].redis;
+        assert!(
+            clients
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no clients")
+        );
+        let mut mute = config;
+        mute.nodes[1].redis = None;
+        assert!(
+            mute.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no redis")
+        );
+    }
+
+    #[test]
+    fn a_configuration_without_protocol_is_raft() {
+        let text = "cluster_id = \"x\"\nid = 1\ndata_dir = \"/tmp\"\n\n[[nodes]]\nid = 1\n\
+                    peer = \"127.0.0.1:1\"\nredis = \"127.0.0.1:2\"\nadmin = \"127.0.0.1:3\"\n";
+        let config: NodeConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.protocol, Protocol::Raft);
+        assert_eq!(config.nodes[0].role, NodeRole::Server);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! core's contract for real.
 //!
 //! Everything else (the transport, the client frontends, the admin server) talks to it through
-//! one bounded queue of [`Input`]s and hears back through oneshot channels. The loop:
+//! one bounded queue of [`Input`]s and hears back through oneshot channels, and reads what it
+//! publishes in [`Shared`]. That boundary is protocol-agnostic: the primary-backup driver
+//! ([`crate::pb_driver`]) takes the same inputs and publishes the same way, so the transport,
+//! the RESP frontend and the admin server serve either scheme unchanged. The loop:
 //!
 //! 1. wait for an input or the next tick; then take every input already queued (bounded), so
 //!    that all requests that arrived during the last fsync become one batch;
@@ -15,6 +18,7 @@
 //! The driver runs on a plain OS thread, not a tokio task, because fsync blocks.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -29,13 +33,23 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+use crate::transport::PeerMessage;
 
 /// Why a client request got no answer from the state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
-    /// No leader is known right now; nothing was proposed. Safe to retry.
+    /// No leader (or primary) is known right now; nothing was proposed. Safe to retry.
     #[error("no leader is known; try again")]
     Unavailable,
+    /// This node is not the primary of the primary-backup view it knows; `node` is, and takes
+    /// clients at `redis`. Nothing was proposed: send the request there.
+    #[error("not the primary; {node} at {redis} is")]
+    NotPrimary {
+        /// The primary of the latest view this node knows.
+        node: NodeId,
+        /// The primary's RESP address.
+        redis: SocketAddr,
+    },
     /// Queues are full; nothing was proposed. Safe to retry.
     #[error("the node is busy; try again")]
     Busy,
@@ -58,7 +72,7 @@ pub enum Input {
         /// The sender.
         from: NodeId,
         /// The message.
-        message: Message,
+        message: PeerMessage,
     },
     /// Replicate a state machine command and answer with its output.
     Write {
@@ -67,7 +81,8 @@ pub enum Input {
         /// Where the output goes.
         reply: Reply,
     },
-    /// Answer a read-only query linearizably (ReadIndex).
+    /// Answer a read-only query linearizably (Raft: ReadIndex; primary-backup: confirmed with
+    /// the backup).
     Read {
         /// The encoded query.
         query: Bytes,
@@ -77,15 +92,23 @@ pub enum Input {
 }
 
 /// A snapshot of the node for the admin page and the INFO command.
+///
+/// The Raft fields are kept for a primary-backup node too, with the nearest meaning, so tools
+/// reading either see the same shape: `leader` is the primary, `commit` equals `applied`, and
+/// `term`, `last_index` and `match_index` stay empty. The `view` block appears only under
+/// primary-backup.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeStatus {
+    /// `raft` or `pb`.
+    pub protocol: String,
     /// This node.
     pub id: u64,
-    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    /// Raft: `leader`, `follower`, `candidate` or `pre-candidate`. Primary-backup: `primary`,
+    /// `backup`, `idle` (a spare) or `view-service`.
     pub role: String,
     /// The current term.
     pub term: u64,
-    /// The leader this node knows of.
+    /// The leader this node knows of (primary-backup: the primary of the latest view).
     pub leader: Option<u64>,
     /// The commit index.
     pub commit: u64,
@@ -97,6 +120,31 @@ pub struct NodeStatus {
     pub match_index: BTreeMap<String, u64>,
     /// Keys in the store.
     pub keys: u64,
+    /// Primary-backup only: the latest view this node knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view: Option<ViewStatus>,
+}
+
+/// A primary-backup view as the admin page shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ViewStatus {
+    /// The view number (0: no view yet).
+    pub number: u64,
+    /// The primary.
+    pub primary: Option<u64>,
+    /// The backup.
+    pub backup: Option<u64>,
+    /// The primary acknowledged this view (so the view service may move on from it).
+    pub acked: bool,
+    /// On a server: it is the primary and allowed to take operations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acting_primary: Option<bool>,
+    /// On a primary: the backup installed this view's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_ready: Option<bool>,
+    /// On a primary: operations waiting for the backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
 }
 
 /// What the driver shares with the rest of the process.
@@ -139,7 +187,7 @@ pub struct Driver<S: Storage> {
     store: KvStore,
     storage: S,
     inputs: Receiver<Input>,
-    peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    peers: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
     shared: Arc<Shared>,
     tick: Duration,
     request_timeout: Duration,
@@ -180,7 +228,7 @@ impl<S: Storage> Driver<S> {
         raft: RawNode,
         storage: S,
         inputs: Receiver<Input>,
-        peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+        peers: BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
         shared: Arc<Shared>,
         settings: DriverSettings,
     ) -> Driver<S> {
@@ -268,11 +316,21 @@ impl<S: Storage> Driver<S> {
     /// Handles one input.
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Peer { from, message } => {
+            Input::Peer {
+                from,
+                message: PeerMessage::Raft(message),
+            } => {
                 if let Err(error) = self.raft.step(from, message) {
                     self.shared.metrics.peer_messages_refused.inc();
                     tracing::warn!(%from, %error, "refused a message from a peer");
                 }
+            }
+            Input::Peer {
+                from,
+                message: PeerMessage::Pb(_),
+            } => {
+                self.shared.metrics.peer_messages_refused.inc();
+                tracing::warn!(%from, "refused a primary-backup message: this node runs Raft");
             }
             Input::Write { command, reply } => {
                 if self.held() >= self.requests_pending_max {
@@ -349,16 +407,7 @@ impl<S: Storage> Driver<S> {
 
     fn send(&self, messages: Vec<(NodeId, Message)>) {
         for (to, message) in messages {
-            let Some(peer) = self.peers.get(&to) else {
-                continue;
-            };
-            // A full queue means the peer is slow or unreachable; Raft retransmits, so the
-            // message is dropped rather than letting the queue grow.
-            if let Err(TrySendErrorKind::Full) =
-                peer.try_send(message).map_err(TrySendErrorKind::from)
-            {
-                self.shared.metrics.peer_messages_dropped.inc();
-            }
+            send_to_peer(&self.peers, &self.shared, to, PeerMessage::Raft(message));
         }
     }
 
@@ -480,6 +529,7 @@ impl<S: Storage> Driver<S> {
             Role::PreCandidate => "pre-candidate",
         };
         let snapshot = NodeStatus {
+            protocol: "raft".to_string(),
             id: status.id.0,
             role: role.to_string(),
             term: status.term.0,
@@ -494,6 +544,7 @@ impl<S: Storage> Driver<S> {
                 .map(|(id, index)| (id.0.to_string(), index.0))
                 .collect(),
             keys: self.store.len() as u64,
+            view: None,
         };
         if let Ok(mut shared) = self.shared.status.write() {
             *shared = snapshot;
@@ -501,18 +552,20 @@ impl<S: Storage> Driver<S> {
     }
 }
 
-/// Whether a `try_send` failed because the queue was full (as opposed to closed).
-enum TrySendErrorKind {
-    Full,
-    Closed,
-}
-
-impl<T> From<mpsc::error::TrySendError<T>> for TrySendErrorKind {
-    fn from(error: mpsc::error::TrySendError<T>) -> TrySendErrorKind {
-        match error {
-            mpsc::error::TrySendError::Full(_) => TrySendErrorKind::Full,
-            mpsc::error::TrySendError::Closed(_) => TrySendErrorKind::Closed,
-        }
+/// Queues `message` for peer `to` without waiting. A full queue means the peer is slow or
+/// unreachable; both schemes retransmit, so the message is dropped (and counted) rather than
+/// letting the queue grow. A message for an unknown node is ignored.
+pub fn send_to_peer(
+    peers: &BTreeMap<NodeId, mpsc::Sender<PeerMessage>>,
+    shared: &Shared,
+    to: NodeId,
+    message: PeerMessage,
+) {
+    let Some(peer) = peers.get(&to) else {
+        return;
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = peer.try_send(message) {
+        shared.metrics.peer_messages_dropped.inc();
     }
 }
 

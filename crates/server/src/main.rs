@@ -7,6 +7,7 @@ mod driver;
 mod kv;
 mod metrics;
 mod node;
+mod pb_driver;
 mod redis;
 mod sim;
 mod transport;
@@ -38,6 +39,9 @@ enum Command {
     Kv(kv::KvArgs),
     /// Run the deterministic simulator over a range of seeds and check every invariant.
     Sim(sim::SimArgs),
+    /// Load-test a cluster (Chorus, any RESP server, etcd), or `bench compare` Chorus with
+    /// etcd and Redis side by side.
+    Bench(Box<chorus_bench::BenchArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => serve(&args),
         Command::Status(args) => status(&args),
         Command::Kv(args) => kv::run(&args),
+        Command::Bench(args) => chorus_bench::main(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

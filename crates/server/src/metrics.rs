@@ -3,7 +3,7 @@
 //! The driver thread updates them as it works; the admin server encodes them on request. They
 //! answer the questions an operator asks first: is the node making progress (proposals,
 //! commits, apply lag), is the disk the bottleneck (fsync latency, entries per fsync), and is
-//! the cluster stable (elections, leader changes).
+//! the cluster stable (elections, leader changes; under primary-backup, view changes).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -31,8 +31,10 @@ pub struct Metrics {
     pub batch_entries: Histogram,
     /// Times this node became a candidate.
     pub elections: Counter,
-    /// Times the leader this node knows of changed.
+    /// Times the leader (primary-backup: the primary) this node knows of changed.
     pub leader_changes: Counter,
+    /// Primary-backup: times the view this node knows of changed.
+    pub view_changes: Counter,
     /// Committed entries not yet applied.
     pub apply_lag: Gauge,
     /// Messages to peers dropped because their queue was full.
@@ -55,6 +57,7 @@ impl Metrics {
         let batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let elections = Counter::default();
         let leader_changes = Counter::default();
+        let view_changes = Counter::default();
         let apply_lag = Gauge::default();
         let peer_messages_dropped = Counter::default();
         let peer_messages_refused = Counter::default();
@@ -96,6 +99,11 @@ impl Metrics {
             leader_changes.clone(),
         );
         registry.register(
+            "view_changes",
+            "Times the known primary-backup view changed",
+            view_changes.clone(),
+        );
+        registry.register(
             "apply_lag_entries",
             "Committed entries not yet applied",
             apply_lag.clone(),
@@ -121,6 +129,7 @@ impl Metrics {
             batch_entries,
             elections,
             leader_changes,
+            view_changes,
             apply_lag,
             peer_messages_dropped,
             peer_messages_refused,

@@ -1,5 +1,7 @@
 //! One node of a cluster, assembled: storage, the Raft core and its driver thread, the peer
-//! transport, the RESP frontend and the HTTP admin server.
+//! transport, the RESP frontend and the HTTP admin server; or, under primary-backup, a server's
+//! replica (or the view service) and its driver thread behind the same transport and
+//! frontends.
 //!
 //! [`run`] opens the data directory (replaying the log, cutting a torn tail with a warning,
 //! refusing to start on corruption), binds every listener (failing clearly if an address is
@@ -8,19 +10,22 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use chorus_core::NodeId;
+use chorus_kv::{KvConfig, KvStore};
+use chorus_pb::{PbConfig, PbReplica, ViewServer, ViewServiceConfig};
 use chorus_raft::{Config, RawNode};
 use chorus_storage::{FileStorage, FileStorageOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Protocol};
 use crate::driver::{Driver, DriverSettings, Input, Shared};
-use crate::transport::{Identity, run_inbound, run_outbound};
+use crate::pb_driver::{PbDriver, PbDriverSettings, PbNode};
+use crate::transport::{Identity, PeerMessage, run_inbound, run_outbound};
 
 /// How the process was asked to stop.
 async fn stop_signal(exit_with_parent: bool) {
@@ -60,6 +65,9 @@ async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpLi
 /// driver stops on a storage error.
 pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()> {
     config.validate()?;
+    if config.protocol == Protocol::Pb {
+        return run_pb(config, exit_with_parent).await;
+    }
     let me = config.node_id();
     let (storage, durable, report) =
         FileStorage::open(&config.data_dir, FileStorageOptions::default()).with_context(|| {
@@ -92,33 +100,21 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     raft_config.seed = (now.as_nanos() as u64) ^ me.0.rotate_left(32);
+    #[cfg(feature = "inject-bugs")]
+    {
+        raft_config.injected_bugs = config.injected_bugs();
+        if !config.inject_bugs.is_empty() {
+            tracing::warn!(bugs = ?config.inject_bugs, "TESTING ONLY: deliberately broken Raft behaviour is switched on");
+        }
+    }
     let raft =
         RawNode::restart(raft_config, durable).context("the durable state cannot be used")?;
 
-    let peer_listener = bind(config.me().peer, "peers").await?;
-    let redis_listener = bind(config.me().redis, "RESP clients").await?;
-    let admin_listener = bind(config.me().admin, "HTTP admin").await?;
-
+    let listeners = Listeners::bind(&config).await?;
     let limits = &config.limits;
     let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
     let shared = Arc::new(Shared::new());
-    let identity = Arc::new(Identity {
-        cluster_id: config.cluster_id.clone(),
-        me,
-        peers: config
-            .nodes
-            .iter()
-            .filter(|n| n.id != me.0)
-            .map(|n| (NodeId(n.id), n.peer))
-            .collect(),
-        frame_bytes_max: limits.frame_bytes_max,
-    });
-    let mut outboxes = BTreeMap::new();
-    for (&peer, &address) in &identity.peers {
-        let (sender, receiver) = mpsc::channel(limits.peer_queue_max);
-        outboxes.insert(peer, sender);
-        tokio::spawn(run_outbound(identity.clone(), peer, address, receiver));
-    }
+    let (identity, outboxes) = start_outbound(&config);
 
     let driver = Driver::new(
         raft,
@@ -144,41 +140,194 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         })
         .context("cannot start the driver thread")?;
 
-    tokio::spawn(run_inbound(
-        peer_listener,
-        identity.clone(),
-        inputs.clone(),
+    serve_frontends(&config, listeners, identity, &inputs, &shared);
+    wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
+    drop(inputs);
+    match driver_thread.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
+        Err(_) => bail!("the driver thread panicked"),
+    }
+}
+
+/// Runs a primary-backup node (a server, or the view service) until it is asked to stop. It
+/// keeps nothing on disk: a restarted server comes back empty and the view service treats it
+/// as a new server.
+async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()> {
+    let me = config.node_id();
+    let timing = &config.timing;
+    let view_service = config
+        .view_service()
+        .context("a primary-backup cluster needs a view service")?;
+    let node = if me == view_service {
+        let service_config = ViewServiceConfig {
+            dead_pings: timing.dead_pings,
+            ..ViewServiceConfig::default()
+        };
+        PbNode::ViewService(ViewServer::new(service_config)?)
+    } else {
+        let mut replica_config = PbConfig::new(me, view_service);
+        // Larger on every start (milliseconds since the epoch), so the view service tells a
+        // restart of this server from a late ping of its previous run.
+        replica_config.incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |since| since.as_millis() as u64)
+            .max(1);
+        let store = KvStore::new(KvConfig::default());
+        PbNode::Replica(Box::new(PbReplica::new(replica_config, Box::new(store))?))
+    };
+    let role = if me == view_service {
+        "view service"
+    } else {
+        "server"
+    };
+
+    let listeners = Listeners::bind(&config).await?;
+    let limits = &config.limits;
+    let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
+    let shared = Arc::new(Shared::new());
+    let (identity, outboxes) = start_outbound(&config);
+    let driver = PbDriver::new(
+        node,
+        me,
+        inputs_receiver,
+        outboxes,
         shared.clone(),
-    ));
-    tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
-    tokio::spawn(crate::redis::server::serve(
-        redis_listener,
-        inputs.clone(),
-        shared.clone(),
-        crate::redis::server::Settings {
-            connections_max: limits.connections_max,
-            inflight_max: limits.connection_inflight_max,
+        PbDriverSettings {
+            ping_interval: Duration::from_millis(timing.ping_interval_ms),
+            request_timeout: Duration::from_millis(timing.request_timeout_ms),
+            requests_pending_max: limits.requests_pending_max,
+            batch_inputs_max: 4096,
+            redis: config.redis_addresses(),
         },
-    ));
+    );
+    let (driver_done, driver_exit) = tokio::sync::oneshot::channel();
+    let driver_thread = std::thread::Builder::new()
+        .name(format!("chorus-pb-driver-{}", me.0))
+        .spawn(move || {
+            driver.run();
+            let _ = driver_done.send(());
+        })
+        .context("cannot start the driver thread")?;
+
     tracing::info!(
         node = me.0,
-        peer = %config.me().peer,
-        redis = %config.me().redis,
-        admin = %config.me().admin,
+        role,
+        view_service = view_service.0,
+        ping_interval_ms = timing.ping_interval_ms,
+        dead_pings = timing.dead_pings,
+        "primary-backup (nothing is kept on disk)"
+    );
+    serve_frontends(&config, listeners, identity, &inputs, &shared);
+    wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
+    drop(inputs);
+    match driver_thread.join() {
+        Ok(()) => Ok(()),
+        Err(_) => bail!("the driver thread panicked"),
+    }
+}
+
+/// Every listener of a node, bound before anything starts, so a taken address fails the
+/// start clearly.
+struct Listeners {
+    peer: TcpListener,
+    redis: Option<TcpListener>,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    async fn bind(config: &NodeConfig) -> anyhow::Result<Listeners> {
+        let me = config.me();
+        let redis = match me.redis {
+            Some(address) => Some(bind(address, "RESP clients").await?),
+            None => None,
+        };
+        Ok(Listeners {
+            peer: bind(me.peer, "peers").await?,
+            redis,
+            admin: bind(me.admin, "HTTP admin").await?,
+        })
+    }
+}
+
+/// Starts one outbound connection task per peer; returns who this node is and the peers'
+/// queues.
+fn start_outbound(
+    config: &NodeConfig,
+) -> (Arc<Identity>, BTreeMap<NodeId, mpsc::Sender<PeerMessage>>) {
+    let me = config.node_id();
+    let limits = &config.limits;
+    let identity = Arc::new(Identity {
+        cluster_id: config.cluster_id.clone(),
+        me,
+        peers: config
+            .nodes
+            .iter()
+            .filter(|n| n.id != me.0)
+            .map(|n| (NodeId(n.id), n.peer))
+            .collect(),
+        frame_bytes_max: limits.frame_bytes_max,
+    });
+    let mut outboxes = BTreeMap::new();
+    for (&peer, &address) in &identity.peers {
+        let (sender, receiver) = mpsc::channel(limits.peer_queue_max);
+        outboxes.insert(peer, sender);
+        tokio::spawn(run_outbound(identity.clone(), peer, address, receiver));
+    }
+    (identity, outboxes)
+}
+
+/// Serves the peer listener, the admin server and (on a node that takes clients) the RESP
+/// frontend, all feeding the same driver queue, whichever the protocol.
+fn serve_frontends(
+    config: &NodeConfig,
+    listeners: Listeners,
+    identity: Arc<Identity>,
+    inputs: &SyncSender<Input>,
+    shared: &Arc<Shared>,
+) {
+    let limits = &config.limits;
+    tokio::spawn(run_inbound(
+        listeners.peer,
+        identity,
+        inputs.clone(),
+        shared.clone(),
+    ));
+    tokio::spawn(crate::admin::serve(listeners.admin, shared.clone()));
+    if let Some(redis) = listeners.redis {
+        tokio::spawn(crate::redis::server::serve(
+            redis,
+            inputs.clone(),
+            shared.clone(),
+            crate::redis::server::Settings {
+                connections_max: limits.connections_max,
+                inflight_max: limits.connection_inflight_max,
+            },
+        ));
+    }
+    let me = config.me();
+    tracing::info!(
+        node = me.id,
+        protocol = ?config.protocol,
+        peer = %me.peer,
+        redis = ?me.redis,
+        admin = %me.admin,
         "serving"
     );
+}
 
+/// Waits for a stop signal (then asks the driver to stop) or for the driver to stop by itself.
+async fn wait_for_stop(
+    me: NodeId,
+    exit_with_parent: bool,
+    shared: &Shared,
+    driver_exit: tokio::sync::oneshot::Receiver<()>,
+) {
     tokio::select! {
         () = stop_signal(exit_with_parent) => {
             tracing::info!(node = me.0, "stopping");
             shared.shutdown.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         _ = driver_exit => {}
-    }
-    drop(inputs);
-    match driver_thread.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
-        Err(_) => bail!("the driver thread panicked"),
     }
 }

@@ -5,10 +5,12 @@
 //!
 //! Each frame is a 4-byte big-endian length followed by that many bytes: a version byte (1), a
 //! kind byte, and a postcard-encoded body. The first frame on a connection is a `Hello` (kind 1)
-//! naming the cluster, the sender and the intended receiver; every later frame carries one Raft
-//! message (kind 2). A frame over the size limit, a body that does not decode, a foreign cluster
-//! id, an unknown sender or a connection meant for another node closes that connection and is
-//! logged; the node keeps serving. Raft tolerates the loss: it retransmits.
+//! naming the cluster, the sender and the intended receiver; every later frame carries one
+//! protocol message: a Raft message (kind 2) or a primary-backup message (kind 3), so the
+//! transport carries either scheme without knowing either ([`PeerMessage`]). A frame over the
+//! size limit, a body that does not decode, a foreign cluster id, an unknown sender or a
+//! connection meant for another node closes that connection and is logged; the node keeps
+//! serving. Both schemes tolerate the loss: they retransmit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +20,6 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chorus_core::NodeId;
-use chorus_raft::Message;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +31,7 @@ use crate::driver::{Input, Shared, offer};
 const VERSION: u8 = 1;
 const KIND_HELLO: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
+const KIND_PB_MESSAGE: u8 = 3;
 /// How long a new connection may take to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound peer connections held at once (a few per peer, to ride out reconnects).
@@ -44,6 +46,16 @@ pub struct Hello {
     pub from: NodeId,
     /// The node the sender meant to reach.
     pub to: NodeId,
+}
+
+/// One message between nodes, of whichever scheme the cluster runs. The drivers refuse a
+/// message of the other scheme (a misconfigured cluster), counting it as refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMessage {
+    /// A Raft message.
+    Raft(chorus_raft::Message),
+    /// A primary-backup (or view service) message.
+    Pb(chorus_pb::Message),
 }
 
 /// A frame that cannot be accepted.
@@ -96,20 +108,26 @@ pub fn decode_hello(frame: &[u8]) -> Result<Hello, FrameError> {
     decode_frame(KIND_HELLO, frame)
 }
 
-/// Encodes a Raft message frame.
+/// Encodes a message frame (kind 2 for Raft, 3 for primary-backup).
 ///
 /// # Errors
 /// Never in practice.
-pub fn encode_message(message: &Message) -> Result<Bytes, FrameError> {
-    encode_frame(KIND_MESSAGE, message)
+pub fn encode_message(message: &PeerMessage) -> Result<Bytes, FrameError> {
+    match message {
+        PeerMessage::Raft(message) => encode_frame(KIND_MESSAGE, message),
+        PeerMessage::Pb(message) => encode_frame(KIND_PB_MESSAGE, message),
+    }
 }
 
-/// Decodes a Raft message frame.
+/// Decodes a message frame of either kind.
 ///
 /// # Errors
 /// [`FrameError`] if the frame is not a well-formed message.
-pub fn decode_message(frame: &[u8]) -> Result<Message, FrameError> {
-    decode_frame(KIND_MESSAGE, frame)
+pub fn decode_message(frame: &[u8]) -> Result<PeerMessage, FrameError> {
+    match frame {
+        [VERSION, KIND_PB_MESSAGE, ..] => decode_frame(KIND_PB_MESSAGE, frame).map(PeerMessage::Pb),
+        _ => decode_frame(KIND_MESSAGE, frame).map(PeerMessage::Raft),
+    }
 }
 
 fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
@@ -137,7 +155,7 @@ pub async fn run_outbound(
     identity: Arc<Identity>,
     peer: NodeId,
     address: SocketAddr,
-    mut outbox: mpsc::Receiver<Message>,
+    mut outbox: mpsc::Receiver<PeerMessage>,
 ) {
     let mut backoff = Duration::from_millis(20);
     loop {
@@ -146,7 +164,7 @@ pub async fn run_outbound(
                 Ok(Ok(stream)) => stream,
                 _ => {
                     // While the peer is unreachable its queue would only fill with stale
-                    // messages; drop them (Raft sends fresh ones) and try again later.
+                    // messages; drop them (the protocols send fresh ones) and try again later.
                     while outbox.try_recv().is_ok() {}
                     if outbox.is_closed() {
                         return;
@@ -191,7 +209,7 @@ pub async fn run_outbound(
     }
 }
 
-async fn feed(framed: &mut Framed<TcpStream, LengthDelimitedCodec>, message: &Message) -> bool {
+async fn feed(framed: &mut Framed<TcpStream, LengthDelimitedCodec>, message: &PeerMessage) -> bool {
     match encode_message(message) {
         Ok(frame) => framed.feed(frame).await.is_err(),
         Err(_) => false,
@@ -255,7 +273,7 @@ async fn serve_peer(
         let frame = frame.map_err(|error| format!("bad frame from {}: {error}", hello.from))?;
         let message =
             decode_message(&frame).map_err(|error| format!("from {}: {error}", hello.from))?;
-        // A full driver queue drops the message; Raft retransmits.
+        // A full driver queue drops the message; the protocols retransmit.
         if offer(
             inputs,
             Input::Peer {
@@ -274,7 +292,7 @@ async fn serve_peer(
 mod tests {
     use super::*;
     use chorus_core::Term;
-    use chorus_raft::RequestVote;
+    use chorus_raft::{Message, RequestVote};
 
     #[test]
     fn frames_round_trip_and_refuse_the_wrong_kind_or_version() {
@@ -289,14 +307,21 @@ mod tests {
             decode_message(&frame).unwrap_err(),
             FrameError::Kind(KIND_HELLO)
         );
-        let message = Message::RequestVote(RequestVote {
+        let message = PeerMessage::Raft(Message::RequestVote(RequestVote {
             term: Term(3),
             last_log_index: chorus_core::LogIndex(9),
             last_log_term: Term(2),
             pre_vote: false,
-        });
+        }));
         let frame = encode_message(&message).unwrap();
+        assert_eq!(frame[1], KIND_MESSAGE);
         assert_eq!(decode_message(&frame).unwrap(), message);
+        let pb = PeerMessage::Pb(chorus_pb::Message::Ping {
+            view: chorus_pb::ViewNumber(4),
+        });
+        let frame = encode_message(&pb).unwrap();
+        assert_eq!(frame[1], KIND_PB_MESSAGE);
+        assert_eq!(decode_message(&frame).unwrap(), pb);
         assert_eq!(decode_message(&[9, 2, 0]).unwrap_err(), FrameError::Version);
         assert_eq!(decode_message(&[]).unwrap_err(), FrameError::Version);
         assert!(matches!(
@@ -313,7 +338,11 @@ mod tests {
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if rng.chance(0.5) && bytes.len() >= 2 {
                 bytes[0] = VERSION;
-                bytes[1] = KIND_MESSAGE;
+                bytes[1] = if rng.chance(0.5) {
+                    KIND_MESSAGE
+                } else {
+                    KIND_PB_MESSAGE
+                };
             }
             let _ = decode_message(&bytes);
             let _ = decode_hello(&bytes);

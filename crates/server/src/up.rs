@@ -5,6 +5,12 @@
 //! cluster has a leader, prints where to reach every node, and stays up until Ctrl-C, when it
 //! stops the nodes gracefully. Data persists in the directory: running it again restarts the
 //! same cluster from disk.
+//!
+//! With `--protocol pb` it starts a primary-backup cluster instead: the view service (node
+//! `nodes + 1`, no RESP port) and `nodes` servers, node 1 first so that it becomes the primary,
+//! and waits until the view service has a primary that acknowledged a view with a backup (the
+//! third server is a spare). Primary-backup
+//! keeps nothing on disk, so a restart starts an empty cluster.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, Protocol};
 
 /// Arguments of `chorus up`.
 #[derive(Debug, Args)]
@@ -28,6 +34,10 @@ pub struct UpArgs {
     /// Ports are counted from here: peers at P+id, RESP at P+100+id, admin at P+200+id.
     #[arg(long, default_value_t = 7000)]
     base_port: u16,
+    /// The replication scheme: `raft`, or `pb` (primary-backup with a view service; `--nodes`
+    /// then counts the servers, and the view service is one more node).
+    #[arg(long, value_enum, default_value_t = Protocol::Raft)]
+    protocol: Protocol,
 }
 
 /// Asks the admin endpoint of a node for its status.
@@ -91,6 +101,19 @@ fn stop(children: &mut [Child]) {
     }
 }
 
+/// The primary, once the view service reports an acknowledged view with a primary and (with
+/// more than one server) a backup.
+fn pb_ready(configs: &[(NodeConfig, PathBuf)], servers: u64) -> Option<u64> {
+    let (service, _) = configs
+        .iter()
+        .find(|(config, _)| config.me().redis.is_none())?;
+    let status = fetch_status(service.me().admin).ok()?;
+    let view = &status["view"];
+    let primary = view["primary"].as_u64()?;
+    let complete = servers == 1 || view["backup"].as_u64().is_some();
+    (view["acked"] == true && complete).then_some(primary)
+}
+
 /// Runs `chorus up`.
 ///
 /// # Errors
@@ -104,8 +127,21 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         .context("cannot resolve the data directory")?;
     let mut configs = Vec::new();
     let mut children = Vec::new();
-    for id in 1..=args.nodes {
-        let config = NodeConfig::local(args.nodes, id, args.base_port, &data_dir);
+    let pb = args.protocol == Protocol::Pb;
+    // Under primary-backup the view service starts first, so the servers find it at once.
+    let order: Vec<u64> = if pb {
+        std::iter::once(args.nodes + 1)
+            .chain(1..=args.nodes)
+            .collect()
+    } else {
+        (1..=args.nodes).collect()
+    };
+    for id in order {
+        let config = if pb {
+            NodeConfig::local_pb(args.nodes, id, args.base_port, &data_dir)
+        } else {
+            NodeConfig::local(args.nodes, id, args.base_port, &data_dir)
+        };
         let path = data_dir.join(format!("node-{id}.toml"));
         std::fs::write(
             &path,
@@ -121,6 +157,21 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             }
         }
         configs.push((config, log));
+        if pb && id == 1 {
+            // The first server to ping becomes the primary; let it be node 1 (RESP on
+            // base + 101), so the printed table and the documented ports agree run after run.
+            let view_service = configs[0].0.me().admin;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let primary = fetch_status(view_service)
+                    .ok()
+                    .and_then(|status| status["view"]["primary"].as_u64());
+                if primary.is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     // Wait for a leader, so that the table we print is of a working cluster.
@@ -130,59 +181,94 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             .iter_mut()
             .position(|c| matches!(c.try_wait(), Ok(Some(_))))
         {
-            let log = &configs[exited].1;
+            let (config, log) = &configs[exited];
+            let id = config.id;
+            let log = log.clone();
             stop(&mut children);
-            bail!("node {} exited at start; see {}", exited + 1, log.display());
+            bail!("node {id} exited at start; see {}", log.display());
         }
-        let leader = configs.iter().find_map(|(config, _)| {
-            let status = fetch_status(config.me().admin).ok()?;
-            (status["role"] == "leader").then_some(config.id)
-        });
+        let leader = if pb {
+            pb_ready(&configs, args.nodes)
+        } else {
+            configs.iter().find_map(|(config, _)| {
+                let status = fetch_status(config.me().admin).ok()?;
+                (status["role"] == "leader").then_some(config.id)
+            })
+        };
         if let Some(leader) = leader {
             break leader;
         }
         if Instant::now() > deadline {
             stop(&mut children);
             bail!(
-                "no leader was elected within 15 s; see the logs in {}",
+                "no {} within 15 s; see the logs in {}",
+                if pb {
+                    "acknowledged view with a primary and a backup"
+                } else {
+                    "leader was elected"
+                },
                 data_dir.display()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
 
-    println!(
-        "Chorus: {} nodes up on 127.0.0.1, leader node {leader}, data in {}",
-        args.nodes,
-        data_dir.display()
-    );
+    if pb {
+        println!(
+            "Chorus (primary-backup): {} servers and a view service up on 127.0.0.1, primary node {leader}, logs in {}",
+            args.nodes,
+            data_dir.display()
+        );
+    } else {
+        println!(
+            "Chorus: {} nodes up on 127.0.0.1, leader node {leader}, data in {}",
+            args.nodes,
+            data_dir.display()
+        );
+    }
     println!();
     println!(
-        "{:<6} {:<20} {:<20} {:<20} log",
-        "node", "redis (RESP)", "admin (HTTP)", "peer"
+        "{:<6} {:<13} {:<20} {:<20} {:<20} log",
+        "node", "role", "redis (RESP)", "admin (HTTP)", "peer"
     );
     for (config, log) in &configs {
         let me = config.me();
+        let role = fetch_status(me.admin)
+            .ok()
+            .and_then(|status| status["role"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into());
         println!(
-            "{:<6} {:<20} {:<20} {:<20} {}",
+            "{:<6} {:<13} {:<20} {:<20} {:<20} {}",
             config.id,
-            me.redis,
+            role,
+            me.redis.map_or_else(|| "-".to_string(), |r| r.to_string()),
             me.admin,
             me.peer,
             log.display()
         );
     }
     println!();
-    let first = configs[0].0.me();
+    let redis_port = |id: u64| {
+        configs
+            .iter()
+            .find(|(config, _)| config.id == id)
+            .and_then(|(config, _)| config.me().redis)
+            .map_or(0, |r| r.port())
+    };
+    let other = if leader == args.nodes { 1 } else { args.nodes };
     println!(
         "Try: redis-cli -p {} SET greeting hello",
-        first.redis.port()
+        redis_port(leader)
     );
-    println!(
-        "     redis-cli -p {} GET greeting",
-        configs[configs.len() - 1].0.me().redis.port()
-    );
-    println!("     curl http://{}/status", first.admin);
+    if pb {
+        println!(
+            "     redis-cli -c -p {} GET greeting   (a backup or spare answers MOVED with the primary's address; -c follows it)",
+            redis_port(other)
+        );
+    } else {
+        println!("     redis-cli -p {} GET greeting", redis_port(other));
+    }
+    println!("     curl http://{}/status", configs[0].0.me().admin);
     println!("Press Ctrl-C to stop the cluster.");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -200,7 +286,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
                     for (index, child) in children.iter_mut().enumerate() {
                         if let (Ok(Some(status)), false) = (child.try_wait(), reported[index]) {
                             reported[index] = true;
-                            println!("node {} exited ({status}); see {}", index + 1, configs[index].1.display());
+                            println!("node {} exited ({status}); see {}", configs[index].0.id, configs[index].1.display());
                         }
                     }
                 }

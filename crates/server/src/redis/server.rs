@@ -10,6 +10,12 @@
 //! Besides the Redis commands of [`super::command`], three commands serve the native client
 //! (`chorus-client`): `CHORUS.REGISTER`, `CHORUS.COMMAND <command>` and `CHORUS.QUERY <query>`,
 //! answered with the encoded `chorus_kv::Response`.
+//!
+//! Under primary-backup only the primary takes requests. Any other server answers a data
+//! command (read or write) with a Redis Cluster style redirect naming the primary's RESP
+//! address, `-MOVED 0 127.0.0.1:7101 …`, without proposing anything: `redis-cli -c` follows it,
+//! other clients show it, and the native client goes there next. The request is not forwarded:
+//! a forwarded write whose answer is lost would leave the client unsure where to retry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +180,16 @@ fn dropped() -> Frame {
 fn request_error(error: RequestError) -> Frame {
     match error {
         RequestError::Unavailable => Frame::error("UNAVAILABLE", "no leader is known; try again"),
+        // Redis Cluster's redirect: `MOVED <slot> <host>:<port>`. Chorus has no slots (one
+        // shard), so the slot is 0; the words after the address say why, without a colon, so
+        // that clients which cut the address at the last colon still read the port.
+        RequestError::NotPrimary { node, redis } => Frame::error(
+            "MOVED",
+            &format!(
+                "0 {redis} (this server is not the primary; node {} is)",
+                node.0
+            ),
+        ),
         RequestError::Busy => Frame::error("BUSY", "the node is overloaded; try again"),
         RequestError::Timeout => {
             Frame::error("TIMEOUT", "the request timed out; its outcome is unknown")
@@ -339,7 +355,7 @@ fn info(shared: &Shared, sections: &[Bytes]) -> Frame {
         let leader = status
             .leader
             .map_or_else(|| "none".to_string(), |l| l.to_string());
-        let role = if status.role == "leader" {
+        let role = if status.role == "leader" || status.role == "primary" {
             "master"
         } else {
             "slave"
@@ -362,17 +378,26 @@ fn info(shared: &Shared, sections: &[Bytes]) -> Frame {
     Frame::bulk(Bytes::from(text))
 }
 
-fn config_get(patterns: &[Bytes]) -> Frame {
+fn config_get(shared: &Shared, patterns: &[Bytes]) -> Frame {
     // Chorus has no Redis configuration; answer the few settings tools ask about with values
-    // that describe Chorus honestly (every write is durable before it is acknowledged).
-    const SETTINGS: [(&str, &str); 4] = [
+    // that describe Chorus honestly: under Raft every write is durable before it is
+    // acknowledged; under primary-backup nothing is written to disk (the backup's copy in
+    // memory is the redundancy).
+    const RAFT: [(&str, &str); 4] = [
         ("save", ""),
         ("appendonly", "yes"),
         ("appendfsync", "always"),
         ("databases", "1"),
     ];
+    const PB: [(&str, &str); 4] = [
+        ("save", ""),
+        ("appendonly", "no"),
+        ("appendfsync", "no"),
+        ("databases", "1"),
+    ];
+    let pb = shared.status.read().is_ok_and(|s| s.protocol == "pb");
     let mut items = Vec::new();
-    for (name, value) in SETTINGS {
+    for (name, value) in if pb { PB } else { RAFT } {
         if patterns
             .iter()
             .any(|p| p.as_ref() == b"*" || p.eq_ignore_ascii_case(name.as_bytes()))
@@ -493,6 +518,6 @@ fn execute(
         }
         RedisCommand::MSet { pairs } => write(inputs, Op::MultiPut { pairs }, render_ok),
         RedisCommand::Info { sections } => Pending::Now(info(shared, &sections)),
-        RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(&patterns)),
+        RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(shared, &patterns)),
     }
 }

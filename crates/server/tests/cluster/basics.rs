@@ -171,7 +171,7 @@ fn malformed_input_leaves_the_node_serving() {
     );
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
@@ -182,7 +182,7 @@ fn on_path(tool: &str) -> bool {
 
 /// Runs a tool to completion within `within`, killing it on timeout; returns (success,
 /// stdout + stderr).
-fn run_tool(command: &mut Command, within: Duration) -> (bool, String) {
+pub(crate) fn run_tool(command: &mut Command, within: Duration) -> (bool, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out_path = dir.path().join("out");
     let out = std::fs::File::create(&out_path).expect("create an output file");

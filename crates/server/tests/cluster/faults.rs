@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, ClientError};
+use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_kv::KvError;
 use chorus_sim::history::{OpKind, OpStatus, Operation, Output, write_jsonl};
 use chorus_sim::linearizability::{CheckLimits, Verdict, check};
@@ -19,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// How a client error is recorded: `fail` only for what is definitely without effect.
-fn status_of(error: &ClientError) -> OpStatus {
+pub(crate) fn status_of(error: &ClientError) -> OpStatus {
     match error {
         ClientError::Unavailable(_) | ClientError::NoEndpoints => OpStatus::Fail,
         ClientError::Refused(KvError::StaleRequest | KvError::UnknownSession) => OpStatus::Unknown,
@@ -29,7 +29,7 @@ fn status_of(error: &ClientError) -> OpStatus {
 }
 
 /// Runs one operation through `client` and records it.
-async fn run_op(
+pub(crate) async fn run_op(
     client: &mut Client,
     id: u64,
     start: Instant,
@@ -84,7 +84,7 @@ async fn run_op(
 
 /// One worker: a mix of operations on shared keys, plus appends to a key of its own so that
 /// every acknowledged append can be looked for at the end.
-async fn worker(
+pub(crate) async fn worker(
     mut client: Client,
     id: u64,
     start: Instant,
@@ -156,81 +156,56 @@ async fn worker(
     }
 }
 
-// Proves that SIGKILLing the leader (twice, each time restarting it) while several clients
-// write loses no acknowledged write, and that everything the clients observed — including
-// across the failovers, and including operations whose outcome the impatient clients never
-// learned — is linearizable.
-#[test]
-fn killing_the_leader_under_load_loses_no_acknowledged_write_and_the_history_is_linearizable() {
-    let mut cluster = TestCluster::start(3);
-    cluster.wait_for_leader(STARTUP);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let start = Instant::now();
-    let workload = Duration::from_secs(9);
-    let until = start + workload;
-    let history = Arc::new(Mutex::new(Vec::new()));
+/// Starts the workload: five workers (every other one impatient), each replaced by a fresh one
+/// (a new history client, a new session) when its operation ends unknown, until `until`.
+/// Returns the supervisor's handle; it finishes once every worker has.
+pub(crate) fn spawn_workload(
+    runtime: &tokio::runtime::Runtime,
+    config: ClientConfig,
+    start: Instant,
+    until: Instant,
+    history: &Arc<Mutex<Vec<Operation>>>,
+) -> tokio::task::JoinHandle<()> {
     const WORKERS: u64 = 5;
     // A worker whose operation ends unknown is replaced by a fresh one with a new client id,
     // so that each history client has at most one operation in flight.
-    let supervisor = {
-        let history = history.clone();
-        let config = cluster.client_config();
-        runtime.spawn(async move {
-            let mut next_id = 0u64;
-            let mut running = tokio::task::JoinSet::new();
-            let spawn = |running: &mut tokio::task::JoinSet<()>, next_id: &mut u64| {
-                // Every other worker is impatient: it gives up during a failover, so the
-                // history also holds indefinite outcomes (reported unknown, never fail).
-                let mut config = config.clone();
-                if *next_id % 2 == 1 {
-                    config.attempt_timeout = Duration::from_millis(150);
-                    config.call_timeout = Duration::from_millis(400);
-                }
-                let client = Client::new(config).expect("endpoints are given");
-                running.spawn(worker(client, *next_id, start, until, history.clone()));
-                *next_id += 1;
-            };
-            for _ in 0..WORKERS {
+    let history = history.clone();
+    runtime.spawn(async move {
+        let mut next_id = 0u64;
+        let mut running = tokio::task::JoinSet::new();
+        let spawn = |running: &mut tokio::task::JoinSet<()>, next_id: &mut u64| {
+            // Every other worker is impatient: it gives up during a failover, so the
+            // history also holds indefinite outcomes (reported unknown, never fail).
+            let mut config = config.clone();
+            if *next_id % 2 == 1 {
+                config.attempt_timeout = Duration::from_millis(150);
+                config.call_timeout = Duration::from_millis(400);
+            }
+            let client = Client::new(config).expect("endpoints are given");
+            running.spawn(worker(client, *next_id, start, until, history.clone()));
+            *next_id += 1;
+        };
+        for _ in 0..WORKERS {
+            spawn(&mut running, &mut next_id);
+        }
+        while let Some(done) = running.join_next().await {
+            done.expect("a worker panicked");
+            if Instant::now() < until {
                 spawn(&mut running, &mut next_id);
             }
-            while let Some(done) = running.join_next().await {
-                done.expect("a worker panicked");
-                if Instant::now() < until {
-                    spawn(&mut running, &mut next_id);
-                }
-            }
-        })
-    };
+        }
+    })
+}
 
-    // The nemesis: kill the leader, restart it two seconds later, twice.
-    let mut kills = 0;
-    for round in 0..2 {
-        let settle = start + Duration::from_millis(1_500 + round * 3_500);
-        cluster.poll(Duration::from_secs(10), "the next kill", || {
-            (Instant::now() >= settle).then_some(())
-        });
-        let leader = cluster.wait_for_leader(STARTUP);
-        cluster.kill_9(leader);
-        kills += 1;
-        let back = Instant::now() + Duration::from_secs(2);
-        cluster.poll(Duration::from_secs(10), "the restart", || {
-            (Instant::now() >= back).then_some(())
-        });
-        cluster.restart(leader);
-    }
-    assert_eq!(kills, 2);
-    runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(30), supervisor).await })
-        .expect("the workers finish")
-        .expect("the supervisor finishes");
-
-    // Final reads, after every worker finished, through a fresh client.
-    cluster.wait_for_leader(STARTUP);
-    let mut ops = history.lock().expect("history lock").clone();
+/// Reads every key of the history back through a fresh client (after the workload), adds the
+/// reads to the history, and checks that every acknowledged append to a worker's own key is
+/// there and that the whole history is linearizable.
+pub(crate) fn check_final_state(
+    cluster: &TestCluster,
+    runtime: &tokio::runtime::Runtime,
+    mut ops: Vec<Operation>,
+    start: Instant,
+) {
     let reader_id = 1_000_000;
     let keys: Vec<String> = {
         let mut keys: Vec<String> = ops.iter().map(|op| op.key.clone()).collect();
@@ -303,6 +278,53 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write_and_the_history_is_
         "history: {}",
         path.display()
     );
+}
+
+// Proves that SIGKILLing the leader (twice, each time restarting it) while several clients
+// write loses no acknowledged write, and that everything the clients observed — including
+// across the failovers, and including operations whose outcome the impatient clients never
+// learned — is linearizable.
+#[test]
+fn killing_the_leader_under_load_loses_no_acknowledged_write_and_the_history_is_linearizable() {
+    let mut cluster = TestCluster::start(3);
+    cluster.wait_for_leader(STARTUP);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let start = Instant::now();
+    let workload = Duration::from_secs(9);
+    let until = start + workload;
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = spawn_workload(&runtime, cluster.client_config(), start, until, &history);
+
+    // The nemesis: kill the leader, restart it two seconds later, twice.
+    let mut kills = 0;
+    for round in 0..2 {
+        let settle = start + Duration::from_millis(1_500 + round * 3_500);
+        cluster.poll(Duration::from_secs(10), "the next kill", || {
+            (Instant::now() >= settle).then_some(())
+        });
+        let leader = cluster.wait_for_leader(STARTUP);
+        cluster.kill_9(leader);
+        kills += 1;
+        let back = Instant::now() + Duration::from_secs(2);
+        cluster.poll(Duration::from_secs(10), "the restart", || {
+            (Instant::now() >= back).then_some(())
+        });
+        cluster.restart(leader);
+    }
+    assert_eq!(kills, 2);
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), supervisor).await })
+        .expect("the workers finish")
+        .expect("the supervisor finishes");
+
+    // Final reads, after every worker finished, through a fresh client.
+    cluster.wait_for_leader(STARTUP);
+    let ops = history.lock().expect("history lock").clone();
+    check_final_state(&cluster, &runtime, ops, start);
 }
 
 // Proves that every write acknowledged before the whole cluster was SIGKILLed at once is

@@ -2,7 +2,8 @@
 //!
 //! [`TestCluster`] writes one TOML configuration per node into a temporary directory, starts
 //! each node with its output going to a log file there, and can kill (SIGKILL), restart and
-//! observe them. Its `Drop` kills every process it started, even when the test panics, and on
+//! observe them. It runs Raft clusters ([`TestCluster::start`]) and primary-backup clusters
+//! ([`TestCluster::start_pb`]: servers 1..=n and the view service as node n + 1). Its `Drop` kills every process it started, even when the test panics, and on
 //! a panic prints the tail of every node's log and keeps the directory for inspection.
 //!
 //! Ports are taken from a range below Linux's ephemeral range (so that no outbound connection
@@ -37,6 +38,16 @@ pub struct Status {
     pub leader: Option<u64>,
     pub commit: u64,
     pub applied: u64,
+}
+
+/// What `/status` says about the view, on a primary-backup node.
+#[derive(Clone, Debug)]
+pub struct PbStatus {
+    pub role: String,
+    pub view: u64,
+    pub primary: Option<u64>,
+    pub backup: Option<u64>,
+    pub acked: bool,
 }
 
 /// The cluster id every test cluster uses.
@@ -76,6 +87,8 @@ pub struct TestCluster {
     root: PathBuf,
     nodes: Vec<Addresses>,
     children: Vec<Option<Child>>,
+    /// Primary-backup: the view service's node id.
+    view_service: Option<u64>,
 }
 
 impl TestCluster {
@@ -92,6 +105,22 @@ impl TestCluster {
     /// Writes the configurations, with `extra` TOML appended to each (e.g. a `[timing]`
     /// table), without starting anything.
     pub fn configure(count: usize, extra: &str) -> TestCluster {
+        TestCluster::configure_with(count, None, extra)
+    }
+
+    /// Writes the configurations of a primary-backup cluster of `servers` servers (nodes
+    /// 1..=servers) and a view service (node servers + 1), with `extra` TOML appended, and
+    /// starts the view service, then every server.
+    pub fn start_pb(servers: usize, extra: &str) -> TestCluster {
+        let mut cluster = TestCluster::configure_with(servers + 1, Some(servers as u64 + 1), extra);
+        cluster.restart(servers as u64 + 1);
+        for node in 1..=servers as u64 {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    fn configure_with(count: usize, view_service: Option<u64>, extra: &str) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("chorus-e2e-")
             .tempdir()
@@ -106,18 +135,28 @@ impl TestCluster {
             .collect();
         let mut table = String::new();
         for (index, node) in nodes.iter().enumerate() {
+            let id = index as u64 + 1;
+            if view_service == Some(id) {
+                table.push_str(&format!(
+                    "[[nodes]]\nid = {id}\nrole = \"view-service\"\npeer = \"{}\"\nadmin = \"{}\"\n\n",
+                    node.peer, node.admin
+                ));
+                continue;
+            }
             table.push_str(&format!(
-                "[[nodes]]\nid = {}\npeer = \"{}\"\nredis = \"{}\"\nadmin = \"{}\"\n\n",
-                index + 1,
-                node.peer,
-                node.redis,
-                node.admin
+                "[[nodes]]\nid = {id}\npeer = \"{}\"\nredis = \"{}\"\nadmin = \"{}\"\n\n",
+                node.peer, node.redis, node.admin
             ));
         }
+        let protocol = if view_service.is_some() {
+            "protocol = \"pb\"\n"
+        } else {
+            ""
+        };
         for id in 1..=count {
             let data = root.join(format!("data-{id}"));
             let text = format!(
-                "cluster_id = \"{CLUSTER_ID}\"\nid = {id}\ndata_dir = \"{}\"\n\n{table}{extra}",
+                "cluster_id = \"{CLUSTER_ID}\"\nid = {id}\ndata_dir = \"{}\"\n{protocol}\n{table}{extra}",
                 data.display()
             );
             std::fs::write(root.join(format!("node-{id}.toml")), text)
@@ -128,7 +167,45 @@ impl TestCluster {
             root,
             children: (0..count).map(|_| None).collect(),
             nodes,
+            view_service,
         }
+    }
+
+    /// The nodes that serve clients: every node but a view service.
+    pub fn servers(&self) -> Vec<u64> {
+        self.ids()
+            .into_iter()
+            .filter(|&node| Some(node) != self.view_service)
+            .collect()
+    }
+
+    /// Primary-backup: what the node's `/status` says about the view.
+    pub fn pb_status(&self, node: u64) -> Option<PbStatus> {
+        let value = self.status_json(node)?;
+        let view = &value["view"];
+        Some(PbStatus {
+            role: value["role"].as_str()?.to_string(),
+            view: view["number"].as_u64()?,
+            primary: view["primary"].as_u64(),
+            backup: view["backup"].as_u64(),
+            acked: view["acked"].as_bool()?,
+        })
+    }
+
+    /// Primary-backup: waits until the view service's view is newer than `newer_than`,
+    /// acknowledged, and has a primary and a backup (the backup then holds the complete
+    /// state); returns (view, primary, backup).
+    pub fn wait_for_pb_view(&self, newer_than: u64, within: Duration) -> (u64, u64, u64) {
+        let service = self.view_service.expect("a primary-backup cluster");
+        self.poll(within, "an acknowledged view with a backup", || {
+            let status = self.pb_status(service)?;
+            match (status.acked, status.primary, status.backup) {
+                (true, Some(primary), Some(backup)) if status.view > newer_than => {
+                    Some((status.view, primary, backup))
+                }
+                _ => None,
+            }
+        })
     }
 
     /// The temporary directory holding configurations, data and logs.
@@ -235,15 +312,20 @@ impl TestCluster {
         }
     }
 
-    /// The node's `/status`, if it answers.
-    pub fn status(&self, node: u64) -> Option<Status> {
+    /// The node's `/status` as JSON, if it answers.
+    pub fn status_json(&self, node: u64) -> Option<serde_json::Value> {
         let admin = self.addresses(node).admin;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_millis(500)))
             .build()
             .into();
         let mut response = agent.get(format!("http://{admin}/status")).call().ok()?;
-        let value: serde_json::Value = response.body_mut().read_json().ok()?;
+        response.body_mut().read_json().ok()
+    }
+
+    /// The node's `/status`, if it answers.
+    pub fn status(&self, node: u64) -> Option<Status> {
+        let value = self.status_json(node)?;
         Some(Status {
             role: value["role"].as_str()?.to_string(),
             term: value["term"].as_u64()?,
@@ -315,7 +397,7 @@ impl TestCluster {
     /// The configuration [`TestCluster::client`] uses.
     pub fn client_config(&self) -> ClientConfig {
         let endpoints = self
-            .ids()
+            .servers()
             .into_iter()
             .map(|node| self.redis(node))
             .collect();

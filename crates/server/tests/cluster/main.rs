@@ -9,3 +9,4 @@ mod basics;
 mod failover;
 mod faults;
 mod harness;
+mod pb;
