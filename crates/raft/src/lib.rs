@@ -23,6 +23,11 @@
 //!    4. apply `committed_entries` in order, serve `read_states` once applied, fail
 //!       `rejected_reads`;
 //!    5. call [`RawNode::advance`].
+//!
+//!    Step 4 may also come before step 2, or run beside it: every committed entry is already
+//!    durable on a majority (a leader counts its own copy only once `advance` confirmed it),
+//!    so applying it and answering its client never waits on this node's disk. Only the
+//!    messages of step 3 must wait.
 //! 3. **One Ready at a time.** Between `ready` and `advance` the driver may keep calling
 //!    `tick`, `step`, `propose` and `read_index`; their output waits for the next Ready.
 //!    `has_ready` is false while a Ready is outstanding, and `ready` panics then.

@@ -324,7 +324,7 @@ impl RawNode {
             Message::AppendEntriesResponse(response) => {
                 self.on_append_entries_response(from, &response);
             }
-            Message::Propose(propose) => self.on_propose(propose),
+            Message::Propose(propose) => self.on_propose(from, propose),
             Message::ReadIndex(request) => self.on_read_index_request(from, request),
             Message::ReadIndexResponse(response) => self.on_read_index_response(from, &response),
         }
@@ -430,10 +430,12 @@ impl RawNode {
         match self.role {
             Role::Leader => {
                 let last_index = self.log.last_index();
+                let commit = self.log.commit();
                 self.broadcast_pending
                     || (self.leader_reads.has_waiting() && self.has_committed_in_term())
                     || self.progress.values().any(|progress| {
                         progress.empty_append_due
+                            || progress.commit_unknown(commit)
                             || progress.can_send(last_index, self.config.inflight_max)
                     })
             }
@@ -1093,6 +1095,7 @@ impl RawNode {
     /// and a heartbeat to the others when a broadcast is due.
     fn send_appends(&mut self) {
         let last_index = self.log.last_index();
+        let commit = self.log.commit();
         for position in 0..self.peers.len() {
             let peer = self.peers[position];
             let mut sent = false;
@@ -1110,10 +1113,13 @@ impl RawNode {
                     .entries
                     .last()
                     .map_or(next_index.prev(), |entry| entry.index);
-                self.progress
+                let leader_commit = request.leader_commit;
+                let progress = self
+                    .progress
                     .get_mut(&peer)
-                    .expect("invariant: a leader tracks every peer")
-                    .on_sent(last_sent);
+                    .expect("invariant: a leader tracks every peer");
+                progress.on_sent(last_sent);
+                progress.on_commit_sent(last_sent, leader_commit);
                 self.messages.push((peer, Message::AppendEntries(request)));
                 sent = true;
             }
@@ -1125,13 +1131,14 @@ impl RawNode {
             let prev = if empty_append_due {
                 // Checks whether the pipeline's messages arrived.
                 Some(progress.next_index.prev())
-            } else if self.broadcast_pending {
+            } else if self.broadcast_pending || progress.commit_unknown(commit) {
                 // A heartbeat at the match index always matches, so it always succeeds.
                 Some(progress.match_index)
             } else {
                 None
             };
             if let Some(prev) = prev.filter(|_| !sent) {
+                progress.on_commit_sent(prev, commit);
                 let request = self.append_entries_at(prev, false);
                 self.messages.push((peer, Message::AppendEntries(request)));
             }
@@ -1163,7 +1170,7 @@ impl RawNode {
         }
     }
 
-    fn on_propose(&mut self, propose: Propose) {
+    fn on_propose(&mut self, from: NodeId, propose: Propose) {
         if self.role != Role::Leader {
             // The sender's idea of the leader is stale; its client will time out and retry.
             return;
@@ -1173,8 +1180,12 @@ impl RawNode {
             .config
             .proposals_pending_max
             .saturating_sub(self.uncommitted_len());
+        let mut last = None;
         for command in propose.commands.into_iter().take(room) {
-            self.log.append(self.term, EntryPayload::Command(command));
+            last = Some(self.log.append(self.term, EntryPayload::Command(command)));
+        }
+        if let (Some(last), Some(progress)) = (last, self.progress.get_mut(&from)) {
+            progress.forwarded_last = last;
         }
     }
 

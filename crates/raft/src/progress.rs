@@ -46,6 +46,11 @@ pub(crate) struct Progress {
     pub(crate) empty_append_due: bool,
     /// `match_index` moved since the last heartbeat.
     progressed: bool,
+    /// The highest commit index the follower learns from the messages sent to it, if they
+    /// arrive: each AppendEntries teaches `min(leader_commit, last index it covers)`.
+    commit_told: LogIndex,
+    /// The last log index holding a command this follower forwarded in the current term.
+    pub(crate) forwarded_last: LogIndex,
 }
 
 impl Progress {
@@ -62,7 +67,24 @@ impl Progress {
             read_round_acked: 0,
             empty_append_due: false,
             progressed: false,
+            commit_told: LogIndex(0),
+            forwarded_last: LogIndex(0),
         }
+    }
+
+    /// The leader sent an AppendEntries that covers the log up to `covered` (its last entry,
+    /// or its `prev_log_index` if empty) and carries `leader_commit`.
+    pub(crate) fn on_commit_sent(&mut self, covered: LogIndex, leader_commit: LogIndex) {
+        self.commit_told = self.commit_told.max(covered.min(leader_commit));
+    }
+
+    /// Whether the follower holds a committed command it forwarded without being told it is
+    /// committed: it acknowledged the entry after the messages carrying the commit index
+    /// went out (it was the second to acknowledge). Its client would wait for the next
+    /// heartbeat. Only forwarded commands count: telling a follower of a commit costs it a
+    /// commit-only fsync, which otherwise rides with its next entries.
+    pub(crate) fn commit_unknown(&self, commit: LogIndex) -> bool {
+        self.match_index.min(commit).min(self.forwarded_last) > self.commit_told
     }
 
     /// Whether the leader may send an AppendEntries carrying entries (or an empty probe) now.
@@ -159,6 +181,8 @@ impl Progress {
     /// derived from the rejection's hint and clamped above `match_index`.
     pub(crate) fn on_rejection(&mut self, next_index: LogIndex) {
         assert!(next_index > self.match_index);
+        // The refused message taught nothing; assume no more than the matched prefix.
+        self.commit_told = self.commit_told.min(self.match_index);
         self.become_probe(next_index);
     }
 

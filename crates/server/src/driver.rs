@@ -423,7 +423,21 @@ impl<S: Storage> Driver<S> {
         } = ready;
         // 1. Replication goes out while the leader's own copy is being written.
         self.send(messages);
-        // 2. Durable before anything that promises it.
+        // 2. Apply, answer, serve reads. Committed entries are already durable on a majority
+        //    (a leader counts its own copy only once durable), so clients need not wait for
+        //    this node's fsync below, which often only records the new commit index.
+        for entry in &committed_entries {
+            self.apply(entry);
+        }
+        self.ready_reads
+            .extend(read_states.iter().map(|state| (state.index, state.id)));
+        self.serve_reads();
+        for id in rejected_reads {
+            if let Some(read) = self.reads.remove(&id) {
+                let _ = read.reply.send(Err(RequestError::Unavailable));
+            }
+        }
+        // 3. Durable before anything that promises it.
         if hard_state.is_some() || !entries.is_empty() {
             self.storage.write(hard_state, &entries)?;
             let started = Instant::now();
@@ -439,20 +453,8 @@ impl<S: Storage> Driver<S> {
                     .observe(entries.len() as f64);
             }
         }
-        // 3. Votes and acks.
+        // 4. Votes and acks.
         self.send(persisted_messages);
-        // 4. Apply, answer, serve reads.
-        for entry in &committed_entries {
-            self.apply(entry);
-        }
-        self.ready_reads
-            .extend(read_states.iter().map(|state| (state.index, state.id)));
-        self.serve_reads();
-        for id in rejected_reads {
-            if let Some(read) = self.reads.remove(&id) {
-                let _ = read.reply.send(Err(RequestError::Unavailable));
-            }
-        }
         // 5. Done.
         self.raft.advance();
         Ok(())

@@ -397,3 +397,32 @@ fn a_follower_that_crashes_and_restarts_catches_up() {
     network.tick(5);
     assert_eq!(network.applied_commands(follower), vec!["a", "b"]);
 }
+
+#[test]
+fn a_follower_learns_the_commit_of_its_forwarded_proposal_without_waiting_for_a_heartbeat() {
+    let mut network = Network::new(3, |_| {});
+    network.elect(id(1));
+    network.tick(3);
+    // Messages are delivered in order, so node 2 acknowledges first and its acknowledgement
+    // commits the entry; node 3, whose proposal it is, acknowledges second.
+    let proposed = network.propose(id(3), "forwarded");
+    assert_eq!(proposed, Proposed::Forwarded { leader: id(1) });
+    let before = network.delivered.len();
+    network.deliver();
+    assert_eq!(
+        network.applied_commands(id(3)),
+        vec!["forwarded"],
+        "the forwarding follower applied its command without a tick"
+    );
+    let leader_to_3 = network.delivered[before..]
+        .iter()
+        .filter(|(from, to, message)| {
+            *from == id(1) && *to == id(3) && matches!(message, Message::AppendEntries(_))
+        })
+        .count();
+    assert_eq!(
+        leader_to_3, 3,
+        "the entries, the commit broadcast (sent before node 3 acknowledged), and one commit \
+         update once its acknowledgement arrived"
+    );
+}
