@@ -10,18 +10,18 @@
 //!
 //! While it runs, the [`checkers`] verify the invariants S1–S8 of SCENARIOS.md at every step;
 //! at the end the [`linearizability`] checker judges the client history. Start reading at
-//! [`simulator::Simulator::run`].
+//! [`engine::Sim::run`].
 //!
 //! # One simulator, several protocols
 //!
-//! [`SimConfig::protocol`] picks the replication scheme, and [`run`] the driver for it: the
-//! Raft driver ([`simulator::Simulator`]) or the primary-backup one ([`pb::PbSimulator`],
-//! `chorus_pb` servers and their view service). Only the driving of the nodes is
-//! protocol-specific. Both drivers share the seeded event queue, the network, the nemesis's
-//! fault choices, the clients and their workload (one client driver, `workload::Workload`,
-//! scheduled through the driver's own event type), the history, the linearizability checker,
-//! and the protocol-agnostic checkers (S6 acknowledged writes, S8 exactly-once; S1, S4 and S5
-//! in each protocol's terms). A further scheme joins by adding a driver of the same shape and
+//! [`SimConfig::protocol`] picks the replication scheme, and [`run`] the simulator for it. There
+//! is one simulator, [`engine::Sim`]: the seeded event queue, the network, the nemesis, the
+//! clients and their workload, the phases, the history, the linearizability checker and the
+//! protocol-agnostic checkers (S6 acknowledged writes, S8 exactly-once; S1, S4 and S5 in each
+//! protocol's terms) are written once, there. Only the driving of the nodes is
+//! protocol-specific, behind [`engine::ProtocolHost`]: the Raft nodes ([`RaftNodes`], run as
+//! [`Simulator`]) and the primary-backup servers with their view service ([`PbNodes`], run as
+//! [`PbSimulator`]). A further scheme joins by implementing [`engine::ProtocolHost`] and adding
 //! a [`Protocol`] variant.
 //!
 //! The crate is pure in the sense of DESIGN.md: no clocks, threads, sockets or files; the
@@ -29,6 +29,7 @@
 
 pub mod checkers;
 pub mod config;
+pub mod engine;
 pub mod history;
 pub mod linearizability;
 mod nemesis;
@@ -39,6 +40,9 @@ pub mod simulator;
 mod workload;
 
 pub use config::{FaultProfile, Protocol, SimConfig};
+pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
-pub use pb::{PbMessageFilter, PbSimulator};
-pub use simulator::{MessageFilter, RunReport, RunStats, Simulator, history_hash, run, run_traced};
+pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
+pub use simulator::{
+    MessageFilter, RaftNodes, RunReport, RunStats, Simulator, history_hash, run, run_traced,
+};

@@ -9,7 +9,7 @@
 //!
 //! The client side is the same for every protocol: [`Workload`] drives the clients through a
 //! [`ClientIo`], the borrowed parts of the simulation it needs (event queue, network, random
-//! streams, checkers), and the protocol's driver turns [`ClientEvent`]s into its own events.
+//! streams, checkers), and the simulator turns [`ClientEvent`]s into its events.
 
 use std::collections::BTreeMap;
 
@@ -26,7 +26,7 @@ use crate::simulator::RunStats;
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RequestBody {
+pub enum RequestBody {
     /// Propose this encoded key-value command.
     Write(Bytes),
     /// Read this key linearizably.
@@ -35,7 +35,7 @@ pub(crate) enum RequestBody {
 
 /// One request from a client to a node.
 #[derive(Clone, Debug)]
-pub(crate) struct ClientRequest {
+pub struct ClientRequest {
     pub(crate) client: usize,
     pub(crate) op_id: u64,
     pub(crate) body: RequestBody,
@@ -52,7 +52,7 @@ pub(crate) enum ReplyBody {
 
 /// A reply travelling to a client.
 #[derive(Clone, Debug)]
-pub(crate) struct ClientReply {
+pub struct ClientReply {
     pub(crate) op_id: u64,
     pub(crate) body: ReplyBody,
 }
@@ -214,7 +214,7 @@ impl Client {
     }
 }
 
-/// A client-side event, scheduled on the driver's queue as the driver's own event type.
+/// A client-side event, scheduled on the simulator's queue as one of its events.
 #[derive(Clone, Debug)]
 pub(crate) enum ClientEvent {
     /// Send attempt `attempt` of operation `op_id`.

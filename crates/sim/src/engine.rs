@@ -1,0 +1,823 @@
+//! The protocol-independent half of the simulator: one seeded event queue, the network, the
+//! nemesis, the clients, the checkers, the phases and the run report, shared by every
+//! replication scheme.
+//!
+//! [`Sim`] holds all of that and drives it; the scheme's own state (its nodes, their disks,
+//! anything else it runs, such as primary-backup's view service) sits in `Sim::nodes`, a
+//! [`ProtocolHost`], which the engine calls for what only the scheme knows: how a node starts,
+//! ticks, takes a message or a client request, crashes, when the cluster has converged, and
+//! what must hold of its final state. A new scheme joins by implementing [`ProtocolHost`] and
+//! adding a [`crate::Protocol`] variant; everything else here is reused as it is.
+//!
+//! Determinism: the engine draws from the same random streams, in the same order, and
+//! schedules the same events at the same times as the per-protocol simulators it replaced, so
+//! every seed replays bit for bit.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use chorus_core::{NodeId, Prng};
+
+use crate::checkers::{Checkers, Violation};
+use crate::config::{FaultProfile, SimConfig};
+use crate::history::Operation;
+use crate::linearizability::{self, CheckLimits, Verdict};
+use crate::nemesis::{self, Action};
+use crate::network::{Latency, LinkFaults, Network};
+use crate::queue::EventQueue;
+use crate::simulator::{RunReport, RunStats};
+use crate::workload::{
+    Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
+};
+
+/// Requests one node holds for its clients at once; more are turned away with a retry.
+const NODE_REQUESTS_MAX: usize = 1024;
+
+/// A test's hook on every message a node sends: it may rewrite the message, or return `false`
+/// to drop it. Called with the sender and the receiver.
+pub type Filter<M> = Box<dyn FnMut(NodeId, NodeId, &mut M) -> bool>;
+
+/// What a replication scheme supplies to the shared simulator: its message and event types,
+/// and the driving of its nodes. Node indexes `0..nodes()` are the nodes clients talk to,
+/// with ids `1..=nodes()`.
+pub trait ProtocolHost: Sized {
+    /// What the scheme's nodes send each other.
+    type Message: Clone + std::fmt::Debug;
+    /// The scheme's own events, beside the shared ones.
+    type Event;
+
+    /// Note appended to the trace line of a restart.
+    const RESTART_NOTE: &'static str = "";
+
+    /// How many nodes take client requests.
+    fn nodes(&self) -> usize;
+    /// Whether node `node` is up.
+    fn is_up(&self, node: usize) -> bool;
+    /// Starts node `node` (fresh, or again after a crash).
+    fn start(sim: &mut Sim<Self>, node: usize);
+    /// Counts a new start of node `node` (before [`ProtocolHost::start`] restarts it).
+    fn new_incarnation(&mut self, node: usize);
+    /// Schedules the scheme's own first events, after every node started.
+    fn schedule_start(_sim: &mut Sim<Self>) {}
+    /// Node `node` ticks (it may be down).
+    fn tick(sim: &mut Sim<Self>, node: usize);
+    /// A message arrives at `to`.
+    fn deliver(sim: &mut Sim<Self>, from: usize, to: usize, message: Self::Message);
+    /// Client requests node `node` holds (taken, not answered yet).
+    fn held_requests(&self, node: usize) -> usize;
+    /// The leader node `node` knows of, for a client to retry on.
+    fn leader_hint(&self, node: usize) -> Option<usize>;
+    /// Node `node` (up) takes a client's request: `false` if it refused it.
+    fn accept(sim: &mut Sim<Self>, node: usize, waiting: Waiting, body: RequestBody) -> bool;
+    /// Does what node `node` has to do now (send, persist, apply, answer).
+    fn drive(sim: &mut Sim<Self>, node: usize);
+    /// One of the scheme's own events happens.
+    fn event(sim: &mut Sim<Self>, event: Self::Event);
+    /// Crashes node `node`, if it is up.
+    fn crash(sim: &mut Sim<Self>, node: usize);
+    /// Something the scheme sees of every message sent (after the filter, before the
+    /// network may drop it).
+    fn on_sent(_sim: &mut Sim<Self>, _from: usize, _to: usize, _message: &Self::Message) {}
+    /// Whether this run's nemesis crashes without regard for what the scheme claims to
+    /// survive, although the scheme could pace its crashes (noted in the trace).
+    fn unpaced_crashes(&self) -> bool {
+        false
+    }
+    /// The node the nemesis favours for a crash (the leader), if any.
+    fn leader(&self) -> Option<usize>;
+    /// Every node a partition divides.
+    fn partition_members(&self) -> Vec<NodeId>;
+    /// Crashes as the scheme claims to survive them, if it paces crashes in this run: then
+    /// does it and returns `true`.
+    fn paced_crash(_sim: &mut Sim<Self>) -> bool {
+        false
+    }
+    /// Whether the run reached the scheme's documented dead end, where liveness is not
+    /// asserted; `deadline` is the liveness deadline, if the liveness phase began.
+    fn dead_end(_sim: &Sim<Self>, _deadline: Option<u64>) -> bool {
+        false
+    }
+    /// Whether the nodes converged (every client operation is already finished).
+    fn converged(sim: &Sim<Self>) -> bool;
+    /// The state of node `node`, for a liveness failure; `None` if it is down.
+    fn node_state(&self, node: usize) -> Option<String>;
+    /// The state of whatever else the scheme runs (a view service), for a liveness failure.
+    fn other_state(&self) -> Option<String> {
+        None
+    }
+    /// Runs the scheme's final checks on the nodes' state.
+    fn finish(sim: &mut Sim<Self>);
+    /// Feeds the fingerprint of a message in flight to the trace hash.
+    fn fingerprint_message(message: &Self::Message, hasher: &mut DefaultHasher);
+    /// Feeds the fingerprint of one of the scheme's events to the trace hash.
+    fn fingerprint_event(event: &Self::Event, hasher: &mut DefaultHasher);
+}
+
+/// Something that happens at a point in simulated time.
+pub enum Event<P: ProtocolHost> {
+    /// A node's clock ticks.
+    Tick {
+        /// The node.
+        node: usize,
+    },
+    /// A message arrives.
+    Deliver {
+        /// The sender's index.
+        from: usize,
+        /// The receiver's index.
+        to: usize,
+        /// The message.
+        message: P::Message,
+    },
+    /// A client request arrives at a node.
+    Request {
+        /// The node.
+        node: usize,
+        /// The request.
+        request: ClientRequest,
+    },
+    /// A reply arrives at a client.
+    Reply {
+        /// The client.
+        client: usize,
+        /// The reply.
+        reply: ClientReply,
+    },
+    /// A client sends an attempt.
+    ClientSend {
+        /// The client.
+        client: usize,
+        /// The operation.
+        op_id: u64,
+        /// The attempt.
+        attempt: u64,
+    },
+    /// A client's attempt times out.
+    ClientTimeout {
+        /// The client.
+        client: usize,
+        /// The operation.
+        op_id: u64,
+        /// The attempt.
+        attempt: u64,
+    },
+    /// The nemesis acts.
+    Nemesis,
+    /// A crashed node restarts.
+    Restart {
+        /// The node.
+        node: usize,
+    },
+    /// One of the scheme's own events.
+    Protocol(P::Event),
+}
+
+impl<P: ProtocolHost> From<ClientEvent> for Event<P> {
+    fn from(event: ClientEvent) -> Event<P> {
+        match event {
+            ClientEvent::Send {
+                client,
+                op_id,
+                attempt,
+            } => Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            },
+            ClientEvent::Timeout {
+                client,
+                op_id,
+                attempt,
+            } => Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            },
+            ClientEvent::Request { node, request } => Event::Request { node, request },
+        }
+    }
+}
+
+impl<P: ProtocolHost> Event<P> {
+    fn fingerprint(&self, hasher: &mut DefaultHasher) {
+        match self {
+            Event::Tick { node } => (0u8, node).hash(hasher),
+            Event::Deliver { from, to, message } => {
+                (1u8, from, to).hash(hasher);
+                P::fingerprint_message(message, hasher);
+            }
+            Event::Request { node, request } => {
+                (2u8, node, request.client, request.op_id).hash(hasher);
+            }
+            Event::Reply { client, reply } => (3u8, client, reply.op_id).hash(hasher),
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            } => (5u8, client, op_id, attempt).hash(hasher),
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            } => (6u8, client, op_id, attempt).hash(hasher),
+            Event::Nemesis => 7u8.hash(hasher),
+            Event::Restart { node } => (8u8, node).hash(hasher),
+            Event::Protocol(event) => P::fingerprint_event(event, hasher),
+        }
+    }
+}
+
+/// A request a node took from a client and has not answered yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Waiting {
+    pub(crate) client: usize,
+    pub(crate) op_id: u64,
+}
+
+/// Which phase the run is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Safety,
+    Liveness { healed_at: u64, deadline: u64 },
+    Done,
+}
+
+/// The deterministic simulator of one replication scheme: the shared machinery, and the
+/// scheme's nodes behind [`ProtocolHost`].
+pub struct Sim<P: ProtocolHost> {
+    pub(crate) config: SimConfig,
+    pub(crate) time: u64,
+    pub(crate) queue: EventQueue<Event<P>>,
+    pub(crate) workload: Workload,
+    pub(crate) network: Network,
+    pub(crate) checkers: Checkers,
+    pub(crate) phase: Phase,
+    pub(crate) rng_network: Prng,
+    pub(crate) rng_nemesis: Prng,
+    pub(crate) rng_workload: Prng,
+    pub(crate) trace: DefaultHasher,
+    pub(crate) stats: RunStats,
+    pub(crate) trace_log: Option<Vec<String>>,
+    pub(crate) filter: Option<Filter<P::Message>>,
+    /// The run ended in the scheme's documented dead end (see [`RunReport::stuck`]).
+    pub(crate) stuck: bool,
+    /// The scheme's nodes.
+    pub(crate) nodes: P,
+}
+
+impl<P: ProtocolHost> Sim<P> {
+    /// A cluster of fresh nodes and `config.clients` clients, nothing run yet. `nodes` builds
+    /// the scheme's state from the configuration, the run's root random stream and the
+    /// nemesis's stream (the network's, the nemesis's and the workload's are forked first).
+    ///
+    /// # Panics
+    /// If the configuration is unusable (fewer than one node or client, no keys).
+    pub(crate) fn build(
+        config: SimConfig,
+        nodes: impl FnOnce(&SimConfig, &mut Prng, &mut Prng) -> P,
+    ) -> Sim<P> {
+        assert!(config.nodes >= 1 && config.clients >= 1 && config.keys >= 1);
+        let mut rng = Prng::new(config.seed);
+        let rng_network = rng.fork();
+        let mut rng_nemesis = rng.fork();
+        let mut rng_workload = rng.fork();
+        let nodes = nodes(&config, &mut rng, &mut rng_nemesis);
+        let network = Network::new(Latency {
+            min: 1,
+            max: 6,
+            tail_max: 3 * config.election_timeout_units(),
+        });
+        let clients = (0..config.clients)
+            .map(|i| Client::new(i, rng_workload.index(config.nodes)))
+            .collect();
+        let mut sim = Sim {
+            config,
+            time: 0,
+            queue: EventQueue::new(),
+            workload: Workload::new(clients),
+            network,
+            checkers: Checkers::new(),
+            phase: Phase::Safety,
+            rng_network,
+            rng_nemesis,
+            rng_workload,
+            trace: DefaultHasher::new(),
+            stats: RunStats::default(),
+            trace_log: None,
+            filter: None,
+            stuck: false,
+            nodes,
+        };
+        for node in 0..sim.nodes.nodes() {
+            P::start(&mut sim, node);
+            let phase = sim.rng_workload.range(1, sim.config.tick_units + 1);
+            sim.schedule(phase, Event::Tick { node });
+        }
+        P::schedule_start(&mut sim);
+        for client in 0..sim.workload.clients.len() {
+            sim.workload.clients[client].start_register();
+            let delay = sim.rng_workload.range(1, 20);
+            sim.schedule(
+                delay,
+                Event::ClientSend {
+                    client,
+                    op_id: 1,
+                    attempt: 0,
+                },
+            );
+        }
+        if sim.config.faults != FaultProfile::None {
+            let delay = sim.nemesis_pause();
+            sim.schedule(delay, Event::Nemesis);
+        }
+        sim
+    }
+
+    /// Keeps a human-readable line per notable event (for `--verbose`).
+    pub fn enable_trace_log(&mut self) {
+        self.trace_log = Some(Vec::new());
+    }
+
+    pub(crate) fn log(&mut self, line: impl FnOnce() -> String) {
+        if let Some(log) = &mut self.trace_log {
+            log.push(format!("{:>8} {}", self.time, line()));
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, delay: u64, event: Event<P>) {
+        self.queue.push(self.time + delay, event);
+    }
+
+    // ---- scripted control, for scenario tests ------------------------------------------
+
+    /// The current simulated time.
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        self.time
+    }
+
+    /// Processes the next event, without moving between phases. Returns `false` when nothing
+    /// is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some((time, event)) = self.queue.pop() else {
+            return false;
+        };
+        self.time = time;
+        self.process(event);
+        true
+    }
+
+    /// Processes events for `units` of simulated time.
+    pub fn run_for(&mut self, units: u64) {
+        let end = self.time + units;
+        while self.queue.peek_time().is_some_and(|next| next <= end) {
+            self.step();
+        }
+        self.time = end;
+    }
+
+    /// Processes events until `condition` holds (checked after each event) or `units` of
+    /// simulated time pass. Returns whether the condition came true.
+    pub fn run_until(&mut self, units: u64, mut condition: impl FnMut(&Sim<P>) -> bool) -> bool {
+        let end = self.time + units;
+        while !condition(self) {
+            if self.queue.peek_time().is_none_or(|next| next > end) {
+                self.time = end;
+                return condition(self);
+            }
+            self.step();
+        }
+        true
+    }
+
+    /// The ids of the nodes clients talk to.
+    #[must_use]
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        (1..=self.nodes.nodes() as u64).map(NodeId).collect()
+    }
+
+    pub(crate) fn host_index(&self, node: NodeId) -> usize {
+        let index = usize::try_from(node.0.wrapping_sub(1)).unwrap_or(usize::MAX);
+        assert!(index < self.nodes.nodes(), "no node {node} in this cluster");
+        index
+    }
+
+    /// Crashes a node: it loses its volatile state (and whatever the scheme keeps on disk but
+    /// had not synced).
+    pub fn crash_node(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        P::crash(self, index);
+    }
+
+    /// Restarts a crashed node (from its disk, if the scheme keeps one).
+    pub fn restart_node(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        if !self.nodes.is_up(index) {
+            self.nodes.new_incarnation(index);
+            P::start(self, index);
+        }
+    }
+
+    /// Splits the nodes into groups that cannot reach each other.
+    pub fn partition(&mut self, groups: &[Vec<NodeId>]) {
+        self.network.partition(groups);
+    }
+
+    /// Cuts messages from `from` to `to`, one way.
+    pub fn cut_one_way(&mut self, from: &[NodeId], to: &[NodeId]) {
+        self.network.cut_one_way(from, to);
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.network.heal();
+    }
+
+    /// Sets loss, duplication and long-tail delay on every link.
+    pub fn set_link_faults(&mut self, faults: LinkFaults) {
+        self.network.set_faults(faults);
+    }
+
+    /// Installs (or removes) a hook on every message sent.
+    pub fn set_filter(&mut self, filter: Option<Filter<P::Message>>) {
+        self.filter = filter;
+    }
+
+    /// Stops clients from starting new operations (those in flight go on), or lets them
+    /// start again.
+    pub fn set_clients_paused(&mut self, paused: bool) {
+        self.with_clients(|clients, io| clients.set_paused(io, paused));
+    }
+
+    /// Whether every client is idle (no operation in flight).
+    #[must_use]
+    pub fn clients_idle(&self) -> bool {
+        self.workload.idle()
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn stats(&self) -> RunStats {
+        self.stats
+    }
+
+    /// The operations completed so far (successful, failed or given up), in completion order.
+    #[must_use]
+    pub fn history(&self) -> &[Operation] {
+        &self.workload.history
+    }
+
+    /// The violations found so far.
+    #[must_use]
+    pub fn violations(&self) -> &[Violation] {
+        self.checkers.violations()
+    }
+
+    /// Runs the whole scenario: safety phase, healing, liveness phase, final checks. A
+    /// scripted test calls it last, to heal, converge and check everything.
+    #[must_use]
+    pub fn run(mut self) -> RunReport {
+        if self.config.faults.crashes() && self.nodes.unpaced_crashes() {
+            self.log(|| "nemesis: crashes of many servers at once, unpaced".to_string());
+        }
+        self.with_clients(|clients, io| clients.resume(io));
+        while self.phase != Phase::Done {
+            let Some((time, event)) = self.queue.pop() else {
+                break;
+            };
+            self.time = time;
+            self.process(event);
+            self.advance_phase();
+        }
+        self.finish()
+    }
+
+    fn process(&mut self, event: Event<P>) {
+        self.stats.events += 1;
+        self.time.hash(&mut self.trace);
+        event.fingerprint(&mut self.trace);
+        match event {
+            Event::Tick { node } => {
+                P::tick(self, node);
+                self.schedule(self.config.tick_units, Event::Tick { node });
+            }
+            Event::Deliver { from, to, message } => P::deliver(self, from, to, message),
+            Event::Request { node, request } => self.request(node, request),
+            Event::Reply { client, reply } => {
+                self.with_clients(|clients, io| clients.reply(io, client, reply));
+            }
+            Event::ClientSend {
+                client,
+                op_id,
+                attempt,
+            } => self.with_clients(|clients, io| clients.send(io, client, op_id, attempt)),
+            Event::ClientTimeout {
+                client,
+                op_id,
+                attempt,
+            } => self.with_clients(|clients, io| clients.timeout(io, client, op_id, attempt)),
+            Event::Nemesis => self.nemesis(),
+            Event::Restart { node } => {
+                if !self.nodes.is_up(node) {
+                    self.nodes.new_incarnation(node);
+                    self.log(|| format!("restart n{}{}", node + 1, P::RESTART_NOTE));
+                    P::start(self, node);
+                }
+            }
+            Event::Protocol(event) => P::event(self, event),
+        }
+    }
+
+    // ---- the network -------------------------------------------------------------------
+
+    /// Sends `message` from node index `from` to node index `to` over the network: through
+    /// the test's filter, counted, then delivered after each delay the network plans (none
+    /// if the link is cut).
+    pub(crate) fn transmit(&mut self, from: usize, to: usize, mut message: P::Message) {
+        let (from_id, to_id) = (NodeId(from as u64 + 1), NodeId(to as u64 + 1));
+        if let Some(filter) = &mut self.filter {
+            if !filter(from_id, to_id, &mut message) {
+                return;
+            }
+        }
+        self.stats.messages += 1;
+        P::on_sent(self, from, to, &message);
+        if self.network.is_cut(from_id, to_id) {
+            return;
+        }
+        for delay in self.network.plan(&mut self.rng_network) {
+            self.schedule(
+                delay,
+                Event::Deliver {
+                    from,
+                    to,
+                    message: message.clone(),
+                },
+            );
+        }
+    }
+
+    // ---- clients -----------------------------------------------------------------------
+
+    /// A client request arrives at node `node`: a node that is down ignores it, a node that
+    /// holds too many or refuses it answers "retry" with the leader it knows.
+    fn request(&mut self, node: usize, request: ClientRequest) {
+        let waiting = Waiting {
+            client: request.client,
+            op_id: request.op_id,
+        };
+        if !self.nodes.is_up(node) {
+            return;
+        }
+        if self.nodes.held_requests(node) >= NODE_REQUESTS_MAX {
+            let hint = self.nodes.leader_hint(node);
+            self.reply(waiting, ReplyBody::Retry(hint));
+            return;
+        }
+        if !P::accept(self, node, waiting, request.body) {
+            let hint = self.nodes.leader_hint(node);
+            self.reply(waiting, ReplyBody::Retry(hint));
+        }
+        P::drive(self, node);
+    }
+
+    /// Sends a node's answer to a client, over the network.
+    pub(crate) fn reply(&mut self, waiting: Waiting, body: ReplyBody) {
+        let reply = ClientReply {
+            op_id: waiting.op_id,
+            body,
+        };
+        for delay in self.network.plan(&mut self.rng_network) {
+            self.schedule(
+                delay,
+                Event::Reply {
+                    client: waiting.client,
+                    reply: reply.clone(),
+                },
+            );
+        }
+    }
+
+    /// Lets the clients act, with the parts of the simulation they use.
+    fn with_clients(&mut self, act: impl FnOnce(&mut Workload, &mut ClientIo<'_, Event<P>>)) {
+        let mut io = ClientIo {
+            queue: &mut self.queue,
+            time: self.time,
+            network: &self.network,
+            rng_network: &mut self.rng_network,
+            rng_workload: &mut self.rng_workload,
+            checkers: &mut self.checkers,
+            stats: &mut self.stats,
+            config: &self.config,
+            safety: self.phase == Phase::Safety,
+            nodes: self.nodes.nodes(),
+        };
+        act(&mut self.workload, &mut io);
+    }
+
+    // ---- the nemesis -------------------------------------------------------------------
+
+    fn nemesis_pause(&mut self) -> u64 {
+        let (low, high) = self.config.nemesis_pause_units;
+        self.rng_nemesis.range(low, high.max(low + 1))
+    }
+
+    /// Crashes node `node` and schedules its restart after `1..max` election timeouts.
+    fn crash_for(&mut self, node: usize, max: u64) {
+        P::crash(self, node);
+        let down = self.rng_nemesis.range(1, max) * self.config.election_timeout_units();
+        self.schedule(down, Event::Restart { node });
+    }
+
+    pub(crate) fn crash_and_restart_later(&mut self, node: usize) {
+        self.crash_for(node, 6);
+    }
+
+    fn nemesis(&mut self) {
+        if self.phase != Phase::Safety {
+            return;
+        }
+        let Some(action) = nemesis::choose(self.config.faults, &mut self.rng_nemesis) else {
+            return;
+        };
+        let n = self.nodes.nodes();
+        let crash = matches!(
+            action,
+            Action::CrashOne | Action::CrashMinority | Action::CrashAll
+        );
+        if crash && P::paced_crash(self) {
+            // The scheme crashed what it claims to survive.
+        } else {
+            match action {
+                Action::LinkFaults => {
+                    let faults = nemesis::link_faults(&mut self.rng_nemesis);
+                    self.network.set_faults(faults);
+                    self.log(|| format!("links {faults:?}"));
+                }
+                Action::Partition => {
+                    self.stats.partitions += 1;
+                    let ids = self.nodes.partition_members();
+                    let leader = self.nodes.leader().map(|i| NodeId(i as u64 + 1));
+                    let kind =
+                        nemesis::partition(&mut self.rng_nemesis, &mut self.network, ids, leader);
+                    self.log(|| format!("partition kind {kind}"));
+                }
+                Action::Heal => {
+                    self.network.heal();
+                    self.log(|| "heal".to_string());
+                }
+                Action::CrashOne => {
+                    let node = if self.rng_nemesis.chance(0.5) {
+                        self.nodes
+                            .leader()
+                            .unwrap_or_else(|| self.rng_nemesis.index(n))
+                    } else {
+                        self.rng_nemesis.index(n)
+                    };
+                    self.crash_for(node, 6);
+                }
+                Action::CrashMinority => {
+                    for _ in 0..((n - 1) / 2).max(1) {
+                        let node = self.rng_nemesis.index(n);
+                        self.crash_for(node, 4);
+                    }
+                }
+                Action::CrashAll => {
+                    for node in 0..n {
+                        self.crash_for(node, 3);
+                    }
+                }
+                Action::RestartAll => {
+                    for node in 0..n {
+                        if !self.nodes.is_up(node) {
+                            self.schedule(0, Event::Restart { node });
+                        }
+                    }
+                }
+            }
+        }
+        let pause = self.nemesis_pause();
+        self.schedule(pause, Event::Nemesis);
+    }
+
+    // ---- phases ------------------------------------------------------------------------
+
+    fn advance_phase(&mut self) {
+        match self.phase {
+            Phase::Safety => {
+                let share = (self.config.ops as f64 * self.config.safety_share) as usize;
+                if self.workload.issued >= share
+                    || self.time >= self.config.safety_units_max
+                    || P::dead_end(self, None)
+                {
+                    // A dead end never recovers: nothing more can be learned from faults.
+                    self.heal_everything();
+                }
+            }
+            Phase::Liveness {
+                deadline,
+                healed_at,
+            } => {
+                if self.converged() {
+                    self.phase = Phase::Done;
+                } else if P::dead_end(self, Some(deadline)) {
+                    // The documented dead end: counted, not hidden.
+                    self.stuck = true;
+                    let detail = self.describe_progress();
+                    self.log(|| format!("stuck by design: {detail}"));
+                    self.phase = Phase::Done;
+                } else if self.time >= deadline {
+                    let detail = format!(
+                        "not converged {} units after the last fault healed: {}",
+                        deadline - healed_at,
+                        self.describe_progress()
+                    );
+                    self.checkers.report("liveness", self.time, detail);
+                    self.phase = Phase::Done;
+                }
+            }
+            Phase::Done => {}
+        }
+    }
+
+    fn heal_everything(&mut self) {
+        self.filter = None;
+        self.network.heal();
+        self.network.set_faults(LinkFaults::RELIABLE);
+        for node in 0..self.nodes.nodes() {
+            if !self.nodes.is_up(node) {
+                self.nodes.new_incarnation(node);
+                P::start(self, node);
+            }
+        }
+        let remaining =
+            (self.config.ops - self.workload.issued) as u64 + self.workload.waiting() as u64;
+        let timeouts = self.config.liveness_election_timeouts + remaining / 20;
+        let deadline = self.time + timeouts * self.config.election_timeout_units();
+        self.phase = Phase::Liveness {
+            healed_at: self.time,
+            deadline,
+        };
+        self.log(|| "heal everything: liveness phase".to_string());
+    }
+
+    fn converged(&self) -> bool {
+        self.workload.issued >= self.config.ops
+            && self.workload.clients.iter().all(|c| c.current.is_none())
+            && P::converged(self)
+    }
+
+    pub(crate) fn describe_progress(&self) -> String {
+        let pending = self.workload.waiting();
+        let others = self
+            .nodes
+            .other_state()
+            .map(|state| format!("{state}; "))
+            .unwrap_or_default();
+        let nodes: Vec<String> = (0..self.nodes.nodes())
+            .map(|node| {
+                self.nodes
+                    .node_state(node)
+                    .unwrap_or_else(|| format!("{} down", NodeId(node as u64 + 1)))
+            })
+            .collect();
+        format!(
+            "issued {}/{} ops, {pending} clients waiting; {others}{}",
+            self.workload.issued,
+            self.config.ops,
+            nodes.join("; ")
+        )
+    }
+
+    fn finish(mut self) -> RunReport {
+        // Operations still in flight (only after a liveness failure, or in a stuck run) end
+        // as unknown.
+        self.workload.finish();
+        P::finish(&mut self);
+        let verdict = linearizability::check(&self.workload.history, CheckLimits::default());
+        match &verdict {
+            Verdict::Linearizable => {}
+            Verdict::NotLinearizable { key, detail } => {
+                self.checkers
+                    .report("S7", self.time, format!("key {key}: {detail}"));
+            }
+            Verdict::Inconclusive { key } => {
+                self.checkers.report(
+                    "S7",
+                    self.time,
+                    format!("key {key}: the check ran out of budget"),
+                );
+            }
+        }
+        RunReport {
+            seed: self.config.seed,
+            history: self.workload.history,
+            violations: self.checkers.violations().to_vec(),
+            verdict,
+            trace_hash: self.trace.finish(),
+            end_time: self.time,
+            stats: self.stats,
+            trace: self.trace_log.unwrap_or_default(),
+            stuck: self.stuck,
+        }
+    }
+}
