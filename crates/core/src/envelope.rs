@@ -1,21 +1,46 @@
-//! The envelope a driver wraps around each client command before proposing it.
+//! The envelope a driver wraps around each client command before proposing it, and the table
+//! that makes a re-sent proposal take effect once.
 //!
 //! Protocol cores treat commands as opaque bytes, and a follower forwards proposals to the
 //! leader, so the node that took a client's request does not learn the log index its command
 //! lands at. The envelope carries the origin node and a request number chosen by that node:
 //! when any node applies the entry it unwraps the command for the state machine, and the origin
-//! recognises its own request and answers its client. Request numbers must not repeat across a
-//! node's restarts (drivers put an incarnation number in the high bits).
+//! recognises its own request and answers its client.
 //!
-//! Layout: a version byte, the origin node id (8 bytes, big endian), the request number
-//! (8 bytes, big endian), then the command.
+//! A forwarded proposal can be lost with the leader it was sent to, so the origin re-sends
+//! every proposal still unanswered when it learns of a new leader; the old copy may have
+//! reached the log too. To make that safe the envelope may carry an [`OriginSession`]: the
+//! origin's incarnation (one per run of the node, larger on every restart) and the lowest
+//! request number the origin still waits for. Every replica keeps the same [`OriginSessions`]
+//! table (it is replicated state, decided by the log alone) and applies each (origin,
+//! incarnation, request) at most once — the Raft dissertation's client sessions (§6.3), applied
+//! to the nodes that forward on their clients' behalf. The "still waits for" mark lets the
+//! table forget what the origin will never send again, so it stays small.
+//!
+//! Layout: a version byte; the origin node id and the request number (8 bytes each, big
+//! endian); in version 2 then the incarnation and the lowest unanswered request number (8
+//! bytes each); then the command. Version 1 (no session) is never deduplicated.
+
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::NodeId;
+use crate::{NodeId, RestoreError};
 
-const VERSION: u8 = 1;
+const VERSION_PLAIN: u8 = 1;
+const VERSION_SESSION: u8 = 2;
 const HEADER_BYTES: usize = 17;
+const SESSION_BYTES: usize = 16;
+
+/// Which run of the origin node proposed an entry, and what it still waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginSession {
+    /// The run of the origin node: larger on every restart (drivers persist it).
+    pub incarnation: u64,
+    /// No request of this incarnation numbered below this one will ever be sent again: each
+    /// was answered or given up on. At most the envelope's own request number.
+    pub unanswered_from: u64,
+}
 
 /// A command together with who proposed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +51,8 @@ pub struct Envelope {
     pub request: u64,
     /// The command for the state machine.
     pub command: Bytes,
+    /// Set by a driver that may re-send the proposal: it is then applied at most once.
+    pub session: Option<OriginSession>,
 }
 
 /// The bytes are not an envelope.
@@ -39,14 +66,27 @@ pub enum EnvelopeError {
     UnknownVersion(u8),
 }
 
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(word)
+}
+
 impl Envelope {
     /// Encodes the envelope.
     #[must_use]
     pub fn encode(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(HEADER_BYTES + self.command.len());
-        out.put_u8(VERSION);
+        let mut out = BytesMut::with_capacity(HEADER_BYTES + SESSION_BYTES + self.command.len());
+        match self.session {
+            None => out.put_u8(VERSION_PLAIN),
+            Some(_) => out.put_u8(VERSION_SESSION),
+        }
         out.put_u64(self.origin.0);
         out.put_u64(self.request);
+        if let Some(session) = self.session {
+            out.put_u64(session.incarnation);
+            out.put_u64(session.unanswered_from);
+        }
         out.put_slice(&self.command);
         out.freeze()
     }
@@ -56,21 +96,227 @@ impl Envelope {
     /// # Errors
     /// [`EnvelopeError`] if the bytes are too short or of an unknown version.
     pub fn decode(bytes: &Bytes) -> Result<Envelope, EnvelopeError> {
-        if bytes.len() < HEADER_BYTES {
+        let header = match bytes.first() {
+            None => return Err(EnvelopeError::TooShort(0)),
+            Some(&VERSION_PLAIN) => HEADER_BYTES,
+            Some(&VERSION_SESSION) => HEADER_BYTES + SESSION_BYTES,
+            Some(&other) => {
+                if bytes.len() < HEADER_BYTES {
+                    return Err(EnvelopeError::TooShort(bytes.len()));
+                }
+                return Err(EnvelopeError::UnknownVersion(other));
+            }
+        };
+        if bytes.len() < header {
             return Err(EnvelopeError::TooShort(bytes.len()));
         }
-        if bytes[0] != VERSION {
-            return Err(EnvelopeError::UnknownVersion(bytes[0]));
-        }
-        let mut origin = [0u8; 8];
-        origin.copy_from_slice(&bytes[1..9]);
-        let mut request = [0u8; 8];
-        request.copy_from_slice(&bytes[9..17]);
+        let session = (header > HEADER_BYTES).then(|| OriginSession {
+            incarnation: read_u64(bytes, 17),
+            unanswered_from: read_u64(bytes, 25),
+        });
         Ok(Envelope {
-            origin: NodeId(u64::from_be_bytes(origin)),
-            request: u64::from_be_bytes(request),
-            command: bytes.slice(HEADER_BYTES..),
+            origin: NodeId(read_u64(bytes, 1)),
+            request: read_u64(bytes, 9),
+            command: bytes.slice(header..),
+            session,
         })
+    }
+}
+
+/// What one origin node has had applied, for its latest incarnation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Applied {
+    incarnation: u64,
+    /// Requests below this are never applied again.
+    floor: u64,
+    /// Applied requests at or above `floor`, as disjoint half-open ranges `start -> end`
+    /// (request numbers mostly apply in order, so there are few).
+    ranges: BTreeMap<u64, u64>,
+}
+
+impl Applied {
+    fn contains(&self, request: u64) -> bool {
+        request < self.floor
+            || self
+                .ranges
+                .range(..=request)
+                .next_back()
+                .is_some_and(|(_, &end)| request < end)
+    }
+
+    fn insert(&mut self, request: u64) {
+        let end = request.saturating_add(1);
+        let mut start = request;
+        let mut stop = end;
+        if let Some((&before, &before_end)) = self.ranges.range(..=request).next_back()
+            && before_end >= request
+        {
+            start = before;
+            stop = stop.max(before_end);
+            self.ranges.remove(&before);
+        }
+        if let Some(after_end) = self.ranges.remove(&end) {
+            stop = stop.max(after_end);
+        }
+        self.ranges.insert(start, stop);
+    }
+
+    fn raise_floor(&mut self, floor: u64) {
+        if floor <= self.floor {
+            return;
+        }
+        self.floor = floor;
+        let kept = self.ranges.split_off(&floor);
+        // A range that started below the floor may reach above it.
+        if let Some((_, &end)) = self.ranges.iter().next_back()
+            && end > floor
+        {
+            self.ranges.insert(floor, end);
+        }
+        self.ranges.retain(|&start, _| start >= floor);
+        self.ranges.extend(kept);
+    }
+}
+
+/// The deduplication table of origin sessions: replicated state, part of every snapshot.
+///
+/// Deterministic: it changes only through [`OriginSessions::admit`], in log order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginSessions {
+    origins: BTreeMap<NodeId, Applied>,
+}
+
+/// Bound on the ranges kept for one origin; beyond it the oldest are folded into the floor
+/// (a request below the floor counts as applied, so a very late duplicate is skipped; a
+/// first copy that late was given up on by its origin, which reported its outcome unknown).
+pub const ORIGIN_RANGES_MAX: usize = 4096;
+
+impl OriginSessions {
+    /// An empty table.
+    #[must_use]
+    pub fn new() -> OriginSessions {
+        OriginSessions::default()
+    }
+
+    /// Decides whether the committed `envelope` takes effect, and records it if so. An
+    /// envelope without a session always does. With a session, it does unless the same
+    /// (origin, incarnation, request) was applied before, its request is below what the
+    /// origin said it still waits for, or it comes from an older incarnation of its origin
+    /// (that run of the node is gone; its clients were told the outcome is unknown).
+    pub fn admit(&mut self, envelope: &Envelope) -> bool {
+        let Some(session) = envelope.session else {
+            return true;
+        };
+        let applied = self.origins.entry(envelope.origin).or_default();
+        if session.incarnation < applied.incarnation {
+            return false;
+        }
+        if session.incarnation > applied.incarnation {
+            *applied = Applied {
+                incarnation: session.incarnation,
+                ..Applied::default()
+            };
+        }
+        if applied.contains(envelope.request) {
+            return false;
+        }
+        applied.insert(envelope.request);
+        applied.raise_floor(session.unanswered_from.min(envelope.request));
+        while applied.ranges.len() > ORIGIN_RANGES_MAX {
+            let Some((_, end)) = applied.ranges.pop_first() else {
+                break;
+            };
+            applied.floor = applied.floor.max(end);
+        }
+        true
+    }
+
+    /// How many origins the table tracks.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.origins.len()
+    }
+
+    /// Whether the table is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.origins.is_empty()
+    }
+
+    /// Encodes the table for a snapshot.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_u64(self.origins.len() as u64);
+        for (origin, applied) in &self.origins {
+            out.put_u64(origin.0);
+            out.put_u64(applied.incarnation);
+            out.put_u64(applied.floor);
+            out.put_u64(applied.ranges.len() as u64);
+            for (&start, &end) in &applied.ranges {
+                out.put_u64(start);
+                out.put_u64(end);
+            }
+        }
+        out.freeze()
+    }
+
+    /// Decodes a table encoded by [`OriginSessions::encode`].
+    ///
+    /// # Errors
+    /// [`RestoreError`] if the bytes are truncated, carry trailing bytes, or describe ranges
+    /// that are empty, overlapping or below the floor.
+    pub fn decode(bytes: &[u8]) -> Result<OriginSessions, RestoreError> {
+        let fail = |reason: &str| RestoreError {
+            reason: format!("origin sessions: {reason}"),
+        };
+        let mut at = 0usize;
+        let mut next = || -> Result<u64, RestoreError> {
+            if bytes.len() < at + 8 {
+                return Err(fail("truncated"));
+            }
+            let word = read_u64(bytes, at);
+            at += 8;
+            Ok(word)
+        };
+        let count = next()?;
+        let mut origins = BTreeMap::new();
+        for _ in 0..count {
+            let origin = NodeId(next()?);
+            let incarnation = next()?;
+            let floor = next()?;
+            let ranges_count = next()?;
+            if ranges_count > ORIGIN_RANGES_MAX as u64 {
+                return Err(fail("too many ranges"));
+            }
+            let mut ranges = BTreeMap::new();
+            let mut last_end = floor;
+            for _ in 0..ranges_count {
+                let (start, end) = (next()?, next()?);
+                if start < last_end || end <= start {
+                    return Err(fail("ranges out of order"));
+                }
+                last_end = end;
+                ranges.insert(start, end);
+            }
+            if origins
+                .insert(
+                    origin,
+                    Applied {
+                        incarnation,
+                        floor,
+                        ranges,
+                    },
+                )
+                .is_some()
+            {
+                return Err(fail("an origin appears twice"));
+            }
+        }
+        if at != bytes.len() {
+            return Err(fail("trailing bytes"));
+        }
+        Ok(OriginSessions { origins })
     }
 }
 
@@ -84,8 +330,147 @@ mod tests {
             origin: NodeId(3),
             request: (7 << 32) | 9,
             command: Bytes::from_static(b"put x 1"),
+            session: None,
         };
-        assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+        assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope.clone()));
+        let with_session = Envelope {
+            session: Some(OriginSession {
+                incarnation: 4,
+                unanswered_from: 2,
+            }),
+            ..envelope
+        };
+        let bytes = with_session.encode();
+        assert_eq!(bytes[0], VERSION_SESSION);
+        assert_eq!(Envelope::decode(&bytes), Ok(with_session));
+        assert_eq!(
+            Envelope::decode(&bytes.slice(..30)),
+            Err(EnvelopeError::TooShort(30))
+        );
+    }
+
+    fn sent(origin: u64, incarnation: u64, request: u64, unanswered_from: u64) -> Envelope {
+        Envelope {
+            origin: NodeId(origin),
+            request,
+            command: Bytes::new(),
+            session: Some(OriginSession {
+                incarnation,
+                unanswered_from,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_resent_proposal_takes_effect_once_in_any_order() {
+        let mut table = OriginSessions::new();
+        // Request 2 is re-sent to a new leader and lands before its first copy.
+        assert!(table.admit(&sent(1, 1, 1, 1)));
+        assert!(table.admit(&sent(1, 1, 3, 2)));
+        assert!(table.admit(&sent(1, 1, 2, 2)));
+        assert!(!table.admit(&sent(1, 1, 2, 2)));
+        assert!(!table.admit(&sent(1, 1, 3, 2)));
+        assert!(!table.admit(&sent(1, 1, 1, 1)));
+        // Another origin has its own numbers.
+        assert!(table.admit(&sent(2, 1, 2, 1)));
+        // An envelope without a session is never deduplicated.
+        let plain = Envelope {
+            session: None,
+            ..sent(1, 1, 2, 2)
+        };
+        assert!(table.admit(&plain));
+        assert!(table.admit(&plain));
+    }
+
+    #[test]
+    fn a_restarted_origin_starts_afresh_and_its_old_run_is_fenced() {
+        let mut table = OriginSessions::new();
+        assert!(table.admit(&sent(1, 1, 5, 5)));
+        assert!(table.admit(&sent(1, 2, 5, 5)));
+        assert!(!table.admit(&sent(1, 1, 6, 6)));
+        assert!(table.admit(&sent(1, 2, 6, 5)));
+    }
+
+    #[test]
+    fn the_floor_forgets_what_the_origin_no_longer_waits_for() {
+        let mut table = OriginSessions::new();
+        for request in 1..=100 {
+            assert!(table.admit(&sent(1, 1, request, request)));
+        }
+        let applied = &table.origins[&NodeId(1)];
+        assert_eq!(applied.floor, 100);
+        assert_eq!(applied.ranges.len(), 1);
+        // Gaps (requests that never applied) stay separate ranges until the floor passes them.
+        let mut table = OriginSessions::new();
+        for request in (1..=20).step_by(2) {
+            assert!(table.admit(&sent(1, 1, request, 1)));
+        }
+        assert_eq!(table.origins[&NodeId(1)].ranges.len(), 10);
+        assert!(table.admit(&sent(1, 1, 2, 2)));
+        assert_eq!(table.origins[&NodeId(1)].ranges.len(), 9);
+        assert!(table.admit(&sent(1, 1, 30, 15)));
+        let applied = &table.origins[&NodeId(1)];
+        assert_eq!(applied.floor, 15);
+        assert!(applied.contains(14) && applied.contains(15) && !applied.contains(16));
+        assert!(table.admit(&sent(1, 1, 16, 15)));
+        assert!(!table.admit(&sent(1, 1, 3, 15)));
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_round_trips() {
+        let mut table = OriginSessions::new();
+        for request in (1..=2 * ORIGIN_RANGES_MAX as u64 * 2).step_by(2) {
+            assert!(table.admit(&sent(3, 9, request, 1)));
+        }
+        assert_eq!(table.origins[&NodeId(3)].ranges.len(), ORIGIN_RANGES_MAX);
+        assert!(table.admit(&sent(4, 1, 7, 7)));
+        let encoded = table.encode();
+        assert_eq!(OriginSessions::decode(&encoded), Ok(table.clone()));
+        assert!(OriginSessions::decode(&encoded[..encoded.len() - 1]).is_err());
+        let mut trailing = encoded.to_vec();
+        trailing.push(0);
+        assert!(OriginSessions::decode(&trailing).is_err());
+        assert_eq!(
+            OriginSessions::decode(&OriginSessions::new().encode()),
+            Ok(OriginSessions::new())
+        );
+    }
+
+    #[test]
+    fn admitting_is_the_same_as_a_model_of_applied_sets() {
+        // A reference model: every (origin, incarnation, request) once, nothing below the
+        // floor, nothing from an older incarnation.
+        let mut rng = crate::Prng::new(11);
+        for _ in 0..200 {
+            let mut table = OriginSessions::new();
+            let mut model: BTreeMap<u64, (u64, u64, std::collections::BTreeSet<u64>)> =
+                BTreeMap::new();
+            for _ in 0..200 {
+                let origin = rng.index(2) as u64;
+                let incarnation = 1 + rng.index(2) as u64;
+                let request = 1 + rng.index(30) as u64;
+                let unanswered_from = 1 + rng.index(request as usize) as u64;
+                let expected = {
+                    let entry = model.entry(origin).or_default();
+                    if incarnation < entry.0 {
+                        false
+                    } else {
+                        if incarnation > entry.0 {
+                            *entry = (incarnation, 0, Default::default());
+                        }
+                        if request < entry.1 || entry.2.contains(&request) {
+                            false
+                        } else {
+                            entry.2.insert(request);
+                            entry.1 = entry.1.max(unanswered_from);
+                            true
+                        }
+                    }
+                };
+                let envelope = sent(origin, incarnation, request, unanswered_from);
+                assert_eq!(table.admit(&envelope), expected, "{envelope:?}");
+            }
+        }
     }
 
     #[test]

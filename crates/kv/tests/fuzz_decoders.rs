@@ -283,6 +283,7 @@ proptest! {
             origin: NodeId(origin),
             request,
             command: Bytes::from(command),
+            session: None,
         };
         let encoded = envelope.encode();
         prop_assert_eq!(Envelope::decode(&encoded), Ok(envelope));

@@ -1130,6 +1130,7 @@ mod tests {
             origin: C,
             request: 7,
             command: put("x", "1"),
+            session: None,
         };
         let index = primary.propose(envelope.clone()).expect("acting primary");
         assert_eq!(index, LogIndex(1));
@@ -1203,6 +1204,7 @@ mod tests {
                 origin: A,
                 request: 1,
                 command: put("x", "stale"),
+                session: None,
             }
             .encode(),
         };

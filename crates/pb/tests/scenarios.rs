@@ -250,6 +250,7 @@ impl Cluster {
             origin: at,
             request,
             command,
+            session: None,
         };
         self.replicas
             .get_mut(&at)
@@ -441,6 +442,7 @@ fn a4_the_lone_server_dies_and_an_empty_one_starts_it_must_not_serve() {
                 origin: C,
                 request: 99,
                 command: put("x", "lost"),
+                session: None,
             }),
         Err(ProposeError::NotPrimary { .. })
     ));
@@ -546,6 +548,7 @@ fn backups_reject_non_primaries_and_stale_views_and_ack_nothing_before_state_tra
             origin: C,
             request: 1,
             command: put("x", "forged"),
+            session: None,
         }
         .encode(),
     };

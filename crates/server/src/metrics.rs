@@ -41,6 +41,10 @@ pub struct Metrics {
     pub peer_messages_dropped: Counter,
     /// Messages from peers refused as malformed.
     pub peer_messages_refused: Counter,
+    /// Raft: held writes proposed again because the leader changed.
+    pub proposals_resent: Counter,
+    /// Raft: committed copies of a request that had taken effect already, skipped.
+    pub duplicates_skipped: Counter,
 }
 
 impl Metrics {
@@ -61,6 +65,8 @@ impl Metrics {
         let apply_lag = Gauge::default();
         let peer_messages_dropped = Counter::default();
         let peer_messages_refused = Counter::default();
+        let proposals_resent = Counter::default();
+        let duplicates_skipped = Counter::default();
         registry.register("proposals", "Client commands proposed", proposals.clone());
         registry.register(
             "proposals_refused",
@@ -118,6 +124,16 @@ impl Metrics {
             "Messages from peers refused as malformed",
             peer_messages_refused.clone(),
         );
+        registry.register(
+            "proposals_resent",
+            "Held writes proposed again after a change of leader",
+            proposals_resent.clone(),
+        );
+        registry.register(
+            "duplicates_skipped",
+            "Committed copies of requests that had taken effect already",
+            duplicates_skipped.clone(),
+        );
         Metrics {
             registry,
             proposals,
@@ -133,6 +149,8 @@ impl Metrics {
             apply_lag,
             peer_messages_dropped,
             peer_messages_refused,
+            proposals_resent,
+            duplicates_skipped,
         }
     }
 

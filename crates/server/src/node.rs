@@ -23,9 +23,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::{NodeConfig, Protocol};
-use crate::driver::{Driver, DriverSettings, Input, Shared};
-use crate::pb_driver::{PbDriver, PbDriverSettings, PbNode};
-use crate::transport::{Identity, PeerMessage, run_inbound, run_outbound};
+use crate::runtime::boundary::{Input, Outboxes, Shared};
+use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
+use crate::runtime::pb_host::{PbHost, PbNode};
+use crate::runtime::raft_host::RaftHost;
+use crate::runtime::requests::Requests;
+use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
 /// How the process was asked to stop.
 async fn stop_signal(exit_with_parent: bool) {
@@ -110,44 +113,17 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     let raft =
         RawNode::restart(raft_config, durable).context("the durable state cannot be used")?;
 
-    let listeners = Listeners::bind(&config).await?;
-    let limits = &config.limits;
-    let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
-    let shared = Arc::new(Shared::new());
-    let (identity, outboxes) = start_outbound(&config);
-
-    let driver = Driver::new(
-        raft,
-        storage,
-        inputs_receiver,
-        outboxes,
-        shared.clone(),
-        DriverSettings {
-            tick: Duration::from_millis(timing.tick_ms),
-            request_timeout: Duration::from_millis(timing.request_timeout_ms),
-            requests_pending_max: limits.requests_pending_max,
-            batch_inputs_max: 4096,
-            incarnation: now.as_millis() as u64,
-        },
-    );
-    let (driver_done, driver_exit) = tokio::sync::oneshot::channel();
-    let driver_thread = std::thread::Builder::new()
-        .name(format!("chorus-driver-{}", me.0))
-        .spawn(move || {
-            let result = driver.run();
-            let _ = driver_done.send(());
-            result
-        })
-        .context("cannot start the driver thread")?;
-
-    serve_frontends(&config, listeners, identity, &inputs, &shared);
-    wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
-    drop(inputs);
-    match driver_thread.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
-        Err(_) => bail!("the driver thread panicked"),
-    }
+    // This run of the node: in the origin session of every proposal (so a proposal re-sent
+    // to a new leader applies once) and in the high bits of request numbers (so a number in a
+    // replayed entry or a late read response never matches a live request).
+    let incarnation = chorus_storage::next_incarnation(&config.data_dir)
+        .context("cannot record this start of the node")?;
+    let tick = Duration::from_millis(timing.tick_ms);
+    // Long enough for an election or two; a request that finds no leader by then is refused.
+    let leaderless_wait =
+        tick * u32::try_from(3 * timing.election_timeout_ticks).unwrap_or(u32::MAX);
+    let host = RaftHost::new(raft, storage, incarnation, leaderless_wait);
+    run_node(config, exit_with_parent, host, incarnation, tick, "").await
 }
 
 /// Runs a primary-backup node (a server, or the view service) until it is asked to stop. It
@@ -182,34 +158,6 @@ async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()
         "server"
     };
 
-    let listeners = Listeners::bind(&config).await?;
-    let limits = &config.limits;
-    let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
-    let shared = Arc::new(Shared::new());
-    let (identity, outboxes) = start_outbound(&config);
-    let driver = PbDriver::new(
-        node,
-        me,
-        inputs_receiver,
-        outboxes,
-        shared.clone(),
-        PbDriverSettings {
-            ping_interval: Duration::from_millis(timing.ping_interval_ms),
-            request_timeout: Duration::from_millis(timing.request_timeout_ms),
-            requests_pending_max: limits.requests_pending_max,
-            batch_inputs_max: 4096,
-            redis: config.redis_addresses(),
-        },
-    );
-    let (driver_done, driver_exit) = tokio::sync::oneshot::channel();
-    let driver_thread = std::thread::Builder::new()
-        .name(format!("chorus-pb-driver-{}", me.0))
-        .spawn(move || {
-            driver.run();
-            let _ = driver_done.send(());
-        })
-        .context("cannot start the driver thread")?;
-
     tracing::info!(
         node = me.0,
         role,
@@ -218,11 +166,62 @@ async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()
         dead_pings = timing.dead_pings,
         "primary-backup (nothing is kept on disk)"
     );
+    let host = PbHost::new(node, config.redis_addresses());
+    let tick = Duration::from_millis(timing.ping_interval_ms);
+    run_node(config, exit_with_parent, host, 0, tick, "pb-").await
+}
+
+/// Binds the listeners, starts the driver thread for `host` and the transport and frontends
+/// around it, and serves until a stop signal or until the driver stops.
+async fn run_node<H>(
+    config: NodeConfig,
+    exit_with_parent: bool,
+    host: H,
+    incarnation: u64,
+    tick: Duration,
+    thread_prefix: &str,
+) -> anyhow::Result<()>
+where
+    H: Host + Send + 'static,
+    H::Error: std::fmt::Display + Send + 'static,
+{
+    let me = config.node_id();
+    let listeners = Listeners::bind(&config).await?;
+    let limits = &config.limits;
+    let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
+    let shared = Arc::new(Shared::new());
+    let (identity, outboxes) = start_outbound(&config);
+    let context = DriverContext {
+        me,
+        peers: outboxes,
+        shared: shared.clone(),
+        requests: Requests::new(
+            incarnation,
+            Duration::from_millis(config.timing.request_timeout_ms),
+            limits.requests_pending_max,
+        ),
+    };
+    let pacing = Pacing {
+        tick,
+        batch_inputs_max: 4096,
+    };
+    let driver = Driver::new(host, context, inputs_receiver, pacing);
+    let (driver_done, driver_exit) = tokio::sync::oneshot::channel();
+    let driver_thread = std::thread::Builder::new()
+        .name(format!("chorus-{thread_prefix}driver-{}", me.0))
+        .spawn(move || {
+            let result = driver.run();
+            let _ = driver_done.send(());
+            result
+        })
+        .context("cannot start the driver thread")?;
+
     serve_frontends(&config, listeners, identity, &inputs, &shared);
     wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
     drop(inputs);
     match driver_thread.join() {
-        Ok(()) => Ok(()),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
         Err(_) => bail!("the driver thread panicked"),
     }
 }
@@ -252,9 +251,7 @@ impl Listeners {
 
 /// Starts one outbound connection task per peer; returns who this node is and the peers'
 /// queues.
-fn start_outbound(
-    config: &NodeConfig,
-) -> (Arc<Identity>, BTreeMap<NodeId, mpsc::Sender<PeerMessage>>) {
+fn start_outbound(config: &NodeConfig) -> (Arc<Identity>, Outboxes) {
     let me = config.node_id();
     let limits = &config.limits;
     let identity = Arc::new(Identity {
@@ -293,13 +290,16 @@ fn serve_frontends(
         inputs.clone(),
         shared.clone(),
     ));
-    tokio::spawn(crate::admin::serve(listeners.admin, shared.clone()));
+    tokio::spawn(crate::frontends::admin::serve(
+        listeners.admin,
+        shared.clone(),
+    ));
     if let Some(redis) = listeners.redis {
-        tokio::spawn(crate::redis::server::serve(
+        tokio::spawn(crate::frontends::redis::server::serve(
             redis,
             inputs.clone(),
             shared.clone(),
-            crate::redis::server::Settings {
+            crate::frontends::redis::server::Settings {
                 connections_max: limits.connections_max,
                 inflight_max: limits.connection_inflight_max,
             },

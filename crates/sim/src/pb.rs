@@ -291,6 +291,7 @@ impl ProtocolHost for PbNodes {
                     origin: host.id,
                     request: number,
                     command,
+                    session: None,
                 };
                 let accepted = replica.propose(envelope).is_ok();
                 if accepted {
@@ -550,6 +551,7 @@ impl PbSimulator {
             origin: host.id,
             request: number,
             command: command.encode(),
+            session: None,
         };
         replica.propose(envelope).map_err(Some)?;
         self.drive(index);

@@ -232,6 +232,7 @@ impl ProtocolHost for RaftNodes {
                     origin: host.id,
                     request: number,
                     command,
+                    session: None,
                 };
                 let accepted = raft.propose(envelope.encode()).is_ok();
                 if accepted {
@@ -453,6 +454,7 @@ impl Simulator {
             origin: host.id,
             request: number,
             command: command.encode(),
+            session: None,
         };
         raft.propose(envelope.encode())?;
         self.drive(index);

@@ -129,10 +129,26 @@ pub(crate) fn read(directory: &Path) -> Result<HardState, StorageError> {
 
 /// Replaces the hard-state file atomically and durably.
 pub(crate) fn replace(directory: &Path, hard_state: &HardState) -> Result<(), StorageError> {
-    let temporary = directory.join(TEMPORARY_FILE_NAME);
-    let path = directory.join(FILE_NAME);
+    replace_file(
+        directory,
+        FILE_NAME,
+        TEMPORARY_FILE_NAME,
+        &encode(hard_state),
+    )
+}
+
+/// Replaces `directory/name` with `bytes` atomically and durably: written to `temporary_name`,
+/// fsynced, renamed over the old file, and the directory fsynced.
+pub(crate) fn replace_file(
+    directory: &Path,
+    name: &str,
+    temporary_name: &str,
+    bytes: &[u8],
+) -> Result<(), StorageError> {
+    let temporary = directory.join(temporary_name);
+    let path = directory.join(name);
     let mut file = File::create(&temporary).map_err(StorageError::io("create", &temporary))?;
-    file.write_all(&encode(hard_state))
+    file.write_all(bytes)
         .map_err(StorageError::io("write", &temporary))?;
     file.sync_all()
         .map_err(StorageError::io("fsync", &temporary))?;

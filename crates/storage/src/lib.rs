@@ -42,6 +42,7 @@
 mod error;
 mod file;
 mod hard_state;
+mod incarnation;
 mod memory;
 mod replay;
 pub mod wal;
@@ -50,6 +51,7 @@ use chorus_raft::{DurableState, Entry, HardState};
 
 pub use error::StorageError;
 pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
+pub use incarnation::next_incarnation;
 pub use memory::MemStorage;
 
 /// Copies a slice whose length the caller fixed into an array (the fixed-width fields of the

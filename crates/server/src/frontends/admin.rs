@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Json};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::driver::{NodeStatus, Shared};
+use crate::runtime::boundary::{NodeStatus, Shared};
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<NodeStatus> {
     let status = shared.status.read().map(|s| s.clone()).unwrap_or_default();

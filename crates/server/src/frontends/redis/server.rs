@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::command::{self, RedisCommand};
 use super::resp::{self, Frame, Limits};
-use crate::driver::{Input, RequestError, Shared, offer};
+use crate::runtime::boundary::{Input, RequestError, Shared, offer};
 
 /// Bounds of the RESP server.
 #[derive(Clone, Copy, Debug)]

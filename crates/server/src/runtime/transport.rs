@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::driver::{Input, Shared, offer};
+use super::boundary::{Input, PeerMessage, RequestError, Shared, offer};
 
 const VERSION: u8 = 1;
 const KIND_HELLO: u8 = 1;
@@ -46,16 +46,6 @@ pub struct Hello {
     pub from: NodeId,
     /// The node the sender meant to reach.
     pub to: NodeId,
-}
-
-/// One message between nodes, of whichever scheme the cluster runs. The drivers refuse a
-/// message of the other scheme (a misconfigured cluster), counting it as refused.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerMessage {
-    /// A Raft message.
-    Raft(chorus_raft::Message),
-    /// A primary-backup (or view service) message.
-    Pb(chorus_pb::Message),
 }
 
 /// A frame that cannot be accepted.
@@ -280,7 +270,7 @@ async fn serve_peer(
                 from: hello.from,
                 message,
             },
-        ) == Err(crate::driver::RequestError::Stopped)
+        ) == Err(RequestError::Stopped)
         {
             return Ok(());
         }

@@ -1,0 +1,189 @@
+//! The driver: the one loop that runs a protocol core's contract for real, for every scheme.
+//!
+//! A node's driver thread owns its core (through a [`Host`], which knows how to drive one
+//! scheme's core) and a [`Context`] (the peers' queues, the shared status and metrics, and the
+//! client requests held). Everything else in the process talks to it through the
+//! [`boundary`](super::boundary). The loop:
+//!
+//! 1. wait for an input or the next tick; then take every input already queued (bounded), so
+//!    that all requests that arrived while the last Ready was handled become one batch;
+//! 2. tick the core when a tick is due (a thread that fell behind skips missed ticks rather
+//!    than firing a burst that would look like a timeout), and expire client requests that
+//!    waited too long;
+//! 3. while the core has a Ready, handle it in the order the scheme's contract demands (the
+//!    host's part: Raft sends, applies, persists with one fsync for the batch, sends what
+//!    promises durability, and advances; primary-backup sends, answers, and advances);
+//! 4. publish the status for the admin page, and stop if asked to.
+//!
+//! It runs on a plain OS thread, not a tokio task, because fsync blocks.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chorus_core::NodeId;
+
+use super::boundary::{
+    Input, NodeStatus, Outboxes, PeerMessage, Reply, RequestError, Shared, send_to_peer,
+};
+use super::requests::Requests;
+
+/// What a scheme supplies to the one driver loop: how to feed its core and how to carry out
+/// its Ready. Every method runs on the driver thread.
+pub trait Host {
+    /// Why the host cannot go on (a storage failure: the node cannot keep its promises).
+    type Error;
+
+    /// Feeds the core a message from a peer.
+    fn step(&mut self, cx: &mut Context, from: NodeId, message: PeerMessage);
+
+    /// Proposes a client's command, holding `reply` in `cx.requests` until it is answered, or
+    /// refuses it at once. The driver has checked there is room for another request.
+    fn propose(&mut self, cx: &mut Context, command: Bytes, reply: Reply);
+
+    /// Starts a linearizable read, holding `reply` in `cx.requests`, or refuses it at once.
+    /// The driver has checked there is room for another request.
+    fn read(&mut self, cx: &mut Context, query: Bytes, reply: Reply);
+
+    /// Logical time moved one tick.
+    fn tick(&mut self, cx: &mut Context);
+
+    /// Carries out the core's next Ready, if it has one; returns whether it had.
+    ///
+    /// # Errors
+    /// When the node cannot keep the Ready's promises (its disk failed).
+    fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, Self::Error>;
+
+    /// The node's status for the admin page (and any metrics that follow from it).
+    fn status(&mut self, cx: &Context) -> NodeStatus;
+}
+
+/// What the loop lends a host: this node, its peers, the shared state and the request books.
+#[derive(Debug)]
+pub struct Context {
+    /// This node.
+    pub me: NodeId,
+    /// The peers' outgoing queues.
+    pub peers: Outboxes,
+    /// The status and metrics shared with the rest of the process.
+    pub shared: Arc<Shared>,
+    /// The client requests held.
+    pub requests: Requests,
+}
+
+impl Context {
+    /// Queues `message` for peer `to` (dropped and counted if its queue is full).
+    pub fn send(&self, to: NodeId, message: PeerMessage) {
+        send_to_peer(&self.peers, &self.shared, to, message);
+    }
+}
+
+/// How the loop is paced.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// One logical tick.
+    pub tick: Duration,
+    /// Inputs taken into one batch.
+    pub batch_inputs_max: usize,
+}
+
+/// The driver of one node.
+pub struct Driver<H: Host> {
+    host: H,
+    cx: Context,
+    inputs: Receiver<Input>,
+    pacing: Pacing,
+}
+
+impl<H: Host> Driver<H> {
+    /// A driver for `host`.
+    #[must_use]
+    pub fn new(host: H, cx: Context, inputs: Receiver<Input>, pacing: Pacing) -> Driver<H> {
+        Driver {
+            host,
+            cx,
+            inputs,
+            pacing,
+        }
+    }
+
+    /// Runs until shutdown or until every input sender is gone; then answers every request
+    /// still held.
+    ///
+    /// # Errors
+    /// The host's error: the node cannot keep its promises, so it stops.
+    pub fn run(mut self) -> Result<(), H::Error> {
+        let result = self.run_loop();
+        self.cx.requests.fail_everything();
+        result
+    }
+
+    fn run_loop(&mut self) -> Result<(), H::Error> {
+        let tick = self.pacing.tick;
+        let mut next_tick = Instant::now() + tick;
+        self.publish();
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inputs.recv_timeout(wait) {
+                Ok(input) => {
+                    self.handle(input);
+                    for _ in 1..self.pacing.batch_inputs_max {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.host.tick(&mut self.cx);
+                next_tick += tick;
+                if next_tick < now {
+                    // The thread fell behind (a long fsync): skip the missed ticks rather
+                    // than firing them in a burst that would look like a timeout.
+                    next_tick = now + tick;
+                }
+                let expired = self.cx.requests.expire(now);
+                self.cx.shared.metrics.request_timeouts.inc_by(expired);
+            }
+            while self.host.handle_ready(&mut self.cx)? {}
+            self.publish();
+            if self.cx.shared.shutdown.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Peer { from, message } => self.host.step(&mut self.cx, from, message),
+            Input::Write { command, reply } => {
+                if self.cx.requests.has_room() {
+                    self.host.propose(&mut self.cx, command, reply);
+                } else {
+                    self.cx.shared.metrics.proposals_refused.inc();
+                    let _ = reply.send(Err(RequestError::Busy));
+                }
+            }
+            Input::Read { query, reply } => {
+                if self.cx.requests.has_room() {
+                    self.host.read(&mut self.cx, query, reply);
+                } else {
+                    let _ = reply.send(Err(RequestError::Busy));
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let status = self.host.status(&self.cx);
+        if let Ok(mut shared) = self.cx.shared.status.write() {
+            *shared = status;
+        }
+    }
+}

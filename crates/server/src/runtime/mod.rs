@@ -1,0 +1,19 @@
+//! The node runtime: what runs a protocol core for real, on one machine.
+//!
+//! - [`boundary`]: the types the driver thread shares with the rest of the process (inputs,
+//!   replies, the published status, the peers' queues). Everything outside the driver talks
+//!   to it only through these.
+//! - [`driver`]: the one driver loop, generic over a [`driver::Host`]; [`requests`]: the client
+//!   request books every scheme keeps alike.
+//! - [`raft_host`] and [`pb_host`]: what differs per scheme: how to feed its core and carry
+//!   out its Ready.
+//! - [`transport`]: TCP between nodes; it knows only the boundary, never a driver.
+//!
+//! Imports run one way: hosts → driver → requests → boundary, and transport → boundary.
+
+pub mod boundary;
+pub mod driver;
+pub mod pb_host;
+pub mod raft_host;
+pub mod requests;
+pub mod transport;
