@@ -68,6 +68,6 @@ pub use replica::{
 pub use view::{View, ViewNumber};
 pub use view_server::{VIEW_REPLIES_MAX, ViewServer};
 pub use view_service::{
-    CodecError, PingError, PingReply, ViewService, ViewServiceCommand, ViewServiceConfig,
-    ViewServiceConfigError,
+    CodecError, DurableView, PingError, PingReply, ViewService, ViewServiceCommand,
+    ViewServiceConfig, ViewServiceConfigError,
 };

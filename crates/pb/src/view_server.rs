@@ -10,7 +10,7 @@ use chorus_core::NodeId;
 use crate::message::Message;
 use crate::ready::PbReady;
 use crate::replica::StepError;
-use crate::view_service::{ViewService, ViewServiceConfig, ViewServiceConfigError};
+use crate::view_service::{DurableView, ViewService, ViewServiceConfig, ViewServiceConfigError};
 
 /// Replies waiting for the next Ready; beyond this, replies are dropped (the servers ping
 /// again next interval).
@@ -32,6 +32,22 @@ impl ViewServer {
     pub fn new(config: ViewServiceConfig) -> Result<ViewServer, ViewServiceConfigError> {
         Ok(ViewServer {
             service: ViewService::new(config)?,
+            messages: Vec::new(),
+            ready_outstanding: false,
+        })
+    }
+
+    /// A view server restarted from the view it made durable before (see
+    /// [`ViewService::resume`]).
+    ///
+    /// # Errors
+    /// [`ViewServiceConfigError`] if the configuration cannot work.
+    pub fn resume(
+        config: ViewServiceConfig,
+        durable: DurableView,
+    ) -> Result<ViewServer, ViewServiceConfigError> {
+        Ok(ViewServer {
+            service: ViewService::resume(config, durable)?,
             messages: Vec::new(),
             ready_outstanding: false,
         })

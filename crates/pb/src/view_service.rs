@@ -42,8 +42,16 @@
 //!   Raft instead; that is why it implements [`chorus_core::StateMachine`] and never reads a
 //!   clock.
 //!
-//! The service keeps no durable state; a restart of the service loses the view history (the
-//! pb scheme does not support it).
+//! # Surviving its own restart
+//!
+//! The view is the service's hard state: [`ViewService::durable`] is what a driver must make
+//! durable before it sends any reply that shows it, and [`ViewService::resume`] starts from it
+//! after a restart. Without it a restarted service would start at view 0 and make the first
+//! server to ping — possibly an empty one — primary of view 1 while the old primary still
+//! serves: split brain and lost writes. A resumed service knows nothing of liveness, so it
+//! counts the view's servers alive as of its start; they must ping within `dead_pings`
+//! intervals like anyone else. It is still a single point of failure: while it is down, no view
+//! changes.
 
 use std::collections::BTreeMap;
 
@@ -237,6 +245,44 @@ struct ServiceState {
     servers: Vec<(NodeId, Liveness)>,
 }
 
+/// What the view service must keep across its own restart: the view and whether its primary
+/// acknowledged it. Encoded with [`DurableView::encode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableView {
+    /// The current view.
+    pub view: View,
+    /// Its primary acknowledged it.
+    pub acked: bool,
+}
+
+impl DurableView {
+    /// The bytes: a version byte, then postcard.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        encode(self)
+    }
+
+    /// Decodes [`DurableView::encode`]'s output.
+    ///
+    /// # Errors
+    /// [`CodecError`] on bytes of another version, truncated, with bytes left over, or
+    /// describing an impossible view (a primary in view 0, no primary later, or the same server
+    /// as primary and backup).
+    pub fn decode(bytes: &[u8]) -> Result<DurableView, CodecError> {
+        let durable: DurableView = decode(bytes)?;
+        let view = durable.view;
+        let impossible = (view.number == ViewNumber(0) && view != View::NONE)
+            || (view.number > ViewNumber(0) && view.primary.is_none())
+            || (view.primary.is_some() && view.primary == view.backup);
+        if impossible {
+            return Err(CodecError {
+                reason: format!("an impossible view {view:?}"),
+            });
+        }
+        Ok(durable)
+    }
+}
+
 /// The view service state machine. See the module docs for its rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ViewService {
@@ -264,6 +310,44 @@ impl ViewService {
             now_tick: 0,
             servers: BTreeMap::new(),
         })
+    }
+
+    /// A service restarted from what it made durable before. The servers of the view count
+    /// as alive as of now (tick 0): each must ping within `dead_pings` intervals, or it is dead
+    /// as usual.
+    ///
+    /// # Errors
+    /// [`ViewServiceConfigError`] if the configuration cannot work.
+    pub fn resume(
+        config: ViewServiceConfig,
+        durable: DurableView,
+    ) -> Result<ViewService, ViewServiceConfigError> {
+        let mut service = ViewService::new(config)?;
+        service.view = durable.view;
+        service.acked = durable.acked;
+        for server in [durable.view.primary, durable.view.backup]
+            .into_iter()
+            .flatten()
+        {
+            service.servers.insert(
+                server,
+                Liveness {
+                    last_ping_tick: 0,
+                    restarted: false,
+                    incarnation: 0,
+                },
+            );
+        }
+        Ok(service)
+    }
+
+    /// What must be durable before any reply showing the current view is sent.
+    #[must_use]
+    pub fn durable(&self) -> DurableView {
+        DurableView {
+            view: self.view,
+            acked: self.acked,
+        }
     }
 
     /// The configuration.
@@ -581,6 +665,48 @@ mod tests {
             primary,
             backup,
         }
+    }
+
+    #[test]
+    fn a_resumed_service_keeps_its_view_and_gives_its_servers_the_usual_time() {
+        let mut before = service();
+        before.ping(A, ViewNumber(0)).expect("ping");
+        before.ping(A, ViewNumber(1)).expect("ack");
+        before.ping(B, ViewNumber(0)).expect("ping");
+        before.ping(A, ViewNumber(1)).expect("ping");
+        assert_eq!(before.get_view(), view(2, Some(A), Some(B)));
+        before.ping(A, ViewNumber(2)).expect("ack");
+        let durable = DurableView::decode(&before.durable().encode()).expect("round trip");
+        assert_eq!(durable, before.durable());
+
+        // A restart: the view stays (no view 1 for whoever pings first), and a server that
+        // pings with view 0 now is a new idle server, not a primary.
+        let mut after = ViewService::resume(*before.config(), durable).expect("resumed");
+        assert_eq!(after.get_view(), view(2, Some(A), Some(B)));
+        assert_eq!(
+            after.ping(C, ViewNumber(0)).expect("ping").view,
+            view(2, Some(A), Some(B))
+        );
+        // The primary is not declared dead before `dead_pings` ticks of silence...
+        for _ in 0..2 {
+            after.tick();
+            after.ping(B, ViewNumber(2)).expect("ping");
+            after.ping(C, ViewNumber(2)).expect("ping");
+        }
+        assert_eq!(after.get_view().primary, Some(A));
+        // ...and is after them: the backup of the acknowledged view takes over.
+        after.tick();
+        assert_eq!(after.get_view(), view(3, Some(B), Some(C)));
+    }
+
+    #[test]
+    fn an_impossible_durable_view_is_refused() {
+        let durable = |view| DurableView { view, acked: true }.encode();
+        assert!(DurableView::decode(&durable(view(0, Some(A), None))).is_err());
+        assert!(DurableView::decode(&durable(view(3, None, Some(B)))).is_err());
+        assert!(DurableView::decode(&durable(view(3, Some(A), Some(A)))).is_err());
+        assert!(DurableView::decode(&durable(View::NONE)).is_ok());
+        assert!(DurableView::decode(b"").is_err());
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use chorus_core::NodeId;
 use chorus_kv::{KvConfig, KvStore};
-use chorus_pb::{PbConfig, PbReplica, ViewServer, ViewServiceConfig};
+use chorus_pb::{DurableView, PbConfig, PbReplica, ViewServer, ViewServiceConfig};
 use chorus_raft::{Config, RawNode};
+use chorus_storage::record_file::read_record;
 use chorus_storage::{FileStorage, FileStorageOptions};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::config::{NodeConfig, Protocol};
 use crate::runtime::boundary::{Input, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
-use crate::runtime::pb_host::{PbHost, PbNode};
+use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
 use crate::runtime::raft_host::RaftHost;
 use crate::runtime::requests::Requests;
 use crate::runtime::transport::{Identity, run_inbound, run_outbound};
@@ -116,7 +117,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     // This run of the node: in the origin session of every proposal (so a proposal re-sent
     // to a new leader applies once) and in the high bits of request numbers (so a number in a
     // replayed entry or a late read response never matches a live request).
-    let incarnation = chorus_storage::next_incarnation(&config.data_dir)
+    let incarnation = chorus_storage::next_incarnation(&config.data_dir, now.as_millis() as u64)
         .context("cannot record this start of the node")?;
     let tick = Duration::from_millis(timing.tick_ms);
     // Long enough for an election or two; a request that finds no leader by then is refused.
@@ -135,20 +136,42 @@ async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()
     let view_service = config
         .view_service()
         .context("a primary-backup cluster needs a view service")?;
+    // Primary-backup keeps its data in memory only; the data directory holds the node's
+    // incarnation and, on the view service, the current view.
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let node = if me == view_service {
         let service_config = ViewServiceConfig {
             dead_pings: timing.dead_pings,
             ..ViewServiceConfig::default()
         };
-        PbNode::ViewService(ViewServer::new(service_config)?)
+        match read_durable_view(&config.data_dir)? {
+            Some(durable) => {
+                tracing::info!(
+                    view = durable.view.number.0,
+                    primary = ?durable.view.primary.map(|p| p.0),
+                    backup = ?durable.view.backup.map(|b| b.0),
+                    acked = durable.acked,
+                    "the view service resumes its view"
+                );
+                PbNode::ViewService(ViewServer::resume(service_config, durable)?)
+            }
+            None => PbNode::ViewService(ViewServer::new(service_config)?),
+        }
     } else {
         let mut replica_config = PbConfig::new(me, view_service);
-        // Larger on every start (milliseconds since the epoch), so the view service tells a
-        // restart of this server from a late ping of its previous run.
-        replica_config.incarnation = SystemTime::now()
+        // Larger on every start (a counter in the data directory, lifted to the wall clock in
+        // milliseconds), so the view service tells a restart of this server from a late ping
+        // of its previous run.
+        let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(1, |since| since.as_millis() as u64)
-            .max(1);
+            .map_or(1, |since| since.as_millis() as u64);
+        replica_config.incarnation = chorus_storage::next_incarnation(&config.data_dir, now_ms)
+            .context("cannot record this start of the node")?;
         let store = KvStore::new(KvConfig::default());
         PbNode::Replica(Box::new(PbReplica::new(replica_config, Box::new(store))?))
     };
@@ -164,11 +187,27 @@ async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()
         view_service = view_service.0,
         ping_interval_ms = timing.ping_interval_ms,
         dead_pings = timing.dead_pings,
-        "primary-backup (nothing is kept on disk)"
+        "primary-backup (data in memory only)"
     );
-    let host = PbHost::new(node, config.redis_addresses());
+    let host = PbHost::new(node, config.redis_addresses(), config.data_dir.clone());
     let tick = Duration::from_millis(timing.ping_interval_ms);
     run_node(config, exit_with_parent, host, 0, tick, "pb-").await
+}
+
+/// The view the view service made durable before it stopped, if any.
+fn read_durable_view(data_dir: &std::path::Path) -> anyhow::Result<Option<DurableView>> {
+    let Some(bytes) = read_record(data_dir, VIEW_FILE_NAME)
+        .context("cannot read the view service's durable view")?
+    else {
+        return Ok(None);
+    };
+    let durable = DurableView::decode(&bytes).with_context(|| {
+        format!(
+            "the view service's durable view in {} is damaged",
+            data_dir.join(VIEW_FILE_NAME).display()
+        )
+    })?;
+    Ok(Some(durable))
 }
 
 /// Binds the listeners, starts the driver thread for `host` and the transport and frontends

@@ -44,6 +44,7 @@ mod file;
 mod hard_state;
 mod incarnation;
 mod memory;
+pub mod record_file;
 mod replay;
 pub mod wal;
 

@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::config::{NodeConfig, Protocol};
+use crate::runtime::pb_host::VIEW_FILE_NAME;
 
 /// Arguments of `chorus up`.
 #[derive(Debug, Args)]
@@ -142,6 +143,20 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         } else {
             NodeConfig::local(args.nodes, id, args.base_port, &data_dir)
         };
+        if pb && id == args.nodes + 1 {
+            // Every server of a new `up` starts empty (primary-backup keeps data in memory
+            // only), so this is a new cluster: the view service must not resume the view of
+            // an earlier run, whose servers' state is gone (it would wait forever for them).
+            let view = config.data_dir.join(VIEW_FILE_NAME);
+            match std::fs::remove_file(&view) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    stop(&mut children);
+                    return Err(error).with_context(|| format!("cannot remove {}", view.display()));
+                }
+            }
+        }
         let path = data_dir.join(format!("node-{id}.toml"));
         std::fs::write(
             &path,

@@ -4,8 +4,11 @@
 //! The host owns a server's [`PbReplica`] (with its state machine) or the [`ViewServer`], and
 //! handles each `PbReady` in the order the core's contract (see `chorus_pb`) demands: send,
 //! answer the clients of applied operations, tell the clients of aborted ones that the outcome
-//! is unknown, answer confirmed reads, refuse rejected ones, advance. There is no disk:
-//! primary-backup keeps nothing durable. It ticks once per ping interval.
+//! is unknown, answer confirmed reads, refuse rejected ones, advance. Servers keep their data
+//! in memory only. The view service makes its view durable (a small record file, fsynced)
+//! before it sends any reply that shows it, so that after a restart it resumes the view
+//! instead of making the first server to ping primary of a new view 1 (split brain). It ticks
+//! once per ping interval.
 //!
 //! A server that is not the acting primary refuses client requests without proposing
 //! anything: with [`RequestError::NotPrimary`] naming the primary and its RESP address when the
@@ -14,14 +17,18 @@
 //! may not act yet).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use chorus_core::NodeId;
 use chorus_core::envelope::Envelope;
 use chorus_kv::{Query, Response};
-use chorus_pb::{PbReady, PbReplica, ProposeError, ReadError, ReadId, Role, View, ViewServer};
+use chorus_pb::{
+    DurableView, PbReady, PbReplica, ProposeError, ReadError, ReadId, Role, View, ViewServer,
+};
+use chorus_storage::StorageError;
+use chorus_storage::record_file::write_record;
 
 use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError, ViewStatus};
 use super::driver::{Context, Host};
@@ -36,9 +43,16 @@ pub enum PbNode {
     ViewService(ViewServer),
 }
 
+/// The view service's durable view, in its data directory.
+pub const VIEW_FILE_NAME: &str = "view";
+
 /// The primary-backup side of a node's driver.
 pub struct PbHost {
     node: PbNode,
+    /// Where the view service keeps its view.
+    data_dir: PathBuf,
+    /// The view service's view as last made durable.
+    durable: Option<DurableView>,
     /// Every server's RESP address, to name the primary in redirects.
     redis: BTreeMap<NodeId, SocketAddr>,
     last_view: View,
@@ -47,11 +61,17 @@ pub struct PbHost {
 
 impl PbHost {
     /// A host for `node`; `redis` holds every server's RESP address, to name the primary in
-    /// redirects.
+    /// redirects; a view service keeps its view in `data_dir`.
     #[must_use]
-    pub fn new(node: PbNode, redis: BTreeMap<NodeId, SocketAddr>) -> PbHost {
+    pub fn new(node: PbNode, redis: BTreeMap<NodeId, SocketAddr>, data_dir: PathBuf) -> PbHost {
+        let durable = match &node {
+            PbNode::ViewService(service) => Some(service.service().durable()),
+            PbNode::Replica(_) => None,
+        };
         PbHost {
             node,
+            data_dir,
+            durable,
             redis,
             last_view: View::NONE,
             keys: 0,
@@ -101,7 +121,7 @@ impl PbHost {
 }
 
 impl Host for PbHost {
-    type Error = Infallible;
+    type Error = StorageError;
 
     fn step(&mut self, cx: &mut Context, from: NodeId, message: PeerMessage) {
         let PeerMessage::Pb(message) = message else {
@@ -175,7 +195,15 @@ impl Host for PbHost {
         }
     }
 
-    fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, Infallible> {
+    fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, StorageError> {
+        // The view service's hard state is durable before any reply shows it.
+        if let PbNode::ViewService(service) = &self.node {
+            let durable = service.service().durable();
+            if self.durable != Some(durable) {
+                write_record(&self.data_dir, VIEW_FILE_NAME, &durable.encode())?;
+                self.durable = Some(durable);
+            }
+        }
         let ready = match &mut self.node {
             PbNode::Replica(replica) => replica.has_ready().then(|| replica.ready()),
             PbNode::ViewService(service) => service.has_ready().then(|| service.ready()),

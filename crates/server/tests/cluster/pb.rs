@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use chorus_resp::Frame;
 
 use crate::basics::{on_path, run_tool};
+use chorus_sim::history::Operation;
+
 use crate::faults::{check_final_state, spawn_workload};
 use crate::harness::{Resp, TestCluster};
 
@@ -128,6 +130,36 @@ impl Probe {
     }
 }
 
+/// Waits for the workload and the probe to stop, then checks that nothing acknowledged was
+/// lost and that the history is linearizable.
+fn finish_and_check(
+    cluster: &TestCluster,
+    runtime: &tokio::runtime::Runtime,
+    supervisor: tokio::task::JoinHandle<()>,
+    probe: Probe,
+    history: &Mutex<Vec<Operation>>,
+    start: Instant,
+) {
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), supervisor).await })
+        .expect("the workers finish")
+        .expect("the supervisor finishes");
+    let last_probe = probe.stop(runtime);
+    cluster.wait_for_pb_view(0, STARTUP);
+    let ops = history.lock().expect("history lock").clone();
+    check_final_state(cluster, runtime, ops, start);
+    // The probe's counter only grows, so its final value is at least its last acknowledged.
+    let value = runtime.block_on(async { cluster.client().get("probe").await });
+    let value: u64 = value
+        .expect("read the probe")
+        .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
+        .expect("the probe key holds a number");
+    assert!(
+        value >= last_probe,
+        "acknowledged probe write {last_probe} was lost (the key holds {value})"
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -177,25 +209,57 @@ fn killing_the_primary_under_load_the_backup_serves_within_a_second_and_nothing_
         // It comes back empty, as a new server: a spare.
         cluster.restart(primary);
     }
-    runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(30), supervisor).await })
-        .expect("the workers finish")
-        .expect("the supervisor finishes");
-    let last_probe = probe.stop(&runtime);
+    finish_and_check(&cluster, &runtime, supervisor, probe, &history, start);
+}
 
-    cluster.wait_for_pb_view(0, STARTUP);
-    let ops = history.lock().expect("history lock").clone();
-    check_final_state(&cluster, &runtime, ops, start);
-    // The probe's counter only grows, so its final value is at least its last acknowledged.
-    let value = runtime.block_on(async { cluster.client().get("probe").await });
-    let value: u64 = value
-        .expect("read the probe")
-        .and_then(|v| String::from_utf8_lossy(&v).parse().ok())
-        .expect("the probe key holds a number");
-    assert!(
-        value >= last_probe,
-        "acknowledged probe write {last_probe} was lost (the key holds {value})"
+// SCENARIOS A9 and issue 12: a restarted view service resumes the view it made durable; it
+// does not make the first server to ping primary of a new view 1 while the old primary still
+// serves (split brain, lost writes). Under load: kill -9 the view service, restart it, and the
+// view (number, primary, backup) is the one before; only that primary serves; then kill -9 the
+// primary, and the restarted service promotes the backup. Nothing acknowledged is lost and the
+// history is linearizable. Without the durable view this fails at once (the view number
+// restarts at 1).
+#[test]
+fn a_restarted_view_service_resumes_its_view_under_load_and_still_fails_over() {
+    let mut cluster = TestCluster::start_pb(3, "");
+    let service = 4;
+    let (view, primary, backup) = cluster.wait_for_pb_view(0, STARTUP);
+    let runtime = runtime();
+    let start = Instant::now();
+    let until = start + Duration::from_secs(6);
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = spawn_workload(&runtime, cluster.client_config(), start, until, &history);
+    let probe = Probe::start(&runtime, &cluster);
+    probe.wait_serving(&cluster);
+
+    cluster.kill_9(service);
+    cluster.restart(service);
+    let resumed = cluster.poll(STARTUP, "the view service to answer again", || {
+        cluster.pb_status(service)
+    });
+    assert_eq!(
+        (resumed.view, resumed.primary, resumed.backup),
+        (view, Some(primary), Some(backup)),
+        "the restarted view service must resume its view"
     );
+    // Every server keeps (or learns) that view; none but the primary acts as primary.
+    for node in cluster.servers() {
+        let status = cluster.pb_status(node).expect("the server answers");
+        assert!(
+            status.view <= view,
+            "node {node} saw a view the service never made"
+        );
+        if node != primary {
+            assert_ne!(status.role, "primary", "node {node} acts as primary too");
+        }
+    }
+    // The resumed service still fails over: the backup of the acknowledged view takes over.
+    let (_, old_view, killed, promoted) = probe.time_failover(&mut cluster, view - 1);
+    assert_eq!((old_view, killed, promoted), (view, primary, backup));
+    let (_, new_primary, _) = cluster.wait_for_pb_view(view, STARTUP);
+    assert_eq!(new_primary, backup, "only the backup may be promoted");
+
+    finish_and_check(&cluster, &runtime, supervisor, probe, &history, start);
 }
 
 // Proves that only the primary takes RESP clients: the backup and the spare answer reads and
