@@ -55,7 +55,7 @@ mod ready;
 pub use config::{Config, ConfigError, InjectedBugs};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
-    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 pub use node::{
     DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError, TERM_MAX,

@@ -54,6 +54,21 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
+/// Where a snapshot of the state machine stands in the log: it holds the effect of every entry
+/// up to and including `index`, whose term was `term`.
+///
+/// Everything the log below `index` said is in the snapshot, so the log may be compacted below
+/// it; `term` lets the consistency check of the next AppendEntries succeed at `index`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SnapshotMeta {
+    /// The last log index whose effect the snapshot holds.
+    pub index: LogIndex,
+    /// The term of the entry at `index`.
+    pub term: Term,
+}
+
 /// Identifies one linearizable read request, chosen by whoever called
 /// [`crate::RawNode::read_index`]. The core only echoes it back.
 #[derive(

@@ -20,7 +20,7 @@ use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
-    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 use crate::progress::Progress;
 use crate::read_only::{LeaderReads, PendingRead, Requester};
@@ -70,7 +70,11 @@ pub struct Status {
 pub struct DurableState {
     /// The last durable hard state.
     pub hard_state: HardState,
-    /// The durable log, contiguous from index 1.
+    /// The newest durable snapshot's place in the log, if the node has taken or installed one.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The durable log, contiguous. Without a snapshot it starts at index 1; with one it starts
+    /// at or below `snapshot.index + 1` (a compacted log keeps a tail below the snapshot) and
+    /// may be empty.
     pub entries: Vec<Entry>,
 }
 
@@ -207,6 +211,7 @@ impl RawNode {
         config.validate()?;
         let DurableState {
             hard_state,
+            snapshot: _,
             entries,
         } = durable;
         let log = RaftLog::restore(entries, hard_state.commit)

@@ -380,6 +380,7 @@ impl Cluster {
                         &[1, 1, 2]
                     };
                     DurableState {
+                        snapshot: None,
                         hard_state: HardState {
                             term: Term(3),
                             vote: None,

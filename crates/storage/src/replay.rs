@@ -196,6 +196,7 @@ impl Replay {
                 commit: LogIndex(commit),
                 ..self.hard_state
             },
+            snapshot: None,
             entries: self.entries.clone(),
         }
     }

@@ -132,6 +132,7 @@ fn append_sync_and_reopen_round_trip(harness: &mut impl Harness) {
         .expect("writes");
     storage.sync().expect("syncs");
     let expected = DurableState {
+        snapshot: None,
         hard_state: hard_state(1, Some(2), 0),
         entries: log,
     };

@@ -170,6 +170,7 @@ fn fast_rollback_skips_a_long_conflicting_log_in_few_round_trips() {
     let mut short = vec![1];
     short.extend(std::iter::repeat_n(3, 50));
     let state = |terms: &[u64]| DurableState {
+        snapshot: None,
         hard_state: HardState {
             term: Term(3),
             vote: None,
@@ -230,14 +231,17 @@ fn figure_8_network(configure: impl Fn(&mut chorus_raft::Config)) -> Network {
     let mut network = Network::with_durable(
         vec![
             DurableState {
+                snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
             },
             DurableState {
+                snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
             },
             DurableState {
+                snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1]),
             },
@@ -290,6 +294,7 @@ fn the_injected_bug_commits_an_old_term_entry_by_counting_replicas() {
 fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
     let config = chorus_raft::Config::new(id(1), vec![id(1), id(2), id(3)]);
     let durable = DurableState {
+        snapshot: None,
         hard_state: HardState {
             term: Term(2),
             vote: Some(id(2)),
@@ -326,6 +331,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
 
     // Same term: the vote stands.
     let durable = DurableState {
+        snapshot: None,
         hard_state: HardState {
             term: Term(3),
             vote: Some(id(2)),
@@ -341,6 +347,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
     let mut entries = log_with_terms(&[1, 1, 1]);
     entries.remove(1);
     let corrupt = DurableState {
+        snapshot: None,
         hard_state: HardState::default(),
         entries,
     };
