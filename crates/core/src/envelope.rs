@@ -129,8 +129,8 @@ struct Applied {
     incarnation: u64,
     /// Requests below this are never applied again.
     floor: u64,
-    /// Applied requests at or above `floor`, as disjoint half-open ranges `start -> end`
-    /// (request numbers mostly apply in order, so there are few).
+    /// Applied requests at or above `floor`, as disjoint inclusive ranges `first -> last`,
+    /// never touching (request numbers are dense and mostly apply in order, so there are few).
     ranges: BTreeMap<u64, u64>,
 }
 
@@ -141,24 +141,24 @@ impl Applied {
                 .ranges
                 .range(..=request)
                 .next_back()
-                .is_some_and(|(_, &end)| request < end)
+                .is_some_and(|(_, &last)| request <= last)
     }
 
+    /// Records `request`, which `contains` said was not there.
     fn insert(&mut self, request: u64) {
-        let end = request.saturating_add(1);
-        let mut start = request;
-        let mut stop = end;
-        if let Some((&before, &before_end)) = self.ranges.range(..=request).next_back()
-            && before_end >= request
+        let mut first = request;
+        let mut last = request;
+        if let Some((&before, &before_last)) = self.ranges.range(..request).next_back()
+            && before_last.checked_add(1) == Some(request)
         {
-            start = before;
-            stop = stop.max(before_end);
-            self.ranges.remove(&before);
+            first = before;
         }
-        if let Some(after_end) = self.ranges.remove(&end) {
-            stop = stop.max(after_end);
+        if let Some(next) = request.checked_add(1)
+            && let Some(after_last) = self.ranges.remove(&next)
+        {
+            last = after_last;
         }
-        self.ranges.insert(start, stop);
+        self.ranges.insert(first, last);
     }
 
     fn raise_floor(&mut self, floor: u64) {
@@ -168,12 +168,14 @@ impl Applied {
         self.floor = floor;
         let kept = self.ranges.split_off(&floor);
         // A range that started below the floor may reach above it.
-        if let Some((_, &end)) = self.ranges.iter().next_back()
-            && end > floor
+        if let Some((_, &last)) = self.ranges.iter().next_back()
+            && last >= floor
         {
-            self.ranges.insert(floor, end);
+            self.ranges.clear();
+            self.ranges.insert(floor, last);
+        } else {
+            self.ranges.clear();
         }
-        self.ranges.retain(|&start, _| start >= floor);
         self.ranges.extend(kept);
     }
 }
@@ -186,9 +188,11 @@ pub struct OriginSessions {
     origins: BTreeMap<NodeId, Applied>,
 }
 
-/// Bound on the ranges kept for one origin; beyond it the oldest are folded into the floor
-/// (a request below the floor counts as applied, so a very late duplicate is skipped; a
-/// first copy that late was given up on by its origin, which reported its outcome unknown).
+/// Bound on the ranges kept for one origin. Write numbers are dense, so the ranges are as many
+/// as the gaps: writes of the origin proposed but not yet applied while later ones applied.
+/// Beyond the bound the oldest ranges are folded into the floor: a request below the floor
+/// counts as applied, so a very late first copy would be skipped rather than applied. Its
+/// client waited through thousands of later writes and was told the outcome is unknown.
 pub const ORIGIN_RANGES_MAX: usize = 4096;
 
 impl OriginSessions {
@@ -231,6 +235,12 @@ impl OriginSessions {
         true
     }
 
+    /// The latest incarnation of `origin` the table has seen, if any.
+    #[must_use]
+    pub fn incarnation_of(&self, origin: NodeId) -> Option<u64> {
+        self.origins.get(&origin).map(|applied| applied.incarnation)
+    }
+
     /// How many origins the table tracks.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -253,9 +263,9 @@ impl OriginSessions {
             out.put_u64(applied.incarnation);
             out.put_u64(applied.floor);
             out.put_u64(applied.ranges.len() as u64);
-            for (&start, &end) in &applied.ranges {
-                out.put_u64(start);
-                out.put_u64(end);
+            for (&first, &last) in &applied.ranges {
+                out.put_u64(first);
+                out.put_u64(last);
             }
         }
         out.freeze()
@@ -264,8 +274,9 @@ impl OriginSessions {
     /// Decodes a table encoded by [`OriginSessions::encode`].
     ///
     /// # Errors
-    /// [`RestoreError`] if the bytes are truncated, carry trailing bytes, or describe ranges
-    /// that are empty, overlapping or below the floor.
+    /// [`RestoreError`] if the bytes are truncated, carry trailing bytes, or are not in the
+    /// one form `encode` writes: origins in increasing order, ranges at or above the floor,
+    /// in increasing order, neither overlapping nor touching.
     pub fn decode(bytes: &[u8]) -> Result<OriginSessions, RestoreError> {
         let fail = |reason: &str| RestoreError {
             reason: format!("origin sessions: {reason}"),
@@ -290,14 +301,21 @@ impl OriginSessions {
                 return Err(fail("too many ranges"));
             }
             let mut ranges = BTreeMap::new();
-            let mut last_end = floor;
+            // The lowest number the next range may start at.
+            let mut lowest = Some(floor);
             for _ in 0..ranges_count {
-                let (start, end) = (next()?, next()?);
-                if start < last_end || end <= start {
+                let (first, last) = (next()?, next()?);
+                if lowest.is_none_or(|lowest| first < lowest) || last < first {
                     return Err(fail("ranges out of order"));
                 }
-                last_end = end;
-                ranges.insert(start, end);
+                lowest = last.checked_add(2);
+                ranges.insert(first, last);
+            }
+            if origins
+                .last_key_value()
+                .is_some_and(|(&last, _)| last >= origin)
+            {
+                return Err(fail("origins out of order"));
             }
             if origins
                 .insert(
@@ -469,6 +487,69 @@ mod tests {
                 };
                 let envelope = sent(origin, incarnation, request, unanswered_from);
                 assert_eq!(table.admit(&envelope), expected, "{envelope:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_request_number_is_recorded_like_any_other() {
+        let mut table = OriginSessions::new();
+        assert!(table.admit(&sent(1, 1, u64::MAX - 1, 1)));
+        assert!(table.admit(&sent(1, 1, u64::MAX, 1)));
+        assert!(!table.admit(&sent(1, 1, u64::MAX, 1)));
+        assert!(!table.admit(&sent(1, 1, u64::MAX - 1, 1)));
+        assert_eq!(
+            table.origins[&NodeId(1)].ranges,
+            BTreeMap::from([(u64::MAX - 1, u64::MAX)])
+        );
+        assert_eq!(OriginSessions::decode(&table.encode()), Ok(table.clone()));
+        assert_eq!(table.incarnation_of(NodeId(1)), Some(1));
+        assert_eq!(table.incarnation_of(NodeId(2)), None);
+    }
+
+    #[test]
+    fn decoding_accepts_only_the_form_encoding_writes() {
+        let words = |words: &[u64]| -> Vec<u8> {
+            words.iter().flat_map(|word| word.to_be_bytes()).collect()
+        };
+        // One origin, floor 5, two ranges.
+        let good = words(&[1, 1, 9, 5, 2, 5, 6, 8, 8]);
+        assert!(OriginSessions::decode(&good).is_ok());
+        // Touching ranges (5..=6 then 7..=8) would be one range.
+        assert!(OriginSessions::decode(&words(&[1, 1, 9, 5, 2, 5, 6, 7, 8])).is_err());
+        // A range below the floor, a reversed range.
+        assert!(OriginSessions::decode(&words(&[1, 1, 9, 5, 1, 4, 6])).is_err());
+        assert!(OriginSessions::decode(&words(&[1, 1, 9, 5, 1, 7, 6])).is_err());
+        // Origins out of order.
+        let two = words(&[2, 2, 9, 0, 0, 1, 9, 0, 0]);
+        assert!(OriginSessions::decode(&two).is_err());
+    }
+
+    #[test]
+    fn random_tables_round_trip_after_random_admits_and_random_bytes_never_panic() {
+        let mut rng = crate::Prng::new(5);
+        for _ in 0..300 {
+            let mut table = OriginSessions::new();
+            for _ in 0..100 {
+                let request = match rng.index(4) {
+                    0 => u64::MAX - rng.index(3) as u64,
+                    _ => 1 + rng.index(200) as u64,
+                };
+                let floor = 1 + rng.index(request.min(200) as usize) as u64;
+                table.admit(&sent(
+                    rng.index(3) as u64,
+                    1 + rng.index(2) as u64,
+                    request,
+                    floor,
+                ));
+            }
+            let encoded = table.encode();
+            assert_eq!(OriginSessions::decode(&encoded), Ok(table));
+            let mut damaged = encoded.to_vec();
+            let at = rng.index(damaged.len());
+            damaged[at] ^= 1 << rng.index(8);
+            if let Ok(decoded) = OriginSessions::decode(&damaged) {
+                assert_eq!(decoded.encode().to_vec(), damaged, "one encoding per table");
             }
         }
     }

@@ -115,15 +115,26 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         RawNode::restart(raft_config, durable).context("the durable state cannot be used")?;
 
     // This run of the node: in the origin session of every proposal (so a proposal re-sent
-    // to a new leader applies once) and in the high bits of request numbers (so a number in a
-    // replayed entry or a late read response never matches a live request).
+    // to a new leader applies once, and an answer in a replayed entry never reaches a live
+    // request) and at the start of read numbers (so a late read response of an earlier run
+    // never matches a live read).
     let incarnation = chorus_storage::next_incarnation(&config.data_dir, now.as_millis() as u64)
         .context("cannot record this start of the node")?;
     let tick = Duration::from_millis(timing.tick_ms);
     // Long enough for an election or two; a request that finds no leader by then is refused.
     let leaderless_wait =
         tick * u32::try_from(3 * timing.election_timeout_ticks).unwrap_or(u32::MAX);
-    let host = RaftHost::new(raft, storage, incarnation, leaderless_wait);
+    // A forward lost on a broken connection to a live leader is sent again after two
+    // election timeouts; a change of leader re-sends at once.
+    let resend_after = tick * u32::try_from(2 * timing.election_timeout_ticks).unwrap_or(u32::MAX);
+    let host = RaftHost::new(
+        raft,
+        storage,
+        config.data_dir.clone(),
+        incarnation,
+        leaderless_wait,
+        resend_after,
+    );
     run_node(config, exit_with_parent, host, incarnation, tick, "").await
 }
 

@@ -25,9 +25,12 @@ const FILE_NAME: &str = "incarnation";
 ///
 /// # Errors
 /// [`StorageError::Io`] if the file cannot be read or replaced; [`StorageError::Corrupt`] if it
-/// is damaged (the node must not guess: an incarnation that repeats would let a late message
-/// of an earlier run pass for a current one; delete the file only if every earlier run's
-/// messages are surely gone, for example after the whole cluster stopped).
+/// is damaged. The node must not guess: an incarnation that repeats would let a late message
+/// of an earlier run pass for a current one, and one below an earlier run's would fence every
+/// write of the node (the replicated session table keeps the largest incarnation it saw).
+/// Deleting the damaged file is sound only while the wall clock is ahead of every earlier
+/// run's start; if it is not, the Raft driver notices the larger incarnation in the log, lifts
+/// the counter above it and stops, and the next start is sound.
 pub fn next_incarnation(directory: &Path, at_least: u64) -> Result<u64, StorageError> {
     let path = directory.join(FILE_NAME);
     let previous = match read_record(directory, FILE_NAME)? {

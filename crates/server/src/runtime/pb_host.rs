@@ -141,7 +141,7 @@ impl Host for PbHost {
     }
 
     fn propose(&mut self, cx: &mut Context, command: Bytes, reply: Reply) {
-        let request = cx.requests.number();
+        let request = cx.requests.number(Kind::Write);
         let PbNode::Replica(replica) = &mut self.node else {
             let refusal = self.refusal(cx.me, self.view());
             let _ = reply.send(Err(refusal));
@@ -156,7 +156,7 @@ impl Host for PbHost {
         match replica.propose(envelope) {
             Ok(_) => {
                 cx.shared.metrics.proposals.inc();
-                cx.requests.hold(request, Kind::Write, command, reply);
+                cx.requests.hold(Kind::Write, request, command, reply);
             }
             Err(error) => {
                 cx.shared.metrics.proposals_refused.inc();
@@ -170,14 +170,14 @@ impl Host for PbHost {
     }
 
     fn read(&mut self, cx: &mut Context, query: Bytes, reply: Reply) {
-        let request = cx.requests.number();
+        let request = cx.requests.number(Kind::Read);
         let PbNode::Replica(replica) = &mut self.node else {
             let refusal = self.refusal(cx.me, self.view());
             let _ = reply.send(Err(refusal));
             return;
         };
         match replica.read(ReadId(request), query) {
-            Ok(()) => cx.requests.hold(request, Kind::Read, Bytes::new(), reply),
+            Ok(()) => cx.requests.hold(Kind::Read, request, Bytes::new(), reply),
             Err(error) => {
                 let answer = match error {
                     ReadError::NotPrimary { view } => self.refusal(cx.me, view),
@@ -227,7 +227,7 @@ impl Host for PbHost {
             cx.shared.metrics.entries_applied.inc();
             if operation.origin == cx.me {
                 cx.requests
-                    .answer(operation.request, Kind::Write, Ok(operation.output));
+                    .answer(Kind::Write, operation.request, Ok(operation.output));
             }
         }
         // 3. Operations in flight when this node stopped being primary: the backup may have
@@ -236,19 +236,19 @@ impl Host for PbHost {
         for operation in aborted {
             if operation.origin == cx.me {
                 cx.requests
-                    .answer(operation.request, Kind::Write, Err(RequestError::Timeout));
+                    .answer(Kind::Write, operation.request, Err(RequestError::Timeout));
             }
         }
         // 4. Reads: confirmed ones are answered, rejected ones had no effect.
         for read in reads {
-            if cx.requests.answer(read.id.0, Kind::Read, Ok(read.output)) {
+            if cx.requests.answer(Kind::Read, read.id.0, Ok(read.output)) {
                 cx.shared.metrics.reads.inc();
             }
         }
         if !rejected_reads.is_empty() {
             let refusal = self.refusal(cx.me, self.view());
             for id in rejected_reads {
-                cx.requests.answer(id.0, Kind::Read, Err(refusal));
+                cx.requests.answer(Kind::Read, id.0, Err(refusal));
             }
         }
         // 5. Done.
