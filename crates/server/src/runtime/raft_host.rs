@@ -95,6 +95,8 @@ pub struct RaftHost<S: Storage> {
     ready_reads: Vec<(LogIndex, ReadId)>,
     last_leader: Option<(Term, Option<NodeId>)>,
     last_role: Role,
+    /// The term and vote last made durable.
+    synced_vote: (Term, Option<NodeId>),
 }
 
 impl<S: Storage> RaftHost<S> {
@@ -110,8 +112,10 @@ impl<S: Storage> RaftHost<S> {
         leaderless_wait: Duration,
         resend_after: Duration,
     ) -> RaftHost<S> {
+        let status = raft.status();
         RaftHost {
-            last_role: raft.status().role,
+            last_role: status.role,
+            synced_vote: (status.term, status.vote),
             raft,
             store: KvStore::new(KvConfig::default()),
             sessions: OriginSessions::new(),
@@ -441,17 +445,27 @@ impl<S: Storage> Host for RaftHost<S> {
                 self.wait_for_leader(Kind::Read, id.0);
             }
         }
-        // 3. Durable before anything that promises it.
+        // 3. Durable before anything that promises it. The commit index is volatile state in
+        //    Raft (Figure 2): a Ready that only moves it is written but not synced (it rides
+        //    on the next sync); a restart may find a lower commit and learns the rest from
+        //    the leader. Entries, terms and votes are always synced.
         if hard_state.is_some() || !entries.is_empty() {
             self.storage.write(hard_state, &entries)?;
-            let started = Instant::now();
-            self.storage.sync()?;
-            let metrics = &cx.shared.metrics;
-            metrics
-                .fsync_seconds
-                .observe(started.elapsed().as_secs_f64());
-            if !entries.is_empty() {
-                metrics.batch_entries.observe(entries.len() as f64);
+            let promises = !entries.is_empty()
+                || hard_state.is_some_and(|state| (state.term, state.vote) != self.synced_vote);
+            if promises {
+                let started = Instant::now();
+                self.storage.sync()?;
+                let metrics = &cx.shared.metrics;
+                metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if !entries.is_empty() {
+                    metrics.batch_entries.observe(entries.len() as f64);
+                }
+                if let Some(state) = hard_state {
+                    self.synced_vote = (state.term, state.vote);
+                }
             }
         }
         // 4. Votes and acks.
@@ -564,8 +578,11 @@ mod tests {
         run(&mut later, &mut cx).unwrap();
         assert!(answer.try_recv().unwrap().is_ok());
 
-        // The incarnation file was lost and the clock is behind: the next run takes 5.
-        let mut earlier = host(later.storage, dir.path(), 5);
+        // The node crashes (losing what was not synced: the last commit index), its
+        // incarnation file is lost and the clock is behind: the next run takes 5.
+        let mut storage = later.storage;
+        storage.crash_keeping(0);
+        let mut earlier = host(storage, dir.path(), 5);
         let error = run(&mut earlier, &mut context()).unwrap_err();
         assert!(
             matches!(

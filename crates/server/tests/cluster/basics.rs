@@ -38,6 +38,47 @@ fn a_write_through_any_node_is_read_back_from_every_node() {
     assert_eq!(resp_get(cluster.redis(2), "never-written"), None);
 }
 
+// Proves that one connection's pipelined commands take effect in the order sent, reads
+// included, on the leader and on followers: `SET k a; GET k; SET k b; GET k` in one pipeline
+// must read `a` then `b`. Before reads waited for the writes ahead of them (and writes for
+// the reads), a GET could see the later SET on the leader, and nothing or the old value on a
+// follower. Plain RESP connection, no client retries.
+#[test]
+fn pipelined_commands_take_effect_in_the_order_sent_on_every_node() {
+    let cluster = TestCluster::start(3);
+    cluster.wait_for_leader(STARTUP);
+    resp_set(cluster.redis(1), "warm-up", "x");
+    for node in cluster.ids() {
+        let mut connection = Resp::connect(cluster.redis(node));
+        for round in 0..200 {
+            let key = format!("pipeline-{node}-{round}");
+            let mut batch = bytes::BytesMut::new();
+            for arguments in [
+                ["SET", key.as_str(), "a"].as_slice(),
+                &["GET", &key],
+                &["SET", &key, "b"],
+                &["GET", &key],
+            ] {
+                chorus_resp::encode_request(arguments, &mut batch);
+            }
+            connection.send_raw(&batch);
+            let replies: Vec<Frame> = (0..4)
+                .map(|_| connection.reply().expect("a reply"))
+                .collect();
+            assert_eq!(
+                replies,
+                vec![
+                    Frame::ok(),
+                    Frame::bulk(bytes::Bytes::from_static(b"a")),
+                    Frame::ok(),
+                    Frame::bulk(bytes::Bytes::from_static(b"b")),
+                ],
+                "round {round} through node {node}"
+            );
+        }
+    }
+}
+
 /// Sends `bytes` as the first thing on a new RESP connection and expects a protocol error
 /// followed by the server closing the connection.
 fn expect_protocol_error(cluster: &TestCluster, node: u64, bytes: &[u8]) {

@@ -407,6 +407,19 @@ impl RedisCommand {
         )
     }
 
+    /// Whether the command reads the replicated state (through a linearizable read).
+    #[must_use]
+    pub fn is_read(&self) -> bool {
+        matches!(
+            self,
+            RedisCommand::Get { .. }
+                | RedisCommand::Strlen { .. }
+                | RedisCommand::MGet { .. }
+                | RedisCommand::Exists { .. }
+                | RedisCommand::DbSize
+        )
+    }
+
     /// The command's lowercase Redis name, `container|subcommand` for subcommands, as Redis
     /// names commands in errors, `COMMAND` replies and statistics.
     #[must_use]

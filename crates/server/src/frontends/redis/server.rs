@@ -7,13 +7,19 @@
 //! append, one fsync) and sixteen replies in one write. At most `inflight_max` replies wait per
 //! connection: the reader stops reading while the queue is full (backpressure).
 //!
+//! A connection's commands take effect in the order sent. Consecutive writes go out together
+//! (the log keeps their order) and so do consecutive reads; at a switch between the two, the
+//! reader waits until every reply before it is known. So a GET pipelined after a SET sees that
+//! SET (its read index is taken after the write applied), and a SET pipelined after a GET is
+//! not yet visible to it. The cost is one round trip per switch, none within a run.
+//!
 //! Besides the Redis commands of [`super::command`], three commands serve the native client
 //! (`chorus-client`): `CHORUS.REGISTER`, `CHORUS.COMMAND <command>` and `CHORUS.QUERY <query>`,
 //! answered with the encoded `chorus_kv::Response`.
 //!
 //! Under primary-backup only the primary takes requests. Any other server answers a data
 //! command (read or write) with a Redis Cluster style redirect naming the primary's RESP
-//! address, `-MOVED 0 127.0.0.1:7101 …`, without proposing anything: `redis-cli -c` follows it,
+//! address, exactly `-MOVED 0 127.0.0.1:7101`, without proposing anything: `redis-cli -c` follows it,
 //! other clients show it, and the native client goes there next. The request is not forwarded:
 //! a forwarded write whose answer is lost would leave the client unsure where to retry.
 
@@ -25,7 +31,7 @@ use bytes::{Bytes, BytesMut};
 use chorus_kv::{Command, KvError, Op, Query, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::command::{self, RedisCommand};
 use super::resp::{self, Frame, Limits};
@@ -97,10 +103,14 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (replies, mut pending) = mpsc::channel::<Pending>(settings.inflight_max);
+    // How many replies the writer has resolved: the reader waits on it to keep the
+    // connection's order across a switch between reads and writes.
+    let (resolved_writer, mut resolved) = watch::channel(0u64);
     let writer_task = tokio::spawn(async move {
         let mut out = BytesMut::with_capacity(16 * 1024);
         while let Some(reply) = pending.recv().await {
             let (frame, close) = resolve(reply).await;
+            resolved_writer.send_modify(|resolved| *resolved += 1);
             frame.encode(&mut out);
             // Flush once no further reply is ready, so a pipelined batch goes out in one write.
             if close || pending.is_empty() {
@@ -118,12 +128,28 @@ async fn connection(
     let limits = Limits::default();
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let mut state = ConnectionState { id, name: None };
+    // Replies queued so far, and the kind of the data commands since the last switch.
+    let mut queued = 0u64;
+    let mut running: Option<Access> = None;
     'read: loop {
         loop {
             match resp::parse_request(&mut buffer, &limits) {
                 Ok(Some(arguments)) => {
-                    let reply = execute(arguments, &inputs, &shared, &mut state);
+                    let request = Request::parse(arguments);
+                    // Commands of one kind go out together (one batch, one log append); a
+                    // read after writes, or a write after reads, waits until every reply
+                    // before it is known, so it sees exactly the writes sent before it.
+                    if let Some(access) = request.access() {
+                        if running.is_some_and(|kind| kind != access)
+                            && resolved.wait_for(|&done| done >= queued).await.is_err()
+                        {
+                            break 'read;
+                        }
+                        running = Some(access);
+                    }
+                    let reply = request.execute(&inputs, &shared, &mut state);
                     let close = matches!(reply, Pending::Close(_));
+                    queued += 1;
                     if replies.send(reply).await.is_err() || close {
                         break 'read;
                     }
@@ -180,16 +206,10 @@ fn dropped() -> Frame {
 fn request_error(error: RequestError) -> Frame {
     match error {
         RequestError::Unavailable => Frame::error("UNAVAILABLE", "no leader is known; try again"),
-        // Redis Cluster's redirect: `MOVED <slot> <host>:<port>`. Chorus has no slots (one
-        // shard), so the slot is 0; the words after the address say why, without a colon, so
-        // that clients which cut the address at the last colon still read the port.
-        RequestError::NotPrimary { node, redis } => Frame::error(
-            "MOVED",
-            &format!(
-                "0 {redis} (this server is not the primary; node {} is)",
-                node.0
-            ),
-        ),
+        // Redis Cluster's redirect, exactly `MOVED <slot> <host>:<port>`: client libraries
+        // split it into three fields and fail on anything more (redis-py 8 raises a
+        // ValueError). Chorus has no slots (one shard), so the slot is 0.
+        RequestError::NotPrimary { redis, .. } => Frame::error("MOVED", &format!("0 {redis}")),
         RequestError::Busy => Frame::error("BUSY", "the node is overloaded; try again"),
         RequestError::Timeout => {
             Frame::error("TIMEOUT", "the request timed out; its outcome is unknown")
@@ -409,22 +429,68 @@ fn config_get(shared: &Shared, patterns: &[Bytes]) -> Frame {
     Frame::array(items)
 }
 
+/// Whether a command reads or writes the replicated state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// One request of a connection, parsed.
+enum Request {
+    /// A `CHORUS.*` command of the native client.
+    Native(Vec<Bytes>),
+    /// A Redis command.
+    Redis(RedisCommand),
+    /// A request that does not parse: its error reply.
+    Invalid(Frame),
+}
+
+impl Request {
+    fn parse(arguments: Vec<Bytes>) -> Request {
+        if arguments
+            .first()
+            .is_some_and(|first| first.len() > 7 && first[..7].eq_ignore_ascii_case(b"CHORUS."))
+        {
+            return Request::Native(arguments);
+        }
+        match command::parse(arguments) {
+            Ok(command) => Request::Redis(command),
+            Err(error) => Request::Invalid(error.to_frame()),
+        }
+    }
+
+    /// What the request does to the replicated state, if it touches it.
+    fn access(&self) -> Option<Access> {
+        match self {
+            Request::Native(arguments) if is(arguments, "CHORUS.QUERY") => Some(Access::Read),
+            Request::Native(_) => Some(Access::Write),
+            Request::Redis(command) if command.is_write() => Some(Access::Write),
+            Request::Redis(command) => command.is_read().then_some(Access::Read),
+            Request::Invalid(_) => None,
+        }
+    }
+
+    fn execute(
+        self,
+        inputs: &SyncSender<Input>,
+        shared: &Shared,
+        state: &mut ConnectionState,
+    ) -> Pending {
+        match self {
+            Request::Native(arguments) => native(arguments, inputs),
+            Request::Redis(command) => execute(command, inputs, shared, state),
+            Request::Invalid(frame) => Pending::Now(frame),
+        }
+    }
+}
+
 fn execute(
-    arguments: Vec<Bytes>,
+    command: RedisCommand,
     inputs: &SyncSender<Input>,
     shared: &Shared,
     state: &mut ConnectionState,
 ) -> Pending {
-    if arguments
-        .first()
-        .is_some_and(|first| first.len() > 7 && first[..7].eq_ignore_ascii_case(b"CHORUS."))
-    {
-        return native(arguments, inputs);
-    }
-    let command = match command::parse(arguments) {
-        Ok(command) => command,
-        Err(error) => return Pending::Now(error.to_frame()),
-    };
     tracing::trace!(
         connection = state.id,
         command = command.name(),
