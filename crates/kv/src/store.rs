@@ -432,7 +432,17 @@ impl KvStore {
 }
 
 /// Reads a stored value as a decimal `i64` (an optional sign, then digits), or `None`.
+/// A stored value as INCR reads it, exactly as Redis does (`string2ll`): an optional `-`, then
+/// decimal digits with no leading zero, within `i64`. So `01`, `+1`, `-0`, ` 1` and `1.0`
+/// are not integers.
 fn parse_integer(value: &[u8]) -> Option<i64> {
+    let digits = value.strip_prefix(b"-").unwrap_or(value);
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || (digits.len() == 1 && digits.len() == value.len()));
+    if !canonical {
+        return None;
+    }
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
@@ -812,6 +822,41 @@ mod tests {
             h.request(client, 2, append("x", "b")),
             Response::Error(KvError::StaleRequest)
         );
+    }
+
+    #[test]
+    fn incr_reads_stored_integers_exactly_as_redis_does() {
+        for good in [
+            "0",
+            "7",
+            "-7",
+            "10",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            assert_eq!(
+                parse_integer(good.as_bytes()),
+                Some(good.parse().unwrap()),
+                "{good}"
+            );
+        }
+        for bad in [
+            "",
+            "-",
+            "01",
+            "00",
+            "-0",
+            "-01",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "0x1",
+            "9223372036854775808",
+            "-9223372036854775809",
+        ] {
+            assert_eq!(parse_integer(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 
     /// Proves refused operations are cached too, so a retry cannot turn a refusal into a
