@@ -79,6 +79,42 @@ fn pipelined_commands_take_effect_in_the_order_sent_on_every_node() {
     }
 }
 
+// Proves that COMMAND describes the commands Chorus serves, as client libraries read it:
+// COMMAND COUNT matches COMMAND's length, and COMMAND INFO gives Redis's arity and key
+// positions (or nil for a command Chorus does not serve).
+#[test]
+fn command_describes_what_chorus_serves() {
+    let cluster = TestCluster::start(1);
+    cluster.wait_for_leader(STARTUP);
+    let mut connection = Resp::connect(cluster.redis(1));
+    let Frame::Array(Some(all)) = connection.call(&["COMMAND"]) else {
+        panic!("COMMAND answers an array");
+    };
+    assert!(all.len() >= 20, "{} commands", all.len());
+    assert_eq!(
+        connection.call(&["COMMAND", "COUNT"]),
+        Frame::integer(all.len() as i64)
+    );
+    let Frame::Array(Some(info)) = connection.call(&["COMMAND", "INFO", "mset", "nosuch"]) else {
+        panic!("COMMAND INFO answers an array");
+    };
+    let Frame::Array(Some(mset)) = &info[0] else {
+        panic!("mset is described: {info:?}");
+    };
+    assert_eq!(mset[0], Frame::bulk("mset"));
+    assert_eq!(
+        mset[1..=1].to_vec(),
+        vec![Frame::integer(-3)],
+        "arity: at least three words"
+    );
+    assert_eq!(
+        mset[3..6].to_vec(),
+        vec![Frame::integer(1), Frame::integer(-1), Frame::integer(2)],
+        "keys from 1 to the last, every second word"
+    );
+    assert_eq!(info[1], Frame::null_array());
+}
+
 /// Sends `bytes` as the first thing on a new RESP connection and expects a protocol error
 /// followed by the server closing the connection.
 fn expect_protocol_error(cluster: &TestCluster, node: u64, bytes: &[u8]) {

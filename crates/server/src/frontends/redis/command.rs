@@ -268,6 +268,84 @@ impl CommandError {
     }
 }
 
+/// What `COMMAND` tells clients about one command Chorus serves, in Redis's terms.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandSpec {
+    /// The lowercase name.
+    pub name: &'static str,
+    /// The number of words with the name; negative: at least that many.
+    pub arity: i64,
+    /// Redis's command flags (`write`, `readonly`, `fast`, …).
+    pub flags: &'static [&'static str],
+    /// The position of the first key, 0 if none.
+    pub first_key: i64,
+    /// The position of the last key; -1: the last word.
+    pub last_key: i64,
+    /// The distance between keys.
+    pub step: i64,
+}
+
+const fn spec(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        first_key: keys.0,
+        last_key: keys.1,
+        step: keys.2,
+    }
+}
+
+/// Every command [`parse`] knows, as `COMMAND`, `COMMAND INFO`, `COMMAND COUNT` and
+/// `COMMAND LIST` describe them (arities and key positions as Redis 7 gives them).
+pub const COMMANDS: &[CommandSpec] = &[
+    spec("append", 3, &["write", "denyoom"], (1, 1, 1)),
+    spec("client", -2, &["loading", "stale"], (0, 0, 0)),
+    spec("command", -1, &["loading", "stale"], (0, 0, 0)),
+    spec("config", -2, &["admin", "loading", "stale"], (0, 0, 0)),
+    spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
+    spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("del", -2, &["write"], (1, -1, 1)),
+    spec("echo", 2, &["fast"], (0, 0, 0)),
+    spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("get", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec(
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast"],
+        (0, 0, 0),
+    ),
+    spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("info", -1, &["loading", "stale"], (0, 0, 0)),
+    spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
+    spec("ping", -1, &["fast"], (0, 0, 0)),
+    spec(
+        "quit",
+        -1,
+        &["noscript", "loading", "stale", "fast"],
+        (0, 0, 0),
+    ),
+    spec("select", 2, &["loading", "stale", "fast"], (0, 0, 0)),
+    spec("set", -3, &["write", "denyoom"], (1, 1, 1)),
+    spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
+];
+
+/// The spec of the command named `name` (any case), if Chorus serves it.
+#[must_use]
+pub fn command_spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .find(|spec| spec.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// The longest command name [`parse`] can recognize; longer names are unknown commands.
 const NAME_BYTES_MAX: usize = 16;
 
@@ -684,6 +762,29 @@ fn unknown_command(name: &[u8], arguments: &[Bytes]) -> CommandError {
 
 fn echoed_unbounded(text: &[u8]) -> String {
     String::from_utf8_lossy(text).replace(['\r', '\n'], " ")
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn every_described_command_parses_and_names_are_unique() {
+        for spec in COMMANDS {
+            let words: Vec<Bytes> = std::iter::once(Bytes::from_static(spec.name.as_bytes()))
+                .chain((1..spec.arity.unsigned_abs()).map(|_| Bytes::from_static(b"1")))
+                .collect();
+            assert!(
+                !matches!(parse(words), Err(CommandError::UnknownCommand { .. })),
+                "{} is described but not parsed",
+                spec.name
+            );
+        }
+        let mut names: Vec<&str> = COMMANDS.iter().map(|spec| spec.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len(), "sorted and unique");
+    }
 }
 
 #[cfg(test)]

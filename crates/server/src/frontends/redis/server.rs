@@ -398,6 +398,23 @@ fn info(shared: &Shared, sections: &[Bytes]) -> Frame {
     Frame::bulk(Bytes::from(text))
 }
 
+/// One command's entry in a `COMMAND` reply, as Redis 7 shapes it: name, arity, flags, first
+/// key, last key, step, ACL categories, tips, key specs, subcommands.
+fn command_info(spec: &command::CommandSpec) -> Frame {
+    Frame::array(vec![
+        Frame::bulk(Bytes::from_static(spec.name.as_bytes())),
+        Frame::integer(spec.arity),
+        Frame::array(spec.flags.iter().map(|flag| Frame::simple(*flag)).collect()),
+        Frame::integer(spec.first_key),
+        Frame::integer(spec.last_key),
+        Frame::integer(spec.step),
+        Frame::array(Vec::new()),
+        Frame::array(Vec::new()),
+        Frame::array(Vec::new()),
+        Frame::array(Vec::new()),
+    ])
+}
+
 fn config_get(shared: &Shared, patterns: &[Bytes]) -> Frame {
     // Chorus has no Redis configuration; answer the few settings tools ask about with values
     // that describe Chorus honestly: under Raft every write is durable before it is
@@ -528,11 +545,28 @@ fn execute(
             }
             Pending::Now(Frame::array(items))
         }
-        RedisCommand::Command
-        | RedisCommand::CommandDocs { .. }
-        | RedisCommand::CommandInfo { .. }
-        | RedisCommand::CommandList => Pending::Now(Frame::array(Vec::new())),
-        RedisCommand::CommandCount => Pending::Now(Frame::integer(0)),
+        RedisCommand::Command => Pending::Now(Frame::array(
+            command::COMMANDS.iter().map(command_info).collect(),
+        )),
+        RedisCommand::CommandInfo { names } => Pending::Now(Frame::array(
+            names
+                .iter()
+                .map(|name| {
+                    command::command_spec(name).map_or_else(Frame::null_array, command_info)
+                })
+                .collect(),
+        )),
+        RedisCommand::CommandList => Pending::Now(Frame::array(
+            command::COMMANDS
+                .iter()
+                .map(|spec| Frame::bulk(Bytes::from_static(spec.name.as_bytes())))
+                .collect(),
+        )),
+        // Documentation is optional (redis-cli uses it for hints only).
+        RedisCommand::CommandDocs { .. } => Pending::Now(Frame::array(Vec::new())),
+        RedisCommand::CommandCount => Pending::Now(Frame::integer(
+            i64::try_from(command::COMMANDS.len()).unwrap_or(i64::MAX),
+        )),
         RedisCommand::ClientSetName { name } => {
             state.name = Some(name);
             Pending::Now(Frame::ok())
