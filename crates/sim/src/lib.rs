@@ -30,8 +30,6 @@
 pub mod checkers;
 pub mod config;
 pub mod engine;
-pub mod history;
-pub mod linearizability;
 mod nemesis;
 pub mod network;
 pub mod pb;
@@ -39,6 +37,10 @@ mod queue;
 pub mod simulator;
 mod workload;
 
+/// The client-history format and the linearizability checker, re-exported from
+/// [`chorus_check`] (their home since tools that check real clusters use them too) so that
+/// `chorus_sim::history` and `chorus_sim::linearizability` keep working.
+pub use chorus_check::{history, linearizability};
 pub use config::{FaultProfile, Protocol, SimConfig};
 pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
