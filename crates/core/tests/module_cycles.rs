@@ -15,9 +15,9 @@
 //! children, and only their imports of it can close a circle. A cycle is printed file by
 //! file, with the line of each import.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::{Path, PathBuf};
 
 /// The source trees checked, relative to `crates/`.
 const CHECKED: [&str; 2] = ["sim/src", "server/src"];
@@ -27,22 +27,6 @@ type ModulePath = Vec<String>;
 
 /// One import edge: the target file and the first line of the source file that imports it.
 type Edges = BTreeMap<ModulePath, BTreeMap<ModulePath, usize>>;
-
-fn crates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let entries = fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display()));
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The module a file holds, from its path relative to the crate's `src`.
 fn module_of(relative: &str) -> ModulePath {
@@ -389,22 +373,9 @@ fn cycles(edges: &Edges, names: &BTreeMap<ModulePath, String>) -> Vec<String> {
 
 /// The sources of `crates/<tree>`, as (path relative to it, text).
 fn sources(tree: &str) -> Vec<(String, String)> {
-    let root = crates_dir().join(tree);
-    let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    let files = common::rust_sources(&common::root_dir().join("crates").join(tree));
     assert!(!files.is_empty(), "no sources found in crates/{tree}");
     files
-        .into_iter()
-        .map(|file| {
-            let relative = file
-                .strip_prefix(&root)
-                .expect("invariant: found under the root")
-                .to_string_lossy()
-                .replace('\\', "/");
-            let text = fs::read_to_string(&file).expect("readable source");
-            (relative, text)
-        })
-        .collect()
 }
 
 #[test]

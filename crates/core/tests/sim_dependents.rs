@@ -12,18 +12,18 @@
 //! and `[dependencies.<name>]` tables), and a dependency named `chorus-sim`, renamed from it
 //! (`package = "chorus-sim"`) or pointing at its path.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use common::root_dir;
 
 /// The only package that may depend on the simulator.
 const ALLOWED: &str = "chorus-server";
 
 /// The one source file of the server that may use the simulator.
 const SERVER_SIM_COMMAND: &str = "cli/sim.rs";
-
-fn root_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The dependency a manifest line declares in a dependency section, and whether it is the
 /// simulator.
@@ -129,30 +129,10 @@ fn no_crate_but_the_server_depends_on_the_simulator() {
     );
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).expect("readable directory").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 #[test]
 fn only_the_sim_command_of_the_server_uses_the_simulator() {
-    let sources = root_dir().join("crates/server/src");
-    let mut files = Vec::new();
-    rust_files(&sources, &mut files);
     let mut hits = Vec::new();
-    for file in files {
-        let relative = file
-            .strip_prefix(&sources)
-            .expect("invariant: found under the root")
-            .to_string_lossy()
-            .replace('\\', "/");
-        let text = fs::read_to_string(&file).expect("readable source");
+    for (relative, text) in common::rust_sources(&root_dir().join("crates/server/src")) {
         for (number, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
             if code.contains("chorus_sim") && relative != SERVER_SIM_COMMAND {
