@@ -3,7 +3,7 @@
 
 #![no_main]
 
-use chorus_sim::history::{read_jsonl, validate, write_jsonl};
+use chorus_check::history::{read_jsonl, validate, write_jsonl};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

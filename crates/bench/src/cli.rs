@@ -202,7 +202,7 @@ pub fn main(args: &BenchArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(history)) = (&args.run.history, &outcome.history) {
         let file = std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
-        chorus_sim::history::write_jsonl(history, file)
+        chorus_check::history::write_jsonl(history, file)
             .with_context(|| format!("cannot write {}", path.display()))?;
         if outcome.history_truncated {
             eprintln!(
@@ -212,18 +212,18 @@ pub fn main(args: &BenchArgs) -> anyhow::Result<()> {
         }
     }
     if let (true, Some(history)) = (args.run.check, &outcome.history) {
-        let verdict = chorus_sim::linearizability::check(
+        let verdict = chorus_check::linearizability::check(
             history,
-            chorus_sim::linearizability::CheckLimits::default(),
+            chorus_check::linearizability::CheckLimits::default(),
         );
         match verdict {
-            chorus_sim::linearizability::Verdict::Linearizable => {
+            chorus_check::linearizability::Verdict::Linearizable => {
                 println!("history: {} operations, linearizable", history.len());
             }
-            chorus_sim::linearizability::Verdict::Inconclusive { key } => {
+            chorus_check::linearizability::Verdict::Inconclusive { key } => {
                 println!("history: the check ran out of steps on key {key:?} (inconclusive)");
             }
-            chorus_sim::linearizability::Verdict::NotLinearizable { key, detail } => {
+            chorus_check::linearizability::Verdict::NotLinearizable { key, detail } => {
                 anyhow::bail!("the history is NOT linearizable on key {key:?}: {detail}");
             }
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use chorus_sim::history::{OpKind, OpStatus, Operation, Output};
+use chorus_check::history::{OpKind, OpStatus, Operation, Output};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -424,7 +424,7 @@ mod tests {
         let failed = history_entry(3, &put, &Err(refused), 70, 80);
         assert_eq!(failed.status, OpStatus::Fail);
         let history = vec![read, absent_at(absent), write, unknown, failed];
-        chorus_sim::history::validate(&history).expect("a valid history");
+        chorus_check::history::validate(&history).expect("a valid history");
     }
 
     fn absent_at(mut op: Operation) -> Operation {

@@ -11,8 +11,8 @@ use bytes::{Bytes, BytesMut};
 use chorus_bench::schedule::Pacing;
 use chorus_bench::workload::{Mix, WorkloadSpec};
 use chorus_bench::{BenchConfig, TargetSpec, run};
+use chorus_check::linearizability::{CheckLimits, check};
 use chorus_resp::{Frame, Limits, parse_request};
-use chorus_sim::linearizability::{CheckLimits, check};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -106,8 +106,8 @@ async fn a_closed_loop_mixed_run_completes_operations_and_is_linearizable() {
     assert!(check(&history, CheckLimits::default()).is_linearizable());
     // The history writes and reads back in the HISTORY.md format.
     let mut buffer = Vec::new();
-    chorus_sim::history::write_jsonl(&history, &mut buffer).expect("written");
-    let back = chorus_sim::history::read_jsonl(buffer.as_slice()).expect("read back");
+    chorus_check::history::write_jsonl(&history, &mut buffer).expect("written");
+    let back = chorus_check::history::read_jsonl(buffer.as_slice()).expect("read back");
     assert_eq!(back.len(), history.len());
 }
 

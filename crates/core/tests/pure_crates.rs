@@ -4,11 +4,13 @@
 //!
 //! It reads the crates' manifests and sources as text. A hit names the file and line.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The crates that must stay pure.
-const PURE_CRATES: [&str; 6] = ["core", "raft", "kv", "sim", "resp", "pb"];
+const PURE_CRATES: [&str; 7] = ["core", "raft", "kv", "check", "sim", "resp", "pb"];
 
 /// Dependencies a pure crate may not have.
 const FORBIDDEN_DEPENDENCIES: [&str; 6] = [
@@ -34,24 +36,10 @@ const FORBIDDEN_SOURCE: [&str; 9] = [
 ];
 
 /// Files allowed to use a `HashMap` because they only look keys up and never iterate.
-const HASH_MAP_LOOKUP_ONLY: [&str; 1] = ["sim/src/linearizability.rs"];
+const HASH_MAP_LOOKUP_ONLY: [&str; 1] = ["check/src/linearizability.rs"];
 
 fn crates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
+    common::root_dir().join("crates")
 }
 
 #[test]
@@ -102,16 +90,10 @@ fn dependencies_point_from_the_runtime_to_the_pure_cores_never_back() {
 fn pure_crates_use_no_clock_io_threads_or_hash_order() {
     let mut hits = Vec::new();
     for name in PURE_CRATES {
-        let mut files = Vec::new();
-        rust_files(&crates_dir().join(name).join("src"), &mut files);
+        let files = common::rust_sources(&crates_dir().join(name).join("src"));
         assert!(!files.is_empty(), "no sources found for crates/{name}");
-        for file in files {
-            let relative = file
-                .strip_prefix(crates_dir())
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
-            let text = fs::read_to_string(&file).unwrap();
+        for (relative, text) in files {
+            let relative = format!("{name}/src/{relative}");
             for (number, line) in text.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or("");
                 let mut forbidden: Vec<&str> = FORBIDDEN_SOURCE.to_vec();

@@ -5,8 +5,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::process::Command;
 
-use chorus_sim::history::read_jsonl;
-use chorus_sim::linearizability::{CheckLimits, Verdict, check};
+use chorus_check::history::read_jsonl;
+use chorus_check::linearizability::{CheckLimits, Verdict, check};
 
 fn chorus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_chorus"))

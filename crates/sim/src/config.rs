@@ -88,7 +88,7 @@ impl fmt::Display for FaultProfile {
 /// The replication scheme a run simulates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
-    /// Raft ([`crate::simulator::Simulator`]).
+    /// Raft ([`crate::raft::Simulator`]).
     #[default]
     Raft,
     /// Primary-backup with a view service ([`crate::pb::PbSimulator`]).

@@ -24,7 +24,7 @@ use crate::linearizability::{self, CheckLimits, Verdict};
 use crate::nemesis::{self, Action};
 use crate::network::{Latency, LinkFaults, Network};
 use crate::queue::EventQueue;
-use crate::simulator::{RunReport, RunStats};
+use crate::report::{RunReport, RunStats};
 use crate::workload::{
     Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
 };

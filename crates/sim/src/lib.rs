@@ -24,25 +24,43 @@
 //! [`PbSimulator`]). A further scheme joins by implementing [`engine::ProtocolHost`] and adding
 //! a [`Protocol`] variant.
 //!
+//! # Layers
+//!
+//! Imports between the modules run one way, from top to bottom (a tidy test,
+//! `crates/core/tests/module_cycles.rs`, keeps them free of circles):
+//!
+//! 1. `dispatch` ([`run`], [`run_traced`]): picks the host for [`SimConfig::protocol`]; the
+//!    only module that knows every scheme.
+//! 2. The hosts, side by side, each knowing only the engine: [`raft`] and [`pb`].
+//! 3. The engine ([`engine`]): the event queue, network, nemesis, clients, phases, checkers.
+//! 4. What the engine is built from: the workload, the [`checkers`], the [`network`], the
+//!    nemesis, the queue, the [`config`], and the [`report`] of a run ([`RunReport`],
+//!    [`RunStats`]), which every host shares. The client history and the linearizability
+//!    checker come from the `chorus-check` crate.
+//!
 //! The crate is pure in the sense of DESIGN.md: no clocks, threads, sockets or files; the
 //! `chorus sim` command runs seeds on threads and writes histories to files.
 
 pub mod checkers;
 pub mod config;
+mod dispatch;
 pub mod engine;
-pub mod history;
-pub mod linearizability;
 mod nemesis;
 pub mod network;
 pub mod pb;
 mod queue;
-pub mod simulator;
+pub mod raft;
+pub mod report;
 mod workload;
 
+/// The client-history format and the linearizability checker, re-exported from
+/// [`chorus_check`] (their home since tools that check real clusters use them too) so that
+/// `chorus_sim::history` and `chorus_sim::linearizability` keep working.
+pub use chorus_check::{history, linearizability};
 pub use config::{FaultProfile, Protocol, SimConfig};
+pub use dispatch::{run, run_traced};
 pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
-pub use simulator::{
-    MessageFilter, RaftNodes, RunReport, RunStats, Simulator, history_hash, run, run_traced,
-};
+pub use raft::{MessageFilter, RaftNodes, Simulator};
+pub use report::{RunReport, RunStats, history_hash};

@@ -22,7 +22,7 @@ use crate::config::SimConfig;
 use crate::history::{OpKind, OpStatus, Operation, Output};
 use crate::network::Network;
 use crate::queue::EventQueue;
-use crate::simulator::RunStats;
+use crate::report::RunStats;
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]

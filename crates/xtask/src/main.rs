@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use chorus_check::history::{OpStatus, Operation, write_jsonl};
+use chorus_check::linearizability::{CheckLimits, Verdict, check};
 use chorus_core::Prng;
-use chorus_sim::history::{OpStatus, Operation, write_jsonl};
-use chorus_sim::linearizability::{CheckLimits, Verdict, check};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cluster::Cluster;
@@ -546,7 +546,7 @@ mod tests {
 
     #[test]
     fn a_stale_read_is_a_violation_on_its_key_only() {
-        use chorus_sim::history::{OpKind, Output};
+        use chorus_check::history::{OpKind, Output};
         let op = |client, kind, key: &str, value: Option<&str>, call, ret, output| Operation {
             client,
             kind,

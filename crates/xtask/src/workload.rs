@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use chorus_check::history::{OpKind, OpStatus, Operation, Output};
 use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_core::Prng;
 use chorus_resp::{Frame, Limits, encode_request, parse_reply};
-use chorus_sim::history::{OpKind, OpStatus, Operation, Output};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

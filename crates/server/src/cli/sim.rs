@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use chorus_sim::history::write_jsonl;
+use chorus_check::history::write_jsonl;
 use chorus_sim::{FaultProfile, RunReport, SimConfig};
 use clap::{Args, ValueEnum};
 

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chorus_check::history::{OpKind, OpStatus, Operation, Output, write_jsonl};
+use chorus_check::linearizability::{CheckLimits, Verdict, check};
 use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_kv::KvError;
-use chorus_sim::history::{OpKind, OpStatus, Operation, Output, write_jsonl};
-use chorus_sim::linearizability::{CheckLimits, Verdict, check};
 
 use crate::harness::{TestCluster, append_to, flip_bit, resp_get, resp_set};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chorus_resp::Frame;
 
 use crate::basics::{on_path, run_tool};
-use chorus_sim::history::Operation;
+use chorus_check::history::Operation;
 
 use crate::faults::{check_final_state, spawn_workload};
 use crate::harness::{Resp, TestCluster};

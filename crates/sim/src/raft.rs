@@ -11,10 +11,10 @@
 //!
 //! Every random choice comes from the run's seed, and events at the same time are ordered by
 //! the order they were scheduled in, so the same seed gives the same run, bit for bit: the
-//! trace hash of [`RunReport`] proves it.
+//! trace hash of [`RunReport`](crate::RunReport) proves it.
 
 use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{DefaultHasher, Hash};
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
@@ -23,12 +23,9 @@ use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, Status};
 use chorus_storage::{MemStorage, Storage};
 
-use crate::checkers::{Applied, Violation};
-use crate::config::{Protocol, SimConfig};
+use crate::checkers::Applied;
+use crate::config::SimConfig;
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
-use crate::history::Operation;
-use crate::linearizability::Verdict;
-use crate::pb::PbSimulator;
 use crate::workload::{ReplyBody, RequestBody};
 
 /// One simulated node: a Raft core, its state machine, its disk, and the client requests it
@@ -56,70 +53,6 @@ impl Host {
     fn request_number(&mut self) -> u64 {
         self.next_request += 1;
         (self.incarnation << 32) | self.next_request
-    }
-}
-
-/// Counters of one run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunStats {
-    /// Events processed.
-    pub events: u64,
-    /// Raft messages sent between nodes (before loss).
-    pub messages: u64,
-    /// Node crashes injected.
-    pub crashes: u64,
-    /// Partitions injected.
-    pub partitions: u64,
-    /// Unsynced disk records lost in crashes.
-    pub records_lost: u64,
-    /// Distinct terms in which a leader was seen (primary-backup: distinct views in which a
-    /// primary acted).
-    pub leaders: u64,
-    /// Client attempts sent to nodes (first tries and retries).
-    pub client_attempts: u64,
-    /// Messages to and from the view service (primary-backup only; clients never send any).
-    pub view_service_messages: u64,
-    /// Failovers (primary-backup only): view changes that made the backup of the previous
-    /// view its primary.
-    pub failovers: u64,
-}
-
-/// What one run found.
-#[derive(Clone, Debug)]
-pub struct RunReport {
-    /// The run's seed.
-    pub seed: u64,
-    /// The client history, in the HISTORY.md model.
-    pub history: Vec<Operation>,
-    /// Every invariant violation, liveness failure and linearizability failure found.
-    pub violations: Vec<Violation>,
-    /// The linearizability verdict over the whole history.
-    pub verdict: Verdict,
-    /// A hash of every event processed: equal for equal seeds.
-    pub trace_hash: u64,
-    /// Simulated time at the end.
-    pub end_time: u64,
-    /// Counters.
-    pub stats: RunStats,
-    /// Notable events, one line each, if [`Simulator::enable_trace_log`] was called.
-    pub trace: Vec<String>,
-    /// Primary-backup only: the run ended in the documented dead end where no failover is
-    /// possible (the view service is down, or stuck by its rule 6 because the primary and
-    /// every holder of its state failed). Its liveness was not asserted; its safety was.
-    pub stuck: bool,
-}
-
-impl RunReport {
-    /// Whether the run found nothing wrong.
-    #[must_use]
-    pub fn passed(&self) -> bool {
-        self.violations.is_empty()
-    }
-
-    /// Whether the history was proven linearizable.
-    #[must_use]
-    pub fn linearizable(&self) -> bool {
-        matches!(self.verdict, Verdict::Linearizable)
     }
 }
 
@@ -636,41 +569,4 @@ impl Simulator {
     }
 
     // ---- clients -----------------------------------------------------------------------
-}
-
-/// Runs one seed with `config`, on the simulator of `config.protocol`, and returns what it
-/// found.
-#[must_use]
-pub fn run(config: SimConfig) -> RunReport {
-    match config.protocol {
-        Protocol::Raft => Simulator::new(config).run(),
-        Protocol::Pb => PbSimulator::new(config).run(),
-    }
-}
-
-/// Like [`run`], with a human-readable line per notable event in [`RunReport::trace`].
-#[must_use]
-pub fn run_traced(config: SimConfig) -> RunReport {
-    match config.protocol {
-        Protocol::Raft => {
-            let mut simulator = Simulator::new(config);
-            simulator.enable_trace_log();
-            simulator.run()
-        }
-        Protocol::Pb => {
-            let mut simulator = PbSimulator::new(config);
-            simulator.enable_trace_log();
-            simulator.run()
-        }
-    }
-}
-
-/// A stable fingerprint of a history, for comparing runs.
-#[must_use]
-pub fn history_hash(history: &[Operation]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    for op in history {
-        format!("{op:?}").hash(&mut hasher);
-    }
-    hasher.finish()
 }

@@ -13,7 +13,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
-use chorus_sim::history::{Operation, read_jsonl, validate, write_jsonl};
+use chorus_check::history::{Operation, read_jsonl, validate, write_jsonl};
 
 /// The valid example of HISTORY.md that ships with the crate.
 const EXAMPLE: &str = include_str!("../testdata/history-example.jsonl");

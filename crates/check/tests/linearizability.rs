@@ -2,8 +2,8 @@
 //! rejects what it forbids: stale reads, lost writes, wrong cas outputs, reordered appends,
 //! effects before their call, failed writes that took effect.
 
-use chorus_sim::history::{OpKind, OpStatus, Operation, Output};
-use chorus_sim::linearizability::{CheckLimits, Verdict, check};
+use chorus_check::history::{OpKind, OpStatus, Operation, Output};
+use chorus_check::linearizability::{CheckLimits, Verdict, check};
 
 fn op(client: u64, kind: OpKind, key: &str, call: u64, ret: u64) -> Operation {
     Operation {

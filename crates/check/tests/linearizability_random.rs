@@ -3,9 +3,9 @@
 //! the same histories with one read corrupted must fail; and on small random histories, which
 //! are often not linearizable, the checker agrees with a brute-force search over every order.
 
+use chorus_check::history::{OpKind, OpStatus, Operation, Output, validate};
+use chorus_check::linearizability::{CheckLimits, Verdict, check};
 use chorus_core::Prng;
-use chorus_sim::history::{OpKind, OpStatus, Operation, Output, validate};
-use chorus_sim::linearizability::{CheckLimits, Verdict, check};
 
 /// The shape of a generated history.
 struct Workload {

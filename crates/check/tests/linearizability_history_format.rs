@@ -2,7 +2,7 @@
 //! byte, histories round-trip, and the reader names the line of every malformed or invalid
 //! operation.
 
-use chorus_sim::history::{
+use chorus_check::history::{
     HistoryError, OpKind, OpStatus, Operation, Output, read_jsonl, validate, write_jsonl,
 };
 

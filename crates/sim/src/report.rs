@@ -1,0 +1,89 @@
+//! What a simulator run reports: the client history, the violations found, the
+//! linearizability verdict, the trace hash and the counters.
+//!
+//! The report is the engine's output ([`crate::engine::Sim::run`]), the same for every
+//! replication scheme, so it lives below the engine and every host: the engine fills it in,
+//! the workload counts into [`RunStats`], and the Raft and primary-backup hosts share it
+//! without importing each other. [`history_hash`] fingerprints a history so that two runs can
+//! be compared, as the determinism tests and the `trace_hashes` example do.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use crate::checkers::Violation;
+use crate::history::Operation;
+use crate::linearizability::Verdict;
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Events processed.
+    pub events: u64,
+    /// Raft messages sent between nodes (before loss).
+    pub messages: u64,
+    /// Node crashes injected.
+    pub crashes: u64,
+    /// Partitions injected.
+    pub partitions: u64,
+    /// Unsynced disk records lost in crashes.
+    pub records_lost: u64,
+    /// Distinct terms in which a leader was seen (primary-backup: distinct views in which a
+    /// primary acted).
+    pub leaders: u64,
+    /// Client attempts sent to nodes (first tries and retries).
+    pub client_attempts: u64,
+    /// Messages to and from the view service (primary-backup only; clients never send any).
+    pub view_service_messages: u64,
+    /// Failovers (primary-backup only): view changes that made the backup of the previous
+    /// view its primary.
+    pub failovers: u64,
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// The run's seed.
+    pub seed: u64,
+    /// The client history, in the HISTORY.md model.
+    pub history: Vec<Operation>,
+    /// Every invariant violation, liveness failure and linearizability failure found.
+    pub violations: Vec<Violation>,
+    /// The linearizability verdict over the whole history.
+    pub verdict: Verdict,
+    /// A hash of every event processed: equal for equal seeds.
+    pub trace_hash: u64,
+    /// Simulated time at the end.
+    pub end_time: u64,
+    /// Counters.
+    pub stats: RunStats,
+    /// Notable events, one line each, if
+    /// [`Sim::enable_trace_log`](crate::engine::Sim::enable_trace_log) was called.
+    pub trace: Vec<String>,
+    /// Primary-backup only: the run ended in the documented dead end where no failover is
+    /// possible (the view service is down, or stuck by its rule 6 because the primary and
+    /// every holder of its state failed). Its liveness was not asserted; its safety was.
+    pub stuck: bool,
+}
+
+impl RunReport {
+    /// Whether the run found nothing wrong.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Whether the history was proven linearizable.
+    #[must_use]
+    pub fn linearizable(&self) -> bool {
+        matches!(self.verdict, Verdict::Linearizable)
+    }
+}
+
+/// A stable fingerprint of a history, for comparing runs.
+#[must_use]
+pub fn history_hash(history: &[Operation]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for op in history {
+        format!("{op:?}").hash(&mut hasher);
+    }
+    hasher.finish()
+}
