@@ -52,12 +52,14 @@ mod progress;
 mod read_only;
 mod ready;
 
-pub use config::{Config, ConfigError, InjectedBugs};
+pub use config::{Config, ConfigError, InjectedBugs, SNAPSHOT_CHUNK_BYTES_LIMIT};
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
-    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
+    RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 pub use node::{
-    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError, TERM_MAX,
+    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SnapshotError, Status,
+    StepError, TERM_MAX,
 };
-pub use ready::{ReadState, Ready};
+pub use ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};
