@@ -59,7 +59,7 @@ pub use message::{
     RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 pub use node::{
-    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SnapshotError, Status,
-    StepError, TERM_MAX,
+    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SNAPSHOT_INDEX_MAX,
+    SnapshotError, Status, StepError, TERM_MAX,
 };
 pub use ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};

@@ -30,6 +30,10 @@ use crate::ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};
 /// The highest term a message may carry; anything above is forged or corrupt.
 pub const TERM_MAX: Term = Term(1 << 62);
 
+/// The highest snapshot index a message may carry; anything above is forged or corrupt (no
+/// honest log reaches it, and a log moved there by a forged snapshot would overflow).
+pub const SNAPSHOT_INDEX_MAX: LogIndex = LogIndex(1 << 62);
+
 /// The role a node plays in its current term (Raft §5.1, PreVote thesis §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
@@ -265,7 +269,7 @@ impl RawNode {
             snapshot,
             entries,
         } = durable;
-        if snapshot.is_some_and(|meta| meta.term > TERM_MAX) {
+        if snapshot.is_some_and(|meta| meta.term > TERM_MAX || meta.index > SNAPSHOT_INDEX_MAX) {
             return Err(ConfigError::CorruptDurableState(
                 "a term beyond any reachable value",
             ));
@@ -883,6 +887,11 @@ impl RawNode {
         if request.meta.term > request.term {
             return Err(StepError::Malformed(
                 "InstallSnapshot snapshot term exceeds its term",
+            ));
+        }
+        if request.meta.index > SNAPSHOT_INDEX_MAX {
+            return Err(StepError::Malformed(
+                "InstallSnapshot index beyond any reachable value",
             ));
         }
         // Checked before anything else looks at the bytes: a forged size is refused here.
