@@ -553,4 +553,149 @@ mod tests {
         assert_eq!(log.entries_from(LogIndex(2), 10, 1).len(), 1);
         assert_eq!(log.entries_from(LogIndex(5), 10, 1).len(), 0);
     }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+        }
+    }
+
+    /// A log of ten entries (terms 1 then 2 from index 6), all committed, applied and durable.
+    fn applied_log() -> RaftLog {
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+        log.commit_to(LogIndex(10));
+        assert_eq!(log.take_committed(100).len(), 10);
+        log
+    }
+
+    #[test]
+    fn compaction_keeps_the_offset_term_and_answers_outside_the_window() {
+        let mut log = applied_log();
+        assert!(log.snapshot_taken(meta(8, 2)));
+        assert_eq!(log.compactable(), LogIndex(8));
+        log.compact(LogIndex(6), false);
+        assert_eq!(log.first_index(), LogIndex(7));
+        assert_eq!(
+            log.term_at(LogIndex(6)),
+            Some(Term(2)),
+            "the offset keeps its term"
+        );
+        assert_eq!(log.term_at(LogIndex(5)), None, "compacted");
+        assert_eq!(log.term_at(LogIndex(0)), None, "compacted");
+        assert_eq!(log.entry(LogIndex(6)), None);
+        assert_eq!(
+            log.entry(LogIndex(7)).map(|entry| entry.term),
+            Some(Term(2))
+        );
+        assert!(log.entries_from(LogIndex(3), 10, 1 << 20).is_empty());
+        assert_eq!(log.entries_from(LogIndex(7), 10, 1 << 20).len(), 4);
+        assert_eq!(log.first_index_of_term_at(LogIndex(9)), LogIndex(7));
+        assert_eq!(log.last_index_of_term(Term(1)), None, "compacted away");
+        assert_eq!(log.last_index_of_term(Term(2)), Some(LogIndex(10)));
+        assert_eq!((log.last_index(), log.last_term()), (LogIndex(10), Term(2)));
+        // A compaction at or below the offset changes nothing.
+        log.compact(LogIndex(3), false);
+        assert_eq!(log.first_index(), LogIndex(7));
+        // Compacting everything the snapshot covers leaves the log empty but its end known.
+        log.compact(LogIndex(8), false);
+        log.compact(LogIndex(8), false);
+        assert_eq!(log.first_index(), LogIndex(9));
+        assert_eq!(log.term_at(LogIndex(8)), Some(Term(2)));
+    }
+
+    #[test]
+    #[should_panic(expected = "compacted only below")]
+    fn compaction_above_the_snapshot_is_refused() {
+        let mut log = applied_log();
+        assert!(log.snapshot_taken(meta(5, 1)));
+        log.compact(LogIndex(6), false);
+    }
+
+    #[test]
+    fn compaction_never_passes_commit_applied_or_durable() {
+        let mut log = log_with_terms(&[1, 1, 1, 1]);
+        log.store(&[entry(5, 1), entry(6, 1)]);
+        log.commit_to(LogIndex(5));
+        assert_eq!(log.take_committed(3).len(), 3);
+        assert!(!log.snapshot_taken(meta(4, 1)), "not applied yet");
+        assert!(log.snapshot_taken(meta(3, 1)));
+        assert_eq!(log.compactable(), LogIndex(3));
+        assert_eq!(log.take_committed(10).len(), 2);
+        assert!(log.snapshot_taken(meta(5, 1)));
+        assert_eq!(log.compactable(), LogIndex(4), "index 5 is not durable yet");
+        assert!(!log.snapshot_taken(meta(5, 1)), "not newer");
+        assert!(
+            !log.snapshot_taken(meta(6, 2)),
+            "beyond applied, and the wrong term"
+        );
+    }
+
+    #[test]
+    fn an_installed_snapshot_keeps_a_matching_suffix_or_resets_the_log() {
+        let mut log = log_with_terms(&[1, 1, 1, 2, 2, 2]);
+        log.commit_to(LogIndex(2));
+        assert_eq!(
+            log.install_snapshot(meta(4, 2), false),
+            Installed::SuffixKept
+        );
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(5), LogIndex(6))
+        );
+        assert_eq!((log.commit(), log.applied()), (LogIndex(4), LogIndex(4)));
+        assert_eq!(log.snapshot(), meta(4, 2));
+
+        let mut log = log_with_terms(&[1, 1, 1, 2, 2, 2]);
+        assert_eq!(log.install_snapshot(meta(5, 3), false), Installed::LogReset);
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(6), LogIndex(5))
+        );
+        assert_eq!(log.last_term(), Term(3));
+        assert_eq!(log.persisted(), LogIndex(5));
+        assert!(!log.has_unsent());
+        assert!(log.begin_persist().is_empty());
+        log.finish_persist();
+
+        // Beyond the end of the log.
+        let mut log = log_with_terms(&[1]);
+        assert_eq!(log.install_snapshot(meta(9, 1), false), Installed::LogReset);
+        assert_eq!(log.last_index(), LogIndex(9));
+        assert!(log.take_committed(10).is_empty(), "nothing to replay");
+    }
+
+    #[test]
+    fn restore_from_a_snapshot_keeps_the_tail_and_checks_it() {
+        let tail: Vec<Entry> = (4..=9).map(|index| entry(index, 2)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), tail.clone(), LogIndex(8)).expect("valid");
+        assert_eq!(
+            log.first_index(),
+            LogIndex(5),
+            "the first entry is the offset"
+        );
+        assert_eq!(log.term_at(LogIndex(4)), Some(Term(2)));
+        assert_eq!((log.commit(), log.applied()), (LogIndex(8), LogIndex(6)));
+        assert_eq!(
+            (log.persisted(), log.last_index()),
+            (LogIndex(9), LogIndex(9))
+        );
+
+        let after: Vec<Entry> = (7..=9).map(|index| entry(index, 2)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), after, LogIndex(0)).expect("valid");
+        assert_eq!(log.first_index(), LogIndex(7));
+        assert_eq!(log.commit(), LogIndex(6), "the snapshot is committed");
+
+        let short: Vec<Entry> = (2..=4).map(|index| entry(index, 1)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), short, LogIndex(0)).expect("valid");
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(7), LogIndex(6))
+        );
+
+        let gap: Vec<Entry> = (8..=9).map(|index| entry(index, 2)).collect();
+        assert!(RaftLog::restore(Some(meta(6, 2)), gap, LogIndex(0)).is_err());
+        assert!(RaftLog::restore(Some(meta(6, 3)), tail, LogIndex(0)).is_err());
+        assert!(RaftLog::restore(Some(meta(0, 1)), Vec::new(), LogIndex(0)).is_err());
+    }
 }
