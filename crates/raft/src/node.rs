@@ -709,7 +709,8 @@ impl RawNode {
     }
 
     /// Leader: the driver no longer has the snapshot it was asked to read for `to` (a newer
-    /// one replaced it). Sending starts over with the newest snapshot.
+    /// one replaced it). Sending starts over with the newest snapshot, asked for after the
+    /// next heartbeat interval.
     pub fn report_snapshot_unavailable(&mut self, to: NodeId) {
         if self.role != Role::Leader {
             return;
@@ -718,6 +719,11 @@ impl RawNode {
         if let Some(progress) = self.progress.get_mut(&to) {
             if progress.state == ReplicationState::Snapshot && meta.index > LogIndex(0) {
                 progress.become_snapshot(meta);
+                // Asked again after a heartbeat interval, not at once: a driver that has no
+                // snapshot at all must not be asked in a tight loop.
+                if let Some(send) = progress.snapshot.as_mut() {
+                    send.requested = true;
+                }
             }
         }
     }

@@ -624,3 +624,21 @@ fn the_leader_asks_for_chunks_only_when_entries_are_compacted() {
     assert_eq!(chunks_delivered_to(&network, id(2)), 0);
     assert!(!network.snapshots_installed.contains_key(&id(2)));
 }
+
+/// A leader whose driver cannot find the snapshot it was asked to read is asked again, once per
+/// heartbeat interval rather than in a loop, and the transfer completes once the file is back.
+#[test]
+fn a_missing_snapshot_file_is_asked_for_again_later() {
+    let mut network = Network::new(3, small_snapshots);
+    network.elect(id(1));
+    network.isolate(id(3));
+    propose_many(&mut network, id(1), 0, 30);
+    let kept = std::mem::take(network.snapshots.get_mut(&id(1)).expect("known node"));
+    network.heal();
+    network.tick(6);
+    assert_eq!(chunks_delivered_to(&network, id(3)), 0, "nothing to send");
+    *network.snapshots.get_mut(&id(1)).expect("known node") = kept;
+    network.tick(10);
+    assert_converged(&network);
+    assert!(network.snapshots_installed[&id(3)] >= 1);
+}
