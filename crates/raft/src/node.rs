@@ -879,6 +879,25 @@ impl RawNode {
         Ok(())
     }
 
+    /// Refuses a leader's message (AppendEntries, InstallSnapshot) of this node's term from a
+    /// node other than the leader it knows, or to a node that leads this term itself: Election
+    /// Safety (Raft §5.2) allows one leader per term, so the sender is broken or forged.
+    fn validate_single_leader(&self, from: NodeId, term: Term) -> Result<(), StepError> {
+        if term == self.term {
+            if self.role == Role::Leader {
+                return Err(StepError::Malformed(
+                    "a leader's message from a second leader of this node's term",
+                ));
+            }
+            if self.leader.is_some_and(|leader| leader != from) {
+                return Err(StepError::Malformed(
+                    "a leader's message from a second leader of this term",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_install_snapshot(
         &self,
         from: NodeId,
@@ -921,18 +940,7 @@ impl RawNode {
         if request.term < self.term {
             return Ok(());
         }
-        if request.term == self.term {
-            if self.role == Role::Leader {
-                return Err(StepError::Malformed(
-                    "InstallSnapshot from a second leader of this node's term",
-                ));
-            }
-            if self.leader.is_some_and(|leader| leader != from) {
-                return Err(StepError::Malformed(
-                    "InstallSnapshot from a second leader of this term",
-                ));
-            }
-        }
+        self.validate_single_leader(from, request.term)?;
         // Leader Completeness: a snapshot covering our committed prefix agrees with it.
         if request.meta.index <= self.log.commit()
             && self
@@ -992,18 +1000,7 @@ impl RawNode {
             // A stale leader: it will be answered with our term, whatever it carries.
             return Ok(());
         }
-        if request.term == self.term {
-            if self.role == Role::Leader {
-                return Err(StepError::Malformed(
-                    "AppendEntries from a second leader of this node's term",
-                ));
-            }
-            if self.leader.is_some_and(|leader| leader != from) {
-                return Err(StepError::Malformed(
-                    "AppendEntries from a second leader of this term",
-                ));
-            }
-        }
+        self.validate_single_leader(from, request.term)?;
         // A leader of this term or a later one holds every committed entry (Leader
         // Completeness, Raft §5.4). One that contradicts our committed prefix is broken or
         // forged; obeying it would lose committed entries.

@@ -229,10 +229,7 @@ fn d18_a_restart_from_a_snapshot_and_its_tail_replays_only_what_follows() {
             vote: None,
             commit: LogIndex(13),
         },
-        snapshot: Some(SnapshotMeta {
-            index: LogIndex(10),
-            term: Term(2),
-        }),
+        snapshot: Some(meta(10, 2)),
         entries,
     };
     let config = Config::new(id(1), vec![id(1), id(2), id(3)]);
@@ -276,30 +273,18 @@ fn d18_a_restart_from_a_snapshot_and_its_tail_replays_only_what_follows() {
         corrupt(&|state| state.entries.retain(|entry| entry.index.0 >= 12)),
         // The log contradicts the snapshot's last entry.
         corrupt(&|state| {
-            state.snapshot = Some(SnapshotMeta {
-                index: LogIndex(10),
-                term: Term(1),
-            });
+            state.snapshot = Some(meta(10, 1));
         }),
         // A snapshot of index 0 with a term, or of an index with term 0.
         corrupt(&|state| {
-            state.snapshot = Some(SnapshotMeta {
-                index: LogIndex(0),
-                term: Term(1),
-            });
+            state.snapshot = Some(meta(0, 1));
         }),
         corrupt(&|state| {
-            state.snapshot = Some(SnapshotMeta {
-                index: LogIndex(10),
-                term: Term(0),
-            });
+            state.snapshot = Some(meta(10, 0));
         }),
         // Entries after the snapshot of an older term than the snapshot's.
         corrupt(&|state| {
-            state.snapshot = Some(SnapshotMeta {
-                index: LogIndex(5),
-                term: Term(3),
-            });
+            state.snapshot = Some(meta(5, 3));
             state.entries.retain(|entry| entry.index.0 >= 6);
             state.entries.insert(
                 0,
@@ -377,6 +362,11 @@ fn the_injected_compaction_bug_is_caught() {
 
 /// A follower of leader 2 in term `term` with entries 1..=`commit`, all committed and applied.
 fn follower_with(term: u64, commit: u64) -> RawNode {
+    follower_configured(term, commit, |_| {})
+}
+
+/// As [`follower_with`], with `configure` adjusting the configuration.
+fn follower_configured(term: u64, commit: u64, configure: impl Fn(&mut Config)) -> RawNode {
     let entries = (1..=commit)
         .map(|index| Entry {
             term: Term(1),
@@ -395,6 +385,7 @@ fn follower_with(term: u64, commit: u64) -> RawNode {
     };
     let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
     small_snapshots(&mut config);
+    configure(&mut config);
     let mut node = RawNode::restart(config, durable).expect("valid");
     let _ = node.ready();
     node.advance();
@@ -522,28 +513,7 @@ fn an_old_snapshot_is_ignored_and_never_rolls_back() {
 
 /// Sends a snapshot at index 5 to a follower that committed 10; returns its commit after.
 fn old_snapshot_outcome(configure: impl Fn(&mut Config)) -> (LogIndex, chorus_raft::Ready) {
-    let entries = (1..=10)
-        .map(|index| Entry {
-            term: Term(1),
-            index: LogIndex(index),
-            payload: EntryPayload::NoOp,
-        })
-        .collect();
-    let durable = DurableState {
-        hard_state: HardState {
-            term: Term(1),
-            vote: None,
-            commit: LogIndex(10),
-        },
-        snapshot: None,
-        entries,
-    };
-    let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
-    small_snapshots(&mut config);
-    configure(&mut config);
-    let mut node = RawNode::restart(config, durable).expect("valid");
-    let _ = node.ready();
-    node.advance();
+    let mut node = follower_configured(1, 10, configure);
     node.step(id(2), chunk(1, meta(5, 1), 0, b"old", true))
         .expect("an old snapshot is not malformed");
     let (response, ready) = answer(&mut node);
