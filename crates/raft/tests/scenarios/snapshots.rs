@@ -612,3 +612,51 @@ fn a_missing_snapshot_file_is_asked_for_again_later() {
     assert_converged(&network);
     assert!(network.snapshots_installed[&id(3)] >= 1);
 }
+
+/// The byte threshold asks for snapshots on its own, and the new settings are validated.
+#[test]
+fn snapshots_are_asked_for_by_bytes_too_and_settings_are_checked() {
+    let mut network = Network::new(3, |config| {
+        small_snapshots(config);
+        config.snapshot_threshold_entries = 1_000_000;
+        config.snapshot_threshold_bytes = 400;
+    });
+    network.elect(id(1));
+    for n in 0..30 {
+        network.propose(id(1), &format!("{n:0>40}"));
+        network.tick(1);
+    }
+    network.tick(3);
+    assert!(
+        network.snapshots_taken[&id(1)] >= 2,
+        "64-byte entries pass 400 bytes"
+    );
+    assert_converged(&network);
+
+    let defaults = Config::new(id(1), vec![id(1)]);
+    assert_eq!(defaults.snapshot_threshold_entries, 100_000);
+    assert_eq!(defaults.snapshot_threshold_bytes, 64 << 20);
+    assert_eq!(defaults.compaction_tail_entries, 5_000);
+    assert_eq!(defaults.snapshot_chunk_bytes_max, 1 << 20);
+    let invalid = [
+        Config {
+            snapshot_threshold_entries: 0,
+            ..defaults.clone()
+        },
+        Config {
+            snapshot_threshold_bytes: 0,
+            ..defaults.clone()
+        },
+        Config {
+            snapshot_chunk_bytes_max: 0,
+            ..defaults.clone()
+        },
+        Config {
+            snapshot_chunk_bytes_max: chorus_raft::SNAPSHOT_CHUNK_BYTES_LIMIT + 1,
+            ..defaults.clone()
+        },
+    ];
+    for config in invalid {
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    }
+}
