@@ -21,10 +21,10 @@ fuzz_target!(|data: &[u8]| {
         .encode(),
     );
     let before = store.clone();
-    match store.restore(data) {
+    match store.restore_bytes(data) {
         Ok(()) => {
             assert_eq!(
-                store.snapshot().as_ref(),
+                store.snapshot_bytes().as_ref(),
                 data,
                 "only canonical snapshots are accepted"
             );

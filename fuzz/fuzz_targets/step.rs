@@ -6,7 +6,9 @@
 //! proposals, reads, honest deliveries, Ready/advance cycles and restarts from the persisted
 //! disk. It checks what one node guarantees on its own: no panic; a refused message changes
 //! nothing; term and commit never decrease within an incarnation; committed entries are handed
-//! out contiguously and never change, in later Readies, in the log, or after a restart.
+//! out contiguously and never change, in later Readies, in the log (while not compacted), or
+//! after a restart. Nodes snapshot and compact every few entries, leaders' chunk requests are
+//! answered, and forged InstallSnapshot chunks and responses of every shape arrive.
 
 #![no_main]
 
@@ -16,9 +18,9 @@ use arbitrary::{Result, Unstructured};
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{
-    AppendEntries, AppendEntriesResponse, Config, DurableState, Entry, EntryPayload, Message,
-    Propose, RawNode, ReadId, ReadIndexRequest, ReadIndexResponse, RequestVote,
-    RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, Config, DurableState, Entry, EntryPayload,
+    InstallSnapshot, InstallSnapshotResponse, Message, Propose, RawNode, ReadId, ReadIndexRequest,
+    ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -98,7 +100,36 @@ fn append_entries(u: &mut Unstructured) -> Result<AppendEntries> {
 }
 
 fn message(u: &mut Unstructured) -> Result<Message> {
-    Ok(match u.int_in_range(0..=9u8)? {
+    Ok(match u.int_in_range(0..=11u8)? {
+        10 => {
+            let mut chunk = InstallSnapshot::new(
+                term(u)?,
+                SnapshotMeta {
+                    index: index(u)?,
+                    term: term(u)?,
+                },
+                if u.arbitrary()? {
+                    u.int_in_range(0..=24u64)?
+                } else {
+                    u.arbitrary()?
+                },
+                payload(u)?,
+                u.arbitrary()?,
+            );
+            if u.ratio(1, 5)? {
+                chunk.crc32c = u.arbitrary()?;
+            }
+            Message::InstallSnapshot(chunk)
+        }
+        11 => Message::InstallSnapshotResponse(InstallSnapshotResponse {
+            term: term(u)?,
+            meta: SnapshotMeta {
+                index: index(u)?,
+                term: term(u)?,
+            },
+            next_offset: u.int_in_range(0..=24u64)?,
+            installed: u.arbitrary()?,
+        }),
         0 => Message::RequestVote(RequestVote {
             term: term(u)?,
             last_log_index: index(u)?,
@@ -179,6 +210,9 @@ impl Cluster {
                 config.append_entries_max = 3;
                 config.proposals_pending_max = 8;
                 config.reads_pending_max = 8;
+                config.snapshot_threshold_entries = 3;
+                config.compaction_tail_entries = 1;
+                config.snapshot_chunk_bytes_max = 4;
                 let node = RawNode::new(config.clone()).expect("valid config");
                 Replica {
                     node,
@@ -254,14 +288,55 @@ impl Cluster {
             );
             replica.disk.hard_state = hard_state;
         }
+        if let Some(meta) = ready.snapshot {
+            // Install: keep the log after the snapshot only if it holds its last entry.
+            let matches = replica
+                .disk
+                .entries
+                .iter()
+                .any(|entry| entry.index == meta.index && entry.term == meta.term);
+            if matches {
+                replica
+                    .disk
+                    .entries
+                    .retain(|entry| entry.index > meta.index);
+            } else {
+                replica.disk.entries.clear();
+            }
+            replica.disk.snapshot = Some(meta);
+            replica.next_to_apply = meta.index.next();
+        }
         if let Some(first) = ready.entries.first() {
-            let keep = usize::try_from(first.index.0 - 1).expect("small log");
+            let disk_first = replica.disk.entries.first().map_or(
+                replica.disk.snapshot.map_or(1, |meta| meta.index.0 + 1),
+                |entry| entry.index.0,
+            );
+            assert!(first.index.0 >= disk_first, "a Ready writes below the disk");
+            let keep = usize::try_from(first.index.0 - disk_first).expect("small log");
             assert!(
                 keep <= replica.disk.entries.len(),
                 "a Ready leaves a gap in the log"
             );
             replica.disk.entries.truncate(keep);
             replica.disk.entries.extend(ready.entries.iter().cloned());
+        }
+        for request in &ready.snapshot_chunk_requests {
+            let _ = replica.node.send_snapshot_chunk(
+                request.to,
+                request.meta,
+                request.offset,
+                Bytes::from_static(b"abcd"),
+                request.offset >= 8,
+            );
+        }
+        if let Some(meta) = ready.snapshot_due {
+            if replica.node.on_snapshot_taken(meta).is_ok() && replica.node.snapshot() == meta {
+                replica.disk.snapshot = Some(meta);
+                let first = replica.node.first_index();
+                replica.disk.entries.retain(|entry| entry.index >= first);
+            } else {
+                replica.node.on_snapshot_failed();
+            }
         }
         for (to, message) in ready.messages.into_iter().chain(ready.persisted_messages) {
             if self.queue.len() < QUEUE_MAX {
@@ -297,7 +372,7 @@ impl Cluster {
             .expect("the disk written from the Readies restarts");
         let status = replica.node.status();
         replica.outstanding = false;
-        replica.next_to_apply = LogIndex(1);
+        replica.next_to_apply = status.applied.next();
         replica.term_floor = status.term;
         replica.commit_floor = status.commit;
         self.check(position);
@@ -311,7 +386,8 @@ impl Cluster {
         assert!(status.applied <= status.commit && status.commit <= status.last_index);
         replica.term_floor = status.term;
         replica.commit_floor = status.commit;
-        for (&index, entry) in &replica.committed {
+        let first = replica.node.first_index();
+        for (&index, entry) in replica.committed.range(first..) {
             assert_eq!(
                 replica.node.entry(index),
                 Some(entry),

@@ -106,6 +106,46 @@ pub struct RestoreError {
     pub reason: String,
 }
 
+/// A point-in-time image of a state machine, taken by [`StateMachine::snapshot`].
+///
+/// Taking one must be cheap (a clone of a persistent map's root, a copy-on-write handle, a
+/// reference-counted buffer), because it happens on the driver's critical path between two
+/// applies; writing it out is the expensive part, and the runtime does that on another thread
+/// while the state machine keeps applying. So an image owns what it needs (`Send + 'static`)
+/// and never changes once taken: later applies must not show through.
+pub trait SnapshotImage: Send + 'static {
+    /// Writes the image, as [`StateMachine::restore`] reads it back, to `out`. It streams: an
+    /// image larger than memory would comfortably hold twice never has to be encoded whole.
+    ///
+    /// # Errors
+    /// Whatever `out` returns.
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
+}
+
+/// An image that is already bytes: for small state machines and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BytesImage(pub Bytes);
+
+impl SnapshotImage for BytesImage {
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.0)
+    }
+}
+
+/// Reads a whole snapshot into memory, for state machines small enough to decode from bytes.
+///
+/// # Errors
+/// [`RestoreError`] if `input` fails.
+pub fn read_snapshot_to_end(input: &mut dyn std::io::Read) -> Result<Vec<u8>, RestoreError> {
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|error| RestoreError {
+            reason: format!("reading the snapshot failed: {error}"),
+        })?;
+    Ok(bytes)
+}
+
 /// A deterministic state machine, replicated by the protocol cores.
 ///
 /// Every replica applies the same commands in the same order and must reach the same state and
@@ -125,15 +165,39 @@ pub trait StateMachine {
     /// linearizability (for example by waiting for a ReadIndex before calling this).
     fn query(&self, query: &[u8]) -> Bytes;
 
-    /// Serializes the whole state, including anything that affects future outputs (such as a
-    /// session table), so that [`StateMachine::restore`] reproduces it exactly.
-    fn snapshot(&self) -> Bytes;
+    /// Takes an image of the whole state, including anything that affects future outputs
+    /// (such as a session table), so that [`StateMachine::restore`] reproduces it exactly.
+    ///
+    /// It must be cheap to take and independent of later applies: the runtime writes it out
+    /// on another thread while this state machine keeps applying (see [`SnapshotImage`]).
+    fn snapshot(&self) -> Box<dyn SnapshotImage>;
 
-    /// Replaces the state with the one encoded in `snapshot`.
+    /// Replaces the state with the one read from `input`, as written by
+    /// [`SnapshotImage::write_to`]. It streams: it must not need the whole image in memory
+    /// beside the state it builds.
     ///
     /// # Errors
-    /// [`RestoreError`] when the bytes do not decode; the state is then left unchanged.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
+    /// [`RestoreError`] when the bytes do not decode (or `input` fails); the state is then left
+    /// unchanged.
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError>;
+
+    /// The snapshot written out to bytes in memory: for small state machines and tests.
+    fn snapshot_bytes(&self) -> Bytes {
+        let mut out = Vec::new();
+        self.snapshot()
+            .write_to(&mut out)
+            .expect("invariant: writing to a Vec cannot fail");
+        Bytes::from(out)
+    }
+
+    /// Restores from a snapshot held in memory.
+    ///
+    /// # Errors
+    /// As [`StateMachine::restore`].
+    fn restore_bytes(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let mut input = snapshot;
+        self.restore(&mut input)
+    }
 }
 
 /// The seeded pseudo-random number generator used by pure cores and the simulator.

@@ -28,20 +28,36 @@
 //! - `sessions_by_use` holds exactly one `(last_used, client)` entry per session in `sessions`,
 //!   so the least recently used session is always its first entry.
 //! - Every session's `last_used` is at most `last_applied`, and at least its own id.
+//!
+//! # Snapshots off the critical path
+//!
+//! The map and the session table are persistent (immutable, structurally shared) red-black
+//! trees from `rpds`, so [`StateMachine::snapshot`] clones two roots in O(1) and the image it
+//! returns never sees later writes: each write copies only the O(log n) nodes on its path while
+//! the image is alive. The runtime writes the image out on another thread while this store
+//! keeps applying; the image streams, key by key, so it never needs a second copy of the state
+//! in memory. A persistent map costs some apply speed against a `BTreeMap` (a few allocations
+//! per write); a copy-on-write fork of a whole `BTreeMap` would instead stall the driver for
+//! the length of a full copy at each snapshot.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{Read, Write};
 
+use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition};
 use bytes::Bytes;
-use chorus_core::{LogIndex, RestoreError, StateMachine};
+use chorus_core::{LogIndex, RestoreError, SnapshotImage, StateMachine};
+use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{decode_versioned, encode_versioned};
-use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition};
-
 /// The format version written in front of every snapshot. [`KvStore::restore`] refuses others.
-pub const SNAPSHOT_VERSION: u8 = 1;
+///
+/// Version 2 is written record by record (so it streams): the version byte, then as varints
+/// the last applied index and the number of keys, each key and value as a varint length and
+/// its bytes, the number of sessions, and each session as its client id, a varint length and
+/// the postcard encoding of the session. Version 1 was one postcard value and was never
+/// written to disk.
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// Limits of a [`KvStore`]. Every replica of one group must use the same configuration,
 /// because it decides when sessions expire, which is part of the replicated state.
@@ -81,34 +97,151 @@ struct Session {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvStore {
     config: KvConfig,
-    /// The map. A `BTreeMap` so that iteration, snapshots and digests are deterministic.
-    data: BTreeMap<Bytes, Bytes>,
-    sessions: BTreeMap<ClientId, Session>,
+    /// The map. An ordered map so that iteration, snapshots and digests are deterministic,
+    /// and a persistent one so that a snapshot is a clone of its root.
+    data: RedBlackTreeMapSync<Bytes, Bytes>,
+    sessions: RedBlackTreeMapSync<ClientId, Session>,
     /// The sessions ordered by last use, oldest first: expiry pops from the front in
-    /// O(log n) per expired session instead of scanning the table.
-    sessions_by_use: BTreeSet<(LogIndex, ClientId)>,
+    /// O(log n) per expired session instead of scanning the table. Not snapshotted: it is
+    /// rebuilt from `sessions` on restore.
+    sessions_by_use: RedBlackTreeSetSync<(LogIndex, ClientId)>,
     /// The index of the latest applied command; `LogIndex(0)` before the first.
     last_applied: LogIndex,
 }
 
-/// The snapshot as written: borrows the store so that taking a snapshot copies nothing but
-/// the output bytes.
-#[derive(Serialize)]
-struct SnapshotView<'a> {
+/// A snapshot of a [`KvStore`]: the roots of its persistent maps at one applied index. Taking
+/// it copies nothing; writing it streams the maps in key order.
+#[derive(Clone, Debug)]
+pub struct KvSnapshot {
     last_applied: LogIndex,
-    data: &'a BTreeMap<Bytes, Bytes>,
-    sessions: &'a BTreeMap<ClientId, Session>,
+    data: RedBlackTreeMapSync<Bytes, Bytes>,
+    sessions: RedBlackTreeMapSync<ClientId, Session>,
 }
 
-/// The snapshot as read back. Postcard writes a map exactly as a sequence of key-value
-/// tuples, so reading the maps as vectors accepts the same bytes while letting
-/// [`KvStore::restore`] refuse unsorted or duplicate keys, which a map would silently
-/// reorder or overwrite. Every accepted snapshot is thus the canonical one of its state.
-#[derive(Deserialize)]
-struct SnapshotImage {
+impl SnapshotImage for KvSnapshot {
+    fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        write_image(
+            out,
+            self.last_applied,
+            (self.data.size(), self.data.iter()),
+            (self.sessions.size(), self.sessions.iter()),
+        )
+    }
+}
+
+/// Flush the encoding buffer to the output past this many bytes.
+const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Writes a version-[`SNAPSHOT_VERSION`] image. Takes counted iterators rather than the maps
+/// so that tests can write impossible images (unsorted keys) to check that restore refuses
+/// them.
+fn write_image<'a>(
+    out: &mut dyn Write,
     last_applied: LogIndex,
-    data: Vec<(Bytes, Bytes)>,
-    sessions: Vec<(ClientId, Session)>,
+    data: (usize, impl Iterator<Item = (&'a Bytes, &'a Bytes)>),
+    sessions: (usize, impl Iterator<Item = (&'a ClientId, &'a Session)>),
+) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(WRITE_BUFFER_BYTES);
+    buffer.push(SNAPSHOT_VERSION);
+    put_varint(&mut buffer, last_applied.0);
+    put_varint(&mut buffer, data.0 as u64);
+    for (key, value) in data.1 {
+        put_bytes(&mut buffer, key);
+        put_bytes(&mut buffer, value);
+        if buffer.len() >= WRITE_BUFFER_BYTES {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    put_varint(&mut buffer, sessions.0 as u64);
+    for (client, session) in sessions.1 {
+        put_varint(&mut buffer, client.0);
+        let encoded = postcard::to_allocvec(session).map_err(std::io::Error::other)?;
+        put_bytes(&mut buffer, &encoded);
+        if buffer.len() >= WRITE_BUFFER_BYTES {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    out.write_all(&buffer)
+}
+
+fn put_varint(buffer: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        buffer.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buffer.push(value as u8);
+}
+
+fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(buffer, bytes.len() as u64);
+    buffer.extend_from_slice(bytes);
+}
+
+/// Reads a snapshot image record by record, refusing anything not in canonical form.
+struct ImageReader<'a> {
+    input: &'a mut dyn Read,
+}
+
+fn refusal(reason: &str) -> RestoreError {
+    RestoreError {
+        reason: reason.to_owned(),
+    }
+}
+
+impl ImageReader<'_> {
+    fn byte(&mut self) -> Result<u8, RestoreError> {
+        let mut byte = [0u8; 1];
+        self.input
+            .read_exact(&mut byte)
+            .map_err(|error| refusal(&format!("truncated or unreadable snapshot: {error}")))?;
+        Ok(byte[0])
+    }
+
+    /// A LEB128 varint of at most 10 bytes, in its shortest form.
+    fn varint(&mut self) -> Result<u64, RestoreError> {
+        let mut value = 0u64;
+        for position in 0..10u32 {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if position == 9 && byte > 1 {
+                return Err(refusal("a varint overflows 64 bits"));
+            }
+            value |= bits << (7 * position);
+            if byte & 0x80 == 0 {
+                if position > 0 && byte == 0 {
+                    return Err(refusal("a varint is not in its shortest form"));
+                }
+                return Ok(value);
+            }
+        }
+        Err(refusal("a varint is longer than 10 bytes"))
+    }
+
+    /// A length-prefixed byte string. The buffer grows only as bytes actually arrive, so a
+    /// forged length cannot make this allocate more than the input holds.
+    fn bytes(&mut self) -> Result<Vec<u8>, RestoreError> {
+        let length = self.varint()?;
+        let mut bytes = Vec::new();
+        let read = (&mut *self.input)
+            .take(length)
+            .read_to_end(&mut bytes)
+            .map_err(|error| refusal(&format!("unreadable snapshot: {error}")))?;
+        if read as u64 != length {
+            return Err(refusal("truncated snapshot"));
+        }
+        Ok(bytes)
+    }
+
+    fn end(&mut self) -> Result<(), RestoreError> {
+        let mut byte = [0u8; 1];
+        match self.input.read(&mut byte) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(refusal("trailing bytes after the snapshot")),
+            Err(error) => Err(refusal(&format!("unreadable snapshot: {error}"))),
+        }
+    }
 }
 
 impl KvStore {
@@ -117,9 +250,9 @@ impl KvStore {
     pub fn new(config: KvConfig) -> KvStore {
         KvStore {
             config,
-            data: BTreeMap::new(),
-            sessions: BTreeMap::new(),
-            sessions_by_use: BTreeSet::new(),
+            data: RedBlackTreeMapSync::new_sync(),
+            sessions: RedBlackTreeMapSync::new_sync(),
+            sessions_by_use: RedBlackTreeSetSync::new_sync(),
             last_applied: LogIndex(0),
         }
     }
@@ -139,7 +272,7 @@ impl KvStore {
     /// The number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.data.size()
     }
 
     /// Whether the map holds no keys (sessions are not counted).
@@ -156,7 +289,7 @@ impl KvStore {
     /// The number of live sessions.
     #[must_use]
     pub fn sessions_len(&self) -> usize {
-        self.sessions.len()
+        self.sessions.size()
     }
 
     /// Whether `client` names a live session. Expiry is checked when a command is applied, so
@@ -184,12 +317,12 @@ impl KvStore {
         // a process, and every run of one binary, hashes alike. The lengths go first so that
         // entries cannot shift from one collection into the other with the same digest.
         let mut hasher = DefaultHasher::new();
-        self.data.len().hash(&mut hasher);
+        self.data.size().hash(&mut hasher);
         for (key, value) in &self.data {
             key.hash(&mut hasher);
             value.hash(&mut hasher);
         }
-        self.sessions.len().hash(&mut hasher);
+        self.sessions.size().hash(&mut hasher);
         for (client, session) in &self.sessions {
             client.hash(&mut hasher);
             session.hash(&mut hasher);
@@ -214,10 +347,10 @@ impl KvStore {
             !self.sessions.contains_key(&client),
             "invariant: session ids are log indexes, and indexes are never reused"
         );
-        while !self.sessions.is_empty() && self.sessions.len() >= self.config.sessions_max {
+        while !self.sessions.is_empty() && self.sessions.size() >= self.config.sessions_max {
             self.expire_least_recently_used();
         }
-        self.sessions.insert(
+        self.sessions.insert_mut(
             client,
             Session {
                 last_seq: 0,
@@ -225,7 +358,7 @@ impl KvStore {
                 last_used: index,
             },
         );
-        self.sessions_by_use.insert((index, client));
+        self.sessions_by_use.insert_mut((index, client));
         Response::Registered(client)
     }
 
@@ -266,10 +399,12 @@ impl KvStore {
             .sessions
             .get_mut(&client)
             .expect("invariant: touch is called only for live sessions");
-        let removed = self.sessions_by_use.remove(&(session.last_used, client));
+        let removed = self
+            .sessions_by_use
+            .remove_mut(&(session.last_used, client));
         assert!(removed, "invariant: every session is in sessions_by_use");
         session.last_used = index;
-        self.sessions_by_use.insert((index, client));
+        self.sessions_by_use.insert_mut((index, client));
     }
 
     /// Expires every session unused for more than `session_expiry_entries` indexes as of
@@ -289,10 +424,11 @@ impl KvStore {
 
     /// Drops the least recently used session.
     fn expire_least_recently_used(&mut self) {
-        if let Some((_, client)) = self.sessions_by_use.pop_first() {
-            let removed = self.sessions.remove(&client);
+        if let Some(&(last_used, client)) = self.sessions_by_use.first() {
+            self.sessions_by_use.remove_mut(&(last_used, client));
+            let removed = self.sessions.remove_mut(&client);
             assert!(
-                removed.is_some(),
+                removed,
                 "invariant: sessions_by_use names only live sessions"
             );
         }
@@ -303,10 +439,10 @@ impl KvStore {
         match op {
             Op::Get { key } => Response::Value(self.data.get(&key).cloned()),
             Op::Put { key, value } => {
-                self.data.insert(key, value);
+                self.data.insert_mut(key, value);
                 Response::Ok
             }
-            Op::Delete { key } => Response::Deleted(self.data.remove(&key).is_some()),
+            Op::Delete { key } => Response::Deleted(self.data.remove_mut(&key)),
             Op::Append { key, value } => {
                 // An absent key counts as the empty string (the history model's rule).
                 let old = self.data.get(&key).map(Bytes::as_ref).unwrap_or_default();
@@ -314,7 +450,7 @@ impl KvStore {
                 combined.extend_from_slice(old);
                 combined.extend_from_slice(&value);
                 let length = combined.len() as u64;
-                self.data.insert(key, Bytes::from(combined));
+                self.data.insert_mut(key, Bytes::from(combined));
                 Response::Length(length)
             }
             Op::Cas { key, from, to } => {
@@ -322,7 +458,7 @@ impl KvStore {
                 // can be compared (the history model's rule).
                 let swapped = self.data.get(&key) == Some(&from);
                 if swapped {
-                    self.data.insert(key, to);
+                    self.data.insert_mut(key, to);
                 }
                 Response::Swapped(swapped)
             }
@@ -337,13 +473,13 @@ impl KvStore {
                 let Some(updated) = current.checked_add(delta) else {
                     return Response::Error(KvError::Overflow);
                 };
-                self.data.insert(key, Bytes::from(updated.to_string()));
+                self.data.insert_mut(key, Bytes::from(updated.to_string()));
                 Response::Integer(updated)
             }
             Op::MultiPut { pairs } => {
                 // In order, so a key named twice ends with its last value.
                 for (key, value) in pairs {
-                    self.data.insert(key, value);
+                    self.data.insert_mut(key, value);
                 }
                 Response::Ok
             }
@@ -360,15 +496,12 @@ impl KvStore {
                     SetCondition::IfEqual(expected) => previous.as_ref() == Some(expected),
                 };
                 if applied {
-                    self.data.insert(key, value);
+                    self.data.insert_mut(key, value);
                 }
                 Response::Set { applied, previous }
             }
             Op::DeleteMany { keys } => {
-                let removed = keys
-                    .iter()
-                    .filter(|key| self.data.remove(*key).is_some())
-                    .count();
+                let removed = keys.iter().filter(|key| self.data.remove_mut(*key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
         }
@@ -382,7 +515,7 @@ impl KvStore {
                 Response::Values(keys.iter().map(|key| self.data.get(key).cloned()).collect())
             }
             // More than i64::MAX keys cannot fit in memory; saturate rather than panic.
-            Query::Len => Response::Integer(i64::try_from(self.data.len()).unwrap_or(i64::MAX)),
+            Query::Len => Response::Integer(i64::try_from(self.data.size()).unwrap_or(i64::MAX)),
             Query::Exists { keys } => {
                 let present = keys
                     .iter()
@@ -393,40 +526,70 @@ impl KvStore {
         }
     }
 
-    /// Checks a decoded snapshot and builds the state it describes, without touching `self`.
-    fn from_image(config: KvConfig, image: SnapshotImage) -> Result<KvStore, RestoreError> {
-        let error = |reason: &str| RestoreError {
-            reason: reason.to_owned(),
-        };
-        if !image.data.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-            return Err(error("keys are not strictly increasing"));
+    /// Reads a snapshot image and builds the state it describes, without touching `self`.
+    fn read_image(config: KvConfig, input: &mut dyn Read) -> Result<KvStore, RestoreError> {
+        let mut reader = ImageReader { input };
+        let version = reader.byte()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(refusal(&format!(
+                "snapshot version {version} is not {SNAPSHOT_VERSION}"
+            )));
         }
-        if !image.sessions.windows(2).all(|pair| pair[0].0 < pair[1].0) {
-            return Err(error("session ids are not strictly increasing"));
+        let last_applied = LogIndex(reader.varint()?);
+        let mut data = RedBlackTreeMapSync::new_sync();
+        let mut previous_key: Option<Bytes> = None;
+        for _ in 0..reader.varint()? {
+            let key = Bytes::from(reader.bytes()?);
+            let value = Bytes::from(reader.bytes()?);
+            if previous_key
+                .as_ref()
+                .is_some_and(|previous| *previous >= key)
+            {
+                return Err(refusal("keys are not strictly increasing"));
+            }
+            previous_key = Some(key.clone());
+            data.insert_mut(key, value);
         }
-        for (client, session) in &image.sessions {
-            if session.last_used > image.last_applied {
-                return Err(error("a session was used after the last applied index"));
+        let mut sessions = RedBlackTreeMapSync::new_sync();
+        let mut sessions_by_use = RedBlackTreeSetSync::new_sync();
+        let mut previous_client: Option<ClientId> = None;
+        for _ in 0..reader.varint()? {
+            let client = ClientId(reader.varint()?);
+            let encoded = reader.bytes()?;
+            let session: Session = postcard::from_bytes(&encoded)
+                .map_err(|error| refusal(&format!("a session does not decode: {error}")))?;
+            // postcard accepts overlong varints and ignores trailing bytes, so two byte
+            // strings could decode to one session. Only the canonical encoding is accepted,
+            // so that replicas can compare snapshots by their bytes (found by the
+            // kv_snapshot fuzz target).
+            if postcard::to_allocvec(&session).ok().as_deref() != Some(encoded.as_slice()) {
+                return Err(refusal("a session is not in canonical form"));
+            }
+            if previous_client.is_some_and(|previous| previous >= client) {
+                return Err(refusal("session ids are not strictly increasing"));
+            }
+            previous_client = Some(client);
+            if session.last_used > last_applied {
+                return Err(refusal("a session was used after the last applied index"));
             }
             if session.last_used.0 < client.0 {
-                return Err(error("a session was used before it was registered"));
+                return Err(refusal("a session was used before it was registered"));
             }
             if (session.last_seq == 0) != session.last_response.is_none() {
-                return Err(error("a session's cached response does not match its seq"));
+                return Err(refusal(
+                    "a session's cached response does not match its seq",
+                ));
             }
+            sessions_by_use.insert_mut((session.last_used, client));
+            sessions.insert_mut(client, session);
         }
-        let sessions_by_use = image
-            .sessions
-            .iter()
-            .map(|(client, session)| (session.last_used, *client))
-            .collect();
+        reader.end()?;
         Ok(KvStore {
             config,
-            // Sorted input, so these build in linear time.
-            data: image.data.into_iter().collect(),
-            sessions: image.sessions.into_iter().collect(),
+            data,
+            sessions,
             sessions_by_use,
-            last_applied: image.last_applied,
+            last_applied,
         })
     }
 }
@@ -480,41 +643,34 @@ impl StateMachine for KvStore {
         response.encode()
     }
 
-    /// Encodes the map, the session table and the last applied index: [`SNAPSHOT_VERSION`],
-    /// then postcard. The configuration is not included; it comes from the replica's setup.
-    fn snapshot(&self) -> Bytes {
-        encode_versioned(
-            SNAPSHOT_VERSION,
-            &SnapshotView {
-                last_applied: self.last_applied,
-                data: &self.data,
-                sessions: &self.sessions,
-            },
-        )
+    /// An image of the map, the session table and the last applied index, taken in O(1) (see
+    /// the module docs). It writes [`SNAPSHOT_VERSION`] images. The configuration is not
+    /// included; it comes from the replica's setup.
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        Box::new(self.image())
     }
 
     /// Replaces the whole state with the snapshot's, keeping this store's configuration.
     ///
     /// # Errors
     /// [`RestoreError`] when the bytes do not decode (unknown version, truncated, trailing
-    /// bytes) or describe an impossible state (unsorted keys, a session used after the last
-    /// applied index); the state is then left unchanged.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        let image: SnapshotImage = decode_versioned("snapshot", SNAPSHOT_VERSION, snapshot)
-            .map_err(|error| RestoreError {
-                reason: error.to_string(),
-            })?;
-        let restored = KvStore::from_image(self.config, image)?;
-        // postcard accepts overlong varints, so two byte strings could decode to one state.
-        // Only the canonical encoding is accepted, so that replicas can compare snapshots by
-        // their bytes (found by the kv_snapshot fuzz target).
-        if restored.snapshot().as_ref() != snapshot {
-            return Err(RestoreError {
-                reason: "the snapshot is not in canonical form".to_string(),
-            });
-        }
-        *self = restored;
+    /// bytes, a number not in its shortest form) or describe an impossible state (unsorted
+    /// keys, a session used after the last applied index); the state is then left unchanged.
+    fn restore(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
+        *self = KvStore::read_image(self.config, input)?;
         Ok(())
+    }
+}
+
+impl KvStore {
+    /// The snapshot image as its concrete type (what [`StateMachine::snapshot`] boxes).
+    #[must_use]
+    pub fn image(&self) -> KvSnapshot {
+        KvSnapshot {
+            last_applied: self.last_applied,
+            data: self.data.clone(),
+            sessions: self.sessions.clone(),
+        }
     }
 }
 
@@ -1021,7 +1177,7 @@ mod tests {
             h.apply_bytes(&bytes);
             let _ = h.store.query(&bytes);
             let mut scratch = KvStore::new(KvConfig::default());
-            let _ = scratch.restore(&bytes);
+            let _ = scratch.restore_bytes(&bytes);
         }
     }
 
@@ -1105,7 +1261,7 @@ mod tests {
             random_workload(&mut second, &mut Prng::new(seed), 300);
             assert_eq!(first.store, second.store);
             assert_eq!(first.store.state_digest(), second.store.state_digest());
-            assert_eq!(first.store.snapshot(), second.store.snapshot());
+            assert_eq!(first.store.snapshot_bytes(), second.store.snapshot_bytes());
 
             second.op(put("extra", "1"));
             assert_ne!(first.store.state_digest(), second.store.state_digest());
@@ -1138,15 +1294,15 @@ mod tests {
             Response::Length(1)
         );
 
-        let snapshot = h.store.snapshot();
+        let snapshot = h.store.snapshot_bytes();
         let mut restored = Harness::new(small_config());
         restored
             .store
-            .restore(&snapshot)
+            .restore_bytes(&snapshot)
             .expect("own snapshot restores");
         restored.next_index = h.next_index;
         assert_eq!(restored.store, h.store);
-        assert_eq!(restored.store.snapshot(), snapshot);
+        assert_eq!(restored.store.snapshot_bytes(), snapshot);
         assert_eq!(restored.store.state_digest(), h.store.state_digest());
         assert_eq!(restored.store.last_applied(), h.store.last_applied());
 
@@ -1171,7 +1327,9 @@ mod tests {
         let mut h = Harness::new(KvConfig::default());
         h.register();
         let mut other = KvStore::new(small_config());
-        other.restore(&h.store.snapshot()).expect("restores");
+        other
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("restores");
         assert_eq!(other.config(), small_config());
         assert_eq!(other.sessions_len(), 1);
     }
@@ -1183,7 +1341,7 @@ mod tests {
         let mut h = Harness::new(small_config());
         random_workload(&mut h, &mut Prng::new(3), 100);
         let before = h.store.clone();
-        let good = h.store.snapshot();
+        let good = h.store.snapshot_bytes();
 
         let mut wrong_version = good.to_vec();
         wrong_version[0] = SNAPSHOT_VERSION + 1;
@@ -1193,7 +1351,7 @@ mod tests {
         bad.extend((0..good.len()).map(|cut| good[..cut].to_vec()));
 
         for bytes in &bad {
-            assert!(h.store.restore(bytes).is_err(), "{bytes:?} restored");
+            assert!(h.store.restore_bytes(bytes).is_err(), "{bytes:?} restored");
             assert_eq!(h.store, before);
         }
         // Flipped bytes may decode to another valid state; they must only never panic, and a
@@ -1202,7 +1360,7 @@ mod tests {
             let mut flipped = good.to_vec();
             flipped[position] ^= 0x55;
             let mut scratch = before.clone();
-            if scratch.restore(&flipped).is_err() {
+            if scratch.restore_bytes(&flipped).is_err() {
                 assert_eq!(scratch, before);
             }
         }
@@ -1216,10 +1374,20 @@ mod tests {
             last_response: (last_seq > 0).then_some(Response::Ok),
             last_used: LogIndex(last_used),
         };
-        // A tuple encodes exactly as the snapshot struct with the same fields in order.
         let encode =
             |last_applied: u64, data: Vec<(Bytes, Bytes)>, sessions: Vec<(ClientId, Session)>| {
-                encode_versioned(SNAPSHOT_VERSION, &(LogIndex(last_applied), data, sessions))
+                let mut out = Vec::new();
+                write_image(
+                    &mut out,
+                    LogIndex(last_applied),
+                    (data.len(), data.iter().map(|(key, value)| (key, value))),
+                    (
+                        sessions.len(),
+                        sessions.iter().map(|(client, session)| (client, session)),
+                    ),
+                )
+                .expect("writes to a Vec");
+                out
             };
         let mut store = KvStore::new(KvConfig::default());
         let valid = encode(
@@ -1227,7 +1395,7 @@ mod tests {
             vec![(b("a"), b("1")), (b("b"), b("2"))],
             vec![(ClientId(3), session(1, 9))],
         );
-        store.restore(&valid).expect("valid state restores");
+        store.restore_bytes(&valid).expect("valid state restores");
         let before = store.clone();
 
         let impossible = [
@@ -1254,9 +1422,27 @@ mod tests {
             ),
         ];
         for bytes in &impossible {
-            assert!(store.restore(bytes).is_err());
+            assert!(store.restore_bytes(bytes).is_err());
             assert_eq!(store, before);
         }
+    }
+
+    /// Proves a snapshot image is independent of later writes: taken before a workload, it
+    /// still writes the state as of when it was taken, which restores to an equal store.
+    #[test]
+    fn an_image_is_unaffected_by_later_applies() {
+        let mut h = Harness::new(small_config());
+        random_workload(&mut h, &mut Prng::new(5), 200);
+        let before = h.store.clone();
+        let image = h.store.snapshot();
+        random_workload(&mut h, &mut Prng::new(6), 200);
+        let mut written = Vec::new();
+        image.write_to(&mut written).expect("writes to a Vec");
+        assert_eq!(written, before.snapshot_bytes().to_vec());
+        let mut restored = KvStore::new(small_config());
+        restored.restore_bytes(&written).expect("restores");
+        assert_eq!(restored, before);
+        assert_ne!(restored, h.store);
     }
 
     /// Proves `apply` after restore continues from the snapshot's index and refuses older ones.
@@ -1267,7 +1453,9 @@ mod tests {
         h.skip(9);
         h.register(); // index 10
         let mut restored = KvStore::new(KvConfig::default());
-        restored.restore(&h.store.snapshot()).expect("restores");
+        restored
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("restores");
         assert_eq!(restored.last_applied(), LogIndex(10));
         restored.apply(LogIndex(10), &Command::Register.encode());
     }

@@ -361,9 +361,9 @@ proptest! {
     ) {
         let source = store_after(KvConfig::default(), &source);
         let target = store_after(KvConfig::default(), &target);
-        let snapshot = source.snapshot();
+        let snapshot = source.snapshot_bytes();
         let mut restored = target.clone();
-        prop_assert_eq!(restored.restore(&snapshot), Ok(()));
+        prop_assert_eq!(restored.restore_bytes(&snapshot), Ok(()));
         prop_assert_eq!(&restored, &source);
         let mut damaged = snapshot.to_vec();
         for mutation in &mutations {
@@ -377,10 +377,10 @@ proptest! {
 fn check_restore(store: &KvStore, bytes: &[u8]) -> Result<(), TestCaseError> {
     let mut restored = store.clone();
     let digest = store.state_digest();
-    match restored.restore(bytes) {
+    match restored.restore_bytes(bytes) {
         Ok(()) => {
             // Only canonical snapshots are accepted, so the state snapshots back to the input.
-            let snapshot = restored.snapshot();
+            let snapshot = restored.snapshot_bytes();
             prop_assert_eq!(snapshot.as_ref(), bytes);
             prop_assert_eq!(restored.config(), store.config());
             // The restored store keeps working: it applies and answers queries.
@@ -412,7 +412,7 @@ fn check_restore(store: &KvStore, bytes: &[u8]) -> Result<(), TestCaseError> {
 /// across replicas can report a difference where there is none.
 #[test]
 fn regression_an_overlong_varint_snapshot_is_not_accepted_as_canonical() {
-    let canonical = KvStore::new(KvConfig::default()).snapshot();
+    let canonical = KvStore::new(KvConfig::default()).snapshot_bytes();
     assert_eq!(canonical.as_ref(), [SNAPSHOT_VERSION, 0, 0, 0]);
     let overlong = [SNAPSHOT_VERSION, 0x80, 0x00, 0, 0];
     let store = store_after(

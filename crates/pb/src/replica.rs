@@ -655,7 +655,7 @@ impl PbReplica {
             backup,
             Message::StateTransfer {
                 view: self.view.number,
-                snapshot: self.state_machine.snapshot(),
+                snapshot: self.state_machine.snapshot_bytes(),
                 index: self.applied,
             },
         ));
@@ -870,7 +870,7 @@ impl PbReplica {
             return Ok(());
         }
         self.state_machine
-            .restore(snapshot)
+            .restore_bytes(snapshot)
             .map_err(|error| StepError::Restore(error.reason))?;
         self.applied = index;
         self.ready_in_view = Some(view);
@@ -1007,7 +1007,7 @@ mod tests {
     fn one_put_state() -> (Bytes, LogIndex) {
         let mut store = KvStore::new(KvConfig::default());
         let _output = store.apply(LogIndex(1), &put("x", "1"));
-        (store.snapshot(), LogIndex(1))
+        (store.snapshot_bytes(), LogIndex(1))
     }
 
     /// `id` as the backup of `view`, with the ping announcing the view already sent.
@@ -1050,7 +1050,7 @@ mod tests {
                     B,
                     Message::StateTransfer {
                         view: ViewNumber(2),
-                        snapshot: KvStore::new(KvConfig::default()).snapshot(),
+                        snapshot: KvStore::new(KvConfig::default()).snapshot_bytes(),
                         index: LogIndex(0),
                     }
                 )],
@@ -1109,7 +1109,7 @@ mod tests {
         assert!(!backup.has_ready());
         assert_eq!(backup.status().ready_in_view, Some(ViewNumber(2)));
         assert_eq!(backup.status().applied, index);
-        assert_eq!(backup.state_machine().snapshot(), snapshot);
+        assert_eq!(backup.state_machine().snapshot_bytes(), snapshot);
 
         // A retransmission is acknowledged again, once, and not installed a second time.
         backup.step(A, transfer).expect("retransmission");
@@ -1195,7 +1195,7 @@ mod tests {
             .expect("state installed");
         let _ack = take(&mut backup);
         let status_before = backup.status();
-        let state_before = backup.state_machine().snapshot();
+        let state_before = backup.state_machine().snapshot_bytes();
 
         let stale = Message::Forward {
             view: ViewNumber(2),
@@ -1228,7 +1228,7 @@ mod tests {
             }
         );
         assert_eq!(backup.status(), status_before);
-        assert_eq!(backup.state_machine().snapshot(), state_before);
+        assert_eq!(backup.state_machine().snapshot_bytes(), state_before);
         assert!(!backup.has_ready());
     }
 

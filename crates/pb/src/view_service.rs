@@ -56,7 +56,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use chorus_core::{LogIndex, NodeId, RestoreError, StateMachine};
+use chorus_core::{
+    BytesImage, LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine, read_snapshot_to_end,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::view::{View, ViewNumber};
@@ -593,8 +595,8 @@ impl StateMachine for ViewService {
         self.reply().encode()
     }
 
-    fn snapshot(&self) -> Bytes {
-        encode(&ServiceState {
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        Box::new(BytesImage(encode(&ServiceState {
             view: self.view,
             acked: self.acked,
             now_tick: self.now_tick,
@@ -603,11 +605,12 @@ impl StateMachine for ViewService {
                 .iter()
                 .map(|(&server, &liveness)| (server, liveness))
                 .collect(),
-        })
+        })))
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        let state: ServiceState = decode(snapshot).map_err(|error| RestoreError {
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+        let snapshot = read_snapshot_to_end(input)?;
+        let state: ServiceState = decode(&snapshot).map_err(|error| RestoreError {
             reason: error.to_string(),
         })?;
         let refuse = |reason: &str| RestoreError {
@@ -837,9 +840,10 @@ mod tests {
         assert_eq!(service, before);
 
         let mut copy = ViewService::new(service.config).expect("valid config");
-        copy.restore(&service.snapshot()).expect("restore");
+        copy.restore_bytes(&service.snapshot_bytes())
+            .expect("restore");
         assert_eq!(copy, service);
-        assert!(copy.restore(b"nonsense").is_err());
+        assert!(copy.restore_bytes(b"nonsense").is_err());
         assert_eq!(copy, service);
     }
 

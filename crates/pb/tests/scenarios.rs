@@ -316,7 +316,7 @@ impl Cluster {
     }
 
     fn snapshot(&self, id: NodeId) -> Bytes {
-        self.replica(id).state_machine().snapshot()
+        self.replica(id).state_machine().snapshot_bytes()
     }
 }
 
@@ -553,7 +553,7 @@ fn backups_reject_non_primaries_and_stale_views_and_ack_nothing_before_state_tra
         .encode(),
     };
     let backup = cluster.replicas.get_mut(&B).expect("running");
-    let before = backup.state_machine().snapshot();
+    let before = backup.state_machine().snapshot_bytes();
     // From a server that is not the primary of the current view.
     assert!(matches!(
         backup.step(C, forward(view.number)),
@@ -572,7 +572,7 @@ fn backups_reject_non_primaries_and_stale_views_and_ack_nothing_before_state_tra
             .iter()
             .any(|(to, message)| *to == A && matches!(message, Message::Rejected { .. }))
     );
-    assert_eq!(backup.state_machine().snapshot(), before);
+    assert_eq!(backup.state_machine().snapshot_bytes(), before);
 
     // A fresh backup-to-be acknowledges nothing before it installed the state.
     let mut fresh = replica(C);

@@ -5,6 +5,10 @@
 
 use chorus_core::NodeId;
 
+/// The largest `snapshot_chunk_bytes_max` a configuration may set (64 MiB), so that one chunk
+/// always fits comfortably in a transport frame and in memory.
+pub const SNAPSHOT_CHUNK_BYTES_LIMIT: usize = 64 << 20;
+
 /// Deliberately broken behaviour, for tests that prove the simulator's checkers catch bugs.
 ///
 /// Compiled in only with the `inject-bugs` cargo feature; never enable it in a real build.
@@ -20,6 +24,14 @@ pub struct InjectedBugs {
     /// (breaks Raft Figure 2's "persist before responding"; caught after crashes that lose
     /// unsynced writes).
     pub ack_before_durable: bool,
+    /// A follower installs a snapshot even when it is older than what it already committed,
+    /// rolling its commit and applied indexes back (breaks the idempotence of InstallSnapshot,
+    /// Raft §7; caught as a commit index that goes back and as re-applied entries).
+    pub install_older_snapshot: bool,
+    /// After a snapshot, the log is compacted to its last index, above the commit and applied
+    /// indexes, instead of below the snapshot (loses committed entries before they are applied;
+    /// caught as a gap in the applied sequence).
+    pub compact_above_commit: bool,
 }
 
 /// The configuration of one Raft node.
@@ -51,6 +63,18 @@ pub struct Config {
     pub proposals_pending_max: usize,
     /// Reads waiting for a read index on this node (as leader or follower).
     pub reads_pending_max: usize,
+    /// Ask the driver for a snapshot once this many entries were applied since the last one.
+    /// Default 100,000.
+    pub snapshot_threshold_entries: u64,
+    /// Ask the driver for a snapshot once the entries applied since the last one hold this
+    /// many bytes (as counted by [`crate::Entry::size_bytes`]). Default 64 MiB.
+    pub snapshot_threshold_bytes: u64,
+    /// Entries kept below a snapshot when the log is compacted, so that a slightly lagging
+    /// follower still catches up by AppendEntries rather than a whole snapshot. Default 5,000.
+    pub compaction_tail_entries: u64,
+    /// Bytes of snapshot in one InstallSnapshot chunk; a chunk claiming more is refused.
+    /// Default 1 MiB, at most [`SNAPSHOT_CHUNK_BYTES_LIMIT`].
+    pub snapshot_chunk_bytes_max: usize,
     /// Seed of the PRNG that draws election timeouts.
     pub seed: u64,
     /// Bugs to inject; see [`InjectedBugs`].
@@ -92,6 +116,10 @@ impl Config {
             append_bytes_max: 1 << 20,
             proposals_pending_max: 4096,
             reads_pending_max: 4096,
+            snapshot_threshold_entries: 100_000,
+            snapshot_threshold_bytes: 64 << 20,
+            compaction_tail_entries: 5_000,
+            snapshot_chunk_bytes_max: 1 << 20,
             seed: 0,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: InjectedBugs::default(),
@@ -128,6 +156,18 @@ impl Config {
             || self.reads_pending_max == 0
         {
             return Err(ConfigError::Invalid("every _max bound must be at least 1"));
+        }
+        if self.snapshot_threshold_entries == 0 || self.snapshot_threshold_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "snapshot thresholds must be at least 1",
+            ));
+        }
+        if self.snapshot_chunk_bytes_max == 0
+            || self.snapshot_chunk_bytes_max > SNAPSHOT_CHUNK_BYTES_LIMIT
+        {
+            return Err(ConfigError::Invalid(
+                "snapshot_chunk_bytes_max must be between 1 and SNAPSHOT_CHUNK_BYTES_LIMIT",
+            ));
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! Consensus Algorithm", and Ongaro's thesis) with PreVote and CheckQuorum (thesis §9.6),
 //! pipelined and batched replication with fast conflict rollback (§5.3), a no-op entry at the
 //! start of each term with the current-term commit rule (§5.4.2, §8), forwarding of proposals
-//! from followers, and linearizable reads through ReadIndex on leaders and followers (§6.4).
+//! from followers, linearizable reads through ReadIndex on leaders and followers (§6.4), and
+//! log compaction with snapshots sent in chunks by InstallSnapshot (§7; thesis chapter 5).
 //!
 //! It owns no clock, thread, socket or file. A driver (the simulator or the runtime) moves it:
 //!
@@ -16,27 +17,58 @@
 //! 2. **Output.** When [`RawNode::has_ready`] is true, the driver takes [`RawNode::ready`]
 //!    and handles the [`Ready`] in this order:
 //!    1. send `messages` (they do not depend on durability: a leader may replicate entries
-//!       before its own copy is durable);
-//!    2. persist `hard_state`, then `entries` (truncating a conflicting suffix first), and make
-//!       them durable;
-//!    3. send `persisted_messages` (votes and acks promise durable state);
+//!       before its own copy is durable). For each of `snapshot_chunk_requests`, read at most
+//!       `snapshot_chunk_bytes_max` bytes of that snapshot from that offset and hand them to
+//!       [`RawNode::send_snapshot_chunk`] (the chunk leaves with the next Ready);
+//!    2. persist `hard_state`; write `snapshot_chunks` in order into the partial snapshot file
+//!       (a chunk at offset 0 starts a new one); if `snapshot` is set, install it: verify the
+//!       complete file, restore the state machine from it, make it the durable snapshot, and
+//!       drop the durable log up to it (all of it, unless the log holds the snapshot's last
+//!       entry with the same term: then keep what follows, Raft §7); then persist `entries`
+//!       (truncating a conflicting suffix first). Make all of it durable. A driver that
+//!       cannot install a snapshot (disk error, a file that does not verify) stops the node,
+//!       as on a failed fsync; the leader sends it again after the restart;
+//!    3. send `persisted_messages` (votes, acks and snapshot acks promise durable state);
 //!    4. apply `committed_entries` in order, serve `read_states` once applied, fail
-//!       `rejected_reads`;
+//!       `rejected_reads`. A `snapshot` of this Ready is restored first: the entries follow
+//!       it. If `snapshot_due` is set, take a snapshot of the state machine once these entries
+//!       are applied (at exactly that index), make it durable (off the critical path if it
+//!       likes: [`chorus_core::StateMachine::snapshot`] is cheap to take and written
+//!       elsewhere), and report it with [`RawNode::on_snapshot_taken`], which compacts the
+//!       log below it keeping `compaction_tail_entries`; the driver then deletes its durable
+//!       entries below [`RawNode::first_index`]. On failure, call
+//!       [`RawNode::on_snapshot_failed`]; the node asks again later;
 //!    5. call [`RawNode::advance`].
 //!
 //!    Step 4 may also come before step 2, or run beside it: every committed entry is already
 //!    durable on a majority (a leader counts its own copy only once `advance` confirmed it),
 //!    so applying it and answering its client never waits on this node's disk. Only the
-//!    messages of step 3 must wait.
+//!    messages of step 3 must wait. (With a `snapshot`, its chunks are written and the state
+//!    machine restored from it before any of `committed_entries` is applied.)
 //! 3. **One Ready at a time.** Between `ready` and `advance` the driver may keep calling
-//!    `tick`, `step`, `propose` and `read_index`; their output waits for the next Ready.
-//!    `has_ready` is false while a Ready is outstanding, and `ready` panics then.
+//!    `tick`, `step`, `propose`, `read_index`, `send_snapshot_chunk` and `on_snapshot_taken`;
+//!    their output waits for the next Ready. `has_ready` is false while a Ready is
+//!    outstanding, and `ready` panics then.
 //! 4. **Durability.** A leader counts its own log toward a commit majority only up to what
 //!    `advance` confirmed durable. Readies are persisted in the order they were taken, so an
 //!    ack in a later Ready never promises more than is on disk.
 //! 5. **Restart.** After a crash the driver builds a new node with [`RawNode::restart`] from
-//!    what was durable. The first Ready then replays committed entries from index 1 into a fresh
-//!    state machine.
+//!    what was durable: the hard state, the newest durable snapshot's [`SnapshotMeta`] and
+//!    the durable log (which may keep a tail below the snapshot). It restores the state
+//!    machine from that snapshot (or starts a fresh one without), and the first Ready replays
+//!    the committed entries after it. A partial snapshot file is discarded.
+//!
+//! # Snapshots and compaction
+//!
+//! The log is a window: entries below [`RawNode::first_index`] are gone, covered by the
+//! snapshot ([`RawNode::snapshot`]). Compaction never passes the snapshot, the applied index,
+//! the commit index or what is durable. A leader whose follower needs a compacted entry sends
+//! it the snapshot in chunks of at most `snapshot_chunk_bytes_max` bytes, each with a
+//! CRC-32C, one at a time; the follower writes each chunk (through its driver) only if it
+//! continues the partial snapshot exactly, answers with the offset it holds (so a lost chunk
+//! or a new leader resumes there), and installs the snapshot only once complete. A snapshot at
+//! or below what the follower already committed is acknowledged and ignored: nothing rolls a
+//! node back. The core never holds snapshot bytes beyond one chunk in a message.
 //!
 //! # Robustness
 //!
@@ -52,12 +84,14 @@ mod progress;
 mod read_only;
 mod ready;
 
-pub use config::{Config, ConfigError, InjectedBugs};
+pub use config::{Config, ConfigError, InjectedBugs, SNAPSHOT_CHUNK_BYTES_LIMIT};
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
-    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
+    RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 pub use node::{
-    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, Status, StepError, TERM_MAX,
+    DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SNAPSHOT_INDEX_MAX,
+    SnapshotError, Status, StepError, TERM_MAX,
 };
-pub use ready::{ReadState, Ready};
+pub use ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};

@@ -1,7 +1,12 @@
-//! The in-memory Raft log and its three cursors: commit, applied and persisted.
+//! The in-memory Raft log: a window over the replicated log, and its cursors.
 //!
-//! The log holds every entry from index 1 (there is no snapshot or compaction yet). Besides the
-//! entries it tracks how far the driver has been told about them:
+//! The log holds the entries after `offset`: everything at or below it was compacted into a
+//! snapshot (Raft §7). The entry at `offset` itself is gone, but its term is kept, so that the
+//! consistency check of the next AppendEntries can succeed there. With no snapshot, `offset` is
+//! 0 (term 0). The newest snapshot's place is kept too: compaction never goes above it, and a
+//! compacted log usually keeps a tail of entries below it for slightly lagging followers.
+//!
+//! Besides the entries the log tracks how far the driver has been told about them:
 //!
 //! - `unsent_from`: the first index not yet handed out in a [`crate::Ready`]. Everything below
 //!   it is, once the Readies handed out so far are persisted, exactly what the driver's disk
@@ -11,19 +16,27 @@
 //! - `commit` and `applied`: the commit index (Raft Figure 2) and the last index handed out for
 //!   applying.
 //!
-//! Invariants: `applied <= commit <= last_index`, `persisted <= last_index`,
-//! `unsent_from <= last_index + 1`, indexes contiguous from 1, terms non-decreasing, and no
-//! entry at or below `commit` is ever truncated (Raft §5.4, State Machine Safety).
+//! Invariants: `offset <= snapshot.index <= applied <= commit <= last_index`,
+//! `persisted <= last_index`, `offset < unsent_from <= last_index + 1`, indexes contiguous
+//! from `offset + 1`, terms non-decreasing, and no entry at or below `commit` is ever truncated
+//! (Raft §5.4, State Machine Safety). Reads outside the window answer `None` or nothing; they
+//! never panic.
 
 use chorus_core::{LogIndex, Term};
 
-use crate::message::{Entry, EntryPayload};
+use crate::message::{Entry, EntryPayload, SnapshotMeta};
 
 /// The replicated log of one node.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RaftLog {
-    /// `entries[i]` holds index `i + 1`.
+    /// `entries[i]` holds index `offset + 1 + i`.
     entries: Vec<Entry>,
+    /// The index before the first entry held: compacted, or 0.
+    offset: LogIndex,
+    /// The term of the entry at `offset` (term 0 at index 0).
+    offset_term: Term,
+    /// The newest snapshot taken or installed (index 0 if none).
+    snapshot: SnapshotMeta,
     commit: LogIndex,
     applied: LogIndex,
     persisted: LogIndex,
@@ -33,27 +46,51 @@ pub(crate) struct RaftLog {
     persisting: Option<LogIndex>,
 }
 
-/// Converts a log index to a position in `entries`, or `None` for index 0.
-fn position(index: LogIndex) -> Option<usize> {
-    let index = usize::try_from(index.0).ok()?;
-    index.checked_sub(1)
-}
-
 /// Converts a count of entries to a log index.
 fn index_of_len(len: usize) -> LogIndex {
     LogIndex(u64::try_from(len).expect("invariant: the log length fits in u64"))
 }
 
+/// Where a snapshot leaves the log after it is installed (Raft §7, InstallSnapshot receiver
+/// rules 6 and 7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// The log held the snapshot's last entry with the same term: the entries after it stay.
+    SuffixKept,
+    /// The log was discarded; it now starts after the snapshot.
+    LogReset,
+}
+
 impl RaftLog {
-    /// Rebuilds the log from durable entries, all of which count as persisted.
+    /// Rebuilds the log from a durable snapshot and durable entries, all of which count as
+    /// persisted. Without a snapshot the entries start at index 1; with one they start at or
+    /// below `snapshot.index + 1`, and those below it are a kept tail.
     ///
-    /// Returns an error naming the problem if the entries are not contiguous from index 1 or
-    /// their terms decrease.
-    pub(crate) fn restore(entries: Vec<Entry>, commit: LogIndex) -> Result<RaftLog, &'static str> {
+    /// Returns an error naming the problem if the entries are not contiguous, start at the
+    /// wrong place, their terms decrease, or they contradict the snapshot.
+    pub(crate) fn restore(
+        snapshot: Option<SnapshotMeta>,
+        mut entries: Vec<Entry>,
+        commit: LogIndex,
+    ) -> Result<RaftLog, &'static str> {
+        let snapshot = snapshot.unwrap_or_default();
+        if (snapshot.index == LogIndex(0)) != (snapshot.term == Term(0)) {
+            return Err("the snapshot's index and term disagree on an empty log");
+        }
+        let first = entries
+            .first()
+            .map_or(snapshot.index.next(), |entry| entry.index);
+        if snapshot.index == LogIndex(0) && first != LogIndex(1) {
+            return Err("durable entries are not contiguous from index 1");
+        }
+        if first == LogIndex(0) || first > snapshot.index.next() {
+            return Err("durable entries start after the snapshot's index + 1");
+        }
         let mut previous_term = Term(0);
         for (position, entry) in entries.iter().enumerate() {
-            if entry.index != index_of_len(position + 1) {
-                return Err("durable entries are not contiguous from index 1");
+            let expected = LogIndex(first.0.saturating_add(position as u64));
+            if entry.index != expected {
+                return Err("durable entries are not contiguous");
             }
             if entry.term == Term(0) {
                 return Err("a durable entry has term 0");
@@ -61,27 +98,75 @@ impl RaftLog {
             if entry.term < previous_term {
                 return Err("durable entry terms decrease");
             }
+            if entry.index == snapshot.index && entry.term != snapshot.term {
+                return Err("the durable log contradicts the snapshot's last entry");
+            }
+            if entry.index > snapshot.index && entry.term < snapshot.term {
+                return Err("a durable entry after the snapshot has an older term");
+            }
             previous_term = entry.term;
         }
-        let last = index_of_len(entries.len());
+        let reaches_snapshot = entries
+            .last()
+            .is_some_and(|entry| entry.index >= snapshot.index);
+        let (offset, offset_term) = if first == snapshot.index.next() || !reaches_snapshot {
+            // A tail that does not reach the snapshot adds nothing the snapshot lacks.
+            if !reaches_snapshot {
+                entries.clear();
+            }
+            (snapshot.index, snapshot.term)
+        } else {
+            // A kept tail below the snapshot: its first entry becomes the offset, so that the
+            // offset's term is known.
+            let first = entries.remove(0);
+            (first.index, first.term)
+        };
+        let last = LogIndex(offset.0 + entries.len() as u64);
         Ok(RaftLog {
             entries,
+            offset,
+            offset_term,
+            snapshot,
             // A hard state may claim a commit beyond the entries that survived; only what is
-            // present can be known committed.
-            commit: commit.min(last),
-            applied: LogIndex(0),
+            // present can be known committed. The snapshot holds committed state.
+            commit: commit.min(last).max(snapshot.index),
+            applied: snapshot.index,
             persisted: last,
             unsent_from: last.next(),
             persisting: None,
         })
     }
 
+    /// The position in `entries` of `index`, if the window holds it.
+    fn position(&self, index: LogIndex) -> Option<usize> {
+        let position = index.0.checked_sub(self.offset.0)?.checked_sub(1)?;
+        let position = usize::try_from(position).ok()?;
+        (position < self.entries.len()).then_some(position)
+    }
+
+    /// The first index the window holds (or would hold next, if it is empty).
+    pub(crate) fn first_index(&self) -> LogIndex {
+        self.offset.next()
+    }
+
+    /// The index before the first entry held: the compaction point.
+    pub(crate) fn offset(&self) -> LogIndex {
+        self.offset
+    }
+
+    /// The newest snapshot taken or installed (index 0 if none).
+    pub(crate) fn snapshot(&self) -> SnapshotMeta {
+        self.snapshot
+    }
+
     pub(crate) fn last_index(&self) -> LogIndex {
-        index_of_len(self.entries.len())
+        LogIndex(self.offset.0 + self.entries.len() as u64)
     }
 
     pub(crate) fn last_term(&self) -> Term {
-        self.entries.last().map_or(Term(0), |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.offset_term, |entry| entry.term)
     }
 
     pub(crate) fn commit(&self) -> LogIndex {
@@ -96,16 +181,18 @@ impl RaftLog {
         self.persisted
     }
 
-    /// The term of the entry at `index`: term 0 for index 0, `None` beyond the log.
+    /// The term of the entry at `index`: known for the window and for the compaction point,
+    /// `None` below it (compacted) or beyond the log.
     pub(crate) fn term_at(&self, index: LogIndex) -> Option<Term> {
-        match position(index) {
-            None => Some(Term(0)),
-            Some(position) => self.entries.get(position).map(|entry| entry.term),
+        if index == self.offset {
+            return Some(self.offset_term);
         }
+        self.position(index)
+            .map(|position| self.entries[position].term)
     }
 
     pub(crate) fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        self.entries.get(position(index)?)
+        self.entries.get(self.position(index)?)
     }
 
     /// Whether a log ending at (`last_term`, `last_index`) is at least as up-to-date as this
@@ -115,30 +202,34 @@ impl RaftLog {
     }
 
     /// The first index of the run of entries sharing the term of the entry at `index`
-    /// (the fast-rollback hint of Raft §5.3). `index` must be in the log.
+    /// (the fast-rollback hint of Raft §5.3), never below the window. An index outside the
+    /// window is its own answer.
     pub(crate) fn first_index_of_term_at(&self, index: LogIndex) -> LogIndex {
-        let position = position(index).expect("invariant: hint asked for an index in the log");
+        let Some(position) = self.position(index) else {
+            return index;
+        };
         let term = self.entries[position].term;
         // Terms never decrease, so the run is contiguous and ends at `position`.
         let start = self.entries[..position].partition_point(|entry| entry.term < term);
-        index_of_len(start + 1)
+        LogIndex(self.offset.0 + start as u64 + 1)
     }
 
-    /// The last index holding an entry of `term`, if any.
+    /// The last index holding an entry of `term`, if the window holds any.
     pub(crate) fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
         let end = self.entries.partition_point(|entry| entry.term <= term);
-        (end > 0 && self.entries[end - 1].term == term).then(|| index_of_len(end))
+        (end > 0 && self.entries[end - 1].term == term)
+            .then(|| LogIndex(self.offset.0 + index_of_len(end).0))
     }
 
     /// Entries from `start`, at most `count_max` of them and `bytes_max` bytes, but at least
-    /// one if there is any.
+    /// one if there is any. Nothing if `start` is outside the window.
     pub(crate) fn entries_from(
         &self,
         start: LogIndex,
         count_max: usize,
         bytes_max: usize,
     ) -> Vec<Entry> {
-        let Some(first) = position(start) else {
+        let Some(first) = self.position(start) else {
             return Vec::new();
         };
         let mut batch = Vec::new();
@@ -169,9 +260,11 @@ impl RaftLog {
     }
 
     /// The first entry of `entries` that this log does not hold with the same term, if any.
+    /// Entries at or below the compaction point count as held: they were committed.
     pub(crate) fn find_conflict<'a>(&self, entries: &'a [Entry]) -> Option<&'a Entry> {
         entries
             .iter()
+            .filter(|entry| entry.index > self.offset)
             .find(|entry| self.term_at(entry.index) != Some(entry.term))
     }
 
@@ -203,7 +296,9 @@ impl RaftLog {
 
     /// Drops every entry from `from` on.
     fn truncate_from(&mut self, from: LogIndex) {
-        let keep = position(from).expect("invariant: index 0 is never truncated");
+        let keep = self
+            .position(from)
+            .expect("invariant: truncation starts inside the window");
         self.entries.truncate(keep);
         let kept = from.prev();
         // The replaced entries were never durable in their new form.
@@ -224,6 +319,103 @@ impl RaftLog {
         }
     }
 
+    /// Records a snapshot the driver took (and made durable) at `meta`. Returns `false`, and
+    /// changes nothing, if it is not newer than the one known or does not match the log.
+    pub(crate) fn snapshot_taken(&mut self, meta: SnapshotMeta) -> bool {
+        if meta.index <= self.snapshot.index
+            || meta.index > self.applied
+            || self.term_at(meta.index) != Some(meta.term)
+        {
+            return false;
+        }
+        self.snapshot = meta;
+        true
+    }
+
+    /// The highest index [`RaftLog::compact`] accepts: covered by the snapshot, applied,
+    /// committed, and durable here.
+    pub(crate) fn compactable(&self) -> LogIndex {
+        self.snapshot
+            .index
+            .min(self.applied)
+            .min(self.commit)
+            .min(self.persisted)
+            .min(self.unsent_from.prev())
+    }
+
+    /// Drops the entries up to and including `to`, keeping its term as the offset's. Nothing
+    /// happens if `to` is at or below the current offset.
+    ///
+    /// # Panics
+    /// If `to` is above [`RaftLog::compactable`] (unless `unchecked`, for an injected bug).
+    pub(crate) fn compact(&mut self, to: LogIndex, unchecked: bool) {
+        if !unchecked {
+            assert!(
+                to <= self.compactable(),
+                "invariant: the log is compacted only below a snapshot, applied, committed \
+                 and durable index"
+            );
+        }
+        let to = to.min(self.last_index());
+        if to <= self.offset {
+            return;
+        }
+        let term = self
+            .term_at(to)
+            .expect("invariant: a compaction point inside the window has a term");
+        let count = usize::try_from(to.0 - self.offset.0)
+            .expect("invariant: the window's length fits in usize");
+        self.entries.drain(..count);
+        self.offset = to;
+        self.offset_term = term;
+        // Only an injected bug moves these; keep the cursor invariants so nothing panics.
+        self.unsent_from = self.unsent_from.max(to.next());
+        self.persisted = self.persisted.max(to);
+    }
+
+    /// Installs a snapshot received from the leader (Raft §7): if the log holds its last entry
+    /// with the same term, the entries after it stay; otherwise the whole log is discarded.
+    /// Commit and applied move to the snapshot's index (the driver restores the state machine
+    /// from it before applying anything later).
+    ///
+    /// The caller checked that the snapshot is newer than the commit index, unless
+    /// `allow_older` (an injected bug) lets it roll the node back.
+    pub(crate) fn install_snapshot(&mut self, meta: SnapshotMeta, allow_older: bool) -> Installed {
+        assert!(
+            self.persisting.is_none(),
+            "invariant: a snapshot is installed between Readies"
+        );
+        if !allow_older {
+            assert!(
+                meta.index > self.commit,
+                "invariant: only a snapshot newer than the commit index is installed"
+            );
+        }
+        let installed = if self.term_at(meta.index) == Some(meta.term) && meta.index > self.offset {
+            let count = usize::try_from(meta.index.0 - self.offset.0)
+                .expect("invariant: the window's length fits in usize");
+            self.entries.drain(..count);
+            Installed::SuffixKept
+        } else {
+            self.entries.clear();
+            Installed::LogReset
+        };
+        self.offset = meta.index;
+        self.offset_term = meta.term;
+        self.snapshot = meta;
+        self.commit = meta.index;
+        self.applied = meta.index;
+        let last = self.last_index();
+        // The snapshot is made durable with the Ready that carries it, before anything that
+        // promises it is sent; a kept suffix was durable already, or is still unsent.
+        self.persisted = self.persisted.clamp(meta.index, last);
+        if installed == Installed::LogReset {
+            self.persisted = meta.index;
+        }
+        self.unsent_from = self.unsent_from.clamp(meta.index.next(), last.next());
+        installed
+    }
+
     /// Whether entries wait to be handed out for persisting.
     pub(crate) fn has_unsent(&self) -> bool {
         self.unsent_from <= self.last_index()
@@ -238,12 +430,10 @@ impl RaftLog {
     /// for [`RaftLog::finish_persist`].
     pub(crate) fn begin_persist(&mut self) -> Vec<Entry> {
         assert!(self.persisting.is_none(), "invariant: one Ready at a time");
-        let from = position(self.unsent_from).expect("invariant: unsent_from is at least 1");
-        let batch = self
-            .entries
-            .get(from..)
-            .map(<[Entry]>::to_vec)
-            .unwrap_or_default();
+        let batch = match self.position(self.unsent_from) {
+            Some(from) => self.entries[from..].to_vec(),
+            None => Vec::new(),
+        };
         self.unsent_from = self.last_index().next();
         self.persisting = Some(batch.last().map_or(LogIndex(0), |entry| entry.index));
         batch
@@ -263,14 +453,21 @@ impl RaftLog {
 
     /// Hands out at most `count_max` committed entries for applying, in order.
     pub(crate) fn take_committed(&mut self, count_max: usize) -> Vec<Entry> {
-        let from = position(self.applied.next()).expect("invariant: applied + 1 is at least 1");
-        let to = position(self.commit.next()).expect("invariant: commit + 1 is at least 1");
-        let to = to.min(from.saturating_add(count_max));
-        let batch = self
-            .entries
-            .get(from..to)
-            .map(<[Entry]>::to_vec)
-            .unwrap_or_default();
+        let mut batch = Vec::new();
+        let mut index = self.applied.next();
+        if index < self.first_index() {
+            // Entries below the window are gone; only an injected bug compacts past
+            // `applied`. Skip them (a gap the checkers see) rather than stall or panic.
+            index = self.first_index();
+            self.applied = index.prev().min(self.commit);
+        }
+        while index <= self.commit && batch.len() < count_max {
+            match self.entry(index) {
+                Some(entry) => batch.push(entry.clone()),
+                None => break,
+            }
+            index = index.next();
+        }
         if let Some(last) = batch.last() {
             self.applied = last.index;
         }
@@ -296,15 +493,15 @@ mod tests {
             .enumerate()
             .map(|(position, &term)| entry(position as u64 + 1, term))
             .collect();
-        RaftLog::restore(entries, LogIndex(0)).expect("valid test log")
+        RaftLog::restore(None, entries, LogIndex(0)).expect("valid test log")
     }
 
     #[test]
     fn restore_rejects_gaps_and_decreasing_terms() {
-        assert!(RaftLog::restore(vec![entry(2, 1)], LogIndex(0)).is_err());
-        assert!(RaftLog::restore(vec![entry(1, 2), entry(2, 1)], LogIndex(0)).is_err());
-        assert!(RaftLog::restore(vec![entry(1, 0)], LogIndex(0)).is_err());
-        let log = RaftLog::restore(vec![entry(1, 1)], LogIndex(9)).expect("valid");
+        assert!(RaftLog::restore(None, vec![entry(2, 1)], LogIndex(0)).is_err());
+        assert!(RaftLog::restore(None, vec![entry(1, 2), entry(2, 1)], LogIndex(0)).is_err());
+        assert!(RaftLog::restore(None, vec![entry(1, 0)], LogIndex(0)).is_err());
+        let log = RaftLog::restore(None, vec![entry(1, 1)], LogIndex(9)).expect("valid");
         assert_eq!(log.commit(), LogIndex(1), "commit is clamped to the log");
     }
 
@@ -355,5 +552,150 @@ mod tests {
         assert_eq!(log.entries_from(LogIndex(2), 2, 1 << 20).len(), 2);
         assert_eq!(log.entries_from(LogIndex(2), 10, 1).len(), 1);
         assert_eq!(log.entries_from(LogIndex(5), 10, 1).len(), 0);
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+        }
+    }
+
+    /// A log of ten entries (terms 1 then 2 from index 6), all committed, applied and durable.
+    fn applied_log() -> RaftLog {
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+        log.commit_to(LogIndex(10));
+        assert_eq!(log.take_committed(100).len(), 10);
+        log
+    }
+
+    #[test]
+    fn compaction_keeps_the_offset_term_and_answers_outside_the_window() {
+        let mut log = applied_log();
+        assert!(log.snapshot_taken(meta(8, 2)));
+        assert_eq!(log.compactable(), LogIndex(8));
+        log.compact(LogIndex(6), false);
+        assert_eq!(log.first_index(), LogIndex(7));
+        assert_eq!(
+            log.term_at(LogIndex(6)),
+            Some(Term(2)),
+            "the offset keeps its term"
+        );
+        assert_eq!(log.term_at(LogIndex(5)), None, "compacted");
+        assert_eq!(log.term_at(LogIndex(0)), None, "compacted");
+        assert_eq!(log.entry(LogIndex(6)), None);
+        assert_eq!(
+            log.entry(LogIndex(7)).map(|entry| entry.term),
+            Some(Term(2))
+        );
+        assert!(log.entries_from(LogIndex(3), 10, 1 << 20).is_empty());
+        assert_eq!(log.entries_from(LogIndex(7), 10, 1 << 20).len(), 4);
+        assert_eq!(log.first_index_of_term_at(LogIndex(9)), LogIndex(7));
+        assert_eq!(log.last_index_of_term(Term(1)), None, "compacted away");
+        assert_eq!(log.last_index_of_term(Term(2)), Some(LogIndex(10)));
+        assert_eq!((log.last_index(), log.last_term()), (LogIndex(10), Term(2)));
+        // A compaction at or below the offset changes nothing.
+        log.compact(LogIndex(3), false);
+        assert_eq!(log.first_index(), LogIndex(7));
+        // Compacting everything the snapshot covers leaves the log empty but its end known.
+        log.compact(LogIndex(8), false);
+        log.compact(LogIndex(8), false);
+        assert_eq!(log.first_index(), LogIndex(9));
+        assert_eq!(log.term_at(LogIndex(8)), Some(Term(2)));
+    }
+
+    #[test]
+    #[should_panic(expected = "compacted only below")]
+    fn compaction_above_the_snapshot_is_refused() {
+        let mut log = applied_log();
+        assert!(log.snapshot_taken(meta(5, 1)));
+        log.compact(LogIndex(6), false);
+    }
+
+    #[test]
+    fn compaction_never_passes_commit_applied_or_durable() {
+        let mut log = log_with_terms(&[1, 1, 1, 1]);
+        log.store(&[entry(5, 1), entry(6, 1)]);
+        log.commit_to(LogIndex(5));
+        assert_eq!(log.take_committed(3).len(), 3);
+        assert!(!log.snapshot_taken(meta(4, 1)), "not applied yet");
+        assert!(log.snapshot_taken(meta(3, 1)));
+        assert_eq!(log.compactable(), LogIndex(3));
+        assert_eq!(log.take_committed(10).len(), 2);
+        assert!(log.snapshot_taken(meta(5, 1)));
+        assert_eq!(log.compactable(), LogIndex(4), "index 5 is not durable yet");
+        assert!(!log.snapshot_taken(meta(5, 1)), "not newer");
+        assert!(
+            !log.snapshot_taken(meta(6, 2)),
+            "beyond applied, and the wrong term"
+        );
+    }
+
+    #[test]
+    fn an_installed_snapshot_keeps_a_matching_suffix_or_resets_the_log() {
+        let mut log = log_with_terms(&[1, 1, 1, 2, 2, 2]);
+        log.commit_to(LogIndex(2));
+        assert_eq!(
+            log.install_snapshot(meta(4, 2), false),
+            Installed::SuffixKept
+        );
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(5), LogIndex(6))
+        );
+        assert_eq!((log.commit(), log.applied()), (LogIndex(4), LogIndex(4)));
+        assert_eq!(log.snapshot(), meta(4, 2));
+
+        let mut log = log_with_terms(&[1, 1, 1, 2, 2, 2]);
+        assert_eq!(log.install_snapshot(meta(5, 3), false), Installed::LogReset);
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(6), LogIndex(5))
+        );
+        assert_eq!(log.last_term(), Term(3));
+        assert_eq!(log.persisted(), LogIndex(5));
+        assert!(!log.has_unsent());
+        assert!(log.begin_persist().is_empty());
+        log.finish_persist();
+
+        // Beyond the end of the log.
+        let mut log = log_with_terms(&[1]);
+        assert_eq!(log.install_snapshot(meta(9, 1), false), Installed::LogReset);
+        assert_eq!(log.last_index(), LogIndex(9));
+        assert!(log.take_committed(10).is_empty(), "nothing to replay");
+    }
+
+    #[test]
+    fn restore_from_a_snapshot_keeps_the_tail_and_checks_it() {
+        let tail: Vec<Entry> = (4..=9).map(|index| entry(index, 2)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), tail.clone(), LogIndex(8)).expect("valid");
+        assert_eq!(
+            log.first_index(),
+            LogIndex(5),
+            "the first entry is the offset"
+        );
+        assert_eq!(log.term_at(LogIndex(4)), Some(Term(2)));
+        assert_eq!((log.commit(), log.applied()), (LogIndex(8), LogIndex(6)));
+        assert_eq!(
+            (log.persisted(), log.last_index()),
+            (LogIndex(9), LogIndex(9))
+        );
+
+        let after: Vec<Entry> = (7..=9).map(|index| entry(index, 2)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), after, LogIndex(0)).expect("valid");
+        assert_eq!(log.first_index(), LogIndex(7));
+        assert_eq!(log.commit(), LogIndex(6), "the snapshot is committed");
+
+        let short: Vec<Entry> = (2..=4).map(|index| entry(index, 1)).collect();
+        let log = RaftLog::restore(Some(meta(6, 2)), short, LogIndex(0)).expect("valid");
+        assert_eq!(
+            (log.first_index(), log.last_index()),
+            (LogIndex(7), LogIndex(6))
+        );
+
+        let gap: Vec<Entry> = (8..=9).map(|index| entry(index, 2)).collect();
+        assert!(RaftLog::restore(Some(meta(6, 2)), gap, LogIndex(0)).is_err());
+        assert!(RaftLog::restore(Some(meta(6, 3)), tail, LogIndex(0)).is_err());
+        assert!(RaftLog::restore(Some(meta(0, 1)), Vec::new(), LogIndex(0)).is_err());
     }
 }

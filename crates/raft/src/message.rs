@@ -69,6 +69,56 @@ pub struct SnapshotMeta {
     pub term: Term,
 }
 
+/// InstallSnapshot RPC arguments (Raft §7, Figure 13), sent in chunks as in the paper and
+/// openraft: each chunk carries its byte offset in the snapshot and a CRC-32C of its bytes,
+/// so a follower writes it at the right place, detects damage, and resumes after a lost chunk
+/// or a change of leader from the offset it reports back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// The leader's term.
+    pub term: Term,
+    /// Which snapshot this chunk belongs to: its last included index and term.
+    pub meta: SnapshotMeta,
+    /// Where `data` starts in the snapshot's bytes.
+    pub offset: u64,
+    /// This chunk's bytes, at most the receiver's `snapshot_chunk_bytes_max`.
+    pub data: Bytes,
+    /// CRC-32C (Castagnoli) of `data`.
+    pub crc32c: u32,
+    /// This is the last chunk: the snapshot is `offset + data.len()` bytes long.
+    pub done: bool,
+}
+
+impl InstallSnapshot {
+    /// A chunk with its checksum computed.
+    #[must_use]
+    pub fn new(term: Term, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) -> Self {
+        InstallSnapshot {
+            term,
+            meta,
+            offset,
+            crc32c: crc32c::crc32c(&data),
+            data,
+            done,
+        }
+    }
+}
+
+/// InstallSnapshot RPC results.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    /// The responder's term.
+    pub term: Term,
+    /// The snapshot being answered.
+    pub meta: SnapshotMeta,
+    /// How many bytes of this snapshot the follower holds: the leader continues from there
+    /// (0 to start over).
+    pub next_offset: u64,
+    /// The follower's state covers `meta.index`: it installed this snapshot, or it had
+    /// already committed past it. The leader resumes AppendEntries after `meta.index`.
+    pub installed: bool,
+}
+
 /// Identifies one linearizable read request, chosen by whoever called
 /// [`crate::RawNode::read_index`]. The core only echoes it back.
 #[derive(
@@ -94,6 +144,11 @@ pub enum Message {
     ReadIndex(ReadIndexRequest),
     /// The leader's answer to a [`ReadIndexRequest`].
     ReadIndexResponse(ReadIndexResponse),
+    /// The leader sends one chunk of a snapshot to a follower whose next entry it compacted
+    /// (Raft §7).
+    InstallSnapshot(InstallSnapshot),
+    /// The answer to an [`InstallSnapshot`].
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 impl Message {
@@ -108,6 +163,8 @@ impl Message {
             Message::Propose(m) => m.term,
             Message::ReadIndex(m) => m.term,
             Message::ReadIndexResponse(m) => m.term,
+            Message::InstallSnapshot(m) => m.term,
+            Message::InstallSnapshotResponse(m) => m.term,
         }
     }
 }

@@ -19,15 +19,20 @@ use chorus_core::{LogIndex, NodeId, Prng, Term};
 use crate::config::{Config, ConfigError};
 use crate::log::RaftLog;
 use crate::message::{
-    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, Message, Propose, ReadId,
-    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta,
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
+    RequestVote, RequestVoteResponse, SnapshotMeta,
 };
-use crate::progress::Progress;
+use crate::progress::{Progress, ReplicationState};
 use crate::read_only::{LeaderReads, PendingRead, Requester};
-use crate::ready::{ReadState, Ready};
+use crate::ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};
 
 /// The highest term a message may carry; anything above is forged or corrupt.
 pub const TERM_MAX: Term = Term(1 << 62);
+
+/// The highest snapshot index a message may carry; anything above is forged or corrupt (no
+/// honest log reaches it, and a log moved there by a forged snapshot would overflow).
+pub const SNAPSHOT_INDEX_MAX: LogIndex = LogIndex(1 << 62);
 
 /// The role a node plays in its current term (Raft §5.1, PreVote thesis §9.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,6 +122,36 @@ pub enum ReadError {
     TooManyPending,
 }
 
+/// A snapshot report or chunk from the driver was refused. The node's state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot is newer than what was applied, or its term does not match the log.
+    #[error("snapshot at {index} (term {term}) does not match the applied log")]
+    Mismatch {
+        /// The snapshot's last index.
+        index: LogIndex,
+        /// The snapshot's term.
+        term: Term,
+    },
+    /// No chunk of this snapshot at this offset is expected for this follower (it was
+    /// answered, the follower moved on, or this node is no longer the leader). Drop it.
+    #[error("no snapshot chunk is expected for {0} here")]
+    UnexpectedChunk(NodeId),
+    /// The chunk is larger than `snapshot_chunk_bytes_max`.
+    #[error("a snapshot chunk of {0} bytes exceeds snapshot_chunk_bytes_max")]
+    ChunkTooLarge(usize),
+}
+
+/// A snapshot a follower is receiving, chunk by chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Receiving {
+    meta: SnapshotMeta,
+    /// The term of the leader that started sending it.
+    term: Term,
+    /// The bytes received so far, all handed to the driver in order.
+    next_offset: u64,
+}
+
 /// A message was refused as malformed or foreign. The node's state is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StepError {
@@ -181,6 +216,19 @@ pub struct RawNode {
     read_states: Vec<ReadState>,
     rejected_reads: Vec<ReadId>,
 
+    /// A snapshot was asked of the driver (`Ready::snapshot_due`) and not yet reported.
+    snapshot_requested: bool,
+    /// Bytes of entries handed out for applying since the last snapshot.
+    bytes_since_snapshot: u64,
+    /// Follower: the snapshot being received.
+    receiving: Option<Receiving>,
+    /// Follower: a completely received snapshot, installed when the next Ready is assembled.
+    install_pending: Option<SnapshotMeta>,
+    /// Follower: chunks to hand to the driver with the next Ready.
+    snapshot_chunks: Vec<SnapshotChunk>,
+    /// Leader: chunks to ask of the driver with the next Ready.
+    snapshot_chunk_requests: Vec<SnapshotChunkRequest>,
+
     /// The hard state most recently handed out (or given at restart).
     hard_state_handed: HardState,
     /// A Ready was taken and not yet advanced.
@@ -201,27 +249,42 @@ impl RawNode {
     /// The durable log may hold entries of a term newer than the durable hard state (a crash
     /// can keep the entries but lose the hard-state write that followed them): the node then
     /// resumes in the last entry's term, without a vote. The commit index is clamped to the
-    /// log, and the first Ready replays committed entries from index 1.
+    /// log.
+    ///
+    /// With a durable snapshot, the log starts after it (keeping any durable tail below it),
+    /// commit and applied start at the snapshot's index, and the driver restores the state
+    /// machine from the snapshot before it takes the first Ready, which replays only the
+    /// committed entries after the snapshot. Without one, the first Ready replays committed
+    /// entries from index 1.
     ///
     /// # Errors
     /// [`ConfigError`] if the configuration cannot work, or
-    /// [`ConfigError::CorruptDurableState`] if the entries are not contiguous from index 1 or
-    /// their terms decrease.
+    /// [`ConfigError::CorruptDurableState`] if the entries are not contiguous (from index 1,
+    /// or from at most `snapshot.index + 1`), their terms decrease, or they contradict the
+    /// snapshot.
     pub fn restart(config: Config, durable: DurableState) -> Result<RawNode, ConfigError> {
         config.validate()?;
         let DurableState {
             hard_state,
-            snapshot: _,
+            snapshot,
             entries,
         } = durable;
-        let log = RaftLog::restore(entries, hard_state.commit)
+        if snapshot.is_some_and(|meta| meta.term > TERM_MAX || meta.index > SNAPSHOT_INDEX_MAX) {
+            return Err(ConfigError::CorruptDurableState(
+                "a term beyond any reachable value",
+            ));
+        }
+        let log = RaftLog::restore(snapshot, entries, hard_state.commit)
             .map_err(ConfigError::CorruptDurableState)?;
         if hard_state.term > TERM_MAX || log.last_term() > TERM_MAX {
             return Err(ConfigError::CorruptDurableState(
                 "a term beyond any reachable value",
             ));
         }
-        let term = hard_state.term.max(log.last_term());
+        let term = hard_state
+            .term
+            .max(log.last_term())
+            .max(log.snapshot().term);
         // A vote binds only the term it was cast in.
         let vote = hard_state.vote.filter(|_| hard_state.term == term);
 
@@ -262,6 +325,12 @@ impl RawNode {
             persisted_messages: Vec::new(),
             read_states: Vec::new(),
             rejected_reads: Vec::new(),
+            snapshot_requested: false,
+            bytes_since_snapshot: 0,
+            receiving: None,
+            install_pending: None,
+            snapshot_chunks: Vec::new(),
+            snapshot_chunk_requests: Vec::new(),
             hard_state_handed: hard_state,
             ready_outstanding: false,
         };
@@ -276,6 +345,11 @@ impl RawNode {
             return;
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);
+        if self.install_pending.is_some() {
+            // A received snapshot is installed with the next Ready, and its acknowledgement
+            // is already queued: no election until then (a candidate must not switch logs).
+            return;
+        }
         if self.election_elapsed >= self.election_timeout_randomized {
             self.on_election_timeout();
         }
@@ -310,7 +384,11 @@ impl RawNode {
             if !keeps_term {
                 // Raft §5.1: a higher term makes us a follower in it. Only an AppendEntries
                 // tells us who leads it.
-                let leader = matches!(message, Message::AppendEntries(_)).then_some(from);
+                let leader = matches!(
+                    message,
+                    Message::AppendEntries(_) | Message::InstallSnapshot(_)
+                )
+                .then_some(from);
                 self.become_follower(term, leader);
             }
         }
@@ -332,6 +410,10 @@ impl RawNode {
             Message::Propose(propose) => self.on_propose(from, propose),
             Message::ReadIndex(request) => self.on_read_index_request(from, request),
             Message::ReadIndexResponse(response) => self.on_read_index_response(from, &response),
+            Message::InstallSnapshot(request) => self.on_install_snapshot(from, request),
+            Message::InstallSnapshotResponse(response) => {
+                self.on_install_snapshot_response(from, &response);
+            }
         }
         Ok(())
     }
@@ -411,7 +493,7 @@ impl RawNode {
     /// Starts an election at once (for tests and leadership hand-over). It skips the pre-vote
     /// round: the caller asks for this election on purpose. Does nothing on a leader.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader && self.install_pending.is_none() {
             self.become_candidate();
         }
     }
@@ -429,6 +511,9 @@ impl RawNode {
             || self.hard_state_current() != self.hard_state_handed
             || self.log.has_unsent()
             || self.log.has_unapplied()
+            || self.install_pending.is_some()
+            || !self.snapshot_chunks.is_empty()
+            || !self.snapshot_chunk_requests.is_empty()
         {
             return true;
         }
@@ -442,6 +527,7 @@ impl RawNode {
                         progress.empty_append_due
                             || progress.commit_unknown(commit)
                             || progress.can_send(last_index, self.config.inflight_max)
+                            || progress.chunk_due().is_some()
                     })
             }
             Role::Follower => {
@@ -469,6 +555,7 @@ impl RawNode {
             Role::Follower => self.forward_to_leader(),
             Role::PreCandidate | Role::Candidate => {}
         }
+        let snapshot = self.install_received_snapshot();
         let hard_state = self.hard_state_current();
         let hard_state = (hard_state != self.hard_state_handed).then(|| {
             self.hard_state_handed = hard_state;
@@ -476,6 +563,11 @@ impl RawNode {
         });
         let entries = self.log.begin_persist();
         let committed_entries = self.log.take_committed(COMMITTED_ENTRIES_MAX);
+        let applied_bytes: usize = committed_entries.iter().map(Entry::size_bytes).sum();
+        self.bytes_since_snapshot = self
+            .bytes_since_snapshot
+            .saturating_add(applied_bytes as u64);
+        let snapshot_due = self.snapshot_due();
         self.ready_outstanding = true;
         Ready {
             messages: std::mem::take(&mut self.messages),
@@ -485,6 +577,154 @@ impl RawNode {
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             rejected_reads: std::mem::take(&mut self.rejected_reads),
+            snapshot_chunk_requests: std::mem::take(&mut self.snapshot_chunk_requests),
+            snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
+            snapshot,
+            snapshot_due,
+        }
+    }
+
+    /// Installs the snapshot received in full since the last Ready, unless the node has
+    /// meanwhile committed past it. Returns it for the Ready.
+    fn install_received_snapshot(&mut self) -> Option<SnapshotMeta> {
+        let meta = self.install_pending.take()?;
+        let allow_older = self.config.injected_bugs().install_older_snapshot;
+        if meta.index <= self.log.commit() && !allow_older {
+            // Committed past it while it was pending: the log already holds everything.
+            return None;
+        }
+        self.log.install_snapshot(meta, allow_older);
+        self.bytes_since_snapshot = 0;
+        Some(meta)
+    }
+
+    /// Whether to ask the driver for a snapshot now, at the applied index.
+    fn snapshot_due(&mut self) -> Option<SnapshotMeta> {
+        if self.snapshot_requested {
+            return None;
+        }
+        let applied = self.log.applied();
+        let entries = applied.0.saturating_sub(self.log.snapshot().index.0);
+        if entries == 0
+            || (entries < self.config.snapshot_threshold_entries
+                && self.bytes_since_snapshot < self.config.snapshot_threshold_bytes)
+        {
+            return None;
+        }
+        let term = self.log.term_at(applied)?;
+        self.snapshot_requested = true;
+        Some(SnapshotMeta {
+            index: applied,
+            term,
+        })
+    }
+
+    /// The driver took the snapshot asked for by `Ready::snapshot_due` (or any other, of an
+    /// applied index) and made it durable. The log is compacted below it, keeping
+    /// `compaction_tail_entries` entries, and never above what is applied, committed and
+    /// durable here. A snapshot not newer than the last one is ignored.
+    ///
+    /// May be called at any time, also while a Ready is outstanding.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Mismatch`] if the snapshot is beyond the applied index or its term
+    /// does not match the log; nothing changes then (but another snapshot may be asked for).
+    pub fn on_snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), SnapshotError> {
+        self.snapshot_requested = false;
+        if meta.index <= self.log.snapshot().index {
+            return Ok(());
+        }
+        if !self.log.snapshot_taken(meta) {
+            return Err(SnapshotError::Mismatch {
+                index: meta.index,
+                term: meta.term,
+            });
+        }
+        self.bytes_since_snapshot = 0;
+        if self.config.injected_bugs().compact_above_commit {
+            // Deliberate bug: compact the whole log, committed-but-unapplied entries and
+            // uncommitted ones included.
+            self.log.compact(self.log.last_index(), true);
+            return Ok(());
+        }
+        let target = LogIndex(
+            meta.index
+                .0
+                .saturating_sub(self.config.compaction_tail_entries),
+        )
+        .min(self.log.compactable());
+        self.log.compact(target, false);
+        Ok(())
+    }
+
+    /// The driver could not take the snapshot asked for; it will be asked again when the next
+    /// committed entries are applied.
+    pub fn on_snapshot_failed(&mut self) {
+        self.snapshot_requested = false;
+    }
+
+    /// Leader: the driver read the chunk asked for by a [`SnapshotChunkRequest`]: `data` is
+    /// the snapshot `meta`'s bytes from `offset` (at most `snapshot_chunk_bytes_max`), `done`
+    /// if they reach its end. The next Ready sends it as an [`InstallSnapshot`].
+    ///
+    /// # Errors
+    /// [`SnapshotError`] if no such chunk is expected (this node is no longer leader, or the
+    /// follower moved on; drop the chunk) or it is too large. Nothing changes then.
+    pub fn send_snapshot_chunk(
+        &mut self,
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) -> Result<(), SnapshotError> {
+        if data.len() > self.config.snapshot_chunk_bytes_max {
+            return Err(SnapshotError::ChunkTooLarge(data.len()));
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(SnapshotError::UnexpectedChunk(to))?;
+        let expected = self.role == Role::Leader
+            && self.progress.get(&to).is_some_and(|progress| {
+                progress.state == ReplicationState::Snapshot
+                    && progress.snapshot.is_some_and(|send| {
+                        send.meta == meta && send.next_offset == offset && send.requested
+                    })
+            });
+        if !expected {
+            return Err(SnapshotError::UnexpectedChunk(to));
+        }
+        if let Some(send) = self
+            .progress
+            .get_mut(&to)
+            .and_then(|progress| progress.snapshot.as_mut())
+        {
+            send.sent_end = send.sent_end.max(end);
+        }
+        self.messages.push((
+            to,
+            Message::InstallSnapshot(InstallSnapshot::new(self.term, meta, offset, data, done)),
+        ));
+        Ok(())
+    }
+
+    /// Leader: the driver no longer has the snapshot it was asked to read for `to` (a newer
+    /// one replaced it). Sending starts over with the newest snapshot, asked for after the
+    /// next heartbeat interval.
+    pub fn report_snapshot_unavailable(&mut self, to: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let meta = self.log.snapshot();
+        if let Some(progress) = self.progress.get_mut(&to) {
+            if progress.state == ReplicationState::Snapshot && meta.index > LogIndex(0) {
+                progress.become_snapshot(meta);
+                // Asked again after a heartbeat interval, not at once: a driver that has no
+                // snapshot at all must not be asked in a tight loop.
+                if let Some(send) = progress.snapshot.as_mut() {
+                    send.requested = true;
+                }
+            }
         }
     }
 
@@ -548,6 +788,18 @@ impl RawNode {
     #[must_use]
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)
+    }
+
+    /// The newest snapshot taken or installed (index 0 and term 0 if none).
+    #[must_use]
+    pub fn snapshot(&self) -> SnapshotMeta {
+        self.log.snapshot()
+    }
+
+    /// The first index the in-memory log holds; everything below was compacted.
+    #[must_use]
+    pub fn first_index(&self) -> LogIndex {
+        self.log.first_index()
     }
 
     /// The durable hard state most recently handed out (for checkers).
@@ -615,6 +867,90 @@ impl RawNode {
                     ));
                 }
             }
+            Message::InstallSnapshot(request) => self.validate_install_snapshot(from, request)?,
+            Message::InstallSnapshotResponse(response) => {
+                if response.meta.term > response.term {
+                    return Err(StepError::Malformed(
+                        "InstallSnapshotResponse for a snapshot newer than its term",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a leader's message (AppendEntries, InstallSnapshot) of this node's term from a
+    /// node other than the leader it knows, or to a node that leads this term itself: Election
+    /// Safety (Raft §5.2) allows one leader per term, so the sender is broken or forged.
+    fn validate_single_leader(&self, from: NodeId, term: Term) -> Result<(), StepError> {
+        if term == self.term {
+            if self.role == Role::Leader {
+                return Err(StepError::Malformed(
+                    "a leader's message from a second leader of this node's term",
+                ));
+            }
+            if self.leader.is_some_and(|leader| leader != from) {
+                return Err(StepError::Malformed(
+                    "a leader's message from a second leader of this term",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_install_snapshot(
+        &self,
+        from: NodeId,
+        request: &InstallSnapshot,
+    ) -> Result<(), StepError> {
+        if request.term == Term(0) {
+            return Err(StepError::Malformed("InstallSnapshot in term 0"));
+        }
+        if request.meta.index == LogIndex(0) || request.meta.term == Term(0) {
+            return Err(StepError::Malformed("InstallSnapshot of an empty log"));
+        }
+        if request.meta.term > request.term {
+            return Err(StepError::Malformed(
+                "InstallSnapshot snapshot term exceeds its term",
+            ));
+        }
+        if request.meta.index > SNAPSHOT_INDEX_MAX {
+            return Err(StepError::Malformed(
+                "InstallSnapshot index beyond any reachable value",
+            ));
+        }
+        // Checked before anything else looks at the bytes: a forged size is refused here.
+        if request.data.len() > self.config.snapshot_chunk_bytes_max {
+            return Err(StepError::Malformed(
+                "InstallSnapshot chunk exceeds snapshot_chunk_bytes_max",
+            ));
+        }
+        if request
+            .offset
+            .checked_add(request.data.len() as u64)
+            .is_none()
+        {
+            return Err(StepError::Malformed("InstallSnapshot offset overflows"));
+        }
+        if crc32c::crc32c(&request.data) != request.crc32c {
+            return Err(StepError::Malformed(
+                "InstallSnapshot chunk fails its CRC-32C",
+            ));
+        }
+        if request.term < self.term {
+            return Ok(());
+        }
+        self.validate_single_leader(from, request.term)?;
+        // Leader Completeness: a snapshot covering our committed prefix agrees with it.
+        if request.meta.index <= self.log.commit()
+            && self
+                .log
+                .term_at(request.meta.index)
+                .is_some_and(|term| term != request.meta.term)
+        {
+            return Err(StepError::Malformed(
+                "InstallSnapshot contradicts a committed entry",
+            ));
         }
         Ok(())
     }
@@ -664,24 +1000,18 @@ impl RawNode {
             // A stale leader: it will be answered with our term, whatever it carries.
             return Ok(());
         }
-        if request.term == self.term {
-            if self.role == Role::Leader {
-                return Err(StepError::Malformed(
-                    "AppendEntries from a second leader of this node's term",
-                ));
-            }
-            if self.leader.is_some_and(|leader| leader != from) {
-                return Err(StepError::Malformed(
-                    "AppendEntries from a second leader of this term",
-                ));
-            }
-        }
+        self.validate_single_leader(from, request.term)?;
         // A leader of this term or a later one holds every committed entry (Leader
         // Completeness, Raft §5.4). One that contradicts our committed prefix is broken or
         // forged; obeying it would lose committed entries.
+        // Below the compaction point the term is unknown, but everything there is committed,
+        // so it matches any legitimate leader.
         let commit = self.log.commit();
         if request.prev_log_index <= commit
-            && self.log.term_at(request.prev_log_index) != Some(request.prev_log_term)
+            && self
+                .log
+                .term_at(request.prev_log_index)
+                .is_some_and(|term| term != request.prev_log_term)
         {
             return Err(StepError::Malformed(
                 "AppendEntries contradicts a committed entry at prev_log_index",
@@ -926,7 +1256,13 @@ impl RawNode {
         self.election_elapsed = 0;
 
         let prev = request.prev_log_index;
-        let response = match self.log.term_at(prev) {
+        // Below the compaction point everything is committed and matches the leader.
+        let prev_term = if prev < self.log.offset() {
+            Some(request.prev_log_term)
+        } else {
+            self.log.term_at(prev)
+        };
+        let response = match prev_term {
             None => {
                 // Our log is too short: the leader should continue from our end.
                 self.rejection(self.log.last_index().next(), None, request.read_round)
@@ -960,6 +1296,107 @@ impl RawNode {
             }
         };
         self.push_promise(from, Message::AppendEntriesResponse(response));
+    }
+
+    // ----- Snapshots: follower side (Raft §7) -----------------------------------------------
+
+    fn on_install_snapshot(&mut self, from: NodeId, request: InstallSnapshot) {
+        let meta = request.meta;
+        let answer = |term: Term, next_offset: u64, installed: bool| {
+            Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                term,
+                meta,
+                next_offset,
+                installed,
+            })
+        };
+        if request.term < self.term {
+            // Tell the stale leader about the newer term so it steps down.
+            self.messages.push((from, answer(self.term, 0, false)));
+            return;
+        }
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.election_elapsed = 0;
+
+        let covered = self.install_pending.map_or(self.log.commit(), |pending| {
+            pending.index.max(self.log.commit())
+        });
+        if meta.index <= covered && !self.config.injected_bugs().install_older_snapshot {
+            // Idempotent: a duplicated or old snapshot never rolls the node back. Its state
+            // already covers the snapshot (committed entries match every leader's).
+            self.push_promise(from, answer(self.term, 0, true));
+            return;
+        }
+        let receiving = match self.receiving {
+            Some(receiving) if receiving.meta == meta => receiving,
+            current => {
+                if current.is_some_and(|current| {
+                    current.term == request.term && current.meta.index > meta.index
+                }) {
+                    // A reordered chunk of an older snapshot from the same leader.
+                    return;
+                }
+                if request.offset != 0 {
+                    // Not the start of a snapshot we know: ask for it from the beginning.
+                    self.push_promise(from, answer(self.term, 0, false));
+                    return;
+                }
+                Receiving {
+                    meta,
+                    term: request.term,
+                    next_offset: 0,
+                }
+            }
+        };
+        if request.offset != receiving.next_offset {
+            // A duplicate, or a chunk after a lost one: say where to continue.
+            self.push_promise(from, answer(self.term, receiving.next_offset, false));
+            return;
+        }
+        let next_offset = receiving.next_offset + request.data.len() as u64;
+        self.snapshot_chunks.push(SnapshotChunk {
+            meta,
+            offset: request.offset,
+            data: request.data,
+            done: request.done,
+        });
+        if request.done {
+            self.receiving = None;
+            self.install_pending = Some(meta);
+            self.push_promise(from, answer(self.term, next_offset, true));
+        } else {
+            self.receiving = Some(Receiving {
+                next_offset,
+                ..receiving
+            });
+            self.push_promise(from, answer(self.term, next_offset, false));
+        }
+    }
+
+    // ----- Snapshots: leader side -----------------------------------------------------------
+
+    fn on_install_snapshot_response(&mut self, from: NodeId, response: &InstallSnapshotResponse) {
+        if self.role != Role::Leader || response.term != self.term {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        let Some(send) = progress.snapshot else {
+            return;
+        };
+        if progress.state != ReplicationState::Snapshot || send.meta != response.meta {
+            return;
+        }
+        if response.installed {
+            // Acknowledged after the install was durable (a persisted message).
+            progress.on_snapshot_installed(response.meta.index);
+            self.maybe_commit();
+        } else if response.next_offset <= send.sent_end {
+            progress.on_snapshot_progress(response.next_offset);
+        }
     }
 
     fn rejection(
@@ -1055,8 +1492,9 @@ impl RawNode {
                 progress.free_one_if_full(inflight_max);
             }
         } else {
-            let stale =
-                response.conflict_term.is_none() && response.conflict_index <= progress.match_index;
+            let stale = (response.conflict_term.is_none()
+                && response.conflict_index <= progress.match_index)
+                || progress.state == ReplicationState::Snapshot;
             if !stale {
                 let hint = match response.conflict_term {
                     Some(term) => self
@@ -1107,8 +1545,16 @@ impl RawNode {
             loop {
                 let progress = self
                     .progress
-                    .get(&peer)
+                    .get_mut(&peer)
                     .expect("invariant: a leader tracks every peer");
+                if progress.state != ReplicationState::Snapshot
+                    && self.log.term_at(progress.next_index.prev()).is_none()
+                {
+                    // The entries this follower needs next were compacted: send the
+                    // snapshot (Raft §7).
+                    progress.become_snapshot(self.log.snapshot());
+                    break;
+                }
                 if !progress.can_send(last_index, self.config.inflight_max) {
                     break;
                 }
@@ -1132,13 +1578,33 @@ impl RawNode {
                 .progress
                 .get_mut(&peer)
                 .expect("invariant: a leader tracks every peer");
+            if let Some((meta, offset)) = progress.chunk_due() {
+                let newest = self.log.snapshot();
+                let (meta, offset) = if offset == 0 && newest != meta {
+                    // Not started yet: send the newest snapshot instead.
+                    progress.become_snapshot(newest);
+                    (newest, 0)
+                } else {
+                    (meta, offset)
+                };
+                if let Some(send) = progress.snapshot.as_mut() {
+                    send.requested = true;
+                }
+                self.snapshot_chunk_requests.push(SnapshotChunkRequest {
+                    to: peer,
+                    meta,
+                    offset,
+                });
+            }
             let empty_append_due = std::mem::take(&mut progress.empty_append_due);
+            // Never below the compaction point, where the leader no longer knows the term.
+            let offset = self.log.offset();
             let prev = if empty_append_due {
                 // Checks whether the pipeline's messages arrived.
-                Some(progress.next_index.prev())
+                Some(progress.next_index.prev().max(offset))
             } else if self.broadcast_pending || progress.commit_unknown(commit) {
                 // A heartbeat at the match index always matches, so it always succeeds.
-                Some(progress.match_index)
+                Some(progress.match_index.max(offset))
             } else {
                 None
             };

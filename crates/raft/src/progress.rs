@@ -7,6 +7,9 @@
 //!   back with the fast-rollback hint of each rejection (Raft §5.3).
 //! - **Replicate**: the follower matched; the leader streams entries optimistically, advancing
 //!   `next_index` as it sends, with at most `inflight_max` messages carrying entries in flight.
+//! - **Snapshot**: the entries the follower needs next were compacted away; the leader sends
+//!   its snapshot in chunks, one in flight at a time, from the offset the follower reports,
+//!   then probes again after the snapshot's last index (Raft §7, etcd's `StateSnapshot`).
 //!
 //! Invariants: `match_index < next_index`, and `match_index` never decreases within a term (a
 //! follower acknowledges only durable entries, and an honest follower never truncates below what
@@ -16,6 +19,8 @@ use std::collections::VecDeque;
 
 use chorus_core::LogIndex;
 
+use crate::message::SnapshotMeta;
+
 /// How the leader replicates to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReplicationState {
@@ -23,6 +28,23 @@ pub(crate) enum ReplicationState {
     Probe,
     /// A pipeline of messages.
     Replicate,
+    /// A snapshot is being sent; no AppendEntries carry entries meanwhile.
+    Snapshot,
+}
+
+/// A snapshot on its way to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SnapshotSend {
+    /// The snapshot sent.
+    pub(crate) meta: SnapshotMeta,
+    /// Where the next chunk starts: what the follower last reported holding.
+    pub(crate) next_offset: u64,
+    /// The end of the furthest chunk sent; a follower cannot hold more.
+    pub(crate) sent_end: u64,
+    /// A chunk was asked of the driver (or sent) and not yet answered.
+    pub(crate) requested: bool,
+    /// The follower answered since the last heartbeat.
+    progressed: bool,
 }
 
 /// The leader's view of one follower (Raft Figure 2, "volatile state on leaders").
@@ -51,6 +73,8 @@ pub(crate) struct Progress {
     commit_told: LogIndex,
     /// The last log index holding a command this follower forwarded in the current term.
     pub(crate) forwarded_last: LogIndex,
+    /// In Snapshot: the snapshot being sent.
+    pub(crate) snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -69,6 +93,7 @@ impl Progress {
             progressed: false,
             commit_told: LogIndex(0),
             forwarded_last: LogIndex(0),
+            snapshot: None,
         }
     }
 
@@ -98,6 +123,7 @@ impl Progress {
             ReplicationState::Replicate => {
                 self.inflight.len() < inflight_max && self.next_index <= last_index
             }
+            ReplicationState::Snapshot => false,
         }
     }
 
@@ -105,6 +131,7 @@ impl Progress {
     pub(crate) fn on_sent(&mut self, last_sent: LogIndex) {
         match self.state {
             ReplicationState::Probe => self.probe_sent = true,
+            ReplicationState::Snapshot => {}
             ReplicationState::Replicate => {
                 assert!(
                     last_sent >= self.next_index,
@@ -126,8 +153,11 @@ impl Progress {
         self.empty_append_due = false;
         self.progressed = true;
         match self.state {
-            ReplicationState::Probe => {
-                // The match point is found: stream from right after it.
+            ReplicationState::Probe | ReplicationState::Snapshot => {
+                // The match point is found: stream from right after it. (In Snapshot, the
+                // follower caught up some other way, or matched a heartbeat past the
+                // compaction point.)
+                self.snapshot = None;
                 self.state = ReplicationState::Replicate;
                 self.probe_sent = false;
                 self.next_index = match_index.next();
@@ -160,6 +190,16 @@ impl Progress {
     pub(crate) fn on_heartbeat(&mut self, last_index: LogIndex) {
         match self.state {
             ReplicationState::Probe => self.probe_sent = false,
+            ReplicationState::Snapshot => {
+                if let Some(send) = self.snapshot.as_mut() {
+                    // A chunk unanswered for a whole interval was probably lost: ask again
+                    // from the offset the follower last reported.
+                    if send.requested && !send.progressed {
+                        send.requested = false;
+                    }
+                    send.progressed = false;
+                }
+            }
             ReplicationState::Replicate => {
                 if !self.progressed && self.match_index < last_index && !self.inflight.is_empty() {
                     self.empty_append_due = true;
@@ -186,7 +226,48 @@ impl Progress {
         self.become_probe(next_index);
     }
 
+    /// Starts sending `meta` to this follower, from its first byte.
+    pub(crate) fn become_snapshot(&mut self, meta: SnapshotMeta) {
+        self.state = ReplicationState::Snapshot;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.empty_append_due = false;
+        self.snapshot = Some(SnapshotSend {
+            meta,
+            next_offset: 0,
+            sent_end: 0,
+            requested: false,
+            progressed: false,
+        });
+    }
+
+    /// The chunk the driver should read next for this follower, if one is due now.
+    pub(crate) fn chunk_due(&self) -> Option<(SnapshotMeta, u64)> {
+        let send = self.snapshot.as_ref()?;
+        (self.state == ReplicationState::Snapshot && !send.requested)
+            .then_some((send.meta, send.next_offset))
+    }
+
+    /// The follower reported holding `next_offset` bytes of the snapshot being sent.
+    pub(crate) fn on_snapshot_progress(&mut self, next_offset: u64) {
+        if let Some(send) = self.snapshot.as_mut() {
+            send.next_offset = next_offset;
+            send.requested = false;
+            send.progressed = true;
+        }
+    }
+
+    /// The follower's state now covers `index` (it installed the snapshot ending there, or
+    /// had committed past it): probe from right after it.
+    pub(crate) fn on_snapshot_installed(&mut self, index: LogIndex) {
+        self.match_index = self.match_index.max(index);
+        self.progressed = true;
+        self.snapshot = None;
+        self.become_probe(self.match_index.next());
+    }
+
     fn become_probe(&mut self, next_index: LogIndex) {
+        self.snapshot = None;
         self.state = ReplicationState::Probe;
         self.probe_sent = false;
         self.inflight.clear();

@@ -18,6 +18,12 @@
 //!   not after a restart from the disk the Readies were persisted to;
 //! - the Readies never ask the driver to write a log with a gap.
 //!
+//! Snapshots are in play too: the nodes snapshot and compact every few entries, leaders are
+//! answered with chunks when they ask, forged InstallSnapshot chunks and responses of every
+//! shape arrive (checksums right and wrong, any offset and size), and one setup restarts from
+//! a snapshot plus a log tail. Compacted entries are no longer checked against the log; an
+//! install moves the next index to apply past the snapshot.
+//!
 //! Forged messages may legitimately make different nodes disagree (a forger can claim to lead
 //! any term), so cross-node safety is the simulator's job; here only what one node can
 //! guarantee on its own is checked.
@@ -29,8 +35,8 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{
     AppendEntries, AppendEntriesResponse, Config, DurableState, Entry, EntryPayload, HardState,
-    Message, Propose, RawNode, ReadId, ReadIndexRequest, ReadIndexResponse, RequestVote,
-    RequestVoteResponse, Status,
+    InstallSnapshot, InstallSnapshotResponse, Message, Propose, RawNode, ReadId, ReadIndexRequest,
+    ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, Status,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -142,9 +148,43 @@ fn append_entries() -> impl Strategy<Value = AppendEntries> {
         )
 }
 
+fn snapshot_meta() -> impl Strategy<Value = SnapshotMeta> {
+    (index(), term()).prop_map(|(index, term)| SnapshotMeta { index, term })
+}
+
+/// An InstallSnapshot chunk, with a right checksum most of the time, offsets near the start
+/// or anywhere, and sizes around the configured maximum.
+fn install_snapshot() -> impl Strategy<Value = InstallSnapshot> {
+    (
+        term(),
+        snapshot_meta(),
+        prop_oneof![4 => 0u64..24, 1 => any::<u64>()],
+        proptest::collection::vec(any::<u8>(), 0..12),
+        any::<bool>(),
+        prop_oneof![4 => Just(None), 1 => any::<u32>().prop_map(Some)],
+    )
+        .prop_map(|(term, meta, offset, data, done, crc)| {
+            let mut chunk = InstallSnapshot::new(term, meta, offset, Bytes::from(data), done);
+            if let Some(crc) = crc {
+                chunk.crc32c = crc;
+            }
+            chunk
+        })
+}
+
 /// Any message, of every variant.
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
+        2 => install_snapshot().prop_map(Message::InstallSnapshot),
+        1 => (term(), snapshot_meta(), prop_oneof![3 => 0u64..24, 1 => any::<u64>()], any::<bool>())
+            .prop_map(|(term, meta, next_offset, installed)| {
+                Message::InstallSnapshotResponse(InstallSnapshotResponse {
+                    term,
+                    meta,
+                    next_offset,
+                    installed,
+                })
+            }),
         1 => (term(), index(), term(), any::<bool>()).prop_map(
             |(term, last_log_index, last_log_term, pre_vote)| {
                 Message::RequestVote(RequestVote {
@@ -271,10 +311,13 @@ enum Setup {
     Committed,
     Restarted,
     RestartedElected,
+    /// Restarted from a snapshot at index 2 plus a log tail from index 2.
+    RestartedFromSnapshot,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
     prop_oneof![
+        Just(Setup::RestartedFromSnapshot),
         Just(Setup::Fresh),
         Just(Setup::Elected),
         Just(Setup::Committed),
@@ -292,6 +335,9 @@ fn config(id: NodeId, voters: &[NodeId]) -> Config {
     config.append_entries_max = 3;
     config.proposals_pending_max = 8;
     config.reads_pending_max = 8;
+    config.snapshot_threshold_entries = 3;
+    config.compaction_tail_entries = 1;
+    config.snapshot_chunk_bytes_max = 8;
     config
 }
 
@@ -319,7 +365,7 @@ impl Replica {
             config,
             disk,
             outstanding: false,
-            next_to_apply: LogIndex(1),
+            next_to_apply: status.applied.next(),
             committed: BTreeMap::new(),
             term_floor: status.term,
             commit_floor: status.commit,
@@ -367,7 +413,11 @@ fn log_with_terms(terms: &[u64]) -> Vec<Entry> {
 impl Cluster {
     fn new(size: u64, setup: Setup) -> Cluster {
         let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
-        let restarted = matches!(setup, Setup::Restarted | Setup::RestartedElected);
+        let restarted = matches!(
+            setup,
+            Setup::Restarted | Setup::RestartedElected | Setup::RestartedFromSnapshot
+        );
+        let from_snapshot = matches!(setup, Setup::RestartedFromSnapshot);
         let replicas = ids
             .iter()
             .enumerate()
@@ -379,14 +429,22 @@ impl Cluster {
                     } else {
                         &[1, 1, 2]
                     };
+                    let mut entries = log_with_terms(terms);
+                    let snapshot = from_snapshot.then_some(SnapshotMeta {
+                        index: LogIndex(2),
+                        term: Term(1),
+                    });
+                    if from_snapshot {
+                        entries.remove(0);
+                    }
                     DurableState {
-                        snapshot: None,
+                        snapshot,
                         hard_state: HardState {
                             term: Term(3),
                             vote: None,
                             commit: LogIndex(2),
                         },
-                        entries: log_with_terms(terms),
+                        entries,
                     }
                 } else {
                     DurableState::default()
@@ -400,7 +458,7 @@ impl Cluster {
             queue: VecDeque::new(),
         };
         match setup {
-            Setup::Fresh | Setup::Restarted => {}
+            Setup::Fresh | Setup::Restarted | Setup::RestartedFromSnapshot => {}
             Setup::Elected | Setup::RestartedElected => {
                 cluster.replicas[0].node.campaign();
                 cluster.settle();
@@ -493,8 +551,36 @@ impl Cluster {
             );
             replica.disk.hard_state = hard_state;
         }
+        if let Some(meta) = ready.snapshot {
+            // Install: keep the log after the snapshot only if it holds its last entry.
+            let matches = replica
+                .disk
+                .entries
+                .iter()
+                .any(|entry| entry.index == meta.index && entry.term == meta.term);
+            if matches {
+                replica
+                    .disk
+                    .entries
+                    .retain(|entry| entry.index > meta.index);
+            } else {
+                replica.disk.entries.clear();
+            }
+            replica.disk.snapshot = Some(meta);
+            replica.next_to_apply = meta.index.next();
+        }
         if let Some(first) = ready.entries.first() {
-            let keep = usize::try_from(first.index.0 - 1).expect("small log");
+            let disk_first = replica.disk.entries.first().map_or(
+                replica.disk.snapshot.map_or(1, |meta| meta.index.0 + 1),
+                |entry| entry.index.0,
+            );
+            prop_assert!(
+                first.index.0 >= disk_first,
+                "a Ready asks to write index {} below the disk's first {}",
+                first.index,
+                disk_first
+            );
+            let keep = usize::try_from(first.index.0 - disk_first).expect("small log");
             prop_assert!(
                 keep <= replica.disk.entries.len(),
                 "a Ready asks to write index {} after a disk log ending at {}",
@@ -503,6 +589,26 @@ impl Cluster {
             );
             replica.disk.entries.truncate(keep);
             replica.disk.entries.extend(ready.entries.iter().cloned());
+        }
+        // The leader's driver answers chunk requests with made-up bytes.
+        for request in &ready.snapshot_chunk_requests {
+            let data = Bytes::from(vec![7u8; 5]);
+            let _ = replica.node.send_snapshot_chunk(
+                request.to,
+                request.meta,
+                request.offset,
+                data,
+                request.offset >= 10,
+            );
+        }
+        if let Some(meta) = ready.snapshot_due {
+            if replica.node.on_snapshot_taken(meta).is_ok() && replica.node.snapshot() == meta {
+                replica.disk.snapshot = Some(meta);
+                let first = replica.node.first_index();
+                replica.disk.entries.retain(|entry| entry.index >= first);
+            } else {
+                replica.node.on_snapshot_failed();
+            }
         }
         for (to, message) in ready.messages.into_iter().chain(ready.persisted_messages) {
             if self.queue.len() < QUEUE_MAX {
@@ -548,7 +654,7 @@ impl Cluster {
         prop_assert!(status.term >= replica.disk.hard_state.term);
         replica.node = node;
         replica.outstanding = false;
-        replica.next_to_apply = LogIndex(1);
+        replica.next_to_apply = status.applied.next();
         replica.term_floor = status.term;
         replica.commit_floor = status.commit;
         self.check(position)
@@ -574,7 +680,8 @@ impl Cluster {
         prop_assert!(status.persisted_index <= status.last_index);
         replica.term_floor = status.term;
         replica.commit_floor = status.commit;
-        for (&index, entry) in &replica.committed {
+        let first = replica.node.first_index();
+        for (&index, entry) in replica.committed.range(first..) {
             prop_assert_eq!(
                 replica.node.entry(index),
                 Some(entry),
@@ -720,6 +827,36 @@ fn regression_a_forged_term_of_u64_max_does_not_crash_the_next_election() {
     });
     // Refusing the message is as good as surviving it.
     let _ = node.step(ids[1], forged);
+    for _ in 0..2 * node.config().election_timeout_ticks {
+        node.tick();
+    }
+}
+
+/// Proves a forged snapshot at the largest index cannot crash the node that receives it, nor
+/// its next Ready, election or proposal.
+#[test]
+fn regression_a_forged_snapshot_at_the_last_index_is_refused() {
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut node = RawNode::new(config(ids[0], &ids)).expect("valid config");
+    for index in [u64::MAX, u64::MAX - 1, 1 << 62] {
+        let forged = Message::InstallSnapshot(InstallSnapshot::new(
+            Term(5),
+            SnapshotMeta {
+                index: LogIndex(index),
+                term: Term(5),
+            },
+            0,
+            Bytes::from_static(b"x"),
+            true,
+        ));
+        let _ = node.step(ids[1], forged);
+        if node.has_ready() {
+            let _ = node.ready();
+            node.advance();
+        }
+    }
+    node.campaign();
+    let _ = node.propose(Bytes::from_static(b"c"));
     for _ in 0..2 * node.config().election_timeout_ticks {
         node.tick();
     }

@@ -183,10 +183,12 @@ pub struct NodeConfig {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 3] = [
+pub const INJECTABLE_BUGS: [&str; 5] = [
     "commit-without-current-term",
     "read-without-read-index",
     "ack-before-durable",
+    "install-older-snapshot",
+    "compact-above-commit",
 ];
 
 /// A configuration that cannot work.
@@ -308,6 +310,8 @@ impl NodeConfig {
             commit_without_current_term: on("commit-without-current-term"),
             read_without_read_index: on("read-without-read-index"),
             ack_before_durable: on("ack-before-durable"),
+            install_older_snapshot: on("install-older-snapshot"),
+            compact_above_commit: on("compact-above-commit"),
         }
     }
 

@@ -66,7 +66,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, RestoreError, StateMachine};
+use chorus_core::{LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
 use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_pb::{
     Message, PbConfig, PbReplica, PbStatus, ReadId, StepError, View, ViewNumber, ViewServer,
@@ -117,12 +117,12 @@ impl StateMachine for Recorded {
         self.store.query(query)
     }
 
-    fn snapshot(&self) -> Bytes {
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
         self.store.snapshot()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        self.store.restore(snapshot)?;
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+        self.store.restore(input)?;
         if let Ok(mut log) = self.log.lock() {
             log.push(Change::Restored);
         }
@@ -870,7 +870,7 @@ impl PbSimulator {
                     self.nodes.hosts[self.host_index(id)]
                         .replica
                         .as_ref()
-                        .map(|r| r.state_machine().snapshot())
+                        .map(|r| r.state_machine().snapshot_bytes())
                 };
                 if snapshot(primary.id) != snapshot(backup.id) {
                     let detail = format!(

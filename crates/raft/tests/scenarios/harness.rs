@@ -5,6 +5,11 @@
 //! and delivers messages in FIFO order. Links can be cut (one way or both), nodes crashed and
 //! restarted from their disk, and a filter can drop chosen messages. After every delivery round
 //! it checks that no two nodes applied different entries at the same index (Raft §5.4.3).
+//!
+//! It is also a tiny snapshot driver: each node's state machine is the list of commands it
+//! applied (its snapshot is that list as text), it takes a snapshot when a Ready asks for one,
+//! compacts its disk after the core, reads chunks for the leader from its snapshots, writes
+//! received chunks to a partial snapshot and installs it, all in memory.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -12,7 +17,51 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Prng, Term};
 use chorus_raft::{
     Config, DurableState, Entry, EntryPayload, Message, Proposed, RawNode, ReadId, ReadState, Role,
+    SnapshotMeta,
 };
+
+/// A node's state machine: the index it applied up to and the commands applied, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Machine {
+    pub applied: LogIndex,
+    pub commands: Vec<String>,
+}
+
+impl Machine {
+    /// The snapshot's bytes: the applied index, then one command per line.
+    pub fn encode(&self) -> Bytes {
+        let mut text = format!("{}", self.applied.0);
+        for command in &self.commands {
+            text.push('\n');
+            text.push_str(command);
+        }
+        Bytes::from(text)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Machine {
+        let text = String::from_utf8(bytes.to_vec()).expect("snapshot is text");
+        let mut lines = text.split('\n');
+        let applied = LogIndex(
+            lines
+                .next()
+                .and_then(|line| line.parse().ok())
+                .expect("snapshot starts with its index"),
+        );
+        Machine {
+            applied,
+            commands: lines.map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// Where a node's snapshot work stops short, to test crashes in the middle of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotFault {
+    /// The node crashes when asked for a snapshot, before it is durable (D21).
+    CrashWhileTaking,
+    /// The node crashes when a received snapshot is to be installed: the partial file is lost.
+    CrashWhileInstalling,
+}
 
 /// Decides whether a message (from, to, message) is delivered, and may alter it on the way.
 pub type Filter = Box<dyn FnMut(NodeId, NodeId, &mut Message) -> bool>;
@@ -43,6 +92,17 @@ pub struct Network {
     pub filter: Option<Filter>,
     pub chaos: Chaos,
     prng: Prng,
+    /// Each node's state machine.
+    pub machines: BTreeMap<NodeId, Machine>,
+    /// Each node's durable snapshots, oldest first.
+    pub snapshots: BTreeMap<NodeId, Vec<(SnapshotMeta, Bytes)>>,
+    /// Each node's partial snapshot being received (lost on a crash).
+    pub partial: BTreeMap<NodeId, (SnapshotMeta, Vec<u8>)>,
+    /// Snapshots taken and installed, per node.
+    pub snapshots_taken: BTreeMap<NodeId, usize>,
+    pub snapshots_installed: BTreeMap<NodeId, usize>,
+    /// Faults to inject into a node's snapshot work (each fires once).
+    pub snapshot_faults: BTreeMap<NodeId, SnapshotFault>,
 }
 
 pub fn id(n: u64) -> NodeId {
@@ -102,6 +162,12 @@ impl Network {
             filter: None,
             chaos: Chaos::default(),
             prng: Prng::new(7),
+            machines: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            snapshots_taken: BTreeMap::new(),
+            snapshots_installed: BTreeMap::new(),
+            snapshot_faults: BTreeMap::new(),
         };
         for (voter, state) in voters.iter().zip(durable) {
             let mut config = Config::new(*voter, voters.clone());
@@ -112,6 +178,8 @@ impl Network {
             network.configs.insert(*voter, config);
             network.disks.insert(*voter, state);
             network.applied.insert(*voter, Vec::new());
+            network.machines.insert(*voter, Machine::default());
+            network.snapshots.insert(*voter, Vec::new());
             network.read_states.insert(*voter, Vec::new());
             network.rejected_reads.insert(*voter, Vec::new());
         }
@@ -165,9 +233,129 @@ impl Network {
         self.crashed.remove(&node);
         let config = self.configs[&node].clone();
         let durable = self.disks[&node].clone();
+        // The state machine restarts from the durable snapshot, if any.
+        let machine = match durable.snapshot {
+            Some(meta) => {
+                let bytes = self.snapshots[&node]
+                    .iter()
+                    .find(|(taken, _)| *taken == meta)
+                    .map(|(_, bytes)| bytes.clone())
+                    .expect("the durable snapshot's bytes are on disk");
+                Machine::decode(&bytes)
+            }
+            None => Machine::default(),
+        };
         let fresh = RawNode::restart(config, durable).expect("the disk holds a valid state");
+        assert_eq!(fresh.status().applied, machine.applied);
         self.nodes.insert(node, fresh);
+        self.machines.insert(node, machine);
+        self.partial.remove(&node);
         self.applied.insert(node, Vec::new());
+    }
+
+    /// A received snapshot is complete: verify, restore, make durable (Raft §7: keep the log
+    /// after it only if it holds its last entry with the same term). Returns false if a fault
+    /// crashed the node instead.
+    fn install(&mut self, node: NodeId, meta: SnapshotMeta) -> bool {
+        if self.snapshot_faults.get(&node) == Some(&SnapshotFault::CrashWhileInstalling) {
+            self.snapshot_faults.remove(&node);
+            self.crash(node);
+            self.partial.remove(&node);
+            return false;
+        }
+        let (partial_meta, bytes) = self
+            .partial
+            .remove(&node)
+            .expect("an installed snapshot was received");
+        assert_eq!(
+            partial_meta, meta,
+            "the snapshot installed is the one received"
+        );
+        let machine = Machine::decode(&bytes);
+        assert_eq!(
+            machine.applied, meta.index,
+            "the snapshot holds its meta's state"
+        );
+        let current = &self.machines[&node];
+        assert!(
+            machine.applied > current.applied,
+            "S5: an installed snapshot never rolls the state machine back ({} over {})",
+            machine.applied,
+            current.applied
+        );
+        self.machines.insert(node, machine);
+        let disk = self.disks.get_mut(&node).expect("known node");
+        let matches = disk
+            .entries
+            .iter()
+            .any(|entry| entry.index == meta.index && entry.term == meta.term);
+        if matches {
+            disk.entries.retain(|entry| entry.index > meta.index);
+        } else {
+            disk.entries.clear();
+        }
+        disk.snapshot = Some(meta);
+        self.snapshots
+            .get_mut(&node)
+            .expect("known node")
+            .push((meta, Bytes::from(bytes)));
+        *self.snapshots_installed.entry(node).or_default() += 1;
+        true
+    }
+
+    /// Takes the snapshot a Ready asked for, makes it durable, reports it, and compacts the
+    /// disk below the core's new first index.
+    fn take_snapshot(&mut self, node: NodeId, meta: SnapshotMeta) {
+        if self.snapshot_faults.get(&node) == Some(&SnapshotFault::CrashWhileTaking) {
+            self.snapshot_faults.remove(&node);
+            self.crash(node);
+            return;
+        }
+        let machine = &self.machines[&node];
+        assert_eq!(machine.applied, meta.index, "asked at the applied index");
+        let bytes = machine.encode();
+        self.snapshots
+            .get_mut(&node)
+            .expect("known node")
+            .push((meta, bytes));
+        self.disks.get_mut(&node).expect("known node").snapshot = Some(meta);
+        *self.snapshots_taken.entry(node).or_default() += 1;
+        let raft = self.nodes.get_mut(&node).expect("known node");
+        raft.on_snapshot_taken(meta)
+            .expect("the snapshot matches the log");
+        let status = raft.status();
+        assert!(
+            raft.first_index() <= status.applied.next()
+                && raft.first_index() <= status.commit.next(),
+            "compaction never goes above applied ({}) or commit ({}): first index {}",
+            status.applied,
+            status.commit,
+            raft.first_index()
+        );
+        let first = raft.first_index();
+        self.disks
+            .get_mut(&node)
+            .expect("known node")
+            .entries
+            .retain(|entry| entry.index >= first);
+    }
+
+    /// The leader's driver reads the chunk a Ready asked for from its snapshot.
+    fn read_chunk(&mut self, node: NodeId, to: NodeId, meta: SnapshotMeta, offset: u64) {
+        let chunk_max = self.configs[&node].snapshot_chunk_bytes_max;
+        let raft = self.nodes.get_mut(&node).expect("known node");
+        let Some((_, bytes)) = self.snapshots[&node]
+            .iter()
+            .find(|(taken, _)| *taken == meta)
+        else {
+            raft.report_snapshot_unavailable(to);
+            return;
+        };
+        let start = (offset as usize).min(bytes.len());
+        let end = (start + chunk_max).min(bytes.len());
+        let data = bytes.slice(start..end);
+        // A refusal means the follower moved on meanwhile; the chunk is dropped.
+        let _ = raft.send_snapshot_chunk(to, meta, offset, data, end == bytes.len());
     }
 
     /// Restarts `node` if it is crashed.
@@ -196,6 +384,9 @@ impl Network {
             for (to, message) in ready.messages {
                 self.send(node, to, message);
             }
+            for request in &ready.snapshot_chunk_requests {
+                self.read_chunk(node, request.to, request.meta, request.offset);
+            }
             // 2. Persist.
             let disk = self.disks.get_mut(&node).expect("known node");
             if let Some(hard_state) = ready.hard_state {
@@ -205,8 +396,36 @@ impl Network {
                 );
                 disk.hard_state = hard_state;
             }
+            for chunk in ready.snapshot_chunks {
+                if chunk.offset == 0 {
+                    self.partial.insert(node, (chunk.meta, Vec::new()));
+                }
+                let (meta, bytes) = self
+                    .partial
+                    .get_mut(&node)
+                    .expect("a chunk continues a partial snapshot");
+                assert_eq!(*meta, chunk.meta, "a chunk continues its own snapshot");
+                assert_eq!(bytes.len() as u64, chunk.offset, "chunks are contiguous");
+                bytes.extend_from_slice(&chunk.data);
+            }
+            if let Some(meta) = ready.snapshot {
+                if !self.install(node, meta) {
+                    return;
+                }
+            }
+            let disk = self.disks.get_mut(&node).expect("known node");
             if let Some(first) = ready.entries.first() {
-                let keep = (first.index.0 - 1) as usize;
+                let disk_first = disk
+                    .entries
+                    .first()
+                    .map_or(disk.snapshot.map_or(1, |meta| meta.index.0 + 1), |entry| {
+                        entry.index.0
+                    });
+                assert!(
+                    first.index.0 >= disk_first,
+                    "entries are not below the disk's"
+                );
+                let keep = (first.index.0 - disk_first) as usize;
                 assert!(
                     keep <= disk.entries.len(),
                     "entries are contiguous with the disk"
@@ -220,12 +439,19 @@ impl Network {
             }
             // 4. Apply.
             let applied = self.applied.get_mut(&node).expect("known node");
+            let machine = self.machines.get_mut(&node).expect("known node");
             for entry in ready.committed_entries {
                 assert_eq!(
-                    entry.index.0,
-                    applied.len() as u64 + 1,
+                    entry.index,
+                    machine.applied.next(),
                     "S4: applied in order, without gaps"
                 );
+                machine.applied = entry.index;
+                if let EntryPayload::Command(bytes) = &entry.payload {
+                    machine
+                        .commands
+                        .push(String::from_utf8_lossy(bytes).into_owned());
+                }
                 applied.push(entry.clone());
                 match self.committed.get(&entry.index) {
                     Some(known) => assert_eq!(known, &entry, "S3: committed entries agree"),
@@ -242,8 +468,14 @@ impl Network {
                 .get_mut(&node)
                 .expect("known node")
                 .extend(ready.rejected_reads);
-            // 5. Advance.
+            // 5. Advance, then take the snapshot asked for (it may finish at any time).
             self.nodes.get_mut(&node).expect("known node").advance();
+            if let Some(meta) = ready.snapshot_due {
+                self.take_snapshot(node, meta);
+                if self.crashed.contains(&node) {
+                    return;
+                }
+            }
         }
     }
 

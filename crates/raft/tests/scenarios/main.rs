@@ -6,3 +6,4 @@ mod harness;
 mod read_index;
 mod replication;
 mod robustness;
+mod snapshots;
