@@ -35,6 +35,11 @@
 //!   must be contiguous and must start at or below the log's last index plus one.
 //! - `2`, **commit**: the payload is the commit index, 8 bytes little-endian. The last one
 //!   read, with the hard-state file's, gives the commit index on restart.
+//! - `3`, **snapshot marker**: the payload is 32 bytes, four `u64` little-endian: the
+//!   snapshot's index, its term, `keep_from` (the first index the log keeps, at most the
+//!   snapshot's index plus one) and the commit index when it was written. Written by a
+//!   compaction once the snapshot file is durable, and synced before any segment is deleted;
+//!   see [`crate::FileStorage`] for what replay makes of it.
 //!
 //! A record's `length` is at most the configured `record_bytes_max`; a larger one is
 //! corruption, never an allocation.
@@ -77,6 +82,7 @@ pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"CHORUSWL";
 const KIND_ENTRIES: u8 = 1;
 const KIND_COMMIT: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
 /// Largest encoding of a `u64` as a postcard varint.
 const VARINT_BYTES_MAX: u64 = 10;
 
@@ -128,6 +134,17 @@ pub(crate) fn encode_record(record: &Record, out: &mut Vec<u8>) {
         Record::Commit(commit) => {
             let start = begin_record(out, KIND_COMMIT);
             out.extend_from_slice(&commit.0.to_le_bytes());
+            finish_record(out, start);
+        }
+        Record::Snapshot {
+            snapshot,
+            keep_from,
+            commit,
+        } => {
+            let start = begin_record(out, KIND_SNAPSHOT);
+            for word in [snapshot.index.0, snapshot.term.0, keep_from.0, commit.0] {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
             finish_record(out, start);
         }
     }
@@ -185,6 +202,23 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
                 .try_into()
                 .map_err(|_| format!("a commit record of {} bytes, not 8", payload.len()))?;
             Ok(Record::Commit(LogIndex(u64::from_le_bytes(bytes))))
+        }
+        KIND_SNAPSHOT => {
+            if payload.len() != 32 {
+                return Err(format!(
+                    "a snapshot marker of {} bytes, not 32",
+                    payload.len()
+                ));
+            }
+            let word = |at: usize| u64::from_le_bytes(array(&payload[at..at + 8]));
+            Ok(Record::Snapshot {
+                snapshot: chorus_raft::SnapshotMeta {
+                    index: LogIndex(word(0)),
+                    term: chorus_core::Term(word(8)),
+                },
+                keep_from: LogIndex(word(16)),
+                commit: LogIndex(word(24)),
+            })
         }
         other => Err(format!("unknown record kind {other}")),
     }
@@ -391,6 +425,14 @@ mod tests {
     fn records_round_trip() {
         let records = [
             Record::Commit(LogIndex(9)),
+            Record::Snapshot {
+                snapshot: chorus_raft::SnapshotMeta {
+                    index: LogIndex(7),
+                    term: chorus_core::Term(3),
+                },
+                keep_from: LogIndex(5),
+                commit: LogIndex(8),
+            },
             Record::Entries {
                 from: LogIndex(3),
                 entries: vec![Entry {

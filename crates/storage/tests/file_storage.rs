@@ -52,7 +52,12 @@ fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
 fn copy_directory(from: &Path, to: &Path) {
     for item in fs::read_dir(from).expect("lists") {
         let item = item.expect("lists");
-        fs::copy(item.path(), to.join(item.file_name())).expect("copies");
+        if item.file_type().expect("stat").is_dir() {
+            fs::create_dir_all(to.join(item.file_name())).expect("creates");
+            copy_directory(&item.path(), &to.join(item.file_name()));
+        } else {
+            fs::copy(item.path(), to.join(item.file_name())).expect("copies");
+        }
     }
 }
 
@@ -228,6 +233,17 @@ fn a_leftover_temporary_hard_state_file_is_removed_and_reported() {
     assert!(!directory.path().join("hardstate.tmp").exists());
 }
 
+/// How many log segments the directory holds.
+fn count_segments(directory: &Path) -> usize {
+    fs::read_dir(directory)
+        .expect("lists")
+        .filter(|item| {
+            item.as_ref()
+                .is_ok_and(|item| item.file_name().to_string_lossy().starts_with("wal-"))
+        })
+        .count()
+}
+
 fn small_segments() -> FileStorageOptions {
     FileStorageOptions {
         segment_bytes_max: 300,
@@ -254,13 +270,7 @@ fn many_segments(directory: &Path) -> Vec<Entry> {
 fn segments_rotate_and_replay_in_order() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let written = many_segments(directory.path());
-    let segments = fs::read_dir(directory.path())
-        .expect("lists")
-        .filter(|item| {
-            item.as_ref()
-                .is_ok_and(|item| item.file_name().to_string_lossy().starts_with("wal-"))
-        })
-        .count();
+    let segments = count_segments(directory.path());
     assert!(segments > 3, "only {segments} segments");
     for sequence in 1..segments as u64 {
         let length = fs::metadata(directory.path().join(segment_file_name(sequence)))
@@ -315,7 +325,7 @@ fn a_missing_segment_refuses_to_open() {
 fn a_last_segment_torn_inside_its_header_gets_a_fresh_header() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let written = many_segments(directory.path());
-    let segments = fs::read_dir(directory.path()).expect("lists").count() - 1;
+    let segments = count_segments(directory.path());
     let next = directory
         .path()
         .join(segment_file_name(segments as u64 + 1));
