@@ -364,9 +364,12 @@ impl Replay {
                         ));
                     }
                 }
+                // Before any entries record (`start` unknown) there is nothing to discard: the
+                // log before the marker is empty or was in segments a compaction deleted, and
+                // the entries after it say where the log goes on.
                 let last = LogIndex(self.next_index().0 - 1);
-                let matches = self.start.is_some()
-                    && log_matches(self.first_index(), last, snapshot, |index| {
+                let matches = self.start.is_none()
+                    || log_matches(self.first_index(), last, snapshot, |index| {
                         self.term_at(index)
                     });
                 if !matches {
@@ -390,10 +393,9 @@ impl Replay {
     /// Drops the entries below the last marker's `keep_from` from memory (the in-memory twin
     /// does it at once; a file storage's segments keep them until deleted).
     pub(crate) fn trim(&mut self) {
-        let Some((_, keep_from)) = self.marker else {
+        let (Some((_, keep_from)), Some(first)) = (self.marker, self.start) else {
             return;
         };
-        let first = self.first_index();
         if keep_from > first {
             let drop = usize::try_from(keep_from.0 - first.0)
                 .map_or(self.entries.len(), |drop| drop.min(self.entries.len()));
