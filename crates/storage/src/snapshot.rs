@@ -343,10 +343,14 @@ impl<R: Read> SnapshotReader<R> {
         let mut rest = vec![0u8; extra_bytes as usize + 4];
         let read = read_full(&mut inner, &mut rest).map_err(StorageError::io("read", &file))?;
         if read < rest.len() {
+            // Either the file is torn inside the header or `extra_bytes` is damaged; the
+            // field is where the two stop agreeing.
             let end = HEADER_FIXED_BYTES + read as u64;
             return Err(corrupt(
-                end,
-                format!("the file ends at byte {end}, inside the snapshot header"),
+                32,
+                format!(
+                    "the header's extra of {extra_bytes} bytes runs past the end of the file at                      byte {end}"
+                ),
             ));
         }
         let checksum_at = rest.len() - 4;
@@ -354,8 +358,11 @@ impl<R: Read> SnapshotReader<R> {
         let computed = crc32c::crc32c_append(crc32c::crc32c(&fixed), &rest[..checksum_at]);
         if stored != computed {
             return Err(corrupt(
-                HEADER_FIXED_BYTES + checksum_at as u64,
-                "snapshot header checksum mismatch".to_owned(),
+                0,
+                format!(
+                    "snapshot header checksum mismatch (bytes 0..{})",
+                    HEADER_FIXED_BYTES + rest.len() as u64
+                ),
             ));
         }
         let version = u32::from_le_bytes(array(&fixed[8..12]));
@@ -376,8 +383,7 @@ impl<R: Read> SnapshotReader<R> {
             return Err(corrupt(
                 12,
                 format!(
-                    "the header holds the snapshot at index {} term {}, the name says index {} \
-                     term {}",
+                    "the header holds the snapshot at {} of term {}, the name says {} of term {}",
                     meta.index, meta.term, expected.index, expected.term
                 ),
             ));
