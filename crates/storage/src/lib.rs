@@ -28,7 +28,19 @@
 //! written before it. After a sync returns, everything written before it survives.
 //!
 //! On restart the commit index is the larger of the hard state's and the last commit
-//! record's, clamped to the last log index.
+//! record's, clamped to the last log index, and at least the snapshot's index.
+//!
+//! # Snapshots and compaction
+//!
+//! A snapshot is a file of its own ([`snapshot`]: versioned header, body in CRC-32C blocks,
+//! trailer), durable once its writer finishes (temporary name, fsync, rename, directory
+//! fsync); a crash before that leaves nothing but a temporary file that open removes.
+//! [`Storage::compact`] then records in the log, durably, that the snapshot covers it, and
+//! drops the entries below `keep_from` (whole segments, for [`FileStorage`]). A restart
+//! returns the newest intact snapshot in [`DurableState::snapshot`] and the log after the
+//! dropped prefix; a damaged snapshot is reported and an older one used only if the log still
+//! covers the gap (see [`FileStorage`]). [`MemStorage`] holds snapshots as the same bytes, with
+//! the same crash semantics.
 //!
 //! # Failures
 //!

@@ -14,9 +14,9 @@
 //! written lives in the caller's [`SnapshotEncoder`] and a crash simply loses it, as a crash
 //! before the rename leaves only a temporary file that the next open removes.
 //! [`Storage::compact`] queues a snapshot marker, syncs, and drops the entries below
-//! `keep_from` from memory, as the file storage deletes segments. A restart ([`MemStorage::
-//! crash`]) adopts a snapshot newer than the last marker, as [`crate::FileStorage::open`]
-//! does.
+//! `keep_from` from memory, as the file storage deletes segments. A restart
+//! ([`MemStorage::crash`]) adopts a snapshot newer than the last marker, as
+//! [`crate::FileStorage::open`] does.
 //!
 //! It is pure: no files, no clocks, no global randomness; the crash draws from the caller's
 //! seeded [`Prng`].
@@ -279,7 +279,7 @@ impl Storage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_core::{LogIndex, Term};
+    use chorus_core::Term;
     use chorus_raft::EntryPayload;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -304,5 +304,64 @@ mod tests {
             assert!((1..=3).contains(&length));
             assert!(!storage.is_dirty());
         }
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_durable_only_once_finished() {
+        use std::io::Write;
+        let mut prng = Prng::new(3);
+        let mut storage = MemStorage::new();
+        storage
+            .write(None, &[entry(1, 1), entry(2, 1)])
+            .expect("fits");
+        storage.sync().expect("memory cannot fail");
+        let mut encoder = MemStorage::create_snapshot(meta(2, 1), &[]).expect("creates");
+        encoder.write_all(b"half of a state").expect("writes");
+        // The node crashes while the snapshot is being written: the encoder is lost with it.
+        drop(encoder);
+        storage.crash(&mut prng);
+        assert_eq!(storage.snapshots(), Vec::new());
+        assert_eq!(storage.durable().snapshot, None);
+        assert!(storage.compact(meta(2, 1), LogIndex(3)).is_err());
+
+        let mut encoder = MemStorage::create_snapshot(meta(2, 1), &[]).expect("creates");
+        encoder.write_all(b"a whole state").expect("writes");
+        storage.finish_snapshot(encoder);
+        storage.crash(&mut prng);
+        assert_eq!(storage.durable().snapshot, Some(meta(2, 1)));
+    }
+
+    #[test]
+    fn compaction_bounds_the_entries_held_in_memory() {
+        use std::io::Write;
+        let mut storage = MemStorage::new();
+        for round in 0..50_u64 {
+            let first = round * 20 + 1;
+            let batch: Vec<Entry> = (first..first + 20).map(|index| entry(index, 1)).collect();
+            let commit = HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(first + 19),
+            };
+            storage.write(Some(commit), &batch).expect("fits");
+            let snapshot = meta(first + 19, 1);
+            let mut encoder = MemStorage::create_snapshot(snapshot, &[]).expect("creates");
+            encoder.write_all(b"state").expect("writes");
+            storage.finish_snapshot(encoder);
+            storage
+                .compact(snapshot, LogIndex(first + 10))
+                .expect("compacts");
+            storage.retain_snapshots(2);
+            assert_eq!(storage.durable().entries.len(), 10, "round {round}");
+            assert_eq!(storage.first_index(), LogIndex(first + 10));
+        }
+        assert_eq!(storage.snapshots(), vec![meta(1000, 1), meta(980, 1)]);
     }
 }

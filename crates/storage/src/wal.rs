@@ -4,7 +4,10 @@
 //! `wal-<sequence>.log` with the sequence number in 20 zero-padded decimal digits
 //! (`wal-00000000000000000001.log`), so that names sort in write order. A writer appends to the
 //! last segment and starts the next one once the current one passes its size limit. Replay
-//! reads the segments in sequence order; their sequence numbers must be contiguous.
+//! reads the segments in sequence order; their sequence numbers must be contiguous, but the
+//! first need not be 1 and its first entry need not be index 1: a compaction deletes the
+//! oldest segments once a snapshot marker (kind `3` below) covers them, and replay checks at
+//! the end that a snapshot covers whatever the remaining segments no longer hold.
 //!
 //! Sequence numbers, not log indexes, name the segments: a log record may truncate the log, so
 //! the first index of a later segment can be below the last index of an earlier one, while the
