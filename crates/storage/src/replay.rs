@@ -358,10 +358,11 @@ impl Replay {
                 }
                 if let Some((current, _)) = self.marker {
                     if snapshot.index < current.index {
-                        return Err(format!(
-                            "a snapshot marker at {} follows one at {}",
-                            snapshot.index, current.index
-                        ));
+                        // After a restart that fell back past a damaged snapshot, the node
+                        // may compact to a snapshot older than the log's last marker. The
+                        // newer marker still bounds the log; this one only raises the commit.
+                        self.raise_commit(commit);
+                        return Ok(());
                     }
                 }
                 // Before any entries record (`start` unknown) there is nothing to discard: the

@@ -556,6 +556,19 @@ fn a_damaged_newest_snapshot_falls_back_to_the_previous_when_the_log_covers_the_
     assert_eq!(durable.entries.last().expect("a log").index, LogIndex(250));
     assert_eq!(durable.hard_state.commit, LogIndex(250));
 
+    // The node replays from the older snapshot and may snapshot again before it passes the
+    // damaged one: that compaction's marker is older than the log's last one.
+    write_snapshot(storage.snapshots(), meta(150, 1), b"state at 150");
+    storage
+        .compact(meta(150, 1), LogIndex(101))
+        .expect("compacts");
+    drop(storage);
+    let (mut storage, durable, _) =
+        FileStorage::open(directory.path(), small_segments()).expect("reopens");
+    assert_eq!(durable.snapshot, Some(meta(150, 1)));
+    assert!(durable.entries.first().expect("a log").index <= LogIndex(151));
+    assert_eq!(durable.entries.last().expect("a log").index, LogIndex(250));
+
     // The node goes on: a new snapshot past the damaged one, and the log follows it.
     write_range(&mut storage, 251, 260);
     write_snapshot(storage.snapshots(), meta(255, 1), b"state at 255");
