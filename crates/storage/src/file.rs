@@ -189,7 +189,7 @@ impl SegmentRange {
 fn record_range(record: &Record) -> Option<(LogIndex, LogIndex)> {
     match record {
         Record::Entries { from, entries } => entries.last().map(|last| (*from, last.index)),
-        Record::Commit(_) | Record::Snapshot { .. } => None,
+        Record::Commit(_) | Record::Snapshot { .. } | Record::Synced { .. } => None,
     }
 }
 
@@ -423,7 +423,8 @@ impl FileStorage {
         for (end, range) in ends.into_iter().zip(ranges) {
             let run_bytes = (record_start - run_start) as u64;
             let segment_has_records = self.segment_bytes + run_bytes > SEGMENT_HEADER_BYTES;
-            let after = self.segment_bytes + (end - run_start) as u64;
+            // Room is kept for the sync marker that follows the batch.
+            let after = self.segment_bytes + (end - run_start) as u64 + wal::SYNC_MARKER_BYTES;
             if segment_has_records && after > self.options.segment_bytes_max {
                 self.write_to_segment(run_start, record_start)?;
                 self.rotate()?;
@@ -481,6 +482,7 @@ impl FileStorage {
                 .sync_data()
                 .map_err(StorageError::io("fsync", &self.segment_path))?;
             self.segment_dirty = false;
+            self.write_sync_marker()?;
         }
         if self.directory_dirty {
             hard_state::sync_directory(&self.directory)?;
@@ -490,6 +492,25 @@ impl FileStorage {
         if let Some(hard_state) = self.pending_hard_state.take() {
             hard_state::replace(&self.directory, &hard_state)?;
         }
+        Ok(())
+    }
+
+    /// Appends a sync marker to the current segment, right after an fsync made everything
+    /// before it durable (see [`crate::wal`]). Not synced itself: it reaches the disk with the
+    /// next fsync, or when the kernel writes it back.
+    fn write_sync_marker(&mut self) -> Result<(), StorageError> {
+        let mut marker = Vec::with_capacity(wal::SYNC_MARKER_BYTES as usize);
+        wal::encode_record(
+            &Record::Synced {
+                sequence: self.segment_sequence,
+                offset: self.segment_bytes,
+            },
+            &mut marker,
+        );
+        self.segment
+            .write_all(&marker)
+            .map_err(StorageError::io("write", &self.segment_path))?;
+        self.segment_bytes += marker.len() as u64;
         Ok(())
     }
 
@@ -530,7 +551,9 @@ impl Storage for FileStorage {
         for record in planned.records {
             match record {
                 Record::Entries { from, entries } => self.encode_entries(from, &entries),
-                Record::Commit(_) | Record::Snapshot { .. } => self.push_record(&record),
+                Record::Commit(_) | Record::Snapshot { .. } | Record::Synced { .. } => {
+                    self.push_record(&record);
+                }
             }
         }
         if let Some(hard_state) = planned.hard_state {

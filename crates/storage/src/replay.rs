@@ -21,6 +21,14 @@ pub(crate) enum Record {
     },
     /// The commit index moved while the term and vote stayed.
     Commit(LogIndex),
+    /// Everything before this record in segment `sequence` was synced (see [`crate::wal`]).
+    /// Only the file storage writes it; replay checks it and changes nothing.
+    Synced {
+        /// The segment's sequence number.
+        sequence: u64,
+        /// The marker's own offset in the segment.
+        offset: u64,
+    },
     /// A durable snapshot covers the log up to `snapshot.index`; entries below `keep_from` are
     /// no longer needed. See [`Replay::apply`] for what it does to the log.
     Snapshot {
@@ -345,6 +353,7 @@ impl Replay {
                 self.entries.extend(entries);
             }
             Record::Commit(commit) => self.raise_commit(commit),
+            Record::Synced { .. } => {}
             Record::Snapshot {
                 snapshot,
                 keep_from,
