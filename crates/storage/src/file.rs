@@ -1,7 +1,8 @@
 //! [`FileStorage`]: the durable storage the runtime uses, in one directory.
 //!
-//! The directory holds the write-ahead log's segments (format in [`crate::wal`]) and the
-//! hard-state file (format in `hard_state.rs`: term, vote and commit, replaced atomically).
+//! The directory holds the write-ahead log's segments (format in [`crate::wal`]), the
+//! hard-state file (format in `hard_state.rs`: term, vote and commit, replaced atomically) and
+//! the `snapshots/` directory (a [`SnapshotStore`], format in [`crate::snapshot`]).
 //!
 //! Why two places: entries arrive on almost every Ready and are appended, so they go to an
 //! append-only log that one `fdatasync` makes durable however many writes it covers (group
@@ -15,6 +16,47 @@
 //! made durable first and the hard-state file replaced after it: that order is what lets a
 //! crash keep new entries and lose the hard state, never the reverse (see the crate docs).
 //!
+//! # Snapshots and compaction
+//!
+//! The life of a snapshot, as the driver runs it: write it with [`SnapshotStore::create`] (or
+//! receive it with [`SnapshotStore::create_partial`]) and finish it, which makes it durable;
+//! then [`Storage::compact`]; then [`SnapshotStore::retain`] to delete the snapshots older
+//! than the previous one.
+//!
+//! [`Storage::compact`] appends a *snapshot marker* to the log (index, term, `keep_from`,
+//! commit), syncs it, and only then deletes whole segments, oldest first, whose every entry is
+//! below `keep_from` — never the current segment. The marker is what lets replay tell a log
+//! whose head a compaction deleted from a log that lost segments: replay accepts a first
+//! segment whose sequence number is not 1 and whose first entry is above 1, and at the end
+//! checks that a snapshot covers the entries before it; otherwise it refuses to open
+//! ([`StorageError::Corrupt`]). The marker is also the log's memory of the snapshot: the
+//! snapshot file alone could not say where the log was cut, and a marker in the current
+//! segment survives every later compaction (each writes a newer one first). A crash in the
+//! middle of the deletions leaves a contiguous suffix of segments, which replays the same.
+//!
+//! # Restart
+//!
+//! [`FileStorage::open`] replays the log, then picks the newest snapshot file that verifies
+//! whole (every block checksum and the trailer are read; a snapshot is read once more when the
+//! state machine restores it, a price paid for never starting on damaged state):
+//! - If it is at or after the last marker (usually it *is* the marker's), the log is returned
+//!   from the marker's `keep_from`. A snapshot newer than the marker (a crash came between
+//!   finishing it and compacting) is *adopted*: open writes and syncs its marker first, and the
+//!   log is discarded if it does not go on from it (Raft §7).
+//! - Newer snapshots that fail verification are reported, by file and offset, in
+//!   [`RecoveryReport::damaged_snapshots`], and the restart **falls back** to the older one
+//!   only if the log still holds every entry after it: the physical log (what the remaining
+//!   segments hold, which can reach below the marker's `keep_from`) must start at or below
+//!   `older.index + 1`. Otherwise open refuses with [`StorageError::Corrupt`] naming the
+//!   damaged snapshot: starting would silently lose committed state.
+//!
+//! What the fallback can cover depends on the `keep_from` the driver passes: segments below
+//! `keep_from` of the **newest** snapshot are deleted, so with `keep_from = newest.index + 1`
+//! a damaged newest snapshot is fatal (the node must be restored from a peer). To keep the
+//! fallback possible, pass `keep_from` at or below the **previous** snapshot's index plus one
+//! (compaction lags one snapshot behind, as etcd keeps its log `SnapshotCatchUpEntries`
+//! behind): disk use is then bounded by two snapshots plus the log written between them.
+//!
 //! Not guarded: two processes opening one directory at once. The runtime owns its directory.
 
 use std::fs::{self, File, OpenOptions};
@@ -22,11 +64,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chorus_core::LogIndex;
-use chorus_raft::{DurableState, Entry, HardState};
+use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 
 use crate::replay::{Record, Replay, WriteTracker};
+use crate::snapshot::{DamagedSnapshot, SnapshotStore};
 use crate::wal::{self, SEGMENT_HEADER_BYTES};
 use crate::{Storage, StorageError, hard_state};
+
+/// The name of the snapshot directory inside the storage directory.
+pub const SNAPSHOT_DIRECTORY_NAME: &str = "snapshots";
 
 /// Limits of a [`FileStorage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +109,17 @@ pub struct RecoveryReport {
     /// Whether a half-written `hardstate.tmp` from an interrupted hard-state replacement was
     /// removed (the replacement never took effect).
     pub removed_temporary_hard_state: bool,
+    /// How many temporary snapshot files (snapshots a crash interrupted) were removed.
+    pub removed_temporary_snapshots: usize,
+    /// The snapshot the restart resumes from, if any.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Snapshots newer than [`RecoveryReport::snapshot`] that failed verification, newest
+    /// first: the restart fell back past them. Each names its file and the offset of the
+    /// damage; the caller logs them as errors.
+    pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// Whether open wrote the marker of a snapshot newer than the log's last one (a crash came
+    /// between finishing a snapshot and compacting to it).
+    pub adopted_snapshot: bool,
 }
 
 /// The end of the last segment, cut off because a crash left it half-written.
@@ -100,8 +157,40 @@ pub struct FileStorage {
     /// The hard state to replace the hard-state file with at the next sync.
     pending_hard_state: Option<HardState>,
     tracker: WriteTracker,
+    /// Every segment on disk, oldest first; the last is the current one.
+    segments: Vec<SegmentRange>,
+    /// The entries range of each record in `pending`, parallel to `pending_record_ends`.
+    pending_ranges: Vec<Option<(LogIndex, LogIndex)>>,
+    snapshots: SnapshotStore,
     /// An I/O error happened; the files' state is unknown until a reopen.
     poisoned: bool,
+}
+
+/// Which entries one segment's records hold: what compaction needs to know to delete it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SegmentRange {
+    sequence: u64,
+    /// The lowest and highest index of the entries written in it, if any.
+    entries: Option<(LogIndex, LogIndex)>,
+}
+
+impl SegmentRange {
+    fn note(&mut self, range: Option<(LogIndex, LogIndex)>) {
+        if let Some((first, last)) = range {
+            self.entries = Some(match self.entries {
+                Some((low, high)) => (low.min(first), high.max(last)),
+                None => (first, last),
+            });
+        }
+    }
+}
+
+/// The entries range of a record.
+fn record_range(record: &Record) -> Option<(LogIndex, LogIndex)> {
+    match record {
+        Record::Entries { from, entries } => entries.last().map(|last| (*from, last.index)),
+        Record::Commit(_) | Record::Snapshot { .. } | Record::Synced { .. } => None,
+    }
 }
 
 /// What reading the directory found.
@@ -109,7 +198,7 @@ struct Recovered {
     replay: Replay,
     /// The last segment's sequence number and how far its good records reach, if any.
     last_segment: Option<(u64, wal::SegmentScan)>,
-    segments_replayed: usize,
+    segments: Vec<SegmentRange>,
 }
 
 impl FileStorage {
@@ -142,8 +231,20 @@ impl FileStorage {
             Err(error) => return Err(StorageError::io("remove", &temporary)(error)),
         }
 
-        let recovered = recover(&directory, &options)?;
-        report.segments_replayed = recovered.segments_replayed;
+        let snapshots = SnapshotStore::new(directory.join(SNAPSHOT_DIRECTORY_NAME))?;
+        report.removed_temporary_snapshots = snapshots.remove_temporary_files()?;
+
+        let mut recovered = recover(&directory, &options)?;
+        report.segments_replayed = recovered.segments.len();
+        let (chosen, damaged) = snapshots.latest_valid()?;
+        // Check that the chosen snapshot and the log hold everything before writing anything.
+        recovered
+            .replay
+            .durable_state(chosen)
+            .map_err(|reason| refusal(&directory, &recovered, &damaged, reason))?;
+        report.snapshot = chosen;
+        report.damaged_snapshots = damaged;
+        let adopted = recovered.replay.adopt(chosen);
         let (segment, segment_path, segment_sequence, segment_bytes) = match recovered.last_segment
         {
             Some((sequence, scan)) => {
@@ -170,12 +271,15 @@ impl FileStorage {
                     .sync_all()
                     .map_err(StorageError::io("fsync", &path))?;
                 hard_state::sync_directory(&directory)?;
+                recovered.segments.push(SegmentRange {
+                    sequence: 1,
+                    entries: None,
+                });
                 (segment, path, 1, SEGMENT_HEADER_BYTES)
             }
         };
 
-        let durable = recovered.replay.durable_state();
-        let storage = FileStorage {
+        let mut storage = FileStorage {
             directory,
             options,
             segment,
@@ -187,9 +291,26 @@ impl FileStorage {
             segment_dirty: false,
             directory_dirty: false,
             pending_hard_state: None,
-            tracker: WriteTracker::resume(&durable),
+            tracker: WriteTracker::default(),
+            segments: recovered.segments,
+            pending_ranges: Vec::new(),
+            snapshots,
             poisoned: false,
         };
+        if let Some(marker) = adopted {
+            recovered
+                .replay
+                .apply(marker.clone())
+                .map_err(StorageError::InvalidWrite)?;
+            storage.push_record(&marker);
+            storage.sync_unpoisoned()?;
+            report.adopted_snapshot = true;
+        }
+        let durable = recovered
+            .replay
+            .durable_state(chosen)
+            .map_err(StorageError::InvalidWrite)?;
+        storage.tracker = WriteTracker::resume(&durable);
         Ok((storage, durable, report))
     }
 
@@ -203,6 +324,44 @@ impl FileStorage {
     #[must_use]
     pub fn current_segment(&self) -> &Path {
         &self.segment_path
+    }
+
+    /// The snapshot files: where the driver writes, receives, reads and retains snapshots.
+    /// Clone it to use it from another thread.
+    #[must_use]
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// The sequence numbers of the segments on disk, oldest first.
+    #[must_use]
+    pub fn segment_sequences(&self) -> Vec<u64> {
+        self.segments
+            .iter()
+            .map(|segment| segment.sequence)
+            .collect()
+    }
+
+    /// Deletes the oldest segments whose every entry is below `keep_from`, never the current
+    /// one, oldest first, then syncs the directory.
+    fn delete_segments_below(&mut self, keep_from: LogIndex) -> Result<(), StorageError> {
+        let mut deleted = 0;
+        while deleted + 1 < self.segments.len() {
+            let segment = self.segments[deleted];
+            if segment.entries.is_some_and(|(_, last)| last >= keep_from) {
+                break;
+            }
+            let path = self
+                .directory
+                .join(wal::segment_file_name(segment.sequence));
+            fs::remove_file(&path).map_err(StorageError::io("remove", &path))?;
+            deleted += 1;
+        }
+        self.segments.drain(..deleted);
+        if deleted > 0 {
+            hard_state::sync_directory(&self.directory)?;
+        }
+        Ok(())
     }
 
     /// Encodes the entries as records no larger than `record_bytes_max`. The first record
@@ -228,7 +387,10 @@ impl FileStorage {
                 &entries[start..end],
                 &mut self.pending,
             );
-            self.finish_pending_record(record_start);
+            self.finish_pending_record(
+                record_start,
+                Some((entries[start].index, entries[end - 1].index)),
+            );
             start = end;
         }
     }
@@ -236,35 +398,43 @@ impl FileStorage {
     fn push_record(&mut self, record: &Record) {
         let start = self.pending.len();
         wal::encode_record(record, &mut self.pending);
-        self.finish_pending_record(start);
+        self.finish_pending_record(start, record_range(record));
     }
 
-    /// Checks the size of the record just encoded at `start` and remembers where it ends.
-    fn finish_pending_record(&mut self, start: usize) {
+    /// Checks the size of the record just encoded at `start` and remembers where it ends and
+    /// which entries it holds.
+    fn finish_pending_record(&mut self, start: usize, range: Option<(LogIndex, LogIndex)>) {
         let length = self.pending.len() - start - wal::RECORD_HEADER_BYTES as usize;
         assert!(
             length <= self.options.record_bytes_max as usize,
             "invariant: records are split below record_bytes_max"
         );
         self.pending_record_ends.push(self.pending.len());
+        self.pending_ranges.push(range);
     }
 
     /// Writes the buffered records to the segment files (no fsync), starting the next segment
     /// wherever the current one would pass `segment_bytes_max`.
     fn flush_pending(&mut self) -> Result<(), StorageError> {
         let ends = std::mem::take(&mut self.pending_record_ends);
+        let ranges = std::mem::take(&mut self.pending_ranges);
         let mut run_start = 0;
         let mut record_start = 0;
-        for end in ends {
+        for (end, range) in ends.into_iter().zip(ranges) {
             let run_bytes = (record_start - run_start) as u64;
             let segment_has_records = self.segment_bytes + run_bytes > SEGMENT_HEADER_BYTES;
-            let after = self.segment_bytes + (end - run_start) as u64;
+            // Room is kept for the sync marker that follows the batch.
+            let after = self.segment_bytes + (end - run_start) as u64 + wal::SYNC_MARKER_BYTES;
             if segment_has_records && after > self.options.segment_bytes_max {
                 self.write_to_segment(run_start, record_start)?;
                 self.rotate()?;
                 run_start = record_start;
             }
             record_start = end;
+            self.segments
+                .last_mut()
+                .expect("invariant: the current segment is listed")
+                .note(range);
         }
         self.write_to_segment(run_start, record_start)?;
         self.pending.clear();
@@ -298,6 +468,10 @@ impl FileStorage {
         self.segment_bytes = SEGMENT_HEADER_BYTES;
         self.segment_dirty = true;
         self.directory_dirty = true;
+        self.segments.push(SegmentRange {
+            sequence,
+            entries: None,
+        });
         Ok(())
     }
 
@@ -308,6 +482,7 @@ impl FileStorage {
                 .sync_data()
                 .map_err(StorageError::io("fsync", &self.segment_path))?;
             self.segment_dirty = false;
+            self.write_sync_marker()?;
         }
         if self.directory_dirty {
             hard_state::sync_directory(&self.directory)?;
@@ -317,6 +492,25 @@ impl FileStorage {
         if let Some(hard_state) = self.pending_hard_state.take() {
             hard_state::replace(&self.directory, &hard_state)?;
         }
+        Ok(())
+    }
+
+    /// Appends a sync marker to the current segment, right after an fsync made everything
+    /// before it durable (see [`crate::wal`]). Not synced itself: it reaches the disk with the
+    /// next fsync, or when the kernel writes it back.
+    fn write_sync_marker(&mut self) -> Result<(), StorageError> {
+        let mut marker = Vec::with_capacity(wal::SYNC_MARKER_BYTES as usize);
+        wal::encode_record(
+            &Record::Synced {
+                sequence: self.segment_sequence,
+                offset: self.segment_bytes,
+            },
+            &mut marker,
+        );
+        self.segment
+            .write_all(&marker)
+            .map_err(StorageError::io("write", &self.segment_path))?;
+        self.segment_bytes += marker.len() as u64;
         Ok(())
     }
 
@@ -357,7 +551,9 @@ impl Storage for FileStorage {
         for record in planned.records {
             match record {
                 Record::Entries { from, entries } => self.encode_entries(from, &entries),
-                Record::Commit(_) => self.push_record(&record),
+                Record::Commit(_) | Record::Snapshot { .. } | Record::Synced { .. } => {
+                    self.push_record(&record);
+                }
             }
         }
         if let Some(hard_state) = planned.hard_state {
@@ -381,9 +577,66 @@ impl Storage for FileStorage {
     /// Reads the directory back (without repairing anything), so it sees exactly what is in
     /// the files: everything synced, plus buffered writes that already went to a segment.
     fn durable_state(&self) -> Result<DurableState, StorageError> {
-        Ok(recover(&self.directory, &self.options)?
+        let recovered = recover(&self.directory, &self.options)?;
+        let (chosen, damaged) = self.snapshots.latest_valid()?;
+        recovered
             .replay
-            .durable_state())
+            .durable_state(chosen)
+            .map_err(|reason| refusal(&self.directory, &recovered, &damaged, reason))
+    }
+
+    fn compact(&mut self, snapshot: SnapshotMeta, keep_from: LogIndex) -> Result<(), StorageError> {
+        if self.poisoned {
+            return Err(StorageError::Poisoned);
+        }
+        let path = self.snapshots.path(snapshot);
+        if !path.is_file() {
+            return Err(StorageError::InvalidWrite(format!(
+                "no durable snapshot file {} to compact to",
+                path.display()
+            )));
+        }
+        let marker = self
+            .tracker
+            .plan_compact(snapshot, keep_from)
+            .map_err(StorageError::InvalidWrite)?;
+        self.push_record(&marker);
+        // The marker must be durable before any segment it covers is deleted.
+        let result = self
+            .sync_unpoisoned()
+            .and_then(|()| self.delete_segments_below(keep_from));
+        self.poison_on_error(result)
+    }
+}
+
+/// The error that refuses a restart whose snapshot and log do not hold every committed entry:
+/// it names the newest damaged snapshot if there is one (the cause), or the first segment.
+fn refusal(
+    directory: &Path,
+    recovered: &Recovered,
+    damaged: &[DamagedSnapshot],
+    reason: String,
+) -> StorageError {
+    match damaged.first() {
+        Some(newest) => StorageError::corrupt(
+            &newest.file,
+            newest.offset,
+            format!(
+                "{}; the restart cannot fall back to an older snapshot: {reason}",
+                newest.reason
+            ),
+        ),
+        None => {
+            let first = recovered
+                .segments
+                .first()
+                .map_or(1, |segment| segment.sequence);
+            StorageError::corrupt(
+                directory.join(wal::segment_file_name(first)),
+                SEGMENT_HEADER_BYTES,
+                reason,
+            )
+        }
     }
 }
 
@@ -393,22 +646,31 @@ fn recover(directory: &Path, options: &FileStorageOptions) -> Result<Recovered, 
     let segments = list_segments(directory)?;
     let mut replay = Replay::new(hard_state);
     let mut last_segment = None;
+    let mut ranges = Vec::with_capacity(segments.len());
     for (position, &sequence) in segments.iter().enumerate() {
         let path = directory.join(wal::segment_file_name(sequence));
         let is_last = position + 1 == segments.len();
+        let mut range = SegmentRange {
+            sequence,
+            entries: None,
+        };
         let scan = wal::scan_segment(
             &path,
             sequence,
             is_last,
             options.record_bytes_max,
-            |record, _offset| replay.apply(record),
+            |record, _offset| {
+                range.note(record_range(&record));
+                replay.apply(record)
+            },
         )?;
+        ranges.push(range);
         last_segment = Some((sequence, scan));
     }
     Ok(Recovered {
         replay,
         last_segment,
-        segments_replayed: segments.len(),
+        segments: ranges,
     })
 }
 

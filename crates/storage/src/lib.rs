@@ -28,7 +28,19 @@
 //! written before it. After a sync returns, everything written before it survives.
 //!
 //! On restart the commit index is the larger of the hard state's and the last commit
-//! record's, clamped to the last log index.
+//! record's, clamped to the last log index, and at least the snapshot's index.
+//!
+//! # Snapshots and compaction
+//!
+//! A snapshot is a file of its own ([`snapshot`]: versioned header, body in CRC-32C blocks,
+//! trailer), durable once its writer finishes (temporary name, fsync, rename, directory
+//! fsync); a crash before that leaves nothing but a temporary file that open removes.
+//! [`Storage::compact`] then records in the log, durably, that the snapshot covers it, and
+//! drops the entries below `keep_from` (whole segments, for [`FileStorage`]). A restart
+//! returns the newest intact snapshot in [`DurableState::snapshot`] and the log after the
+//! dropped prefix; a damaged snapshot is reported and an older one used only if the log still
+//! covers the gap (see [`FileStorage`]). [`MemStorage`] holds snapshots as the same bytes, with
+//! the same crash semantics.
 //!
 //! # Failures
 //!
@@ -46,14 +58,20 @@ mod incarnation;
 mod memory;
 pub mod record_file;
 mod replay;
+pub mod snapshot;
 pub mod wal;
 
-use chorus_raft::{DurableState, Entry, HardState};
+use chorus_core::LogIndex;
+use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 
 pub use error::StorageError;
 pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
 pub use incarnation::next_incarnation;
 pub use memory::MemStorage;
+pub use snapshot::{
+    DamagedSnapshot, PartialSnapshot, SnapshotEncoder, SnapshotFile, SnapshotReader, SnapshotStore,
+    SnapshotWriter,
+};
 
 /// Copies a slice whose length the caller fixed into an array (the fixed-width fields of the
 /// on-disk formats).
@@ -100,4 +118,23 @@ pub trait Storage {
     /// # Errors
     /// An I/O error or [`StorageError::Corrupt`] from an implementation that reads the medium.
     fn durable_state(&self) -> Result<DurableState, StorageError>;
+
+    /// Records durably that `snapshot` holds the log up to its index, and drops the entries
+    /// below `keep_from` (at most `snapshot.index + 1`; lower keeps a tail for slightly
+    /// lagging followers). Everything written before is synced first: a compaction implies a
+    /// [`Storage::sync`].
+    ///
+    /// The snapshot must already be durable in this storage's snapshot store (a finished
+    /// [`SnapshotWriter`] or [`PartialSnapshot`], or [`MemStorage::finish_snapshot`] /
+    /// [`MemStorage::install_snapshot`]), so that a crash at any point leaves either the old
+    /// log or the snapshot and the new one. If the log does not go on from the snapshot (it
+    /// ends before `snapshot.index` or holds another term there, Raft §7), the whole log is
+    /// discarded and the next entry written is `snapshot.index + 1`. The commit index becomes
+    /// at least `snapshot.index`.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidWrite`] if the snapshot is not in the store, is older than the
+    /// last one compacted to, or `keep_from` is out of range (nothing changes); an I/O error
+    /// (the storage is then poisoned).
+    fn compact(&mut self, snapshot: SnapshotMeta, keep_from: LogIndex) -> Result<(), StorageError>;
 }

@@ -8,13 +8,28 @@
 //! replaces the hard-state file only after the log is durable). [`MemStorage::crash`] keeps a
 //! random prefix of `[records…, hard state]` — often none of it.
 //!
+//! Snapshots are held as the bytes of a snapshot file (the format of [`crate::snapshot`]),
+//! so the simulator ships and verifies exactly what the runtime does. A snapshot is durable
+//! once [`MemStorage::finish_snapshot`] or [`MemStorage::install_snapshot`] returns; one being
+//! written lives in the caller's [`SnapshotEncoder`] and a crash simply loses it, as a crash
+//! before the rename leaves only a temporary file that the next open removes.
+//! [`Storage::compact`] queues a snapshot marker, syncs, and drops the entries below
+//! `keep_from` from memory, as the file storage deletes segments. A restart
+//! ([`MemStorage::crash`]) adopts a snapshot newer than the last marker, as
+//! [`crate::FileStorage::open`] does.
+//!
 //! It is pure: no files, no clocks, no global randomness; the crash draws from the caller's
 //! seeded [`Prng`].
 
-use chorus_core::Prng;
-use chorus_raft::{DurableState, Entry, HardState};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use chorus_core::{LogIndex, Prng};
+use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 
 use crate::replay::{Record, Replay, WriteTracker};
+use crate::snapshot::{self, SnapshotEncoder, SnapshotReader};
 use crate::{Storage, StorageError};
 
 /// A node's disk, in memory.
@@ -24,6 +39,8 @@ pub struct MemStorage {
     unsynced: Vec<Record>,
     unsynced_hard_state: Option<HardState>,
     tracker: WriteTracker,
+    /// The finished snapshots: the bytes of their files.
+    snapshots: BTreeMap<SnapshotMeta, Bytes>,
 }
 
 impl MemStorage {
@@ -79,15 +96,31 @@ impl MemStorage {
         if let Some(hard_state) = hard_state.filter(|_| kept == total) {
             self.durable.replace_hard_state(hard_state);
         }
-        self.tracker = WriteTracker::resume(&self.durable.durable_state());
+        // The restart adopts a snapshot newer than the last marker, as a file storage's open
+        // does, so that the log written next follows it.
+        if let Some(marker) = self.durable.adopt(self.newest_snapshot()) {
+            self.apply_durably(marker);
+        }
+        self.tracker = WriteTracker::resume(&self.durable());
         total - kept
     }
 
     /// What a restarting node reads back: everything synced (unsynced records are either
-    /// synced or lost by a crash first).
+    /// synced or lost by a crash first), from the newest snapshot.
+    ///
+    /// # Panics
+    /// Never for a storage used through its methods: its log always goes on from its newest
+    /// snapshot or from index 1.
     #[must_use]
     pub fn durable(&self) -> DurableState {
-        self.durable.durable_state()
+        match self.durable.durable_state(self.newest_snapshot()) {
+            Ok(durable) => durable,
+            Err(reason) => panic!("invariant: the in-memory log fits its snapshots: {reason}"),
+        }
+    }
+
+    fn newest_snapshot(&self) -> Option<SnapshotMeta> {
+        self.snapshots.keys().next_back().copied()
     }
 
     fn apply_durably(&mut self, record: Record) {
@@ -96,6 +129,103 @@ impl MemStorage {
             // keeps a prefix, so a record always fits what precedes it.
             panic!("invariant: a record written fits the durable log: {reason}");
         }
+        self.durable.trim();
+    }
+
+    /// Starts writing the snapshot `meta` (its header carries `extra`); write its body into
+    /// the encoder, then hand it to [`MemStorage::finish_snapshot`].
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidWrite`] if `extra` exceeds [`snapshot::EXTRA_BYTES_MAX`].
+    pub fn create_snapshot(
+        meta: SnapshotMeta,
+        extra: &[u8],
+    ) -> Result<SnapshotEncoder<Vec<u8>>, StorageError> {
+        SnapshotEncoder::new(Vec::new(), meta, extra)
+            .map_err(|error| StorageError::InvalidWrite(error.to_string()))
+    }
+
+    /// Makes the snapshot written into `encoder` durable; returns its file's bytes.
+    pub fn finish_snapshot(&mut self, encoder: SnapshotEncoder<Vec<u8>>) -> u64 {
+        let meta = encoder.meta();
+        let (bytes, file_bytes) = encoder
+            .finish()
+            .expect("invariant: writing into a vector cannot fail");
+        self.snapshots.insert(meta, Bytes::from(bytes));
+        file_bytes
+    }
+
+    /// Makes durable the snapshot `meta` received whole as the raw bytes of its file (the
+    /// chunks of an `InstallSnapshot`, put together), after verifying them.
+    ///
+    /// # Errors
+    /// [`StorageError::Corrupt`] if the bytes are not an intact snapshot `meta`; nothing is
+    /// stored.
+    pub fn install_snapshot(
+        &mut self,
+        meta: SnapshotMeta,
+        bytes: Bytes,
+    ) -> Result<(), StorageError> {
+        snapshot::verify_bytes(&bytes, &snapshot::snapshot_file_name(meta), Some(meta))?;
+        self.snapshots.insert(meta, bytes);
+        Ok(())
+    }
+
+    /// The finished snapshots, newest first.
+    #[must_use]
+    pub fn snapshots(&self) -> Vec<SnapshotMeta> {
+        self.snapshots.keys().rev().copied().collect()
+    }
+
+    /// The raw bytes of the snapshot `meta`'s file, what a leader ships to a follower.
+    #[must_use]
+    pub fn snapshot_bytes(&self, meta: SnapshotMeta) -> Option<Bytes> {
+        self.snapshots.get(&meta).cloned()
+    }
+
+    /// Opens the snapshot `meta` for reading; the reader verifies as it streams.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidWrite`] if there is no such snapshot, [`StorageError::Corrupt`]
+    /// if its header is damaged.
+    pub fn open_snapshot(
+        &self,
+        meta: SnapshotMeta,
+    ) -> Result<SnapshotReader<Cursor<Bytes>>, StorageError> {
+        let bytes = self.snapshots.get(&meta).cloned().ok_or_else(|| {
+            StorageError::InvalidWrite(format!(
+                "no snapshot at index {} term {}",
+                meta.index, meta.term
+            ))
+        })?;
+        SnapshotReader::new(
+            Cursor::new(bytes),
+            snapshot::snapshot_file_name(meta),
+            Some(meta),
+        )
+    }
+
+    /// Keeps the `keep` newest snapshots and forgets the older ones; returns the forgotten.
+    ///
+    /// # Panics
+    /// If `keep` is zero.
+    pub fn retain_snapshots(&mut self, keep: usize) -> Vec<SnapshotMeta> {
+        assert!(keep > 0, "retain must keep the newest snapshot");
+        let forgotten: Vec<SnapshotMeta> = self.snapshots().into_iter().skip(keep).collect();
+        for meta in &forgotten {
+            self.snapshots.remove(meta);
+        }
+        forgotten
+    }
+
+    /// The first index of the log held in memory (the next index if it is empty): where a
+    /// compaction left it.
+    #[must_use]
+    pub fn first_index(&self) -> LogIndex {
+        self.durable().entries.first().map_or_else(
+            || LogIndex(self.newest_snapshot().map_or(0, |meta| meta.index.0) + 1),
+            |entry| entry.index,
+        )
     }
 }
 
@@ -129,12 +259,27 @@ impl Storage for MemStorage {
     fn durable_state(&self) -> Result<DurableState, StorageError> {
         Ok(self.durable())
     }
+
+    fn compact(&mut self, snapshot: SnapshotMeta, keep_from: LogIndex) -> Result<(), StorageError> {
+        if !self.snapshots.contains_key(&snapshot) {
+            return Err(StorageError::InvalidWrite(format!(
+                "no durable snapshot at index {} term {} to compact to",
+                snapshot.index, snapshot.term
+            )));
+        }
+        let marker = self
+            .tracker
+            .plan_compact(snapshot, keep_from)
+            .map_err(StorageError::InvalidWrite)?;
+        self.unsynced.push(marker);
+        self.sync()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_core::{LogIndex, Term};
+    use chorus_core::Term;
     use chorus_raft::EntryPayload;
 
     fn entry(index: u64, term: u64) -> Entry {
@@ -159,5 +304,64 @@ mod tests {
             assert!((1..=3).contains(&length));
             assert!(!storage.is_dirty());
         }
+    }
+
+    fn meta(index: u64, term: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            index: LogIndex(index),
+            term: Term(term),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_durable_only_once_finished() {
+        use std::io::Write;
+        let mut prng = Prng::new(3);
+        let mut storage = MemStorage::new();
+        storage
+            .write(None, &[entry(1, 1), entry(2, 1)])
+            .expect("fits");
+        storage.sync().expect("memory cannot fail");
+        let mut encoder = MemStorage::create_snapshot(meta(2, 1), &[]).expect("creates");
+        encoder.write_all(b"half of a state").expect("writes");
+        // The node crashes while the snapshot is being written: the encoder is lost with it.
+        drop(encoder);
+        storage.crash(&mut prng);
+        assert_eq!(storage.snapshots(), Vec::new());
+        assert_eq!(storage.durable().snapshot, None);
+        assert!(storage.compact(meta(2, 1), LogIndex(3)).is_err());
+
+        let mut encoder = MemStorage::create_snapshot(meta(2, 1), &[]).expect("creates");
+        encoder.write_all(b"a whole state").expect("writes");
+        storage.finish_snapshot(encoder);
+        storage.crash(&mut prng);
+        assert_eq!(storage.durable().snapshot, Some(meta(2, 1)));
+    }
+
+    #[test]
+    fn compaction_bounds_the_entries_held_in_memory() {
+        use std::io::Write;
+        let mut storage = MemStorage::new();
+        for round in 0..50_u64 {
+            let first = round * 20 + 1;
+            let batch: Vec<Entry> = (first..first + 20).map(|index| entry(index, 1)).collect();
+            let commit = HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(first + 19),
+            };
+            storage.write(Some(commit), &batch).expect("fits");
+            let snapshot = meta(first + 19, 1);
+            let mut encoder = MemStorage::create_snapshot(snapshot, &[]).expect("creates");
+            encoder.write_all(b"state").expect("writes");
+            storage.finish_snapshot(encoder);
+            storage
+                .compact(snapshot, LogIndex(first + 10))
+                .expect("compacts");
+            storage.retain_snapshots(2);
+            assert_eq!(storage.durable().entries.len(), 10, "round {round}");
+            assert_eq!(storage.first_index(), LogIndex(first + 10));
+        }
+        assert_eq!(storage.snapshots(), vec![meta(1000, 1), meta(980, 1)]);
     }
 }

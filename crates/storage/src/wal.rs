@@ -4,7 +4,10 @@
 //! `wal-<sequence>.log` with the sequence number in 20 zero-padded decimal digits
 //! (`wal-00000000000000000001.log`), so that names sort in write order. A writer appends to the
 //! last segment and starts the next one once the current one passes its size limit. Replay
-//! reads the segments in sequence order; their sequence numbers must be contiguous.
+//! reads the segments in sequence order; their sequence numbers must be contiguous, but the
+//! first need not be 1 and its first entry need not be index 1: a compaction deletes the
+//! oldest segments once a snapshot marker (kind `3` below) covers them, and replay checks at
+//! the end that a snapshot covers whatever the remaining segments no longer hold.
 //!
 //! Sequence numbers, not log indexes, name the segments: a log record may truncate the log, so
 //! the first index of a later segment can be below the last index of an earlier one, while the
@@ -35,26 +38,44 @@
 //!   must be contiguous and must start at or below the log's last index plus one.
 //! - `2`, **commit**: the payload is the commit index, 8 bytes little-endian. The last one
 //!   read, with the hard-state file's, gives the commit index on restart.
+//! - `3`, **snapshot marker**: the payload is 32 bytes, four `u64` little-endian: the
+//!   snapshot's index, its term, `keep_from` (the first index the log keeps, at most the
+//!   snapshot's index plus one) and the commit index when it was written. Written by a
+//!   compaction once the snapshot file is durable, and synced before any segment is deleted;
+//!   see [`crate::FileStorage`] for what replay makes of it.
+//!
+//! - `4`, **sync marker**: the payload is 16 bytes, two `u64` little-endian: the segment's
+//!   sequence number and the marker's own byte offset in the segment. Appended right after
+//!   every fsync of the segment (without an fsync of its own), it proves that every byte
+//!   before it in its segment was durable: it is only ever written once they are. Carrying
+//!   its own place makes a copy of it elsewhere (inside a client's command, say) worthless.
 //!
 //! A record's `length` is at most the configured `record_bytes_max`; a larger one is
 //! corruption, never an allocation.
 //!
 //! # Recovery
 //!
-//! A crash can cut the last write short. In the **last** segment, these are a *torn tail*,
-//! which recovery cuts off (and reports):
-//! - the file ends inside the segment header or inside a record header;
-//! - a record's length runs past the end of the file, and no valid record can be found in the
-//!   bytes after it (a flipped bit in a length field in the middle of the log would otherwise
-//!   look torn and drop the committed records after it);
-//! - the final record of the file fails its checksum, and no valid record can be found in its
-//!   span;
-//! - everything from a record's start to the end of the file is zero (a file system that grew
-//!   the file before its data reached the disk).
+//! A crash loses what was not synced, and a power cut can leave the unsynced tail of the last
+//! segment in any state: cut short, zero-filled, garbage in the middle with later pages
+//! present (the kernel writes pages back in any order). A disk can also flip bits in data that
+//! was synced. Sync markers tell the two apart. Replay reads records until the first damage
+//! in the last segment — a header or a record that is cut short, has a length out of range or
+//! running past the end of the file, or fails its checksum — and then looks for a valid sync
+//! marker (at its own offset) anywhere after the damage:
+//! - **none**: the damage is in bytes never proven durable, a *torn tail*; recovery cuts it
+//!   off at the damage (and reports it), wherever in the unsynced tail it is and whatever
+//!   follows it;
+//! - **one**: the damaged bytes were synced before that marker was written, so acknowledged
+//!   records are damaged: [`StorageError::Corrupt`], naming the file and the offset.
 //!
-//! Anything else — a bad checksum with more bytes after it, any damage in an earlier segment,
-//! a bad header, an unknown version, a length out of range, an undecodable payload, records
-//! that do not fit together — is [`StorageError::Corrupt`], naming the file and the offset.
+//! Damage in any earlier segment is always corruption (a segment is synced before the next
+//! one starts), as are an unknown version, an undecodable payload behind a good checksum, and
+//! records that do not fit together.
+//!
+//! Limits: the last synced batch is proven only once its marker reaches the disk. A process
+//! that dies between the fsync and the marker's write, or a power cut before the marker is
+//! written back, leaves that batch unproven, and a bit flip in it then would be cut as torn.
+//! A segment written before sync markers existed has none, so damage in it is always cut.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -77,6 +98,10 @@ pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"CHORUSWL";
 const KIND_ENTRIES: u8 = 1;
 const KIND_COMMIT: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
+const KIND_SYNCED: u8 = 4;
+/// The bytes of a sync marker record: header, kind, sequence number and offset.
+pub const SYNC_MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 1 + 16;
 /// Largest encoding of a `u64` as a postcard varint.
 const VARINT_BYTES_MAX: u64 = 10;
 
@@ -128,6 +153,23 @@ pub(crate) fn encode_record(record: &Record, out: &mut Vec<u8>) {
         Record::Commit(commit) => {
             let start = begin_record(out, KIND_COMMIT);
             out.extend_from_slice(&commit.0.to_le_bytes());
+            finish_record(out, start);
+        }
+        Record::Synced { sequence, offset } => {
+            let start = begin_record(out, KIND_SYNCED);
+            out.extend_from_slice(&sequence.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            finish_record(out, start);
+        }
+        Record::Snapshot {
+            snapshot,
+            keep_from,
+            commit,
+        } => {
+            let start = begin_record(out, KIND_SNAPSHOT);
+            for word in [snapshot.index.0, snapshot.term.0, keep_from.0, commit.0] {
+                out.extend_from_slice(&word.to_le_bytes());
+            }
             finish_record(out, start);
         }
     }
@@ -186,6 +228,32 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
                 .map_err(|_| format!("a commit record of {} bytes, not 8", payload.len()))?;
             Ok(Record::Commit(LogIndex(u64::from_le_bytes(bytes))))
         }
+        KIND_SNAPSHOT => {
+            if payload.len() != 32 {
+                return Err(format!(
+                    "a snapshot marker of {} bytes, not 32",
+                    payload.len()
+                ));
+            }
+            let word = |at: usize| u64::from_le_bytes(array(&payload[at..at + 8]));
+            Ok(Record::Snapshot {
+                snapshot: chorus_raft::SnapshotMeta {
+                    index: LogIndex(word(0)),
+                    term: chorus_core::Term(word(8)),
+                },
+                keep_from: LogIndex(word(16)),
+                commit: LogIndex(word(24)),
+            })
+        }
+        KIND_SYNCED => {
+            if payload.len() != 16 {
+                return Err(format!("a sync marker of {} bytes, not 16", payload.len()));
+            }
+            Ok(Record::Synced {
+                sequence: u64::from_le_bytes(array(&payload[0..8])),
+                offset: u64::from_le_bytes(array(&payload[8..16])),
+            })
+        }
         other => Err(format!("unknown record kind {other}")),
     }
 }
@@ -206,8 +274,9 @@ impl SegmentScan {
     }
 }
 
-/// Reads the segment at `path` and hands each good record, with its offset, to `on_record`.
-/// A torn tail is tolerated only when `is_last`; see the module docs.
+/// Reads the segment at `path` and hands each good record, with its offset, to `on_record`
+/// (sync markers are checked here and not handed on). A torn tail is tolerated only when
+/// `is_last`; see the module docs.
 pub(crate) fn scan_segment(
     path: &Path,
     sequence: u64,
@@ -222,30 +291,41 @@ pub(crate) fn scan_segment(
         .len();
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let read_error = StorageError::io;
-    let torn = |good_end: u64| SegmentScan { good_end, length };
     let corrupt = |offset: u64, reason: String| StorageError::corrupt(path, offset, reason);
+    // Damage at `offset`: a torn tail if nothing after it proves it was synced.
+    let damage = |offset: u64, reason: String| -> Result<SegmentScan, StorageError> {
+        if !is_last {
+            return Err(corrupt(offset, reason));
+        }
+        match find_sync_marker(path, sequence, offset + 1)? {
+            Some(marker) => Err(corrupt(
+                offset,
+                format!(
+                    "{reason}, in synced data: the sync marker at byte {marker} proves it was                      durable"
+                ),
+            )),
+            None => Ok(SegmentScan {
+                good_end: offset,
+                length,
+            }),
+        }
+    };
 
     if length < SEGMENT_HEADER_BYTES {
-        if is_last {
-            return Ok(torn(0));
-        }
-        return Err(corrupt(
+        return damage(
             0,
             format!("a segment of {length} bytes, shorter than its header"),
-        ));
+        );
     }
     let mut header = [0u8; 24];
     reader
         .read_exact(&mut header)
         .map_err(read_error("read", path))?;
-    if is_last && header.iter().all(|&byte| byte == 0) && rest_is_zero(&mut reader, path)? {
-        return Ok(torn(0));
-    }
     if &header[0..8] != MAGIC {
-        return Err(corrupt(0, "bad magic: not a Chorus log segment".to_owned()));
+        return damage(0, "bad magic: not a Chorus log segment".to_owned());
     }
     if crc32c::crc32c(&header[0..20]) != u32::from_le_bytes(array(&header[20..24])) {
-        return Err(corrupt(0, "segment header checksum mismatch".to_owned()));
+        return damage(0, "segment header checksum mismatch".to_owned());
     }
     let version = u32::from_le_bytes(array(&header[8..12]));
     if version != FORMAT_VERSION {
@@ -267,13 +347,7 @@ pub(crate) fn scan_segment(
     while offset < length {
         let remaining = length - offset;
         if remaining < RECORD_HEADER_BYTES {
-            if is_last {
-                return Ok(torn(offset));
-            }
-            return Err(corrupt(
-                offset,
-                "the segment ends inside a record header".to_owned(),
-            ));
+            return damage(offset, "the segment ends inside a record header".to_owned());
         }
         let mut record_header = [0u8; 8];
         reader
@@ -282,37 +356,17 @@ pub(crate) fn scan_segment(
         let record_length = u32::from_le_bytes(array(&record_header[0..4]));
         let checksum = u32::from_le_bytes(array(&record_header[4..8]));
         if record_length == 0 || record_length > record_bytes_max {
-            if is_last && record_header == [0u8; 8] && rest_is_zero(&mut reader, path)? {
-                return Ok(torn(offset));
-            }
-            return Err(corrupt(
+            return damage(
                 offset,
                 format!("record length {record_length} is outside 1..={record_bytes_max}"),
-            ));
+            );
         }
         let record_end = offset + RECORD_HEADER_BYTES + u64::from(record_length);
         if record_end > length {
-            if !is_last {
-                return Err(corrupt(
-                    offset,
-                    format!("a record of {record_length} bytes runs past the end of the segment"),
-                ));
-            }
-            // The rest of the file is shorter than `record_bytes_max`, so it fits in memory.
-            let mut rest = Vec::new();
-            reader
-                .read_to_end(&mut rest)
-                .map_err(read_error("read", path))?;
-            if contains_a_valid_record(&rest, record_bytes_max) {
-                return Err(corrupt(
-                    offset,
-                    format!(
-                        "a record of {record_length} bytes runs past the end of the file, but \
-                         valid records follow it: a damaged length, not a torn write"
-                    ),
-                ));
-            }
-            return Ok(torn(offset));
+            return damage(
+                offset,
+                format!("a record of {record_length} bytes runs past the end of the segment"),
+            );
         }
         body.clear();
         body.resize(record_length as usize, 0);
@@ -320,19 +374,25 @@ pub(crate) fn scan_segment(
             .read_exact(&mut body)
             .map_err(read_error("read", path))?;
         if crc32c::crc32c(&body) != checksum {
-            // A damaged length can also make a record in the middle end exactly at the end of
-            // the file; valid records inside its span tell that case from a torn write.
-            if is_last && record_end == length && !contains_a_valid_record(&body, record_bytes_max)
-            {
-                return Ok(torn(offset));
-            }
-            return Err(corrupt(
-                offset,
-                "record checksum mismatch with more data after it".to_owned(),
-            ));
+            return damage(offset, "record checksum mismatch".to_owned());
         }
-        let record = decode_body(&body).map_err(|reason| corrupt(offset, reason))?;
-        on_record(record, offset).map_err(|reason| corrupt(offset, reason))?;
+        match decode_body(&body).map_err(|reason| corrupt(offset, reason))? {
+            Record::Synced {
+                sequence: marked_sequence,
+                offset: marked_offset,
+            } => {
+                if (marked_sequence, marked_offset) != (sequence, offset) {
+                    return Err(corrupt(
+                        offset,
+                        format!(
+                            "a sync marker of byte {marked_offset} of segment \
+                             {marked_sequence} found at byte {offset} of segment {sequence}"
+                        ),
+                    ));
+                }
+            }
+            record => on_record(record, offset).map_err(|reason| corrupt(offset, reason))?,
+        }
         offset = record_end;
     }
     Ok(SegmentScan {
@@ -341,37 +401,48 @@ pub(crate) fn scan_segment(
     })
 }
 
-/// Whether every byte left in `reader` is zero.
-fn rest_is_zero(reader: &mut impl Read, path: &Path) -> Result<bool, StorageError> {
-    let mut buffer = [0u8; 4096];
+/// The offset of the first valid sync marker of segment `sequence` that starts at or after
+/// `from` in the file at `path` and sits at the offset it names, if any. Reads the file in
+/// bounded chunks.
+fn find_sync_marker(path: &Path, sequence: u64, from: u64) -> Result<Option<u64>, StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let marker = SYNC_MARKER_BYTES as usize;
+    let mut file = File::open(path).map_err(StorageError::io("open", path))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(StorageError::io("seek", path))?;
+    let mut window: Vec<u8> = Vec::with_capacity((1 << 16) + marker);
+    // The file offset of `window[0]`.
+    let mut window_start = from;
+    let mut chunk = vec![0u8; 1 << 16];
     loop {
-        let read = reader
-            .read(&mut buffer)
+        let read = file
+            .read(&mut chunk)
             .map_err(StorageError::io("read", path))?;
+        window.extend_from_slice(&chunk[..read]);
+        let last_start = window.len().saturating_sub(marker - 1);
+        for start in 0..last_start {
+            let candidate = &window[start..start + marker];
+            if u32::from_le_bytes(array(&candidate[0..4])) != (marker - 8) as u32
+                || candidate[8] != KIND_SYNCED
+            {
+                continue;
+            }
+            let checksum = u32::from_le_bytes(array(&candidate[4..8]));
+            let at = window_start + start as u64;
+            if crc32c::crc32c(&candidate[8..]) == checksum
+                && u64::from_le_bytes(array(&candidate[9..17])) == sequence
+                && u64::from_le_bytes(array(&candidate[17..25])) == at
+            {
+                return Ok(Some(at));
+            }
+        }
         if read == 0 {
-            return Ok(true);
+            return Ok(None);
         }
-        if buffer[..read].iter().any(|&byte| byte != 0) {
-            return Ok(false);
-        }
+        // Keep the bytes a marker starting near the end of the window could still need.
+        window.drain(..last_start);
+        window_start += last_start as u64;
     }
-}
-
-/// Whether a well-framed record with a good checksum starts anywhere in `bytes`.
-fn contains_a_valid_record(bytes: &[u8], record_bytes_max: u32) -> bool {
-    let header = RECORD_HEADER_BYTES as usize;
-    let Some(last_start) = bytes.len().checked_sub(header) else {
-        return false;
-    };
-    (0..=last_start).any(|start| {
-        let length = u32::from_le_bytes(array(&bytes[start..start + 4]));
-        let checksum = u32::from_le_bytes(array(&bytes[start + 4..start + 8]));
-        let end = start + header + length as usize;
-        length != 0
-            && length <= record_bytes_max
-            && end <= bytes.len()
-            && crc32c::crc32c(&bytes[start + header..end]) == checksum
-    })
 }
 
 #[cfg(test)]
@@ -391,6 +462,14 @@ mod tests {
     fn records_round_trip() {
         let records = [
             Record::Commit(LogIndex(9)),
+            Record::Snapshot {
+                snapshot: chorus_raft::SnapshotMeta {
+                    index: LogIndex(7),
+                    term: chorus_core::Term(3),
+                },
+                keep_from: LogIndex(5),
+                commit: LogIndex(8),
+            },
             Record::Entries {
                 from: LogIndex(3),
                 entries: vec![Entry {

@@ -8,7 +8,9 @@
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Prng, Term};
-use chorus_raft::{DurableState, Entry, EntryPayload, HardState};
+use std::io::{Read, Write};
+
+use chorus_raft::{DurableState, Entry, EntryPayload, HardState, SnapshotMeta};
 use chorus_storage::{FileStorage, FileStorageOptions, MemStorage, Storage, StorageError};
 
 /// How the suite makes, restarts and crashes one implementation.
@@ -21,6 +23,10 @@ trait Harness {
     /// Syncs, but the power fails after the log is durable and before the hard state that
     /// follows it is replaced; then restarts.
     fn sync_log_then_crash(&mut self, storage: Self::S) -> (Self::S, DurableState);
+    /// Writes the snapshot `meta` holding `body` and makes it durable.
+    fn take_snapshot(&mut self, storage: &mut Self::S, meta: SnapshotMeta, body: &[u8]);
+    /// The body of the snapshot `meta`, read back and verified.
+    fn read_snapshot(&mut self, storage: &Self::S, meta: SnapshotMeta) -> Vec<u8>;
 }
 
 struct MemHarness {
@@ -45,6 +51,22 @@ impl Harness for MemHarness {
         storage.crash_keeping(records.saturating_sub(1));
         let durable = storage.durable();
         (storage, durable)
+    }
+
+    fn take_snapshot(&mut self, storage: &mut MemStorage, meta: SnapshotMeta, body: &[u8]) {
+        let mut encoder = MemStorage::create_snapshot(meta, &[]).expect("creates");
+        encoder.write_all(body).expect("writes");
+        storage.finish_snapshot(encoder);
+    }
+
+    fn read_snapshot(&mut self, storage: &MemStorage, meta: SnapshotMeta) -> Vec<u8> {
+        let mut body = Vec::new();
+        storage
+            .open_snapshot(meta)
+            .expect("opens")
+            .read_to_end(&mut body)
+            .expect("intact");
+        body
     }
 }
 
@@ -91,6 +113,23 @@ impl Harness for FileHarness {
             None => std::fs::remove_file(&path).expect("removes the new hard state"),
         }
         self.open()
+    }
+
+    fn take_snapshot(&mut self, storage: &mut FileStorage, meta: SnapshotMeta, body: &[u8]) {
+        let mut writer = storage.snapshots().create(meta).expect("creates");
+        writer.write_all(body).expect("writes");
+        writer.finish().expect("finishes");
+    }
+
+    fn read_snapshot(&mut self, storage: &FileStorage, meta: SnapshotMeta) -> Vec<u8> {
+        let mut body = Vec::new();
+        storage
+            .snapshots()
+            .open(meta)
+            .expect("opens")
+            .read_to_end(&mut body)
+            .expect("intact");
+        body
     }
 }
 
@@ -327,6 +366,169 @@ fn writes_against_raft_monotonicity_are_refused(harness: &mut impl Harness) {
     assert_eq!(durable.entries.last(), Some(&entry(3, 3)));
 }
 
+fn snapshot_meta(index: u64, term: u64) -> SnapshotMeta {
+    SnapshotMeta {
+        index: LogIndex(index),
+        term: Term(term),
+    }
+}
+
+/// After a snapshot and a compaction keeping a tail, a restart reads the snapshot's place, the
+/// log from `keep_from`, and a commit index at least the snapshot's; the log goes on after it.
+fn compaction_then_restart_reads_the_snapshot_and_the_tail(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, Some(1), 15)), &entries(1..=20, 1))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let meta = snapshot_meta(15, 1);
+    harness.take_snapshot(&mut storage, meta, b"the state at 15");
+    storage.compact(meta, LogIndex(11)).expect("compacts");
+    let expected = DurableState {
+        hard_state: hard_state(1, Some(1), 15),
+        snapshot: Some(meta),
+        entries: entries(11..=20, 1),
+    };
+    assert_eq!(storage.durable_state().expect("reads"), expected);
+    let (mut storage, durable) = harness.restart(storage);
+    assert_eq!(durable, expected);
+    assert_eq!(harness.read_snapshot(&storage, meta), b"the state at 15");
+
+    storage
+        .write(Some(hard_state(2, None, 21)), &entries(21..=22, 2))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let (_, durable) = harness.restart(storage);
+    let mut log = entries(11..=20, 1);
+    log.extend(entries(21..=22, 2));
+    assert_eq!(durable.entries, log);
+    assert_eq!(durable.snapshot, Some(meta));
+    assert_eq!(durable.hard_state, hard_state(2, None, 21));
+}
+
+/// A snapshot beyond the log's end (a follower installing a leader's snapshot) discards the
+/// whole log; the commit index becomes the snapshot's and the log goes on from it.
+fn a_snapshot_past_the_log_discards_it(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, Some(1), 2)), &entries(1..=5, 1))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let meta = snapshot_meta(50, 3);
+    harness.take_snapshot(&mut storage, meta, b"from the leader");
+    storage.compact(meta, LogIndex(51)).expect("compacts");
+    let durable = storage.durable_state().expect("reads");
+    assert_eq!(durable.entries, Vec::new());
+    assert_eq!(durable.hard_state.commit, LogIndex(50));
+    storage
+        .write(Some(hard_state(3, None, 50)), &entries(51..=52, 3))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let (_, durable) = harness.restart(storage);
+    assert_eq!(durable.snapshot, Some(meta));
+    assert_eq!(durable.entries, entries(51..=52, 3));
+    assert_eq!(durable.hard_state, hard_state(3, None, 50));
+}
+
+/// A log holding another term at the snapshot's index conflicts with it and is discarded
+/// (Raft §7), even where it is longer than the snapshot.
+fn a_log_conflicting_with_the_snapshot_is_discarded(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, None, 3)), &entries(1..=10, 1))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let meta = snapshot_meta(8, 2);
+    harness.take_snapshot(&mut storage, meta, b"term 2");
+    storage.compact(meta, LogIndex(5)).expect("compacts");
+    let (mut storage, durable) = harness.restart(storage);
+    assert_eq!(durable.entries, Vec::new());
+    assert_eq!(durable.hard_state.commit, LogIndex(8));
+    storage.write(None, &entries(9..=9, 2)).expect("writes");
+    storage.sync().expect("syncs");
+    let (_, durable) = harness.restart(storage);
+    assert_eq!(durable.entries, entries(9..=9, 2));
+}
+
+/// A crash after a snapshot is durable but before the compaction: the restart resumes from
+/// the snapshot anyway, keeps the log that goes on from it, and the log written next replays.
+fn a_snapshot_without_its_compaction_is_adopted_on_restart(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, None, 6)), &entries(1..=8, 1))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let meta = snapshot_meta(6, 1);
+    harness.take_snapshot(&mut storage, meta, b"six");
+    let (mut storage, durable) = harness.restart(storage);
+    assert_eq!(durable.snapshot, Some(meta));
+    assert_eq!(durable.entries, entries(1..=8, 1));
+    storage.write(None, &entries(9..=9, 1)).expect("writes");
+    storage.sync().expect("syncs");
+    let (mut storage, durable) = harness.restart(storage);
+    assert_eq!(durable.entries, entries(1..=9, 1));
+
+    // A snapshot past the log, never compacted to: the log is discarded on restart.
+    let beyond = snapshot_meta(30, 4);
+    harness.take_snapshot(&mut storage, beyond, b"thirty");
+    let (mut storage, durable) = harness.restart(storage);
+    assert_eq!(durable.snapshot, Some(beyond));
+    assert_eq!(durable.entries, Vec::new());
+    assert_eq!(durable.hard_state.commit, LogIndex(30));
+    storage.write(None, &entries(31..=31, 4)).expect("writes");
+    storage.sync().expect("syncs");
+    let (_, durable) = harness.restart(storage);
+    assert_eq!(durable.entries, entries(31..=31, 4));
+}
+
+/// Compactions that cannot be right are refused and change nothing: to a snapshot that is not
+/// durable, older than the last one, or keeping the log from past the snapshot.
+fn compactions_that_do_not_fit_are_refused(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, None, 10)), &entries(1..=10, 1))
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let missing = storage.compact(snapshot_meta(5, 1), LogIndex(6));
+    assert!(
+        matches!(missing, Err(StorageError::InvalidWrite(_))),
+        "{missing:?}"
+    );
+    harness.take_snapshot(&mut storage, snapshot_meta(5, 1), b"five");
+    harness.take_snapshot(&mut storage, snapshot_meta(8, 1), b"eight");
+    let past = storage.compact(snapshot_meta(5, 1), LogIndex(7));
+    assert!(
+        matches!(past, Err(StorageError::InvalidWrite(_))),
+        "{past:?}"
+    );
+    storage
+        .compact(snapshot_meta(8, 1), LogIndex(9))
+        .expect("compacts");
+    let older = storage.compact(snapshot_meta(5, 1), LogIndex(6));
+    assert!(
+        matches!(older, Err(StorageError::InvalidWrite(_))),
+        "{older:?}"
+    );
+    let (_, durable) = harness.restart(storage);
+    assert_eq!(durable.snapshot, Some(snapshot_meta(8, 1)));
+    assert_eq!(durable.entries, entries(9..=10, 1));
+}
+
+/// Unsynced writes before a compaction are synced by it: the compaction implies a sync.
+fn a_compaction_syncs_what_was_written_before_it(harness: &mut impl Harness) {
+    let mut storage = harness.fresh();
+    storage
+        .write(Some(hard_state(1, None, 4)), &entries(1..=6, 1))
+        .expect("writes");
+    harness.take_snapshot(&mut storage, snapshot_meta(4, 1), b"four");
+    storage
+        .compact(snapshot_meta(4, 1), LogIndex(3))
+        .expect("compacts");
+    let (_, durable) = harness.restart(storage);
+    assert_eq!(durable.entries, entries(3..=6, 1));
+    assert_eq!(durable.hard_state, hard_state(1, None, 4));
+}
+
 macro_rules! conformance {
     ($module:ident, $harness:expr) => {
         mod $module {
@@ -368,6 +570,30 @@ macro_rules! conformance {
             fn the_commit_index_is_clamped_to_the_log() {
                 super::the_commit_index_is_clamped_to_the_log(&mut $harness);
             }
+            #[test]
+            fn compaction_then_restart_reads_the_snapshot_and_the_tail() {
+                super::compaction_then_restart_reads_the_snapshot_and_the_tail(&mut $harness);
+            }
+            #[test]
+            fn a_snapshot_past_the_log_discards_it() {
+                super::a_snapshot_past_the_log_discards_it(&mut $harness);
+            }
+            #[test]
+            fn a_log_conflicting_with_the_snapshot_is_discarded() {
+                super::a_log_conflicting_with_the_snapshot_is_discarded(&mut $harness);
+            }
+            #[test]
+            fn a_snapshot_without_its_compaction_is_adopted_on_restart() {
+                super::a_snapshot_without_its_compaction_is_adopted_on_restart(&mut $harness);
+            }
+            #[test]
+            fn compactions_that_do_not_fit_are_refused() {
+                super::compactions_that_do_not_fit_are_refused(&mut $harness);
+            }
+            #[test]
+            fn a_compaction_syncs_what_was_written_before_it() {
+                super::a_compaction_syncs_what_was_written_before_it(&mut $harness);
+            }
         }
     };
 }
@@ -375,12 +601,12 @@ macro_rules! conformance {
 conformance!(mem_storage, MemHarness { prng: Prng::new(7) });
 conformance!(file_storage, FileHarness::new());
 
-/// The twin cannot drift: random writes (appends, conflicting suffixes, elections, commits)
-/// and syncs leave [`MemStorage`] and [`FileStorage`] with the same durable state after every
+/// The twin cannot drift: random writes (appends, conflicting suffixes, elections, commits),
+/// syncs, snapshots and compactions leave [`MemStorage`] and [`FileStorage`] with the same durable state after every
 /// sync and after every restart, segment rotation and record splitting included.
 #[test]
 fn mem_storage_and_file_storage_agree_on_random_histories() {
-    for seed in 0..3 {
+    for seed in 0..6 {
         let mut prng = Prng::new(seed);
         let directory = tempfile::tempdir().expect("a temporary directory");
         let options = FileStorageOptions {
@@ -391,12 +617,15 @@ fn mem_storage_and_file_storage_agree_on_random_histories() {
         let (mut file, _, _) = FileStorage::open(directory.path(), options.clone()).expect("opens");
         let mut memory = MemStorage::new();
         let mut last_index = 0;
+        // The term of each index written (index 0 unused), and the last snapshot's index.
+        let mut terms = vec![0u64];
+        let mut snapshot_index = 0;
         let mut state = LooseHardState {
             term: 0,
             vote: None,
             commit: 0,
         };
-        for step in 0..80 {
+        for step in 0..150 {
             let mut written = Vec::new();
             if prng.chance(0.7) {
                 // Append, or overwrite a suffix in a newer term.
@@ -412,6 +641,8 @@ fn mem_storage_and_file_storage_agree_on_random_histories() {
                 let count = prng.range(1, 6);
                 written = entries(from..=from + count - 1, state.term.max(1));
                 last_index = from + count - 1;
+                terms.truncate(from as usize);
+                terms.extend(std::iter::repeat_n(state.term.max(1), count as usize));
             }
             let hard_state = match prng.index(4) {
                 0 => {
@@ -439,6 +670,30 @@ fn mem_storage_and_file_storage_agree_on_random_histories() {
                     file.durable_state().expect("reads"),
                     memory.durable(),
                     "seed {seed} step {step}"
+                );
+            }
+            if state.commit > snapshot_index && prng.chance(0.1) {
+                // Snapshot at an index up to the commit, and compact keeping a random tail.
+                let index = prng.range(snapshot_index + 1, state.commit + 1);
+                let term = terms[index as usize];
+                let meta = snapshot_meta(index, term);
+                let body = format!("state at {index}").into_bytes();
+                let mut writer = file.snapshots().create(meta).expect("creates");
+                writer.write_all(&body).expect("writes");
+                writer.finish().expect("finishes");
+                let mut encoder = MemStorage::create_snapshot(meta, &[]).expect("creates");
+                encoder.write_all(&body).expect("writes");
+                memory.finish_snapshot(encoder);
+                let keep_from = prng.range(1, index + 2);
+                file.compact(meta, LogIndex(keep_from)).expect("compacts");
+                memory.compact(meta, LogIndex(keep_from)).expect("compacts");
+                file.snapshots().retain(2).expect("retains");
+                memory.retain_snapshots(2);
+                snapshot_index = index;
+                assert_eq!(
+                    file.durable_state().expect("reads"),
+                    memory.durable(),
+                    "seed {seed} step {step}: after compacting to {index} keeping {keep_from}"
                 );
             }
             if prng.chance(0.05) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{DurableState, Entry, EntryPayload, HardState};
-use chorus_storage::wal::{SEGMENT_HEADER_BYTES, segment_file_name};
+use chorus_storage::wal::{SEGMENT_HEADER_BYTES, SYNC_MARKER_BYTES, segment_file_name};
 use chorus_storage::{FileStorage, FileStorageOptions, RecoveryReport, Storage, StorageError};
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -52,7 +52,12 @@ fn overwrite(path: &Path, offset: u64, bytes: &[u8]) {
 fn copy_directory(from: &Path, to: &Path) {
     for item in fs::read_dir(from).expect("lists") {
         let item = item.expect("lists");
-        fs::copy(item.path(), to.join(item.file_name())).expect("copies");
+        if item.file_type().expect("stat").is_dir() {
+            fs::create_dir_all(to.join(item.file_name())).expect("creates");
+            copy_directory(&item.path(), &to.join(item.file_name()));
+        } else {
+            fs::copy(item.path(), to.join(item.file_name())).expect("copies");
+        }
     }
 }
 
@@ -82,7 +87,9 @@ fn a_torn_tail_at_every_byte_of_the_last_record_is_cut_and_reported() {
     let original = tempfile::tempdir().expect("a temporary directory");
     let (last_record_start, before) = three_batches(original.path());
     let segment = fs::read(first_segment(original.path())).expect("reads");
-    let end = segment.len() as u64;
+    // The last batch's record, without the sync marker that follows it: a crash before the
+    // fsync returned can leave any prefix of it.
+    let end = segment.len() as u64 - SYNC_MARKER_BYTES;
     let directory = tempfile::tempdir().expect("a temporary directory");
     copy_directory(original.path(), directory.path());
     let path = first_segment(directory.path());
@@ -126,6 +133,8 @@ fn a_bad_checksum_in_the_final_record_is_a_torn_tail() {
     let (last_record_start, before) = three_batches(directory.path());
     let path = first_segment(directory.path());
     let mut bytes = fs::read(&path).expect("reads");
+    // The fsync of the last batch never returned: no sync marker follows it.
+    bytes.truncate(bytes.len() - SYNC_MARKER_BYTES as usize);
     let last = bytes.len() - 1;
     bytes[last] ^= 0x01;
     fs::write(&path, &bytes).expect("damages");
@@ -134,6 +143,133 @@ fn a_bad_checksum_in_the_final_record_is_a_torn_tail() {
     assert_eq!(
         report.torn_tail.expect("reported").offset,
         last_record_start
+    );
+}
+
+#[test]
+fn a_flipped_bit_in_the_last_synced_record_refuses_to_open() {
+    // Issue 12: the last record was synced (its sync marker follows it), so a flipped bit in
+    // it is damage to an acknowledged record, not a torn write, at every bit.
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let (last_record_start, _) = three_batches(original.path());
+    let segment = fs::read(first_segment(original.path())).expect("reads");
+    let record_end = segment.len() as u64 - SYNC_MARKER_BYTES;
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    copy_directory(original.path(), directory.path());
+    let path = first_segment(directory.path());
+    for byte in last_record_start..record_end {
+        for bit in 0..8 {
+            let damaged = [segment[byte as usize] ^ (1 << bit)];
+            overwrite(&path, byte, &damaged);
+            let error = open(directory.path()).expect_err("refuses");
+            assert!(
+                matches!(&error, StorageError::Corrupt { file, offset, .. }
+                    if *file == path && *offset == last_record_start),
+                "byte {byte} bit {bit}: {error}"
+            );
+            assert!(error.to_string().contains("synced"), "{error}");
+            overwrite(&path, byte, &segment[byte as usize..byte as usize + 1]);
+        }
+    }
+    // The sync marker itself damaged proves nothing, and loses nothing: it is cut.
+    overwrite(
+        &path,
+        record_end + 12,
+        &[segment[record_end as usize + 12] ^ 0x04],
+    );
+    let (_, durable, report) = open(directory.path()).expect("recovers");
+    assert_eq!(durable.entries.len(), 6);
+    assert_eq!(report.torn_tail.expect("reported").offset, record_end);
+}
+
+/// Writes `batches` synced batches of two entries, then `unsynced` more batches that reach the
+/// segment file without an fsync (a write buffer of zero bytes); returns the segment's length
+/// after the last sync and the durable state then.
+fn synced_then_unsynced(directory: &Path, batches: u64, unsynced: u64) -> (u64, DurableState) {
+    let options = FileStorageOptions {
+        write_buffer_bytes_max: 0,
+        ..FileStorageOptions::default()
+    };
+    let (mut storage, _, _) = FileStorage::open(directory, options).expect("opens");
+    for batch in 0..batches {
+        let batch_entries = [entry(2 * batch + 1, 1), entry(2 * batch + 2, 1)];
+        storage
+            .write(Some(hard_state(1, 0)), &batch_entries)
+            .expect("writes");
+        storage.sync().expect("syncs");
+    }
+    let synced_end = fs::metadata(first_segment(directory)).expect("stat").len();
+    let synced = storage.durable_state().expect("reads");
+    for batch in batches..batches + unsynced {
+        storage
+            .write(None, &[entry(2 * batch + 1, 1), entry(2 * batch + 2, 1)])
+            .expect("writes");
+    }
+    // The process dies without syncing.
+    drop(storage);
+    (synced_end, synced)
+}
+
+#[test]
+fn damage_anywhere_in_the_unsynced_tail_is_cut_even_with_later_bytes_after_it() {
+    // Issue 12: a power cut can leave garbage or zeros in the middle of the unsynced tail and
+    // later pages intact. Nothing after the damage proves it was synced, so it is torn.
+    let original = tempfile::tempdir().expect("a temporary directory");
+    let (synced_end, synced) = synced_then_unsynced(original.path(), 3, 4);
+    let segment = fs::read(first_segment(original.path())).expect("reads");
+    assert!(segment.len() as u64 > synced_end + 100);
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    copy_directory(original.path(), directory.path());
+    let path = first_segment(directory.path());
+    let hard_state_path = directory.path().join("hardstate");
+    let original_hard_state = fs::read(&hard_state_path).expect("reads");
+    let mut prng = chorus_core::Prng::new(5);
+    for round in 0..200 {
+        overwrite(&hard_state_path, 0, &original_hard_state);
+        fs::write(&path, &segment).expect("restores");
+        let mut bytes = segment.clone();
+        let at = prng.range(synced_end, segment.len() as u64 - 1) as usize;
+        let length = prng.range(1, 40).min((segment.len() - at) as u64) as usize;
+        if round % 2 == 0 {
+            bytes[at..at + length].fill(0);
+        } else {
+            for byte in &mut bytes[at..at + length] {
+                *byte = prng.range(0, 256) as u8;
+            }
+        }
+        fs::write(&path, &bytes).expect("damages");
+        let (_, durable, report) = open(directory.path()).expect("recovers");
+        assert!(
+            durable.entries.len() >= synced.entries.len(),
+            "round {round}"
+        );
+        assert_eq!(
+            durable.entries[..synced.entries.len()],
+            synced.entries[..],
+            "round {round}"
+        );
+        if bytes != segment {
+            let torn = report.torn_tail.expect("reported");
+            assert!(
+                torn.offset >= synced_end && torn.offset <= at as u64,
+                "round {round}"
+            );
+        }
+    }
+}
+
+#[test]
+fn damage_in_synced_data_followed_by_an_unsynced_tail_refuses_to_open() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let (synced_end, _) = synced_then_unsynced(directory.path(), 3, 2);
+    let path = first_segment(directory.path());
+    // A zeroed range inside the second synced batch.
+    let at = SEGMENT_HEADER_BYTES + (synced_end - SEGMENT_HEADER_BYTES) / 2;
+    overwrite(&path, at, &[0u8; 16]);
+    let error = open(directory.path()).expect_err("refuses");
+    assert!(
+        matches!(&error, StorageError::Corrupt { file, offset, .. } if *file == path && *offset <= at),
+        "{error}"
     );
 }
 
@@ -228,6 +364,17 @@ fn a_leftover_temporary_hard_state_file_is_removed_and_reported() {
     assert!(!directory.path().join("hardstate.tmp").exists());
 }
 
+/// How many log segments the directory holds.
+fn count_segments(directory: &Path) -> usize {
+    fs::read_dir(directory)
+        .expect("lists")
+        .filter(|item| {
+            item.as_ref()
+                .is_ok_and(|item| item.file_name().to_string_lossy().starts_with("wal-"))
+        })
+        .count()
+}
+
 fn small_segments() -> FileStorageOptions {
     FileStorageOptions {
         segment_bytes_max: 300,
@@ -254,13 +401,7 @@ fn many_segments(directory: &Path) -> Vec<Entry> {
 fn segments_rotate_and_replay_in_order() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let written = many_segments(directory.path());
-    let segments = fs::read_dir(directory.path())
-        .expect("lists")
-        .filter(|item| {
-            item.as_ref()
-                .is_ok_and(|item| item.file_name().to_string_lossy().starts_with("wal-"))
-        })
-        .count();
+    let segments = count_segments(directory.path());
     assert!(segments > 3, "only {segments} segments");
     for sequence in 1..segments as u64 {
         let length = fs::metadata(directory.path().join(segment_file_name(sequence)))
@@ -315,7 +456,7 @@ fn a_missing_segment_refuses_to_open() {
 fn a_last_segment_torn_inside_its_header_gets_a_fresh_header() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let written = many_segments(directory.path());
-    let segments = fs::read_dir(directory.path()).expect("lists").count() - 1;
+    let segments = count_segments(directory.path());
     let next = directory
         .path()
         .join(segment_file_name(segments as u64 + 1));
