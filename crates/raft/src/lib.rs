@@ -25,7 +25,11 @@
 //!       complete file, restore the state machine from it, make it the durable snapshot, and
 //!       drop the durable log up to it (all of it, unless the log holds the snapshot's last
 //!       entry with the same term: then keep what follows, Raft §7); then persist `entries`
-//!       (truncating a conflicting suffix first). Make all of it durable. A driver that
+//!       (truncating a conflicting suffix first). Make all of it durable, except that a
+//!       hard state whose term and vote are already durable (only `commit` moved) may be
+//!       written without a sync of its own: the commit index is volatile state in Raft
+//!       (Figure 2), so a restart may come back with a lower one, never below the snapshot,
+//!       and learns the rest from the leader. A driver that
 //!       cannot install a snapshot (disk error, a file that does not verify) stops the node,
 //!       as on a failed fsync; the leader sends it again after the restart;
 //!    3. send `persisted_messages` (votes, acks and snapshot acks promise durable state);
