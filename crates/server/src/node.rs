@@ -352,6 +352,8 @@ fn serve_frontends(
             crate::frontends::redis::server::Settings {
                 connections_max: limits.connections_max,
                 inflight_max: limits.connection_inflight_max,
+                me: config.node_id(),
+                redis_addresses: Arc::new(config.redis_addresses()),
             },
         ));
     }

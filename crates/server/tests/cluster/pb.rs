@@ -371,6 +371,64 @@ fn redis_cli_follows_the_redirect_and_redis_benchmark_runs_on_the_primary() {
     );
 }
 
+// Proves that redis-py's cluster client (`RedisCluster`, unmodified, its default retry policy
+// plus a loop of retries for up to 20 s, see the script) finds the primary through
+// `CLUSTER SLOTS`, and follows a failover: after the primary is killed, the same client
+// object writes through the new primary. Needs python3 with redis-py (`pip install redis`);
+// `.ci/run` installs it and sets CHORUS_REQUIRE_REDIS_PY.
+#[test]
+fn redis_py_cluster_client_follows_a_primary_failover() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let has_redis_py = Command::new("python3")
+        .args(["-c", "import redis.cluster"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_redis_py {
+        assert!(
+            std::env::var_os("CHORUS_REQUIRE_REDIS_PY").is_none(),
+            "CHORUS_REQUIRE_REDIS_PY is set but python3 cannot import redis.cluster"
+        );
+        println!("skipped: redis-py not installed");
+        return;
+    }
+    let mut cluster = TestCluster::start_pb(3, "");
+    let (view, primary, _) = cluster.wait_for_pb_view(0, STARTUP);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/cluster/scripts/redis_cluster_failover.py"
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(
+            cluster
+                .servers()
+                .iter()
+                .map(|&n| cluster.redis(n).port().to_string()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start python3");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(
+        first.as_deref(),
+        Some("ready"),
+        "the client connected and wrote"
+    );
+    cluster.kill_9(primary);
+    cluster.wait_for_pb_view(view, Duration::from_secs(15));
+    writeln!(child.stdin.as_mut().expect("stdin")).expect("signal the script");
+    let last = lines.next().and_then(Result::ok).unwrap_or_default();
+    let status = child.wait().expect("the script ends");
+    assert!(status.success(), "the script failed: {last}");
+    assert!(last.starts_with("a=1 b=2 "), "after the failover: {last}");
+}
+
 // Measures, over ten tries, the time from SIGKILLing the primary to the first write the backup
 // (now primary) acknowledges, while a client writes continuously. Prints each try, the median
 // and the maximum; asserts only that every failover completes. The killed server is restarted

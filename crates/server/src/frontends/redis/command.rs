@@ -169,6 +169,27 @@ pub enum RedisCommand {
         /// Glob-style patterns, at least one.
         patterns: Vec<Bytes>,
     },
+    /// `CLUSTER SLOTS|SHARDS|NODES|INFO|MYID`: the cluster as Redis Cluster clients read it,
+    /// one shard holding every slot, its master the leader (Raft) or the primary.
+    Cluster {
+        /// Which view of the cluster.
+        what: ClusterView,
+    },
+}
+
+/// The `CLUSTER` subcommands Chorus answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterView {
+    /// `CLUSTER SLOTS`: slot ranges with their master and replicas.
+    Slots,
+    /// `CLUSTER SHARDS`: shards with their slots and nodes.
+    Shards,
+    /// `CLUSTER NODES`: one text line per node.
+    Nodes,
+    /// `CLUSTER INFO`: the cluster's state as `field:value` lines.
+    Info,
+    /// `CLUSTER MYID`: this node's id.
+    MyId,
 }
 
 pub use chorus_kv::SetCondition;
@@ -306,6 +327,7 @@ const fn spec(
 pub const COMMANDS: &[CommandSpec] = &[
     spec("append", 3, &["write", "denyoom"], (1, 1, 1)),
     spec("client", -2, &["loading", "stale"], (0, 0, 0)),
+    spec("cluster", -2, &["loading", "stale"], (0, 0, 0)),
     spec("command", -1, &["loading", "stale"], (0, 0, 0)),
     spec("config", -2, &["admin", "loading", "stale"], (0, 0, 0)),
     spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
@@ -462,6 +484,7 @@ pub fn parse(arguments: Vec<Bytes>) -> Result<RedisCommand, CommandError> {
             sections: arguments.to_vec(),
         },
         b"config" => parse_config(arguments)?,
+        b"cluster" => parse_cluster(arguments)?,
         _ => return Err(unknown_command(name, arguments)),
     };
     Ok(command)
@@ -532,6 +555,13 @@ impl RedisCommand {
             RedisCommand::DbSize => "dbsize",
             RedisCommand::Info { .. } => "info",
             RedisCommand::ConfigGet { .. } => "config|get",
+            RedisCommand::Cluster { what } => match what {
+                ClusterView::Slots => "cluster|slots",
+                ClusterView::Shards => "cluster|shards",
+                ClusterView::Nodes => "cluster|nodes",
+                ClusterView::Info => "cluster|info",
+                ClusterView::MyId => "cluster|myid",
+            },
         }
     }
 }
@@ -688,6 +718,27 @@ fn parse_client(arguments: &[Bytes]) -> Result<RedisCommand, CommandError> {
     } else {
         Err(unknown_subcommand("CLIENT", subcommand))
     }
+}
+
+fn parse_cluster(arguments: &[Bytes]) -> Result<RedisCommand, CommandError> {
+    let Some((subcommand, rest)) = arguments.split_first() else {
+        return Err(CommandError::WrongArity { command: "cluster" });
+    };
+    let what = [
+        (&b"slots"[..], ClusterView::Slots),
+        (b"shards", ClusterView::Shards),
+        (b"nodes", ClusterView::Nodes),
+        (b"info", ClusterView::Info),
+        (b"myid", ClusterView::MyId),
+    ]
+    .into_iter()
+    .find(|(name, _)| subcommand.eq_ignore_ascii_case(name))
+    .map(|(_, what)| what)
+    .ok_or_else(|| unknown_subcommand("CLUSTER", subcommand))?;
+    if !rest.is_empty() {
+        return Err(CommandError::WrongArity { command: "cluster" });
+    }
+    Ok(RedisCommand::Cluster { what })
 }
 
 fn parse_config(arguments: &[Bytes]) -> Result<RedisCommand, CommandError> {

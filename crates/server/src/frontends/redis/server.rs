@@ -23,27 +23,34 @@
 //! other clients show it, and the native client goes there next. The request is not forwarded:
 //! a forwarded write whose answer is lost would leave the client unsure where to retry.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 
 use bytes::{Bytes, BytesMut};
+use chorus_core::NodeId;
 use chorus_kv::{Command, KvError, Op, Query, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
-use super::command::{self, RedisCommand};
+use super::command::{self, ClusterView, RedisCommand};
 use super::resp::{self, Frame, Limits};
 use crate::runtime::boundary::{Input, RequestError, Shared, offer};
 
-/// Bounds of the RESP server.
-#[derive(Clone, Copy, Debug)]
+/// Bounds of the RESP server, and the cluster it describes to clients.
+#[derive(Clone, Debug)]
 pub struct Settings {
     /// Connections served at once; more are refused.
     pub connections_max: usize,
     /// Replies one connection may have pending.
     pub inflight_max: usize,
+    /// This node.
+    pub me: NodeId,
+    /// Every node's RESP address (nodes that take clients), for `CLUSTER SLOTS` and kin.
+    pub redis_addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
 }
 
 /// How a driver answer becomes a RESP reply.
@@ -85,6 +92,7 @@ pub async fn serve(
         };
         let inputs = inputs.clone();
         let shared = shared.clone();
+        let settings = settings.clone();
         let id = ids.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             connection(stream, id, inputs, shared, settings).await;
@@ -127,7 +135,12 @@ async fn connection(
     });
     let limits = Limits::default();
     let mut buffer = BytesMut::with_capacity(16 * 1024);
-    let mut state = ConnectionState { id, name: None };
+    let mut state = ConnectionState {
+        id,
+        name: None,
+        me: settings.me,
+        redis_addresses: settings.redis_addresses.clone(),
+    };
     // Replies queued so far, and the kind of the data commands since the last switch.
     let mut queued = 0u64;
     let mut running: Option<Access> = None;
@@ -230,6 +243,8 @@ fn kv_error(error: &KvError) -> Frame {
 struct ConnectionState {
     id: u64,
     name: Option<Bytes>,
+    me: NodeId,
+    redis_addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
 }
 
 fn submit(
@@ -413,6 +428,126 @@ fn command_info(spec: &command::CommandSpec) -> Frame {
         Frame::array(Vec::new()),
         Frame::array(Vec::new()),
     ])
+}
+
+/// Redis Cluster's 40-character node id for a Chorus node.
+fn cluster_id(node: NodeId) -> String {
+    format!("{:040x}", node.0)
+}
+
+/// The shard's master (the Raft leader or the primary of the current view) and its replicas
+/// (the other Raft nodes, or the backup), as far as this node knows.
+fn shard(shared: &Shared, state: &ConnectionState) -> Option<(NodeId, Vec<NodeId>)> {
+    let status = shared.status.read().ok()?.clone();
+    let (master, replicas) = match &status.view {
+        Some(view) => (view.primary?, view.backup.into_iter().collect::<Vec<_>>()),
+        None => {
+            let leader = status.leader?;
+            let others = state
+                .redis_addresses
+                .keys()
+                .map(|node| node.0)
+                .filter(|&node| node != leader)
+                .collect();
+            (leader, others)
+        }
+    };
+    let known = |node: &u64| state.redis_addresses.contains_key(&NodeId(*node));
+    if !known(&master) {
+        return None;
+    }
+    let replicas = replicas.into_iter().filter(known).map(NodeId).collect();
+    Some((NodeId(master), replicas))
+}
+
+fn cluster(shared: &Shared, state: &ConnectionState, what: ClusterView) -> Frame {
+    if what == ClusterView::MyId {
+        return Frame::bulk(Bytes::from(cluster_id(state.me)));
+    }
+    let address = |node: NodeId| state.redis_addresses[&node];
+    let Some((master, replicas)) = shard(shared, state) else {
+        return match what {
+            ClusterView::Info => Frame::bulk(Bytes::from_static(
+                b"cluster_state:fail\r\ncluster_slots_assigned:0\r\ncluster_known_nodes:0\r\ncluster_size:0\r\n",
+            )),
+            _ => Frame::error("CLUSTERDOWN", "no leader or primary is known; try again"),
+        };
+    };
+    let members = || std::iter::once((master, true)).chain(replicas.iter().map(|&r| (r, false)));
+    match what {
+        ClusterView::MyId => unreachable!("answered above"),
+        ClusterView::Slots => {
+            let mut range = vec![Frame::integer(0), Frame::integer(16383)];
+            for (node, _) in members() {
+                let at = address(node);
+                range.push(Frame::array(vec![
+                    Frame::bulk(Bytes::from(at.ip().to_string())),
+                    Frame::integer(i64::from(at.port())),
+                    Frame::bulk(Bytes::from(cluster_id(node))),
+                ]));
+            }
+            Frame::array(vec![Frame::array(range)])
+        }
+        ClusterView::Shards => {
+            let nodes = members()
+                .map(|(node, is_master)| {
+                    let at = address(node);
+                    let pairs: [(&str, Frame); 7] = [
+                        ("id", Frame::bulk(Bytes::from(cluster_id(node)))),
+                        ("port", Frame::integer(i64::from(at.port()))),
+                        ("ip", Frame::bulk(Bytes::from(at.ip().to_string()))),
+                        ("endpoint", Frame::bulk(Bytes::from(at.ip().to_string()))),
+                        (
+                            "role",
+                            Frame::bulk(Bytes::from_static(if is_master {
+                                b"master"
+                            } else {
+                                b"replica"
+                            })),
+                        ),
+                        ("replication-offset", Frame::integer(0)),
+                        ("health", Frame::bulk(Bytes::from_static(b"online"))),
+                    ];
+                    Frame::array(
+                        pairs
+                            .into_iter()
+                            .flat_map(|(name, value)| {
+                                [Frame::bulk(Bytes::from_static(name.as_bytes())), value]
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            Frame::array(vec![Frame::array(vec![
+                Frame::bulk(Bytes::from_static(b"slots")),
+                Frame::array(vec![Frame::integer(0), Frame::integer(16383)]),
+                Frame::bulk(Bytes::from_static(b"nodes")),
+                Frame::array(nodes),
+            ])])
+        }
+        ClusterView::Nodes => {
+            let mut text = String::new();
+            for (node, is_master) in members() {
+                let at = address(node);
+                let myself = if node == state.me { "myself," } else { "" };
+                let (role, master_id, slots) = if is_master {
+                    ("master", "-".to_string(), " 0-16383")
+                } else {
+                    ("slave", cluster_id(master), "")
+                };
+                text.push_str(&format!(
+                    "{} {at}@{} {myself}{role} {master_id} 0 0 1 connected{slots}\n",
+                    cluster_id(node),
+                    at.port(),
+                ));
+            }
+            Frame::bulk(Bytes::from(text))
+        }
+        ClusterView::Info => Frame::bulk(Bytes::from(format!(
+            "cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:16384\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{}\r\ncluster_size:1\r\ncluster_current_epoch:1\r\ncluster_my_epoch:1\r\n",
+            1 + replicas.len()
+        ))),
+    }
 }
 
 fn config_get(shared: &Shared, patterns: &[Bytes]) -> Frame {
@@ -619,5 +754,6 @@ fn execute(
         RedisCommand::MSet { pairs } => write(inputs, Op::MultiPut { pairs }, render_ok),
         RedisCommand::Info { sections } => Pending::Now(info(shared, &sections)),
         RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(shared, &patterns)),
+        RedisCommand::Cluster { what } => Pending::Now(cluster(shared, state, what)),
     }
 }
