@@ -27,7 +27,7 @@ use crate::config::{NodeConfig, Protocol};
 use crate::runtime::boundary::{Input, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
-use crate::runtime::raft_host::RaftHost;
+use crate::runtime::raft_host::{RaftHost, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
 use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
@@ -111,6 +111,26 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
             tracing::warn!(bugs = ?config.inject_bugs, "TESTING ONLY: deliberately broken Raft behaviour is switched on");
         }
     }
+    // The state machine starts from the durable snapshot, if any; the core replays the log
+    // after it.
+    let state = match durable.snapshot {
+        Some(meta) => {
+            let started = std::time::Instant::now();
+            let file = storage.snapshots().path(meta);
+            let state = restore_state(storage.snapshots(), meta)
+                .with_context(|| format!("cannot restore the snapshot {}", file.display()))?;
+            tracing::info!(
+                index = meta.index.0,
+                term = meta.term.0,
+                file = %file.display(),
+                keys = state.inner().len(),
+                ms = started.elapsed().as_millis() as u64,
+                "restored the state machine from a snapshot"
+            );
+            state
+        }
+        None => fresh_state(),
+    };
     let raft =
         RawNode::restart(raft_config, durable).context("the durable state cannot be used")?;
 
@@ -129,6 +149,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     let resend_after = tick * u32::try_from(2 * timing.election_timeout_ticks).unwrap_or(u32::MAX);
     let host = RaftHost::new(
         raft,
+        state,
         storage,
         config.data_dir.clone(),
         incarnation,

@@ -115,6 +115,15 @@ pub struct NodeStatus {
     pub match_index: BTreeMap<String, u64>,
     /// Keys in the store.
     pub keys: u64,
+    /// Raft: the index of the latest snapshot the log was compacted to (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_index: Option<u64>,
+    /// Raft: the size in bytes of that snapshot's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<u64>,
+    /// Raft: the first index held in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_index: Option<u64>,
     /// Primary-backup only: the latest view this node knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewStatus>,
