@@ -88,6 +88,21 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
             "cut a torn write off the end of the log (a crash interrupted it; it was never acknowledged)"
         );
     }
+    for damaged in &report.damaged_snapshots {
+        tracing::error!(
+            file = %damaged.file.display(),
+            offset = damaged.offset,
+            reason = %damaged.reason,
+            index = damaged.meta.index.0,
+            "a snapshot file is damaged: fell back to an older snapshot the log still covers"
+        );
+    }
+    if report.removed_temporary_snapshots > 0 {
+        tracing::warn!(
+            files = report.removed_temporary_snapshots,
+            "removed snapshot files a crash left half-written"
+        );
+    }
     tracing::info!(
         node = me.0,
         entries = durable.entries.len(),
@@ -100,6 +115,11 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     let mut raft_config = Config::new(me, config.voters());
     raft_config.election_timeout_ticks = timing.election_timeout_ticks;
     raft_config.heartbeat_interval_ticks = timing.heartbeat_interval_ticks;
+    let snapshots = &config.snapshots;
+    raft_config.snapshot_threshold_entries = snapshots.threshold_entries;
+    raft_config.snapshot_threshold_bytes = snapshots.threshold_bytes;
+    raft_config.compaction_tail_entries = snapshots.compaction_tail_entries;
+    raft_config.snapshot_chunk_bytes_max = snapshots.chunk_bytes;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -160,6 +160,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set to ask the driver to stop; it checks at least once per tick.
     pub shutdown: AtomicBool,
+    /// Set (by `POST /snapshot`) to ask the driver for a snapshot now; checked every tick.
+    pub snapshot_requested: AtomicBool,
 }
 
 impl Shared {
@@ -170,6 +172,7 @@ impl Shared {
             status: RwLock::new(NodeStatus::default()),
             metrics: Metrics::new(),
             shutdown: AtomicBool::new(false),
+            snapshot_requested: AtomicBool::new(false),
         }
     }
 }

@@ -641,6 +641,14 @@ impl<S: SnapshotStorage> RaftHost<S> {
                     tracing::warn!(%error, index = meta.index.0, "the core refused a snapshot");
                     return Ok(());
                 }
+                if self.raft.snapshot() != meta {
+                    // Overtaken meanwhile by a newer one (an install from the leader).
+                    tracing::info!(
+                        index = meta.index.0,
+                        "a snapshot was overtaken by a newer one"
+                    );
+                    return Ok(());
+                }
                 self.storage.compact(meta, self.raft.first_index())?;
                 if let Some(store) = self.storage.snapshot_store()
                     && let Err(error) = store.retain(2)
@@ -722,6 +730,14 @@ impl<S: SnapshotStorage> Host for RaftHost<S> {
 
     fn tick(&mut self, cx: &mut Context) {
         self.raft.tick();
+        if cx
+            .shared
+            .snapshot_requested
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("a snapshot was requested");
+            self.raft.request_snapshot();
+        }
         if let Err(error) = self.finish_snapshot(cx) {
             // The compaction that follows a snapshot failed: the storage is poisoned, and the
             // next write reports it and stops the node.
