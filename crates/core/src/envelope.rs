@@ -22,10 +22,11 @@
 //! bytes each); then the command. Version 1 (no session) is never deduplicated.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{NodeId, RestoreError};
+use crate::{LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
 
 const VERSION_PLAIN: u8 = 1;
 const VERSION_SESSION: u8 = 2;
@@ -338,9 +339,193 @@ impl OriginSessions {
     }
 }
 
+/// Version of the [`Deduplicated`] snapshot image layout.
+const DEDUP_IMAGE_VERSION: u8 = 1;
+
+/// The largest encoded [`OriginSessions`] a [`Deduplicated`] image may carry (64 MiB): a
+/// damaged length never makes a restore allocate without bound.
+pub const SESSIONS_BYTES_MAX: u64 = 64 << 20;
+
+/// A state machine together with the [`OriginSessions`] table that deduplicates re-sent
+/// proposals: both are replicated state, so both go into every snapshot (exactly-once
+/// survives a restart from a snapshot).
+///
+/// Snapshot image: a version byte, the encoded sessions' length (8 bytes, big endian, at most
+/// [`SESSIONS_BYTES_MAX`]), the encoded sessions, then the inner state machine's image,
+/// streamed.
+#[derive(Clone, Debug, Default)]
+pub struct Deduplicated<S> {
+    sessions: OriginSessions,
+    inner: S,
+}
+
+impl<S: StateMachine> Deduplicated<S> {
+    /// `inner` with an empty session table.
+    pub fn new(inner: S) -> Deduplicated<S> {
+        Deduplicated {
+            sessions: OriginSessions::new(),
+            inner,
+        }
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &OriginSessions {
+        &self.sessions
+    }
+
+    /// The inner state machine.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Applies the committed `envelope` at `index`: `None` if it is a duplicate (skipped),
+    /// else the inner state machine's output.
+    pub fn apply_envelope(&mut self, index: LogIndex, envelope: &Envelope) -> Option<Bytes> {
+        if !self.sessions.admit(envelope) {
+            return None;
+        }
+        Some(self.inner.apply(index, &envelope.command))
+    }
+}
+
+/// The image of a [`Deduplicated`]: the sessions' bytes and the inner image.
+struct DeduplicatedImage {
+    sessions: Bytes,
+    inner: Box<dyn SnapshotImage>,
+}
+
+impl SnapshotImage for DeduplicatedImage {
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&[DEDUP_IMAGE_VERSION])?;
+        out.write_all(&(self.sessions.len() as u64).to_be_bytes())?;
+        out.write_all(&self.sessions)?;
+        self.inner.write_to(out)
+    }
+}
+
+impl<S: StateMachine> StateMachine for Deduplicated<S> {
+    /// Applies a bare command, outside any envelope (no deduplication).
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        self.inner.apply(index, command)
+    }
+
+    fn query(&self, query: &[u8]) -> Bytes {
+        self.inner.query(query)
+    }
+
+    fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        Box::new(DeduplicatedImage {
+            sessions: self.sessions.encode(),
+            inner: self.inner.snapshot(),
+        })
+    }
+
+    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+        let fail = |reason: String| RestoreError { reason };
+        let mut header = [0u8; 9];
+        input
+            .read_exact(&mut header)
+            .map_err(|error| fail(format!("deduplicated image header: {error}")))?;
+        if header[0] != DEDUP_IMAGE_VERSION {
+            return Err(fail(format!(
+                "deduplicated image version {} is not {DEDUP_IMAGE_VERSION}",
+                header[0]
+            )));
+        }
+        let length = read_u64(&header, 1);
+        if length > SESSIONS_BYTES_MAX {
+            return Err(fail(format!(
+                "deduplicated image: {length} bytes of sessions exceed {SESSIONS_BYTES_MAX}"
+            )));
+        }
+        let mut encoded = Vec::new();
+        (&mut *input)
+            .take(length)
+            .read_to_end(&mut encoded)
+            .map_err(|error| fail(format!("deduplicated image sessions: {error}")))?;
+        if encoded.len() as u64 != length {
+            return Err(fail("deduplicated image: sessions truncated".to_string()));
+        }
+        let sessions = OriginSessions::decode(&encoded)?;
+        // The inner restore leaves the inner state unchanged on error (the trait's contract),
+        // and the sessions are replaced only after it succeeded.
+        self.inner.restore(input)?;
+        self.sessions = sessions;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state machine that appends every command to a list.
+    #[derive(Default)]
+    struct Log(Vec<u8>);
+
+    impl StateMachine for Log {
+        fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Bytes {
+            self.0.extend_from_slice(command);
+            Bytes::copy_from_slice(&self.0)
+        }
+        fn query(&self, _query: &[u8]) -> Bytes {
+            Bytes::copy_from_slice(&self.0)
+        }
+        fn snapshot(&self) -> Box<dyn SnapshotImage> {
+            Box::new(crate::BytesImage(Bytes::copy_from_slice(&self.0)))
+        }
+        fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+            self.0 = crate::read_snapshot_to_end(input)?;
+            Ok(())
+        }
+    }
+
+    fn write(request: u64) -> Envelope {
+        Envelope {
+            origin: NodeId(1),
+            request,
+            command: Bytes::from_static(b"x"),
+            session: Some(OriginSession {
+                incarnation: 7,
+                unanswered_from: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_deduplicated_snapshot_round_trips_and_still_skips_duplicates() {
+        let mut state = Deduplicated::new(Log::default());
+        assert!(state.apply_envelope(LogIndex(1), &write(1)).is_some());
+        assert!(state.apply_envelope(LogIndex(2), &write(2)).is_some());
+        assert!(state.apply_envelope(LogIndex(3), &write(2)).is_none());
+        let image = state.snapshot_bytes();
+        let mut restored = Deduplicated::new(Log::default());
+        restored.restore_bytes(&image).unwrap();
+        assert_eq!(restored.sessions(), state.sessions());
+        assert_eq!(restored.inner().0, b"xx");
+        assert!(restored.apply_envelope(LogIndex(4), &write(2)).is_none());
+        assert!(restored.apply_envelope(LogIndex(5), &write(3)).is_some());
+    }
+
+    #[test]
+    fn a_damaged_deduplicated_snapshot_is_refused_and_changes_nothing() {
+        let mut state = Deduplicated::new(Log::default());
+        state.apply_envelope(LogIndex(1), &write(1));
+        let image = state.snapshot_bytes();
+        let mut target = Deduplicated::new(Log(b"keep".to_vec()));
+        let mut bad_version = image.to_vec();
+        bad_version[0] = 9;
+        assert!(target.restore_bytes(&bad_version).is_err());
+        let mut huge = image.to_vec();
+        huge[1] = 0xff;
+        assert!(target.restore_bytes(&huge).is_err());
+        assert!(target.restore_bytes(&image[..12]).is_err());
+        let mut bad_sessions = image.to_vec();
+        bad_sessions[9 + 7] = 5; // the origin count
+        assert!(target.restore_bytes(&bad_sessions).is_err());
+        assert_eq!(target.inner().0, b"keep");
+        assert!(target.sessions().is_empty());
+    }
 
     #[test]
     fn round_trips() {

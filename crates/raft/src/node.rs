@@ -218,6 +218,9 @@ pub struct RawNode {
 
     /// A snapshot was asked of the driver (`Ready::snapshot_due`) and not yet reported.
     snapshot_requested: bool,
+    /// The driver asked for a snapshot regardless of the thresholds
+    /// ([`RawNode::request_snapshot`]).
+    snapshot_forced: bool,
     /// Bytes of entries handed out for applying since the last snapshot.
     bytes_since_snapshot: u64,
     /// Follower: the snapshot being received.
@@ -326,6 +329,7 @@ impl RawNode {
             read_states: Vec::new(),
             rejected_reads: Vec::new(),
             snapshot_requested: false,
+            snapshot_forced: false,
             bytes_since_snapshot: 0,
             receiving: None,
             install_pending: None,
@@ -514,6 +518,9 @@ impl RawNode {
             || self.install_pending.is_some()
             || !self.snapshot_chunks.is_empty()
             || !self.snapshot_chunk_requests.is_empty()
+            || (self.snapshot_forced
+                && !self.snapshot_requested
+                && self.log.applied() > self.log.snapshot().index)
         {
             return true;
         }
@@ -606,13 +613,15 @@ impl RawNode {
         let applied = self.log.applied();
         let entries = applied.0.saturating_sub(self.log.snapshot().index.0);
         if entries == 0
-            || (entries < self.config.snapshot_threshold_entries
+            || (!self.snapshot_forced
+                && entries < self.config.snapshot_threshold_entries
                 && self.bytes_since_snapshot < self.config.snapshot_threshold_bytes)
         {
             return None;
         }
         let term = self.log.term_at(applied)?;
         self.snapshot_requested = true;
+        self.snapshot_forced = false;
         Some(SnapshotMeta {
             index: applied,
             term,
@@ -655,6 +664,16 @@ impl RawNode {
         .min(self.log.compactable());
         self.log.compact(target, false);
         Ok(())
+    }
+
+    /// Asks for a snapshot at the applied index on the next Ready (`Ready::snapshot_due`),
+    /// whatever the thresholds say: an operator forcing one. Nothing happens if nothing was
+    /// applied since the last snapshot; a snapshot already asked for and not yet reported
+    /// counts as this one.
+    pub fn request_snapshot(&mut self) {
+        if !self.snapshot_requested {
+            self.snapshot_forced = true;
+        }
     }
 
     /// The driver could not take the snapshot asked for; it will be asked again when the next

@@ -122,6 +122,32 @@ impl Default for Timing {
     }
 }
 
+/// Raft snapshots and log compaction (the `[snapshots]` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Snapshots {
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub threshold_entries: u64,
+    /// Take a snapshot once the entries applied since the last one hold this many bytes.
+    pub threshold_bytes: u64,
+    /// Entries kept in the log below a snapshot, for slightly lagging followers.
+    pub compaction_tail_entries: u64,
+    /// Bytes of snapshot in one InstallSnapshot chunk.
+    pub chunk_bytes: usize,
+}
+
+impl Default for Snapshots {
+    fn default() -> Snapshots {
+        let core = chorus_raft::Config::new(chorus_core::NodeId(1), vec![chorus_core::NodeId(1)]);
+        Snapshots {
+            threshold_entries: core.snapshot_threshold_entries,
+            threshold_bytes: core.snapshot_threshold_bytes,
+            compaction_tail_entries: core.compaction_tail_entries,
+            chunk_bytes: core.snapshot_chunk_bytes_max,
+        }
+    }
+}
+
 /// Bounds on queues and batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -174,6 +200,9 @@ pub struct NodeConfig {
     /// Bounds.
     #[serde(default)]
     pub limits: Limits,
+    /// Raft snapshots and log compaction.
+    #[serde(default)]
+    pub snapshots: Snapshots,
     /// TESTING ONLY: deliberately broken Raft behaviour to switch on, by name (see
     /// [`INJECTABLE_BUGS`]), so that fault tests can prove they catch it. Honoured only by a
     /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
@@ -266,6 +295,24 @@ impl NodeConfig {
         }
         if timing.ping_interval_ms == 0 || timing.dead_pings == 0 {
             return invalid("ping_interval_ms and dead_pings must be at least 1".into());
+        }
+        let snapshots = &self.snapshots;
+        if snapshots.threshold_entries == 0 || snapshots.threshold_bytes == 0 {
+            return invalid(
+                "snapshots.threshold_entries and snapshots.threshold_bytes must be at least 1"
+                    .into(),
+            );
+        }
+        if snapshots.chunk_bytes == 0
+            || snapshots.chunk_bytes > chorus_raft::SNAPSHOT_CHUNK_BYTES_LIMIT
+            || snapshots.chunk_bytes + 4096 > self.limits.frame_bytes_max
+        {
+            return invalid(format!(
+                "snapshots.chunk_bytes must be between 1 and {} and leave 4096 bytes of a \
+                 frame (limits.frame_bytes_max = {}) for the message around it",
+                chorus_raft::SNAPSHOT_CHUNK_BYTES_LIMIT,
+                self.limits.frame_bytes_max
+            ));
         }
         if let Some(bug) = self
             .inject_bugs
@@ -424,6 +471,7 @@ impl NodeConfig {
                 .collect(),
             timing: Timing::default(),
             limits: Limits::default(),
+            snapshots: Snapshots::default(),
 
             inject_bugs: Vec::new(),
         }
@@ -471,6 +519,36 @@ mod tests {
         let mut config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
         config.timing.election_timeout_ticks = 1;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn snapshot_settings_default_to_the_cores_and_are_validated() {
+        let config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
+        assert_eq!(config.snapshots.threshold_entries, 100_000);
+        assert_eq!(config.snapshots.threshold_bytes, 64 << 20);
+        assert_eq!(config.snapshots.compaction_tail_entries, 5_000);
+        assert_eq!(config.snapshots.chunk_bytes, 1 << 20);
+        let mut bad = config.clone();
+        bad.snapshots.threshold_entries = 0;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("threshold_entries")
+        );
+        let mut bad = config.clone();
+        bad.snapshots.chunk_bytes = bad.limits.frame_bytes_max;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("chunk_bytes")
+        );
+        let text = "cluster_id = \"c\"\nid = 1\ndata_dir = \"/tmp/x\"\n[[nodes]]\nid = 1\npeer = \"127.0.0.1:1\"\n[snapshots]\nthreshold_entries = 200\ncompaction_tail_entries = 50\n";
+        if let Ok(parsed) = toml::from_str::<NodeConfig>(text) {
+            assert_eq!(parsed.snapshots.threshold_entries, 200);
+            assert_eq!(parsed.snapshots.threshold_bytes, 64 << 20);
+        }
     }
 
     #[test]

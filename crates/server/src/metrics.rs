@@ -45,6 +45,14 @@ pub struct Metrics {
     pub proposals_resent: Counter,
     /// Raft: committed copies of a request that had taken effect already, skipped.
     pub duplicates_skipped: Counter,
+    /// Raft: snapshots of the state machine taken and made durable.
+    pub snapshots_taken: Counter,
+    /// Raft: InstallSnapshot chunks read from disk and handed to the core to send.
+    pub snapshot_chunks_sent: Counter,
+    /// Raft: snapshots received from a leader and installed.
+    pub snapshots_installed: Counter,
+    /// Raft: how long writing a snapshot to disk took (on the snapshot thread).
+    pub snapshot_write_seconds: Histogram,
 }
 
 impl Metrics {
@@ -67,6 +75,10 @@ impl Metrics {
         let peer_messages_refused = Counter::default();
         let proposals_resent = Counter::default();
         let duplicates_skipped = Counter::default();
+        let snapshots_taken = Counter::default();
+        let snapshot_chunks_sent = Counter::default();
+        let snapshots_installed = Counter::default();
+        let snapshot_write_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register("proposals", "Client commands proposed", proposals.clone());
         registry.register(
             "proposals_refused",
@@ -134,6 +146,26 @@ impl Metrics {
             "Committed copies of requests that had taken effect already",
             duplicates_skipped.clone(),
         );
+        registry.register(
+            "snapshots_taken",
+            "Snapshots of the state machine taken and made durable",
+            snapshots_taken.clone(),
+        );
+        registry.register(
+            "snapshot_chunks_sent",
+            "InstallSnapshot chunks sent to followers",
+            snapshot_chunks_sent.clone(),
+        );
+        registry.register(
+            "snapshots_installed",
+            "Snapshots received from a leader and installed",
+            snapshots_installed.clone(),
+        );
+        registry.register(
+            "snapshot_write_seconds",
+            "Time to write a snapshot to disk",
+            snapshot_write_seconds.clone(),
+        );
         Metrics {
             registry,
             proposals,
@@ -151,6 +183,10 @@ impl Metrics {
             peer_messages_refused,
             proposals_resent,
             duplicates_skipped,
+            snapshots_taken,
+            snapshot_chunks_sent,
+            snapshots_installed,
+            snapshot_write_seconds,
         }
     }
 

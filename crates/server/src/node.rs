@@ -27,7 +27,7 @@ use crate::config::{NodeConfig, Protocol};
 use crate::runtime::boundary::{Input, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
-use crate::runtime::raft_host::RaftHost;
+use crate::runtime::raft_host::{RaftHost, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
 use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
@@ -88,6 +88,21 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
             "cut a torn write off the end of the log (a crash interrupted it; it was never acknowledged)"
         );
     }
+    for damaged in &report.damaged_snapshots {
+        tracing::error!(
+            file = %damaged.file.display(),
+            offset = damaged.offset,
+            reason = %damaged.reason,
+            index = damaged.meta.index.0,
+            "a snapshot file is damaged: fell back to an older snapshot the log still covers"
+        );
+    }
+    if report.removed_temporary_snapshots > 0 {
+        tracing::warn!(
+            files = report.removed_temporary_snapshots,
+            "removed snapshot files a crash left half-written"
+        );
+    }
     tracing::info!(
         node = me.0,
         entries = durable.entries.len(),
@@ -100,6 +115,11 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     let mut raft_config = Config::new(me, config.voters());
     raft_config.election_timeout_ticks = timing.election_timeout_ticks;
     raft_config.heartbeat_interval_ticks = timing.heartbeat_interval_ticks;
+    let snapshots = &config.snapshots;
+    raft_config.snapshot_threshold_entries = snapshots.threshold_entries;
+    raft_config.snapshot_threshold_bytes = snapshots.threshold_bytes;
+    raft_config.compaction_tail_entries = snapshots.compaction_tail_entries;
+    raft_config.snapshot_chunk_bytes_max = snapshots.chunk_bytes;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -111,6 +131,26 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
             tracing::warn!(bugs = ?config.inject_bugs, "TESTING ONLY: deliberately broken Raft behaviour is switched on");
         }
     }
+    // The state machine starts from the durable snapshot, if any; the core replays the log
+    // after it.
+    let state = match durable.snapshot {
+        Some(meta) => {
+            let started = std::time::Instant::now();
+            let file = storage.snapshots().path(meta);
+            let state = restore_state(storage.snapshots(), meta)
+                .with_context(|| format!("cannot restore the snapshot {}", file.display()))?;
+            tracing::info!(
+                index = meta.index.0,
+                term = meta.term.0,
+                file = %file.display(),
+                keys = state.inner().len(),
+                ms = started.elapsed().as_millis() as u64,
+                "restored the state machine from a snapshot"
+            );
+            state
+        }
+        None => fresh_state(),
+    };
     let raft =
         RawNode::restart(raft_config, durable).context("the durable state cannot be used")?;
 
@@ -129,6 +169,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
     let resend_after = tick * u32::try_from(2 * timing.election_timeout_ticks).unwrap_or(u32::MAX);
     let host = RaftHost::new(
         raft,
+        state,
         storage,
         config.data_dir.clone(),
         incarnation,

@@ -660,3 +660,27 @@ fn snapshots_are_asked_for_by_bytes_too_and_settings_are_checked() {
         assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
     }
 }
+
+/// `request_snapshot` asks for a snapshot at the applied index below the thresholds, once;
+/// with nothing applied since the last snapshot it asks for nothing.
+#[test]
+fn a_requested_snapshot_is_taken_below_the_thresholds() {
+    let mut network = Network::new(3, |config| {
+        config.snapshot_threshold_entries = 1_000;
+        config.compaction_tail_entries = 0;
+    });
+    network.elect(id(1));
+    propose_many(&mut network, id(1), 0, 5);
+    network.tick(5);
+    assert_eq!(network.node(id(1)).snapshot().index, LogIndex(0));
+    let applied = network.node(id(1)).status().applied;
+    network.node_mut(id(1)).request_snapshot();
+    network.tick(2);
+    assert_eq!(network.node(id(1)).snapshot().index, applied);
+    assert_eq!(network.snapshots_taken[&id(1)], 1);
+    // Nothing applied since: a second request asks for nothing.
+    network.node_mut(id(1)).request_snapshot();
+    network.tick(2);
+    assert_eq!(network.snapshots_taken[&id(1)], 1);
+    assert_eq!(network.node(id(2)).snapshot().index, LogIndex(0));
+}

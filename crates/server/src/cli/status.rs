@@ -16,14 +16,24 @@ pub struct StatusArgs {
     pub endpoints: Vec<SocketAddr>,
 }
 
-/// Prints one line per node: role, term, leader, commit and applied index.
+/// Prints one line per node: role, term, leader, commit and applied index, and (Raft) the
+/// snapshot index, its file size and the log held after it.
 ///
 /// # Errors
 /// When no node answers.
 pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
     println!(
-        "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6}  admin",
-        "node", "role", "term", "leader", "commit", "applied", "lag"
+        "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6} {:>10} {:>10} {:>8}  admin",
+        "node",
+        "role",
+        "term",
+        "leader",
+        "commit",
+        "applied",
+        "lag",
+        "snapshot",
+        "snap-bytes",
+        "log-len"
     );
     let mut reachable = 0;
     for endpoint in &args.endpoints {
@@ -34,8 +44,18 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
                 let leader = status["leader"]
                     .as_u64()
                     .map_or("-".to_string(), |l| l.to_string());
+                let optional = |field: &str| {
+                    status[field]
+                        .as_u64()
+                        .map_or("-".to_string(), |n| n.to_string())
+                };
+                let log_length = status["first_index"]
+                    .as_u64()
+                    .map_or("-".to_string(), |first| {
+                        (number("last_index") + 1).saturating_sub(first).to_string()
+                    });
                 println!(
-                    "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6}  {endpoint}",
+                    "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6} {:>10} {:>10} {:>8}  {endpoint}",
                     number("id"),
                     status["role"].as_str().unwrap_or("?"),
                     number("term"),
@@ -43,11 +63,14 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
                     number("commit"),
                     number("applied"),
                     number("commit").saturating_sub(number("applied")),
+                    optional("snapshot_index"),
+                    optional("snapshot_bytes"),
+                    log_length,
                 );
             }
             Err(error) => println!(
-                "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6}  {endpoint} ({error:#})",
-                "?", "unreachable", "-", "-", "-", "-", "-"
+                "{:<6} {:<14} {:>6} {:>7} {:>10} {:>10} {:>6} {:>10} {:>10} {:>8}  {endpoint} ({error:#})",
+                "?", "unreachable", "-", "-", "-", "-", "-", "-", "-", "-"
             ),
         }
     }

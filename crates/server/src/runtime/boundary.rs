@@ -115,6 +115,15 @@ pub struct NodeStatus {
     pub match_index: BTreeMap<String, u64>,
     /// Keys in the store.
     pub keys: u64,
+    /// Raft: the index of the latest snapshot the log was compacted to (0: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_index: Option<u64>,
+    /// Raft: the size in bytes of that snapshot's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_bytes: Option<u64>,
+    /// Raft: the first index held in the log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_index: Option<u64>,
     /// Primary-backup only: the latest view this node knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewStatus>,
@@ -151,6 +160,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set to ask the driver to stop; it checks at least once per tick.
     pub shutdown: AtomicBool,
+    /// Set (by `POST /snapshot`) to ask the driver for a snapshot now; checked every tick.
+    pub snapshot_requested: AtomicBool,
 }
 
 impl Shared {
@@ -161,6 +172,7 @@ impl Shared {
             status: RwLock::new(NodeStatus::default()),
             metrics: Metrics::new(),
             shutdown: AtomicBool::new(false),
+            snapshot_requested: AtomicBool::new(false),
         }
     }
 }

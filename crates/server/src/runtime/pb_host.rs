@@ -289,6 +289,9 @@ impl Host for PbHost {
                     last_index: status.applied.0,
                     match_index: BTreeMap::new(),
                     keys: self.keys,
+                    snapshot_index: None,
+                    snapshot_bytes: None,
+                    first_index: None,
                     view: Some(ViewStatus {
                         number: status.view.number.0,
                         primary: status.view.primary.map(|p| p.0),

@@ -21,15 +21,22 @@
 //! client of a held write hears the outcome as soon as the new leader commits it.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chorus_core::envelope::{Envelope, OriginSession, OriginSessions};
+use chorus_core::envelope::{Deduplicated, Envelope, OriginSession};
 use chorus_core::{LogIndex, NodeId, StateMachine, Term};
 use chorus_kv::{KvConfig, KvStore};
-use chorus_raft::{Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role};
-use chorus_storage::{Storage, StorageError};
+use chorus_raft::{
+    Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
+    SnapshotChunkRequest, SnapshotMeta,
+};
+use chorus_storage::{
+    FileStorage, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, Storage, StorageError,
+};
 
 use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError};
 use super::driver::{Context, Host};
@@ -56,7 +63,73 @@ pub enum RaftHostError {
         /// The larger incarnation the replicated session table holds for this node.
         seen: u64,
     },
+    /// A snapshot file verified but its contents do not decode to a state.
+    #[error("the snapshot {} cannot be restored: {reason}", file.display())]
+    Restore {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A snapshot arrived from the leader but this node keeps no snapshot files.
+    #[error("a snapshot was received but this node's storage keeps no snapshot files")]
+    NoSnapshotStore,
 }
+
+/// The replicated state of a Raft node: the key-value store and the origin sessions that
+/// deduplicate re-sent proposals, snapshotted together.
+pub type RaftState = Deduplicated<KvStore>;
+
+/// A fresh, empty replicated state.
+#[must_use]
+pub fn fresh_state() -> RaftState {
+    Deduplicated::new(KvStore::new(KvConfig::default()))
+}
+
+/// Restores the replicated state from the snapshot `meta` in `store`, verifying every block
+/// and the trailer on the way.
+///
+/// # Errors
+/// [`RaftHostError`] if the file cannot be read, does not verify, or does not decode.
+pub fn restore_state(
+    store: &SnapshotStore,
+    meta: SnapshotMeta,
+) -> Result<RaftState, RaftHostError> {
+    let mut reader = store.open(meta)?;
+    let mut state = fresh_state();
+    state
+        .restore(&mut reader)
+        .map_err(|error| RaftHostError::Restore {
+            file: store.path(meta),
+            reason: error.reason,
+        })?;
+    // Whatever the state machine left unread still has to verify (the trailer).
+    reader.verify_to_end()?;
+    Ok(state)
+}
+
+/// Storage that may hold snapshot files: the runtime takes, sends and installs snapshots
+/// through it.
+pub trait SnapshotStorage: Storage {
+    /// The snapshot files, if this storage keeps them on disk (`None`: snapshots are not
+    /// taken, sent or installed).
+    fn snapshot_store(&self) -> Option<&SnapshotStore>;
+}
+
+impl SnapshotStorage for FileStorage {
+    fn snapshot_store(&self) -> Option<&SnapshotStore> {
+        Some(self.snapshots())
+    }
+}
+
+impl SnapshotStorage for MemStorage {
+    fn snapshot_store(&self) -> Option<&SnapshotStore> {
+        None
+    }
+}
+
+/// The outcome of a snapshot written on the snapshot thread.
+type SnapshotOutcome = Result<(SnapshotFile, Duration), StorageError>;
 
 /// A request the core does not hold: no leader was known when it came, or the core gave the
 /// read up.
@@ -70,12 +143,19 @@ struct Waiting {
 }
 
 /// The Raft side of a node's driver.
-pub struct RaftHost<S: Storage> {
+pub struct RaftHost<S: SnapshotStorage> {
     raft: RawNode,
-    store: KvStore,
-    /// Which proposals took effect already: replicated state, beside the store.
-    sessions: OriginSessions,
+    /// The store and the proposals that took effect already: replicated state.
+    state: RaftState,
     storage: S,
+    /// Follower: the snapshot being received from the leader.
+    partial: Option<PartialSnapshot>,
+    /// The snapshot being written on the snapshot thread, if any (one at a time).
+    snapshot_job: Option<(SnapshotMeta, mpsc::Receiver<SnapshotOutcome>)>,
+    /// The latest durable snapshot the log was compacted to.
+    last_snapshot: Option<SnapshotFile>,
+    /// The largest chunk of a snapshot sent to a follower.
+    snapshot_chunk_bytes_max: usize,
     /// Where the incarnation counter lives (lifted if a larger one is found in the log).
     data_dir: PathBuf,
     /// This run of the node (larger on every start).
@@ -99,13 +179,15 @@ pub struct RaftHost<S: Storage> {
     synced_vote: (Term, Option<NodeId>),
 }
 
-impl<S: Storage> RaftHost<S> {
-    /// A host for `raft`, restarted from `storage`'s durable state, in run `incarnation` of
-    /// the node whose data directory is `data_dir`; a request waits at most `leaderless_wait`
-    /// for a leader to be known, and a write unanswered for `resend_after` is proposed again.
+impl<S: SnapshotStorage> RaftHost<S> {
+    /// A host for `raft`, restarted from `storage`'s durable state and `state` (restored from
+    /// the durable snapshot, or fresh), in run `incarnation` of the node whose data directory
+    /// is `data_dir`; a request waits at most `leaderless_wait` for a leader to be known, and
+    /// a write unanswered for `resend_after` is proposed again.
     #[must_use]
     pub fn new(
         raft: RawNode,
+        state: RaftState,
         storage: S,
         data_dir: PathBuf,
         incarnation: u64,
@@ -113,13 +195,28 @@ impl<S: Storage> RaftHost<S> {
         resend_after: Duration,
     ) -> RaftHost<S> {
         let status = raft.status();
+        let snapshot = raft.snapshot();
+        let last_snapshot = storage
+            .snapshot_store()
+            .filter(|_| snapshot.index > LogIndex(0))
+            .and_then(|store| {
+                Some(SnapshotFile {
+                    meta: snapshot,
+                    path: store.path(snapshot),
+                    file_bytes: store.file_bytes(snapshot).ok()?,
+                })
+            });
+        let snapshot_chunk_bytes_max = raft.config().snapshot_chunk_bytes_max;
         RaftHost {
             last_role: status.role,
             synced_vote: (status.term, status.vote),
             raft,
-            store: KvStore::new(KvConfig::default()),
-            sessions: OriginSessions::new(),
+            state,
             storage,
+            partial: None,
+            snapshot_job: None,
+            last_snapshot,
+            snapshot_chunk_bytes_max,
             data_dir,
             incarnation,
             leaderless_wait,
@@ -151,16 +248,15 @@ impl<S: Storage> RaftHost<S> {
                 return Ok(());
             }
         };
-        let admitted = self.sessions.admit(&envelope);
+        let applied = self.state.apply_envelope(entry.index, &envelope);
         if envelope.origin == cx.me {
             self.check_incarnation()?;
         }
-        if !admitted {
+        let Some(output) = applied else {
             // A copy of a request that took effect already (re-sent to a new leader).
             cx.shared.metrics.duplicates_skipped.inc();
             return Ok(());
-        }
-        let output = self.store.apply(entry.index, &envelope.command);
+        };
         let mine = envelope.origin == cx.me
             && envelope
                 .session
@@ -176,7 +272,7 @@ impl<S: Storage> RaftHost<S> {
     /// writes would all be fenced), after lifting the durable counter above that run.
     fn check_incarnation(&self) -> Result<(), RaftHostError> {
         let me = self.raft.status().id;
-        let Some(seen) = self.sessions.incarnation_of(me) else {
+        let Some(seen) = self.state.sessions().incarnation_of(me) else {
             return Ok(());
         };
         if seen <= self.incarnation {
@@ -198,7 +294,7 @@ impl<S: Storage> RaftHost<S> {
             } else if let Some(read) = cx.requests.take(Kind::Read, id.0) {
                 self.waiting.remove(&(Kind::Read, id.0));
                 cx.shared.metrics.reads.inc();
-                let _ = read.reply.send(Ok(self.store.query(&read.payload)));
+                let _ = read.reply.send(Ok(self.state.query(&read.payload)));
             }
         }
         self.ready_reads = waiting;
@@ -350,7 +446,237 @@ impl<S: Storage> RaftHost<S> {
     }
 }
 
-impl<S: Storage> Host for RaftHost<S> {
+/// Reads at most `max` bytes of `store`'s snapshot `meta` from `offset`: the bytes and
+/// whether they reach the end of the file.
+fn read_chunk(
+    store: &SnapshotStore,
+    meta: SnapshotMeta,
+    offset: u64,
+    max: usize,
+) -> std::io::Result<(Bytes, bool)> {
+    let mut file = std::fs::File::open(store.path(meta))?;
+    let length = file.metadata()?.len();
+    file.seek(SeekFrom::Start(offset))?;
+    let wanted = usize::try_from(length.saturating_sub(offset))
+        .unwrap_or(usize::MAX)
+        .min(max);
+    let mut data = vec![0u8; wanted];
+    file.read_exact(&mut data)?;
+    Ok((Bytes::from(data), offset + wanted as u64 >= length))
+}
+
+impl<S: SnapshotStorage> RaftHost<S> {
+    /// Leader: reads the chunk a follower needs and hands it to the core.
+    fn send_chunk(&mut self, cx: &Context, request: SnapshotChunkRequest) {
+        let SnapshotChunkRequest { to, meta, offset } = request;
+        let read = self
+            .storage
+            .snapshot_store()
+            .map(|store| read_chunk(store, meta, offset, self.snapshot_chunk_bytes_max));
+        match read {
+            Some(Ok((data, done))) => {
+                if self
+                    .raft
+                    .send_snapshot_chunk(to, meta, offset, data, done)
+                    .is_ok()
+                {
+                    cx.shared.metrics.snapshot_chunks_sent.inc();
+                    if offset == 0 {
+                        tracing::info!(
+                            to = to.0,
+                            index = meta.index.0,
+                            "sending a snapshot to a follower"
+                        );
+                    }
+                }
+            }
+            Some(Err(error)) => {
+                tracing::info!(to = to.0, index = meta.index.0, %error, "the snapshot asked for is gone");
+                self.raft.report_snapshot_unavailable(to);
+            }
+            None => self.raft.report_snapshot_unavailable(to),
+        }
+    }
+
+    /// Follower: writes a received chunk into the partial snapshot file.
+    fn write_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), RaftHostError> {
+        let store = self
+            .storage
+            .snapshot_store()
+            .ok_or(RaftHostError::NoSnapshotStore)?;
+        if chunk.offset == 0 {
+            if let Some(old) = self.partial.take() {
+                old.abort();
+            }
+            tracing::info!(
+                index = chunk.meta.index.0,
+                term = chunk.meta.term.0,
+                "receiving a snapshot from the leader"
+            );
+            self.partial = Some(store.create_partial(chunk.meta)?);
+        }
+        let Some(partial) = self.partial.as_mut().filter(|p| p.meta() == chunk.meta) else {
+            tracing::warn!(
+                index = chunk.meta.index.0,
+                offset = chunk.offset,
+                "a snapshot chunk without its start: dropped"
+            );
+            return Ok(());
+        };
+        let received = partial.write_at(chunk.offset, &chunk.data)?;
+        if chunk.done || received % (16 << 20) < chunk.data.len() as u64 {
+            tracing::info!(
+                index = chunk.meta.index.0,
+                bytes = received,
+                done = chunk.done,
+                "snapshot install progress"
+            );
+        }
+        Ok(())
+    }
+
+    /// Follower: installs the received snapshot `meta`: verifies the completed file, restores
+    /// the state from it and compacts the log to it. Any failure stops the node.
+    fn install(&mut self, cx: &Context, meta: SnapshotMeta) -> Result<(), RaftHostError> {
+        let started = Instant::now();
+        let store = self
+            .storage
+            .snapshot_store()
+            .ok_or(RaftHostError::NoSnapshotStore)?
+            .clone();
+        let file = match self.partial.take() {
+            Some(partial) if partial.meta() == meta => partial.finish()?,
+            other => {
+                // Completed earlier (a restart between the last chunk and the install).
+                if let Some(partial) = other {
+                    partial.abort();
+                }
+                store.verify(meta)?;
+                SnapshotFile {
+                    meta,
+                    path: store.path(meta),
+                    file_bytes: store.file_bytes(meta)?,
+                }
+            }
+        };
+        self.state = restore_state(&store, meta)?;
+        // Keep the log after the snapshot only if it goes on from it (storage decides, Raft §7).
+        self.storage.compact(meta, meta.index.next())?;
+        let _ = store.retain(2);
+        cx.shared.metrics.snapshots_installed.inc();
+        tracing::info!(
+            index = meta.index.0,
+            term = meta.term.0,
+            bytes = file.file_bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "installed a snapshot from the leader"
+        );
+        self.last_snapshot = Some(file);
+        Ok(())
+    }
+
+    /// Takes an image of the applied state (cheap) and writes it out on the snapshot thread.
+    fn start_snapshot(&mut self, meta: SnapshotMeta) {
+        let Some(store) = self.storage.snapshot_store() else {
+            self.raft.on_snapshot_failed();
+            return;
+        };
+        if self.snapshot_job.is_some() {
+            self.raft.on_snapshot_failed();
+            return;
+        }
+        let writer = match store.create(meta) {
+            Ok(writer) => writer,
+            Err(error) => {
+                tracing::error!(%error, index = meta.index.0, "cannot start a snapshot");
+                self.raft.on_snapshot_failed();
+                return;
+            }
+        };
+        let image = self.state.snapshot();
+        let path = store.path(meta);
+        let (done, outcome) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".to_string())
+            .spawn(move || {
+                let started = Instant::now();
+                let mut writer = writer;
+                let result = image
+                    .write_to(&mut writer)
+                    .map_err(|source| StorageError::Io {
+                        operation: "write",
+                        path,
+                        source,
+                    })
+                    .and_then(|()| writer.finish())
+                    .map(|file| (file, started.elapsed()));
+                let _ = done.send(result);
+            });
+        match spawned {
+            Ok(_) => self.snapshot_job = Some((meta, outcome)),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the snapshot thread");
+                self.raft.on_snapshot_failed();
+            }
+        }
+    }
+
+    /// Reports a snapshot the snapshot thread finished to the core, and compacts the log.
+    fn finish_snapshot(&mut self, cx: &Context) -> Result<(), RaftHostError> {
+        let Some((meta, outcome)) = &self.snapshot_job else {
+            return Ok(());
+        };
+        let meta = *meta;
+        let result = match outcome.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => Err(StorageError::InvalidWrite(
+                "the snapshot thread stopped without an outcome".to_string(),
+            )),
+        };
+        self.snapshot_job = None;
+        match result {
+            Ok((file, took)) => {
+                if let Err(error) = self.raft.on_snapshot_taken(meta) {
+                    tracing::warn!(%error, index = meta.index.0, "the core refused a snapshot");
+                    return Ok(());
+                }
+                if self.raft.snapshot() != meta {
+                    // Overtaken meanwhile by a newer one (an install from the leader).
+                    tracing::info!(
+                        index = meta.index.0,
+                        "a snapshot was overtaken by a newer one"
+                    );
+                    return Ok(());
+                }
+                self.storage.compact(meta, self.raft.first_index())?;
+                if let Some(store) = self.storage.snapshot_store()
+                    && let Err(error) = store.retain(2)
+                {
+                    tracing::warn!(%error, "cannot remove old snapshots");
+                }
+                let metrics = &cx.shared.metrics;
+                metrics.snapshots_taken.inc();
+                metrics.snapshot_write_seconds.observe(took.as_secs_f64());
+                tracing::info!(
+                    index = meta.index.0,
+                    bytes = file.file_bytes,
+                    ms = took.as_millis() as u64,
+                    first_index = self.raft.first_index().0,
+                    "took a snapshot and compacted the log"
+                );
+                self.last_snapshot = Some(file);
+            }
+            Err(error) => {
+                tracing::error!(%error, index = meta.index.0, "taking a snapshot failed");
+                self.raft.on_snapshot_failed();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: SnapshotStorage> Host for RaftHost<S> {
     type Error = RaftHostError;
 
     fn step(&mut self, cx: &mut Context, from: NodeId, message: PeerMessage) {
@@ -404,6 +730,19 @@ impl<S: Storage> Host for RaftHost<S> {
 
     fn tick(&mut self, cx: &mut Context) {
         self.raft.tick();
+        if cx
+            .shared
+            .snapshot_requested
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!("a snapshot was requested");
+            self.raft.request_snapshot();
+        }
+        if let Err(error) = self.finish_snapshot(cx) {
+            // The compaction that follows a snapshot failed: the storage is poisoned, and the
+            // next write reports it and stops the node.
+            tracing::error!(%error, "compacting the log after a snapshot failed");
+        }
         let now = Instant::now();
         if self.raft.status().leader.is_some() {
             self.follow_leader(cx);
@@ -426,15 +765,25 @@ impl<S: Storage> Host for RaftHost<S> {
             committed_entries,
             read_states,
             rejected_reads,
-            // Snapshots are not wired into the runtime yet; the default thresholds are far
-            // above what its tests apply, so these stay empty.
-            snapshot_chunk_requests: _,
-            snapshot_chunks: _,
-            snapshot: _,
-            snapshot_due: _,
+            snapshot_chunk_requests,
+            snapshot_chunks,
+            snapshot,
+            snapshot_due,
         } = self.raft.ready();
-        // 1. Replication goes out while the leader's own copy is being written.
+        // 1. Replication goes out while the leader's own copy is being written; followers
+        //    that need a snapshot get their next chunk (sent by the next Ready).
         Self::send(cx, messages);
+        for request in snapshot_chunk_requests {
+            self.send_chunk(cx, request);
+        }
+        // 1b. A follower writes the chunks it received and installs a complete snapshot
+        //     before it persists entries or applies anything after it.
+        for chunk in snapshot_chunks {
+            self.write_chunk(chunk)?;
+        }
+        if let Some(meta) = snapshot {
+            self.install(cx, meta)?;
+        }
         // 2. Apply, answer, serve reads. Committed entries are already durable on a majority
         //    (a leader counts its own copy only once durable), so clients need not wait for
         //    this node's fsync below, which often only records the new commit index.
@@ -476,8 +825,13 @@ impl<S: Storage> Host for RaftHost<S> {
         }
         // 4. Votes and acks.
         Self::send(cx, persisted_messages);
+        // 4b. A snapshot of what is applied now, written out on the snapshot thread.
+        if let Some(meta) = snapshot_due {
+            self.start_snapshot(meta);
+        }
         // 5. Done.
         self.raft.advance();
+        self.finish_snapshot(cx)?;
         Ok(true)
     }
 
@@ -518,7 +872,14 @@ impl<S: Storage> Host for RaftHost<S> {
                 .into_iter()
                 .map(|(id, index)| (id.0.to_string(), index.0))
                 .collect(),
-            keys: self.store.len() as u64,
+            keys: self.state.inner().len() as u64,
+            snapshot_index: Some(self.raft.snapshot().index.0),
+            snapshot_bytes: Some(
+                self.last_snapshot
+                    .as_ref()
+                    .map_or(0, |file| file.file_bytes),
+            ),
+            first_index: Some(self.raft.first_index().0),
             view: None,
         }
     }
@@ -557,6 +918,7 @@ mod tests {
         let raft = RawNode::restart(Config::new(ME, vec![ME]), storage.durable()).unwrap();
         RaftHost::new(
             raft,
+            fresh_state(),
             storage,
             data_dir.to_path_buf(),
             incarnation,

@@ -10,3 +10,4 @@ mod failover;
 mod faults;
 mod harness;
 mod pb;
+mod snapshots;
