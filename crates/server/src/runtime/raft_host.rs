@@ -637,6 +637,7 @@ impl<S: SnapshotStorage> RaftHost<S> {
         self.snapshot_job = None;
         match result {
             Ok((file, took)) => {
+                let previous = self.raft.snapshot();
                 if let Err(error) = self.raft.on_snapshot_taken(meta) {
                     tracing::warn!(%error, index = meta.index.0, "the core refused a snapshot");
                     return Ok(());
@@ -649,7 +650,11 @@ impl<S: SnapshotStorage> RaftHost<S> {
                     );
                     return Ok(());
                 }
-                self.storage.compact(meta, self.raft.first_index())?;
+                // The durable log keeps what follows the previous snapshot too (retain(2)
+                // keeps that one), so a restart that finds this new snapshot damaged can
+                // fall back to the previous one and replay the log from there.
+                let keep_from = self.raft.first_index().min(previous.index.next());
+                self.storage.compact(meta, keep_from)?;
                 if let Some(store) = self.storage.snapshot_store()
                     && let Err(error) = store.retain(2)
                 {
