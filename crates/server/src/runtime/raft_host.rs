@@ -17,8 +17,9 @@
 //! still holds and issues again every read the core gave up on, and a request that arrives
 //! while no leader is known waits (up to `leaderless_wait`) for one instead of being refused.
 //! A write may then reach the log twice; its envelope carries this run's incarnation and
-//! origin session, and [`OriginSessions`] (replicated state) applies each request once. The
-//! client of a held write hears the outcome as soon as the new leader commits it.
+//! origin session, and [`OriginSessions`](chorus_core::envelope::OriginSessions) (replicated
+//! state) applies each request once. The client of a held write hears the outcome as soon as
+//! the new leader commits it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
