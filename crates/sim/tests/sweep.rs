@@ -69,3 +69,33 @@ fn faults_actually_happen_in_a_faulty_run() {
         "clients made progress"
     );
 }
+
+#[test]
+fn one_node_runs_under_every_fault_profile() {
+    // A one-node cluster has no links to cut; the nemesis used to draw a partition of it and
+    // panic on an empty range. Every profile must run, for both schemes.
+    for faults in [
+        FaultProfile::None,
+        FaultProfile::Network,
+        FaultProfile::Crash,
+        FaultProfile::CrashMany,
+        FaultProfile::All,
+    ] {
+        for seed in 1..=3 {
+            let mut config = SimConfig::new(seed);
+            config.nodes = 1;
+            config.faults = faults;
+            let report = chorus_sim::run(config);
+            assert!(report.passed(), "raft, seed {seed}, faults {faults}");
+            let mut config = SimConfig::new(seed);
+            config.protocol = chorus_sim::Protocol::Pb;
+            config.nodes = 1;
+            config.faults = faults;
+            let report = chorus_sim::run(config);
+            assert!(
+                report.violations.is_empty(),
+                "pb, seed {seed}, faults {faults}"
+            );
+        }
+    }
+}
