@@ -6,6 +6,7 @@
 //! arm here and its variant to [`Protocol`].
 
 use crate::config::{Protocol, SimConfig};
+use crate::engine::{ProtocolHost, Sim};
 use crate::pb::PbSimulator;
 use crate::raft::Simulator;
 use crate::report::RunReport;
@@ -23,16 +24,39 @@ pub fn run(config: SimConfig) -> RunReport {
 /// Like [`run`], with a human-readable line per notable event in [`RunReport::trace`].
 #[must_use]
 pub fn run_traced(config: SimConfig) -> RunReport {
+    run_recorded(
+        config,
+        Recording {
+            trace_log: true,
+            visual: false,
+        },
+    )
+}
+
+/// What a run keeps for a reader besides its findings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recording {
+    /// A human-readable line per notable event ([`RunReport::trace`]).
+    pub trace_log: bool,
+    /// What a space-time diagram needs ([`RunReport::visual`], drawn by
+    /// [`crate::visual::render_html`]).
+    pub visual: bool,
+}
+
+/// Like [`run`], keeping what `recording` asks for. Recording changes nothing the run does.
+#[must_use]
+pub fn run_recorded(config: SimConfig, recording: Recording) -> RunReport {
+    fn go<P: ProtocolHost>(mut sim: Sim<P>, recording: Recording) -> RunReport {
+        if recording.trace_log {
+            sim.enable_trace_log();
+        }
+        if recording.visual {
+            sim.enable_visual();
+        }
+        sim.run()
+    }
     match config.protocol {
-        Protocol::Raft => {
-            let mut simulator = Simulator::new(config);
-            simulator.enable_trace_log();
-            simulator.run()
-        }
-        Protocol::Pb => {
-            let mut simulator = PbSimulator::new(config);
-            simulator.enable_trace_log();
-            simulator.run()
-        }
+        Protocol::Raft => go(Simulator::new(config), recording),
+        Protocol::Pb => go(PbSimulator::new(config), recording),
     }
 }

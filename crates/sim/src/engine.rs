@@ -25,6 +25,7 @@ use crate::nemesis::{self, Action};
 use crate::network::{Latency, LinkFaults, Network};
 use crate::queue::EventQueue;
 use crate::report::{RunReport, RunStats};
+use crate::visual::{LaneState, VisualTrace, debug_kind};
 use crate::workload::{
     Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
 };
@@ -47,6 +48,8 @@ pub trait ProtocolHost: Sized {
 
     /// Note appended to the trace line of a restart.
     const RESTART_NOTE: &'static str = "";
+    /// What the scheme calls its epochs, for the visual trace ("term", "view").
+    const EPOCH_NAME: &'static str = "term";
 
     /// How many nodes take client requests.
     fn nodes(&self) -> usize;
@@ -106,6 +109,29 @@ pub trait ProtocolHost: Sized {
     }
     /// Runs the scheme's final checks on the nodes' state.
     fn finish(sim: &mut Sim<Self>);
+    /// Lanes of the visual trace: the nodes clients talk to first, then whatever else the
+    /// scheme runs (a view service), whose messages use the lane numbers past the nodes.
+    fn lanes(&self) -> usize {
+        self.nodes()
+    }
+    /// A lane's name in the visual trace.
+    fn lane_name(&self, lane: usize) -> String {
+        format!("n{}", lane + 1)
+    }
+    /// What lane `lane` shows now in the visual trace; `None` while it is down.
+    fn lane_state(&self, lane: usize) -> Option<LaneState> {
+        (lane < self.nodes() && self.is_up(lane)).then_some(LaneState {
+            role: "up",
+            epoch: 0,
+            commit: 0,
+            snapshot: 0,
+        })
+    }
+    /// A message's kind, for the visual trace's filter (by default the first word of its
+    /// `Debug` text).
+    fn message_kind(message: &Self::Message) -> String {
+        debug_kind(&format!("{message:?}"))
+    }
     /// Feeds the fingerprint of a message in flight to the trace hash.
     fn fingerprint_message(message: &Self::Message, hasher: &mut DefaultHasher);
     /// Feeds the fingerprint of one of the scheme's events to the trace hash.
@@ -231,6 +257,8 @@ impl<P: ProtocolHost> Event<P> {
 pub struct Waiting {
     pub(crate) client: usize,
     pub(crate) op_id: u64,
+    /// The node that took the request (the visual trace draws its answer from there).
+    pub(crate) node: usize,
 }
 
 /// Which phase the run is in.
@@ -257,6 +285,8 @@ pub struct Sim<P: ProtocolHost> {
     pub(crate) trace: DefaultHasher,
     pub(crate) stats: RunStats,
     pub(crate) trace_log: Option<Vec<String>>,
+    /// The visual trace, when [`Sim::enable_visual`] asked for it.
+    pub(crate) visual: Option<Box<VisualTrace>>,
     pub(crate) filter: Option<Filter<P::Message>>,
     /// The run ended in the scheme's documented dead end (see [`RunReport::stuck`]).
     pub(crate) stuck: bool,
@@ -303,6 +333,7 @@ impl<P: ProtocolHost> Sim<P> {
             trace: DefaultHasher::new(),
             stats: RunStats::default(),
             trace_log: None,
+            visual: None,
             filter: None,
             stuck: false,
             nodes,
@@ -337,9 +368,47 @@ impl<P: ProtocolHost> Sim<P> {
         self.trace_log = Some(Vec::new());
     }
 
-    pub(crate) fn log(&mut self, line: impl FnOnce() -> String) {
+    /// Records what a space-time diagram of the run needs (see [`crate::visual`]); the report
+    /// then carries it in [`RunReport::visual`]. Changes nothing the run does.
+    pub fn enable_visual(&mut self) {
+        let lanes = (0..self.nodes.lanes())
+            .map(|lane| self.nodes.lane_name(lane))
+            .collect();
+        self.visual = Some(Box::new(VisualTrace::new(lanes, P::EPOCH_NAME)));
+        self.sample_visual();
+    }
+
+    /// Notes the lanes' states and the network's cuts, where they changed.
+    fn sample_visual(&mut self) {
+        if let Some(visual) = &mut self.visual {
+            for lane in 0..self.nodes.lanes() {
+                visual.sample(lane, self.time, self.nodes.lane_state(lane));
+            }
+            visual.sample_cut(self.time, self.network.cuts());
+        }
+    }
+
+    /// Marks a step of a scripted story: a caption over the visual trace and a line of the text
+    /// trace. Changes nothing the run does.
+    pub fn annotate(&mut self, text: &str) {
+        if let Some(visual) = &mut self.visual {
+            visual.caption(self.time, text.to_string());
+        }
         if let Some(log) = &mut self.trace_log {
-            log.push(format!("{:>8} {}", self.time, line()));
+            log.push(format!("{:>8} note: {text}", self.time));
+        }
+    }
+
+    pub(crate) fn log(&mut self, line: impl FnOnce() -> String) {
+        if self.trace_log.is_none() && self.visual.is_none() {
+            return;
+        }
+        let line = line();
+        if let Some(visual) = &mut self.visual {
+            visual.note(self.time, line.clone());
+        }
+        if let Some(log) = &mut self.trace_log {
+            log.push(format!("{:>8} {}", self.time, line));
         }
     }
 
@@ -525,6 +594,9 @@ impl<P: ProtocolHost> Sim<P> {
             }
             Event::Protocol(event) => P::event(self, event),
         }
+        if self.visual.is_some() {
+            self.sample_visual();
+        }
     }
 
     // ---- the network -------------------------------------------------------------------
@@ -536,15 +608,23 @@ impl<P: ProtocolHost> Sim<P> {
         let (from_id, to_id) = (NodeId(from as u64 + 1), NodeId(to as u64 + 1));
         if let Some(filter) = &mut self.filter {
             if !filter(from_id, to_id, &mut message) {
+                self.draw_message(from, to, &message, Vec::new(), "filtered");
                 return;
             }
         }
         self.stats.messages += 1;
         P::on_sent(self, from, to, &message);
         if self.network.is_cut(from_id, to_id) {
+            self.draw_message(from, to, &message, Vec::new(), "cut");
             return;
         }
-        for delay in self.network.plan(&mut self.rng_network) {
+        let delays = self.network.plan(&mut self.rng_network);
+        if self.visual.is_some() {
+            let arrivals: Vec<u64> = delays.iter().map(|delay| self.time + delay).collect();
+            let fate = if arrivals.is_empty() { "lost" } else { "" };
+            self.draw_message(from, to, &message, arrivals, fate);
+        }
+        for delay in delays {
             self.schedule(
                 delay,
                 Event::Deliver {
@@ -556,6 +636,21 @@ impl<P: ProtocolHost> Sim<P> {
         }
     }
 
+    /// Records a message in the visual trace, if one is kept.
+    fn draw_message(
+        &mut self,
+        from: usize,
+        to: usize,
+        message: &P::Message,
+        arrivals: Vec<u64>,
+        fate: &'static str,
+    ) {
+        if let Some(visual) = &mut self.visual {
+            let label = (P::message_kind(message), format!("{message:?}"));
+            visual.message((from, to), self.time, arrivals, fate, label);
+        }
+    }
+
     // ---- clients -----------------------------------------------------------------------
 
     /// A client request arrives at node `node`: a node that is down ignores it, a node that
@@ -564,7 +659,27 @@ impl<P: ProtocolHost> Sim<P> {
         let waiting = Waiting {
             client: request.client,
             op_id: request.op_id,
+            node,
         };
+        if let Some(visual) = &mut self.visual {
+            let client_lane = self.nodes.lanes() + request.client;
+            let label = (
+                "ClientRequest".to_string(),
+                format!("op {}: {:?}", request.op_id, request.body),
+            );
+            let fate = if self.nodes.is_up(node) {
+                ""
+            } else {
+                "node down"
+            };
+            visual.message(
+                (client_lane, node),
+                request.sent,
+                vec![self.time],
+                fate,
+                label,
+            );
+        }
         if !self.nodes.is_up(node) {
             return;
         }
@@ -586,7 +701,28 @@ impl<P: ProtocolHost> Sim<P> {
             op_id: waiting.op_id,
             body,
         };
-        for delay in self.network.plan(&mut self.rng_network) {
+        let delays = self.network.plan(&mut self.rng_network);
+        if let Some(visual) = &mut self.visual {
+            let client_lane = self.nodes.lanes() + waiting.client;
+            let arrivals: Vec<u64> = delays.iter().map(|delay| self.time + delay).collect();
+            let fate = if arrivals.is_empty() { "lost" } else { "" };
+            let kind = match reply.body {
+                ReplyBody::Done(_) => "ClientReply",
+                ReplyBody::Retry(_) => "ClientRetry",
+            };
+            let label = (
+                kind.to_string(),
+                format!("op {}: {:?}", reply.op_id, reply.body),
+            );
+            visual.message(
+                (waiting.node, client_lane),
+                self.time,
+                arrivals,
+                fate,
+                label,
+            );
+        }
+        for delay in delays {
             self.schedule(
                 delay,
                 Event::Reply {
@@ -818,6 +954,7 @@ impl<P: ProtocolHost> Sim<P> {
             stats: self.stats,
             trace: self.trace_log.unwrap_or_default(),
             stuck: self.stuck,
+            visual: self.visual,
         }
     }
 }

@@ -45,12 +45,14 @@ pub mod checkers;
 pub mod config;
 mod dispatch;
 pub mod engine;
+pub mod gallery;
 mod nemesis;
 pub mod network;
 pub mod pb;
 mod queue;
 pub mod raft;
 pub mod report;
+pub mod visual;
 mod workload;
 
 /// The client-history format and the linearizability checker, re-exported from
@@ -58,7 +60,7 @@ mod workload;
 /// `chorus_sim::history` and `chorus_sim::linearizability` keep working.
 pub use chorus_check::{history, linearizability};
 pub use config::{FaultProfile, Protocol, SimConfig};
-pub use dispatch::{run, run_traced};
+pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};

@@ -78,6 +78,12 @@ impl Network {
         self.cut.contains(&(from, to))
     }
 
+    /// Every link cut, as `(from, to)` pairs.
+    #[must_use]
+    pub fn cuts(&self) -> &BTreeSet<(NodeId, NodeId)> {
+        &self.cut
+    }
+
     /// Whether any link is cut.
     #[must_use]
     pub fn is_partitioned(&self) -> bool {

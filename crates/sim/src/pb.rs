@@ -75,6 +75,7 @@ use chorus_pb::{
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
+use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
 
 /// Readies a node may produce in one drive before the driver stops (a core that always has a
@@ -185,6 +186,7 @@ impl ProtocolHost for PbNodes {
     type Event = PbEvent;
 
     const RESTART_NOTE: &'static str = " empty";
+    const EPOCH_NAME: &'static str = "view";
 
     fn nodes(&self) -> usize {
         self.hosts.len()
@@ -392,6 +394,47 @@ impl ProtocolHost for PbNodes {
             "{} {:?} view {} acting {} applied {} pending {}",
             s.id, s.role, s.view.number, s.acting_primary, s.applied, s.pending
         ))
+    }
+
+    fn lanes(&self) -> usize {
+        self.hosts.len() + 1
+    }
+
+    fn lane_name(&self, lane: usize) -> String {
+        if lane == self.hosts.len() {
+            "view service".to_string()
+        } else {
+            format!("n{}", lane + 1)
+        }
+    }
+
+    fn lane_state(&self, lane: usize) -> Option<LaneState> {
+        if lane == self.hosts.len() {
+            let service = self.service.as_ref()?.service();
+            return Some(LaneState {
+                role: if service.is_stuck() {
+                    "view service (stuck)"
+                } else {
+                    "view service"
+                },
+                epoch: service.get_view().number.0,
+                commit: 0,
+                snapshot: 0,
+            });
+        }
+        let s = self.hosts.get(lane)?.replica.as_ref()?.status();
+        let role = match s.role {
+            chorus_pb::Role::Primary if s.acting_primary => "primary",
+            chorus_pb::Role::Primary => "primary (not acting)",
+            chorus_pb::Role::Backup => "backup",
+            chorus_pb::Role::Idle => "idle",
+        };
+        Some(LaneState {
+            role,
+            epoch: s.view.number.0,
+            commit: s.applied.0,
+            snapshot: 0,
+        })
     }
 
     fn other_state(&self) -> Option<String> {

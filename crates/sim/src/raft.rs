@@ -26,6 +26,7 @@ use chorus_storage::{MemStorage, Storage};
 use crate::checkers::Applied;
 use crate::config::SimConfig;
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
+use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
 
 /// One simulated node: a Raft core, its state machine, its disk, and the client requests it
@@ -254,6 +255,32 @@ impl ProtocolHost for RaftNodes {
                 s.commit == first.commit && s.applied == s.commit && s.last_index == s.commit
             })
             && hosts.iter().all(|h| h.outstanding.is_none())
+    }
+
+    fn lane_state(&self, lane: usize) -> Option<LaneState> {
+        let raft = self.hosts.get(lane)?.raft.as_ref()?;
+        let s = raft.status();
+        let role = match s.role {
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        };
+        Some(LaneState {
+            role,
+            epoch: s.term.0,
+            commit: s.commit.0,
+            snapshot: raft.snapshot().index.0,
+        })
+    }
+
+    fn message_kind(message: &Message) -> String {
+        match message {
+            Message::AppendEntries(m) if m.entries.is_empty() => "Heartbeat".to_string(),
+            Message::RequestVote(m) if m.pre_vote => "PreVote".to_string(),
+            Message::RequestVoteResponse(m) if m.pre_vote => "PreVoteResponse".to_string(),
+            other => crate::visual::debug_kind(&format!("{other:?}")),
+        }
     }
 
     fn node_state(&self, node: usize) -> Option<String> {

@@ -12,6 +12,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::checkers::Violation;
 use crate::history::Operation;
 use crate::linearizability::Verdict;
+use crate::visual::VisualTrace;
 
 /// Counters of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,6 +63,10 @@ pub struct RunReport {
     /// possible (the view service is down, or stuck by its rule 6 because the primary and
     /// every holder of its state failed). Its liveness was not asserted; its safety was.
     pub stuck: bool,
+    /// What a space-time diagram of the run needs, if
+    /// [`Sim::enable_visual`](crate::engine::Sim::enable_visual) was called (see
+    /// [`crate::visual::render_html`]).
+    pub visual: Option<Box<VisualTrace>>,
 }
 
 impl RunReport {

@@ -39,6 +39,8 @@ pub struct ClientRequest {
     pub(crate) client: usize,
     pub(crate) op_id: u64,
     pub(crate) body: RequestBody,
+    /// When the client sent it (for the visual trace; not part of the trace hash).
+    pub(crate) sent: u64,
 }
 
 /// A node's answer to a client.
@@ -346,6 +348,7 @@ impl Workload {
             client,
             op_id,
             body: current.body.clone(),
+            sent: io.time,
         };
         let node = self.clients[client].target;
         for delay in io.network.plan(io.rng_network) {

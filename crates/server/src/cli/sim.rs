@@ -10,6 +10,11 @@
 //! documented dead end (primary and every holder of its state lost) has its liveness excused,
 //! never its safety, and the summary counts those runs as `stuck=K`, and the failovers (the
 //! backup promoted to primary) of all runs as `failovers=N`.
+//!
+//! `--html FILE` (with `--replay` or `--scenario`) and `--html-dir DIR` (on a sweep, for every
+//! failing seed) draw runs as space-time diagrams, one self-contained page each
+//! (`chorus_sim::visual`); `--scenario NAME` stages one lesson of the gallery
+//! (`chorus_sim::gallery`, pictured in docs/gallery/).
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -22,7 +27,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chorus_check::history::write_jsonl;
-use chorus_sim::{FaultProfile, RunReport, SimConfig};
+use chorus_sim::gallery::Scenario;
+use chorus_sim::visual::render_html;
+use chorus_sim::{FaultProfile, Recording, RunReport, SimConfig};
 use clap::{Args, ValueEnum};
 
 /// The replication scheme to simulate.
@@ -120,6 +127,18 @@ pub struct SimArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
+    /// With --replay or --scenario: write the run's space-time diagram to this self-contained
+    /// HTML page (open it in any browser; it fetches nothing).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+    /// On a sweep: write the space-time diagram of every failing seed to
+    /// `DIR/<protocol>-seed-<N>.html`.
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    html_dir: Option<PathBuf>,
+    /// Run one staged scenario of the gallery instead of random seeds (`--scenario list` names
+    /// them); its seed is --replay's, or 1. Usually with --html.
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
 }
 
 impl SimArgs {
@@ -189,12 +208,79 @@ fn describe_failure(args: &SimArgs, outcome: &Outcome) -> String {
     text
 }
 
-fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
-    let report = if args.verbose {
-        chorus_sim::run_traced(args.config(seed))
-    } else {
-        chorus_sim::run(args.config(seed))
+/// Writes the space-time diagram of `report` to `path`.
+fn write_html(path: &Path, title: &str, report: &RunReport) -> anyhow::Result<()> {
+    let Some(trace) = &report.visual else {
+        bail!("the run kept no visual trace");
     };
+    let page = render_html(
+        title,
+        trace,
+        &report.history,
+        &report.violations,
+        report.end_time,
+    );
+    std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs a staged scenario of the gallery and prints what it found.
+fn scenario(args: &SimArgs, name: &str) -> anyhow::Result<bool> {
+    let names = || {
+        Scenario::ALL
+            .iter()
+            .map(|s| format!("  {:<26}{}", s.name(), s.lesson()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if name == "list" {
+        println!("{}", names());
+        return Ok(true);
+    }
+    let Some(scenario) = Scenario::named(name) else {
+        bail!("no scenario {name:?}; the gallery has:\n{}", names());
+    };
+    let seed = args.replay.unwrap_or(1);
+    let report = scenario
+        .run(seed)
+        .map_err(|error| anyhow::anyhow!("scenario {name}, seed {seed}: {error}"))?;
+    if let Some(path) = &args.html {
+        let title = format!("Chorus — {} (seed {seed}): {}", name, scenario.lesson());
+        write_html(path, &title, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    for violation in &report.violations {
+        println!(
+            "  {} at t={}: {}",
+            violation.invariant, violation.time, violation.detail
+        );
+    }
+    println!(
+        "scenario {name}: seed={seed} ops={} violations={} linearizable={} stuck={} end_time={} messages={}",
+        report.history.len(),
+        report.violations.len(),
+        report.linearizable(),
+        report.stuck,
+        report.end_time,
+        report.stats.messages,
+    );
+    Ok(report.passed())
+}
+
+fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
+    let recording = Recording {
+        trace_log: args.verbose,
+        visual: args.html.is_some(),
+    };
+    let report = chorus_sim::run_recorded(args.config(seed), recording);
+    if let Some(path) = &args.html {
+        let title = format!(
+            "Chorus — {} seed {seed}, faults {}",
+            args.protocol.name(),
+            args.faults
+        );
+        write_html(path, &title, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
     for line in &report.trace {
         println!("{line}");
     }
@@ -241,8 +327,19 @@ fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
 /// # Errors
 /// When a history file cannot be written.
 pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
+    if let Some(name) = &args.scenario {
+        return scenario(args, name);
+    }
     if let Some(seed) = args.replay {
         return replay(args, seed);
+    }
+    if args.html.is_some() {
+        bail!(
+            "--html draws one run: give --replay SEED or --scenario NAME (a sweep takes --html-dir)"
+        );
+    }
+    if let Some(dir) = &args.html_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if let Some(dir) = &args.history_out {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -301,6 +398,31 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
             if !report.passed() || outcome.nondeterministic {
                 println!("{}", describe_failure(args, &outcome));
                 failed.push(report.seed);
+                if let Some(dir) = &args.html_dir {
+                    // The seed replays exactly; run it again, drawing it this time.
+                    let recording = Recording {
+                        trace_log: false,
+                        visual: true,
+                    };
+                    let drawn = chorus_sim::run_recorded(args.config(report.seed), recording);
+                    let path = dir.join(format!(
+                        "{}-seed-{}.html",
+                        args.protocol.name(),
+                        report.seed
+                    ));
+                    let title = format!(
+                        "Chorus — {} seed {}, faults {}",
+                        args.protocol.name(),
+                        report.seed,
+                        args.faults
+                    );
+                    match write_html(&path, &title, &drawn) {
+                        Ok(()) => println!("  drawn: {}", path.display()),
+                        Err(error) => {
+                            write_error.get_or_insert(error);
+                        }
+                    }
+                }
             } else if args.verbose {
                 let failovers = if args.protocol == Protocol::Pb {
                     format!(" failovers={}", report.stats.failovers)

@@ -55,3 +55,39 @@ fn different_seeds_give_different_traces() {
         }
     }
 }
+
+// Drawing a run changes nothing it does: with the visual trace (and the text trace) recorded,
+// every seed of both schemes keeps its trace hash and its history, and Figure 8 with its
+// captions replays the same as without them.
+#[test]
+fn recording_a_visual_trace_changes_nothing_the_run_does() {
+    let recording = chorus_sim::Recording {
+        trace_log: true,
+        visual: true,
+    };
+    for protocol in [chorus_sim::Protocol::Raft, chorus_sim::Protocol::Pb] {
+        for seed in [4, 9] {
+            let mut plain = config(seed);
+            plain.protocol = protocol;
+            let drawn = chorus_sim::run_recorded(plain.clone(), recording);
+            let plain = chorus_sim::run(plain);
+            assert_eq!(
+                plain.trace_hash, drawn.trace_hash,
+                "{protocol:?} seed {seed}"
+            );
+            assert_eq!(
+                history_hash(&plain.history),
+                history_hash(&drawn.history),
+                "{protocol:?} seed {seed}"
+            );
+            let trace = drawn.visual.expect("the visual trace was kept");
+            assert!(trace.message_count() > 0);
+            assert!(plain.visual.is_none());
+        }
+    }
+    let plain = crate::common::figure8::run(crate::common::figure8::config(5)).report;
+    let drawn = chorus_sim::gallery::figure8::run(crate::common::figure8::config(5), true)
+        .expect("the stage is set")
+        .report;
+    assert_eq!(plain.trace_hash, drawn.trace_hash);
+}

@@ -1,5 +1,5 @@
 //! Figure 8 of the Raft paper (extended version, §5.4.2), full version, on a 5-node cluster
-//! running the whole system in the simulator.
+//! running the whole system in the simulator (scenario C16 of SCENARIOS.md).
 //!
 //! The figure shows why a leader may not count replicas to commit an entry of an earlier term:
 //!
@@ -25,11 +25,13 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::config::SimConfig;
+use crate::raft::Simulator;
+use crate::report::RunReport;
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_kv::{Command, Op};
 use chorus_raft::{Message, Role};
-use chorus_sim::{RunReport, SimConfig, Simulator};
 
 /// What the script observed, and the report of the run it ended with.
 pub struct Figure8 {
@@ -121,7 +123,7 @@ fn settled(sim: &Simulator) -> bool {
 /// Fails the script if a step that cannot depend on an injected bug did not happen. Once a
 /// checker found something the run is already known to be broken, and the script goes on so
 /// that the report says what was found.
-fn expect(sim: &Simulator, ok: bool, seed: u64, step: &str) {
+fn expect(sim: &Simulator, ok: bool, seed: u64, step: &str) -> Result<(), String> {
     if !ok && sim.violations().is_empty() {
         let nodes: Vec<String> = sim
             .node_ids()
@@ -134,24 +136,30 @@ fn expect(sim: &Simulator, ok: bool, seed: u64, step: &str) {
                 None => format!("{n} down"),
             })
             .collect();
-        panic!(
+        return Err(format!(
             "seed {seed}: Figure 8 step did not happen: {step}; {}",
             nodes.join("; ")
-        );
+        ));
     }
+    Ok(())
 }
 
-/// Runs the Figure 8 script with `config` (5 nodes, one client) and then the rest of the run.
+/// Runs the Figure 8 script with `config` (5 nodes, one client) and then the rest of the run;
+/// with `visual`, the report carries the run's visual trace.
 ///
-/// # Panics
+/// # Errors
 /// If the configuration is not a 5-node cluster, or a step of the script that does not depend
 /// on the Raft commit rule did not happen in time.
-#[must_use]
-pub fn run(config: SimConfig) -> Figure8 {
-    assert_eq!(config.nodes, 5, "Figure 8 needs five nodes");
+pub fn run(config: SimConfig, visual: bool) -> Result<Figure8, String> {
+    if config.nodes != 5 {
+        return Err(format!("Figure 8 needs five nodes, not {}", config.nodes));
+    }
     let seed = config.seed;
     let unit = config.election_timeout_units();
     let mut sim = Simulator::new(config);
+    if visual {
+        sim.enable_visual();
+    }
     let rules = Rc::new(RefCell::new(Rules::default()));
     let shared = Rc::clone(&rules);
     sim.set_filter(Some(Box::new(move |from, _to, message| {
@@ -160,22 +168,31 @@ pub fn run(config: SimConfig) -> Figure8 {
     // The client registers its session, then waits: the script alone writes to the log.
     sim.set_clients_paused(true);
     let ok = sim.run_until(50 * unit, settled);
-    expect(&sim, ok, seed, "setup: a leader, and every log committed");
+    expect(&sim, ok, seed, "setup: a leader, and every log committed")?;
 
-    let s1 = sim.leader().expect("settled means a leader exists");
+    let s1 = sim.leader().ok_or("setup: no leader")?;
     let others: Vec<NodeId> = sim.node_ids().into_iter().filter(|&n| n != s1).collect();
     let (s2, s3, s4, s5) = (others[0], others[1], others[2], others[3]);
-    let index = sim.status(s1).expect("s1 is up").commit.next();
+    let index = sim.status(s1).ok_or("s1 is down")?.commit.next();
 
     // (a) S1 replicates the entry at `index` to S2 only.
     sim.heal();
     sim.partition(&[vec![s1, s2], vec![s3, s4, s5]]);
-    sim.propose(s1, &put("S1")).expect("s1 leads");
-    let old_term = sim.status(s1).expect("s1 is up").term;
+    sim.propose(s1, &put("S1"))
+        .map_err(|error| format!("(a) S1 does not lead: {error:?}"))?;
+    let old_term = sim.status(s1).ok_or("s1 is down")?.term;
+    sim.annotate(&format!(
+        "(a) S1 = {s1} leads in term {} and sends its entry at index {} to S2 = {s2} only",
+        old_term.0, index.0
+    ));
     let ok = sim.run_until(unit, |sim| {
         holds(sim, s1, index, old_term) && holds(sim, s2, index, old_term)
     });
-    expect(&sim, ok, seed, "(a) S1 and S2 hold S1's entry");
+    expect(&sim, ok, seed, "(a) S1 and S2 hold S1's entry")?;
+    sim.annotate(&format!(
+        "(b) S1 = {s1} crashes before anyone else has index {}",
+        index.0
+    ));
 
     // (b) S1 crashes; S5 wins with S3 and S4 and appends entries it does not replicate.
     sim.crash_node(s1);
@@ -188,14 +205,18 @@ pub fn run(config: SimConfig) -> Figure8 {
     }
     sim.campaign(s5);
     let ok = sim.run_until(30 * unit, |sim| is_leader(sim, s5));
-    expect(&sim, ok, seed, "(b) S5 elected by S3, S4 and itself");
-    let s5_term = sim.status(s5).expect("s5 is up").term;
+    expect(&sim, ok, seed, "(b) S5 elected by S3, S4 and itself")?;
+    let s5_term = sim.status(s5).ok_or("s5 is down")?.term;
+    sim.annotate(&format!(
+        "(b) S5 = {s5} wins term {} with S3 = {s3} and S4 = {s4}, writes its own index {}, replicates it to nobody",
+        s5_term.0, index.0
+    ));
     // The new leader's no-op already sits at `index`; a command follows it.
     let _ = sim.propose(s5, &put("S5"));
     let ok = sim.run_until(unit, |sim| {
         holds(sim, s5, index, s5_term) && persisted(sim, s5, index.next())
     });
-    expect(&sim, ok, seed, "(b) S5 holds its own entries at the index");
+    expect(&sim, ok, seed, "(b) S5 holds its own entries at the index")?;
 
     // (c) S5 crashes; S1 restarts and wins; only its old entry reaches the others.
     sim.crash_node(s5);
@@ -209,14 +230,22 @@ pub fn run(config: SimConfig) -> Figure8 {
     }
     sim.campaign(s1);
     let ok = sim.run_until(30 * unit, |sim| is_leader(sim, s1));
-    expect(&sim, ok, seed, "(c) S1 elected again");
+    expect(&sim, ok, seed, "(c) S1 elected again")?;
+    sim.annotate(&format!(
+        "(c) S5 crashed; S1 = {s1} restarts, wins again, and copies its term-{} entry at index {} to S3 = {s3}",
+        old_term.0, index.0
+    ));
     let majority = |sim: &Simulator| [s1, s2, s3].iter().all(|&n| holds(sim, n, index, old_term));
     let ok = sim.run_until(10 * unit, majority);
-    expect(&sim, ok, seed, "(c) S1, S2 and S3 hold S1's old entry");
+    expect(&sim, ok, seed, "(c) S1, S2 and S3 hold S1's old entry")?;
     // A few heartbeats, so that a commit S1 made (wrongly) reaches the followers.
     sim.run_for(2 * unit);
     let majority_held_old_entry = majority(&sim);
     let s1_commit_in_c = sim.status(s1).map(|s| s.commit).unwrap_or_default();
+    sim.annotate(&format!(
+        "(c) a majority (S1, S2, S3) holds index {} of term {}, yet S1's commit stays at {}: an old term's entry is never committed by counting",
+        index.0, old_term.0, s1_commit_in_c.0
+    ));
 
     // (d) S1 crashes; S5 restarts, wins with S2, S3 and S4, and overwrites the index.
     sim.crash_node(s1);
@@ -228,14 +257,21 @@ pub fn run(config: SimConfig) -> Figure8 {
     }
     sim.campaign(s5);
     let ok = sim.run_until(30 * unit, |sim| is_leader(sim, s5));
-    expect(&sim, ok, seed, "(d) S5 elected by S2, S3 and S4");
+    expect(&sim, ok, seed, "(d) S5 elected by S2, S3 and S4")?;
+    sim.annotate(&format!(
+        "(d) S1 crashed; S5 = {s5} restarts and wins with S2, S3, S4 (its last term {} is newer), then overwrites index {} everywhere",
+        s5_term.0, index.0
+    ));
     let overwritten = sim.run_until(10 * unit, |sim| {
         [s2, s3, s4].iter().all(|&n| holds(sim, n, index, s5_term))
     });
 
     sim.set_filter(None);
     sim.restart_node(s1);
-    Figure8 {
+    sim.annotate(
+        "the script ends: every fault heals and the clients run on, every checker watching",
+    );
+    Ok(Figure8 {
         report: sim.run(),
         index,
         old_term,
@@ -243,7 +279,7 @@ pub fn run(config: SimConfig) -> Figure8 {
         majority_held_old_entry,
         s1_commit_in_c,
         overwritten,
-    }
+    })
 }
 
 /// The configuration the Figure 8 tests run with: five nodes, one client, no random faults
@@ -254,6 +290,6 @@ pub fn config(seed: u64) -> SimConfig {
     config.nodes = 5;
     config.clients = 1;
     config.ops = 20;
-    config.faults = chorus_sim::FaultProfile::None;
+    config.faults = crate::config::FaultProfile::None;
     config
 }
