@@ -153,21 +153,7 @@ fn partitioned_leader(seed: u64) -> Result<RunReport, String> {
     sim.annotate(&format!(
         "a partition leaves {old} with {partner} only: it stays leader but can reach no majority"
     ));
-    step(
-        sim.run_until(20 * unit, |sim| {
-            sim.leader().is_some_and(|leader| leader != old)
-                && sim
-                    .status(old)
-                    .is_some_and(|status| status.role == Role::Leader)
-        }),
-        "a second leader beside the old one",
-    )?;
-    let new = sim.leader().ok_or("no leader")?;
-    sim.annotate(&format!(
-        "the majority elects {new}: two leaders, in different terms; only the newer one commits"
-    ));
-    // The old leader takes a write it can never commit.
-    sim.annotate(&format!("{old} takes a write it can never commit"));
+    // The old leader, still leading, takes a write it can never commit.
     let _ = sim.propose(
         old,
         &Command::Unsessioned(Op::Put {
@@ -175,10 +161,34 @@ fn partitioned_leader(seed: u64) -> Result<RunReport, String> {
             value: Bytes::from_static(b"minority"),
         }),
     );
+    sim.annotate(&format!(
+        "{old}, still leader, takes a write: only {partner} can store it, so it never commits"
+    ));
+    step(
+        sim.run_until(20 * unit, |sim| {
+            sim.leader()
+                .is_some_and(|leader| leader != old && leader != partner)
+        }),
+        "a new leader in the majority",
+    )?;
+    let new = sim.leader().ok_or("no leader")?;
+    let new_term = sim.status(new).map(|s| s.term.0).unwrap_or_default();
+    let still_leads = sim
+        .status(old)
+        .is_some_and(|status| status.role == Role::Leader);
+    sim.annotate(&if still_leads {
+        format!(
+            "the majority elects {new} in term {new_term}: two leaders, in different terms; only the newer one can commit"
+        )
+    } else {
+        format!(
+            "the majority elects {new} in term {new_term}; {old} heard no majority for an election timeout and stepped down by itself (CheckQuorum)"
+        )
+    });
     sim.run_for(3 * unit);
     sim.heal();
     sim.annotate(&format!(
-        "the partition heals: {old} sees the newer term, steps down, and its uncommitted write is overwritten"
+        "the partition heals: {old} and {partner} learn term {new_term}, follow {new}, and the uncommitted write is overwritten"
     ));
     sim.run_for(3 * unit);
     Ok(sim.run())
@@ -257,7 +267,14 @@ fn pb_view_service_down(seed: u64) -> Result<RunReport, String> {
     sim.run_for(20);
     sim.restart_node(primary);
     sim.run_for(1_500);
-    Ok(sim.run())
+    let shown = sim.now();
+    sim.annotate("nothing changes from here on: the run waits out its deadline, stuck");
+    let mut report = sim.run();
+    // The run waits out its whole liveness deadline; the lesson is over long before.
+    if let Some(trace) = &mut report.visual {
+        trace.keep_until(shown);
+    }
+    Ok(report)
 }
 
 fn pb_stuck(seed: u64) -> Result<RunReport, String> {

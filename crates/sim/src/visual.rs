@@ -87,6 +87,8 @@ pub struct VisualTrace {
     cuts: Vec<CutSample>,
     notes: Vec<(u64, String)>,
     captions: Vec<(u64, String)>,
+    /// The page shows the run up to this time only (see [`VisualTrace::keep_until`]).
+    shown_until: Option<u64>,
     #[serde(skip)]
     last_states: Vec<Option<LaneState>>,
     #[serde(skip)]
@@ -161,6 +163,18 @@ impl VisualTrace {
     /// Notes a caption: a step of a staged story, shown as a flag above the lanes.
     pub(crate) fn caption(&mut self, time: u64, text: String) {
         self.captions.push((time, text));
+    }
+
+    /// Keeps only what happened up to `time`: for a run that goes on long after its lesson
+    /// (a stuck run waits out its whole liveness deadline), so that its page stays small. The
+    /// page says how much of the run it shows.
+    pub fn keep_until(&mut self, time: u64) {
+        self.shown_until = Some(time);
+        self.states.retain(|s| s.time <= time);
+        self.messages.retain(|m| m.2 <= time);
+        self.cuts.retain(|c| c.time <= time);
+        self.notes.retain(|n| n.0 <= time);
+        self.captions.retain(|c| c.0 <= time);
     }
 
     /// How many messages were recorded.

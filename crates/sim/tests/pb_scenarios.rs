@@ -99,6 +99,7 @@ fn a1_the_backup_counts_only_after_state_transfer() {
 // A2 and A4: the lone server dies and comes back empty. It must not serve, and the view
 // service never makes it (or anyone) primary without the data: the run ends stuck, with every
 // safety check passing.
+// Drawn: `chorus sim --scenario pb-stuck --html pb-stuck.html` (docs/gallery/pb-stuck.png).
 #[test]
 fn a4_a_lone_server_that_restarts_empty_never_serves() {
     for seed in 1..=3 {
@@ -176,6 +177,7 @@ fn a5_writes_succeed_right_after_a_primary_or_backup_failure() {
 // A6: split brain. The primary is cut off from the view service, its backup and the spare
 // (clients still reach it). It completes no get and no put from then on, while the backup
 // takes over and serves.
+// Drawn: `chorus sim --scenario pb-split-brain --html pb-split-brain.html` (docs/gallery/pb-split-brain.png).
 #[test]
 fn a6_a_partitioned_old_primary_completes_no_get_and_no_put() {
     for seed in 1..=5 {
@@ -307,6 +309,7 @@ fn a8_view_service_traffic_grows_with_time_not_with_operations() {
 // primary also fails, no failover ever happens (nobody acts as primary again, no client gets
 // an answer), and yet nothing inconsistent was served: every checker passes, and every
 // acknowledged write is still held by the surviving backup.
+// Drawn: `chorus sim --scenario pb-view-service-down --html pb-view-service-down.html` (docs/gallery/pb-view-service-down.png).
 #[test]
 fn a9_without_the_view_service_failover_stops_but_nothing_inconsistent_is_served() {
     for seed in 1..=5 {

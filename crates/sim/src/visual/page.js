@@ -14,7 +14,7 @@
   const lanes = trace.lanes.slice();
   for (let c = 0; c < data.clients; c++) lanes.push("client " + c);
   const laneCount = lanes.length;
-  const endTime = Math.max(1, data.end_time);
+  const endTime = Math.max(1, trace.shown_until === null ? data.end_time : Math.min(trace.shown_until, data.end_time));
 
   // ---- derived data -------------------------------------------------------------------
   // Per node lane: intervals [start, end, state|null] of role/epoch, commit ticks, crashes.
@@ -132,7 +132,8 @@
     nodeLanes + " node lanes, " + data.clients + " clients, " + ops.length + " operations, " +
     messages.length + " messages (" + lost + " lost or cut)" +
     (trace.messages_dropped_from_page ? ", " + trace.messages_dropped_from_page + " more not drawn" : "") +
-    ", " + cuts.length + " partitions, time 0–" + endTime;
+    ", " + cuts.length + " partitions, time 0–" + endTime +
+    (endTime < data.end_time ? " (the run went on to t=" + data.end_time + "; this page stops here)" : "");
   const violationsEl = document.getElementById("violations");
   if (!violations.length) {
     const ok = document.createElement("div"); ok.className = "ok";

@@ -6,6 +6,7 @@ use crate::common::figure8;
 // C16: Figure 8 of the Raft paper, full version: an entry of an earlier term stored on a
 // majority is not committed by counting replicas, so a later leader may overwrite it; the run
 // with crashes, partitions and filtered messages passes every check.
+// Drawn: `chorus sim --scenario figure-8 --html figure-8.html` (docs/gallery/figure-8.png).
 #[test]
 fn figure_8_an_old_term_entry_on_a_majority_is_not_committed_and_may_be_overwritten() {
     for seed in 1..=5 {
@@ -32,6 +33,7 @@ fn figure_8_an_old_term_entry_on_a_majority_is_not_committed_and_may_be_overwrit
 // C15: a leader cut off in a minority takes new proposals into its log but never commits them:
 // its commit index, and its partner's, stay frozen for as long as the partition lasts, while
 // the majority elects a leader of its own and goes on.
+// Drawn: `chorus sim --scenario raft-partitioned-leader --html raft-partitioned-leader.html` (docs/gallery/raft-partitioned-leader.png).
 #[test]
 fn no_commit_without_a_majority() {
     for seed in 1..=5 {
