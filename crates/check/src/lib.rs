@@ -4,8 +4,8 @@
 //! simulator (`chorus-sim`), the end-to-end fault tests and `chorus sim`, the load generator
 //! (`chorus bench --check`), the nemesis against real processes (`cargo xtask nemesis`) and
 //! the fuzz targets. This crate is what they share: the in-memory history and its JSON-lines
-//! format ([`history`]), and the checker that decides whether a history is linearizable
-//! ([`linearizability`]).
+//! format ([`history`]), the checker that decides whether a history is linearizable
+//! ([`linearizability`]), and the page that draws a run as a space-time diagram ([`visual`]).
 //!
 //! It is its own crate so that the tools that check real clusters do not depend on the
 //! simulator to read a history: the simulator depends on this crate, never the other way.
@@ -14,3 +14,4 @@
 
 pub mod history;
 pub mod linearizability;
+pub mod visual;

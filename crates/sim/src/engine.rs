@@ -384,7 +384,14 @@ impl<P: ProtocolHost> Sim<P> {
             for lane in 0..self.nodes.lanes() {
                 visual.sample(lane, self.time, self.nodes.lane_state(lane));
             }
-            visual.sample_cut(self.time, self.network.cuts());
+            let lane = |id: NodeId| usize::try_from(id.0.saturating_sub(1)).unwrap_or(usize::MAX);
+            let cut: Vec<(usize, usize)> = self
+                .network
+                .cuts()
+                .iter()
+                .map(|&(a, b)| (lane(a), lane(b)))
+                .collect();
+            visual.sample_cut(self.time, &cut);
         }
     }
 

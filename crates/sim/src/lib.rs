@@ -52,13 +52,12 @@ pub mod pb;
 mod queue;
 pub mod raft;
 pub mod report;
-pub mod visual;
 mod workload;
 
-/// The client-history format and the linearizability checker, re-exported from
-/// [`chorus_check`] (their home since tools that check real clusters use them too) so that
-/// `chorus_sim::history` and `chorus_sim::linearizability` keep working.
-pub use chorus_check::{history, linearizability};
+/// The client-history format, the linearizability checker and the visual trace, re-exported
+/// from [`chorus_check`] (their home since tools that check real clusters use them too) so that
+/// `chorus_sim::history`, `chorus_sim::linearizability` and `chorus_sim::visual` work.
+pub use chorus_check::{history, linearizability, visual};
 pub use config::{FaultProfile, Protocol, SimConfig};
 pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};

@@ -12,7 +12,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::checkers::Violation;
 use crate::history::Operation;
 use crate::linearizability::Verdict;
-use crate::visual::VisualTrace;
+use crate::visual::{Finding, VisualTrace};
 
 /// Counters of one run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,6 +67,21 @@ pub struct RunReport {
     /// [`Sim::enable_visual`](crate::engine::Sim::enable_visual) was called (see
     /// [`crate::visual::render_html`]).
     pub visual: Option<Box<VisualTrace>>,
+}
+
+impl RunReport {
+    /// The violations, as the visual trace's page shows them.
+    #[must_use]
+    pub fn findings(&self) -> Vec<Finding> {
+        self.violations
+            .iter()
+            .map(|v| Finding {
+                check: v.invariant.to_string(),
+                time: v.time,
+                detail: v.detail.clone(),
+            })
+            .collect()
+    }
 }
 
 impl RunReport {

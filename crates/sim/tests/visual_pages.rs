@@ -90,7 +90,7 @@ fn write(dir: &Path, name: &str, title: &str, report: &RunReport) -> PathBuf {
         title,
         trace,
         &report.history,
-        &report.violations,
+        &report.findings(),
         report.end_time,
     );
     let path = dir.join(format!("{name}.html"));

@@ -11,6 +11,7 @@
 mod cluster;
 mod lab;
 mod nemesis;
+mod picture;
 mod wal;
 mod workload;
 
@@ -96,6 +97,11 @@ struct NemesisArgs {
     /// Use this `chorus` binary instead of building one.
     #[arg(long)]
     chorus: Option<PathBuf>,
+    /// Write the run's picture to this self-contained HTML page: each node's lane (running,
+    /// paused, down), the partitions, the nemesis's actions, every client operation, and the
+    /// checker's findings.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
 }
 
 /// Parses `120s`, `2m`, `500ms` or a plain number of seconds.
@@ -400,6 +406,10 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
     let mut nemesis = Nemesis::new(&mut cluster, &lab, seed, clock.0, &stop, faults);
     let outcome = nemesis.run(clock.0 + args.duration);
     let (log, counts) = (std::mem::take(&mut nemesis.log), nemesis.counts.clone());
+    let (timeline, notes) = (
+        std::mem::take(&mut nemesis.timeline),
+        std::mem::take(&mut nemesis.notes),
+    );
     drop(nemesis);
     stop.store(true, Ordering::SeqCst);
     let mut history = Vec::new();
@@ -432,6 +442,16 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
     history.extend(reads);
     let crashed =
         cluster.reap_exited().len() + counts.get("node-exited").copied().unwrap_or(0) as usize;
+    let view_service = cluster.view_service();
+    let lane_names: Vec<String> = (1..=cluster.len())
+        .map(|node| {
+            if Some(node) == view_service {
+                "view service".to_string()
+            } else {
+                format!("n{node}")
+            }
+        })
+        .collect();
     drop(cluster);
     drop(lab);
 
@@ -506,6 +526,19 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
         ));
     }
     std::fs::write(dir.join("summary.txt"), &report).context("cannot write the summary")?;
+    if let Some(path) = &args.html {
+        let page = picture::page(&picture::Run {
+            title: format!("Chorus nemesis — {summary}"),
+            lanes: lane_names,
+            timeline: &timeline,
+            notes: &notes,
+            history: &history,
+            violations: &findings.violations,
+            lost: &findings.lost,
+        });
+        std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("picture of the run: {}", path.display());
+    }
     for (key, detail) in findings.violations.iter().take(5) {
         let first = detail.lines().next().unwrap_or("");
         let cut: String = first.chars().take(200).collect();

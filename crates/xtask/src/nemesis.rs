@@ -68,6 +68,33 @@ pub struct Nemesis<'a> {
     pub log: Vec<String>,
     /// Faults injected, by name.
     pub counts: BTreeMap<&'static str, u64>,
+    /// What the nemesis did to each node and link, in order, for the run's picture.
+    pub timeline: Vec<Mark>,
+    /// The log's lines, with their time since the start, for the run's picture.
+    pub notes: Vec<(Duration, String)>,
+    /// The links cut now, as `(from, to)` node numbers.
+    cut_now: Vec<(usize, usize)>,
+}
+
+/// One change the nemesis made, with its time since the start.
+#[derive(Clone, Debug)]
+pub enum Mark {
+    /// Node `node` is now `state`: `"running"`, `"paused"` or `"down"`.
+    Node {
+        /// Since the start.
+        at: Duration,
+        /// The node's number (1-based).
+        node: usize,
+        /// Its state from then on.
+        state: &'static str,
+    },
+    /// The links cut from then on, as `(from, to)` node numbers.
+    Cut {
+        /// Since the start.
+        at: Duration,
+        /// Every link cut.
+        links: Vec<(usize, usize)>,
+    },
 }
 
 impl<'a> Nemesis<'a> {
@@ -96,12 +123,57 @@ impl<'a> Nemesis<'a> {
             faults,
             log: Vec::new(),
             counts: BTreeMap::new(),
+            timeline: Vec::new(),
+            notes: Vec::new(),
+            cut_now: Vec::new(),
         }
     }
 
+    fn mark_node(&mut self, node: usize, state: &'static str) {
+        let at = self.start.elapsed();
+        self.timeline.push(Mark::Node { at, node, state });
+    }
+
+    fn mark_cut(&mut self) {
+        let at = self.start.elapsed();
+        let links = self.cut_now.clone();
+        self.timeline.push(Mark::Cut { at, links });
+    }
+
+    /// Drops packets from `from` to `to`.
+    fn cut(&mut self, from: usize, to: usize) -> anyhow::Result<()> {
+        self.lab.cut(from, to)?;
+        self.cut_now.push((from, to));
+        self.mark_cut();
+        Ok(())
+    }
+
+    fn kill(&mut self, node: usize) {
+        self.cluster.kill(node);
+        self.mark_node(node, "down");
+    }
+
+    fn pause(&mut self, node: usize) {
+        self.cluster.pause(node);
+        self.mark_node(node, "paused");
+    }
+
+    fn stop_gracefully(&mut self, node: usize) {
+        self.cluster.stop(node);
+        self.mark_node(node, "down");
+    }
+
+    fn start_node(&mut self, node: usize) -> anyhow::Result<()> {
+        self.cluster.start(node)?;
+        self.mark_node(node, "running");
+        Ok(())
+    }
+
     fn note(&mut self, line: String) {
-        let at = self.start.elapsed().as_secs_f64();
+        let elapsed = self.start.elapsed();
+        let at = elapsed.as_secs_f64();
         self.log.push(format!("{at:8.3}s {line}"));
+        self.notes.push((elapsed, line));
     }
 
     /// Sleeps up to `duration`, returning early (false) if the run is being stopped.
@@ -152,11 +224,11 @@ impl<'a> Nemesis<'a> {
         nodes
     }
 
-    fn cut_both_ways(&self, left: &[usize], right: &[usize]) -> anyhow::Result<()> {
+    fn cut_both_ways(&mut self, left: &[usize], right: &[usize]) -> anyhow::Result<()> {
         for &a in left {
             for &b in right {
-                self.lab.cut(a, b)?;
-                self.lab.cut(b, a)?;
+                self.cut(a, b)?;
+                self.cut(b, a)?;
             }
         }
         Ok(())
@@ -199,7 +271,7 @@ impl<'a> Nemesis<'a> {
                     "{fault}: packets from {leader} to the others dropped"
                 ));
                 for other in (1..=n).filter(|&x| x != leader) {
-                    self.lab.cut(leader, other)?;
+                    self.cut(leader, other)?;
                 }
                 self.sleep(hold, until);
             }
@@ -210,13 +282,13 @@ impl<'a> Nemesis<'a> {
                     self.rng.index(self.cluster.servers()) + 1
                 };
                 self.note(format!("{fault}: kill -9 node {node}"));
-                self.cluster.kill(node);
+                self.kill(node);
                 self.sleep(hold, until);
             }
             "pause-leader" => {
                 let leader = self.leader_or_any();
                 self.note(format!("{fault}: SIGSTOP node {leader}"));
-                self.cluster.pause(leader);
+                self.pause(leader);
                 self.sleep(hold, until);
             }
             "lose-unsynced" => {
@@ -227,7 +299,7 @@ impl<'a> Nemesis<'a> {
             "pause-view-service" => {
                 if let Some(service) = self.cluster.view_service() {
                     self.note(format!("{fault}: SIGSTOP node {service}"));
-                    self.cluster.pause(service);
+                    self.pause(service);
                     self.sleep(hold, until);
                 }
             }
@@ -243,8 +315,8 @@ impl<'a> Nemesis<'a> {
                     if self.stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    self.cluster.stop(node);
-                    self.cluster.start(node)?;
+                    self.stop_gracefully(node);
+                    self.start_node(node)?;
                     let deadline = Instant::now() + Duration::from_secs(10);
                     while Instant::now() < deadline && self.cluster.status(node).is_none() {
                         std::thread::sleep(Duration::from_millis(50));
@@ -268,7 +340,7 @@ impl<'a> Nemesis<'a> {
             return Ok(());
         };
         let caught = wal::catch_unsynced(pid, 400, &mut self.rng);
-        self.cluster.kill(node);
+        self.kill(node);
         match caught {
             Some(unsynced) => {
                 let removed = wal::truncate_at_boundary(&unsynced, &mut self.rng)?;
@@ -300,14 +372,20 @@ impl<'a> Nemesis<'a> {
     /// If iptables or a node start fails.
     pub fn restore(&mut self) -> anyhow::Result<()> {
         self.lab.heal()?;
+        if !self.cut_now.is_empty() {
+            self.cut_now.clear();
+            self.mark_cut();
+        }
         for node in 1..=self.cluster.len() {
             self.cluster.resume(node);
             for exited in self.cluster.reap_exited() {
                 self.note(format!("node {exited} had exited on its own"));
                 *self.counts.entry("node-exited").or_default() += 1;
             }
-            if !self.cluster.running(node) {
-                self.cluster.start(node)?;
+            if self.cluster.running(node) {
+                self.mark_node(node, "running");
+            } else {
+                self.start_node(node)?;
             }
         }
         Ok(())

@@ -217,7 +217,7 @@ fn write_html(path: &Path, title: &str, report: &RunReport) -> anyhow::Result<()
         title,
         trace,
         &report.history,
-        &report.violations,
+        &report.findings(),
         report.end_time,
     );
     std::fs::write(path, page).with_context(|| format!("cannot write {}", path.display()))

@@ -14,6 +14,7 @@
   const lanes = trace.lanes.slice();
   for (let c = 0; c < data.clients; c++) lanes.push("client " + c);
   const laneCount = lanes.length;
+  const unit = trace.time_unit ? " " + trace.time_unit : "";
   const endTime = Math.max(1, trace.shown_until === null ? data.end_time : Math.min(trace.shown_until, data.end_time));
 
   // ---- derived data -------------------------------------------------------------------
@@ -100,6 +101,7 @@
     "leader": "#ffb74d", "candidate": "#fff176", "pre-candidate": "#fffde7", "follower": "#e3f2fd",
     "primary": "#ffb74d", "primary (not acting)": "#ffe0b2", "backup": "#c8e6c9", "idle": "#eceff1",
     "view service": "#e1bee7", "view service (stuck)": "#ef9a9a", "up": "#e3f2fd",
+    "running": "#e3f2fd", "paused": "#fff59d",
   };
   const palette = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#ad1457", "#4e342e", "#558b2f", "#283593", "#9e9d24", "#00695c", "#5d4037"];
   const kindColour = kinds.map((_, i) => palette[i % palette.length]);
@@ -132,7 +134,7 @@
     nodeLanes + " node lanes, " + data.clients + " clients, " + ops.length + " operations, " +
     messages.length + " messages (" + lost + " lost or cut)" +
     (trace.messages_dropped_from_page ? ", " + trace.messages_dropped_from_page + " more not drawn" : "") +
-    ", " + cuts.length + " partitions, time 0–" + endTime +
+    ", " + cuts.length + " partitions, time 0–" + endTime + unit +
     (endTime < data.end_time ? " (the run went on to t=" + data.end_time + "; this page stops here)" : "");
   const violationsEl = document.getElementById("violations");
   if (!violations.length) {
@@ -249,7 +251,7 @@
         const xs = Math.max(LEFT, x(s)), xe = Math.min(width - 10, x(e));
         ctx.fillStyle = state ? (roleColours[state.role] || "#e0e0e0") : "#9e9e9e";
         ctx.fillRect(xs, y, Math.max(1, xe - xs), h);
-        const label = state ? state.role + " " + trace.epoch_name + " " + state.epoch : "down";
+        const label = state ? state.role + (trace.epoch_name ? " " + trace.epoch_name + " " + state.epoch : "") : "down";
         if (xe - xs > 50) { ctx.save(); ctx.beginPath(); ctx.rect(xs, y, xe - xs, h); ctx.clip(); ctx.fillStyle = "#37474f"; ctx.fillText(label, xs + 3, y + 9); ctx.restore(); }
         hoverItems.push({ kind: "rect", x0: xs, x1: xe, y0: y, y1: y + h, text: lanes[l] + ": " + label + (state ? "\ncommit " + commit + " at start" : "") + "\nt=" + s + "–" + e, weight: 0 });
       }
@@ -364,7 +366,7 @@
     ctx.fillStyle = "#6b7588";
     const step = niceStep((t1 - t0) / 8);
     for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
-      ctx.fillText(String(t), x(t) - 8, 8);
+      ctx.fillText(String(t) + unit, x(t) - 8, 8);
       ctx.fillRect(x(t), 14, 1, 4);
     }
     body.dataset.drawnMessages = String(drawn);

@@ -1,25 +1,22 @@
-//! The visual trace of a run: what a space-time diagram of it needs, recorded while the run
-//! goes, and the one self-contained HTML page that draws it.
+//! The visual trace of a run: what a space-time diagram of it needs, and the one
+//! self-contained HTML page that draws it.
 //!
 //! Text traces tell a reader what happened; a picture shows *why*: which message a vote
 //! waited for, which partition kept a leader from committing, which old primary kept answering.
-//! The engine records, only when asked ([`crate::engine::Sim::enable_visual`]), one lane per
-//! node with its role, term (or view) and commit index as they change, every message from
-//! its send to each delivery (or to the point where it was lost or cut), the partitions as they
-//! come and go, and the notable events of the text trace. At the end the run's history and
-//! violations join it, and [`render_html`] turns it into a page with no network access, no
-//! external script and no font to fetch: the data is embedded as JSON, the drawing is
-//! `visual/page.js` on a canvas.
+//! A [`VisualTrace`] holds one lane per node with its role and term (or view) as they change,
+//! every message from its send to each delivery (or to the point where it was lost or cut), the
+//! partitions as they come and go, and notable events. The simulator fills one in while a seed
+//! runs (`chorus sim --html`); the nemesis fills one in from what it did to real processes
+//! (`cargo xtask nemesis --html`), where no message is seen. With the run's history and
+//! findings, [`render_html`] turns it into a page with no network access, no external script
+//! and no font to fetch: the data is embedded as JSON, the drawing is `visual/page.js` on a
+//! canvas.
 //!
-//! Recording changes nothing the run does: it draws no random number and schedules nothing, so
-//! a seed's trace hash is the same with and without it.
+//! It lives here, beside the history and the checker, because simulated and real runs both
+//! draw with it, and the tools that check real clusters do not depend on the simulator.
 
-use std::collections::BTreeSet;
-
-use chorus_core::NodeId;
 use serde::Serialize;
 
-use crate::checkers::Violation;
 use crate::history::{OpKind, OpStatus, Operation, Output};
 
 /// Detail kept of each message's content, in characters.
@@ -73,13 +70,15 @@ type OpRow = (
     String,
 );
 
-/// What the engine records of a run, for [`render_html`].
+/// What a run's picture shows, recorded as the run goes, for [`render_html`].
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VisualTrace {
     /// The lanes' names, nodes first (then anything else the scheme runs).
     lanes: Vec<String>,
-    /// What the scheme calls its epochs ("term", "view").
+    /// What the scheme calls its epochs ("term", "view"; empty to show none).
     epoch_name: &'static str,
+    /// The unit of the time axis ("" for simulated time, "ms" for a real run).
+    time_unit: &'static str,
     states: Vec<LaneSample>,
     kinds: Vec<String>,
     messages: Vec<MessageRow>,
@@ -92,12 +91,13 @@ pub struct VisualTrace {
     #[serde(skip)]
     last_states: Vec<Option<LaneState>>,
     #[serde(skip)]
-    last_cut: BTreeSet<(NodeId, NodeId)>,
+    last_cut: Vec<(usize, usize)>,
 }
 
 impl VisualTrace {
     /// An empty trace with these lanes.
-    pub(crate) fn new(lanes: Vec<String>, epoch_name: &'static str) -> VisualTrace {
+    #[must_use]
+    pub fn new(lanes: Vec<String>, epoch_name: &'static str) -> VisualTrace {
         let count = lanes.len();
         VisualTrace {
             lanes,
@@ -108,7 +108,7 @@ impl VisualTrace {
     }
 
     /// Notes lane `lane`'s state at `time`, if it changed.
-    pub(crate) fn sample(&mut self, lane: usize, time: u64, state: Option<LaneState>) {
+    pub fn sample(&mut self, lane: usize, time: u64, state: Option<LaneState>) {
         if lane >= self.last_states.len() {
             return;
         }
@@ -118,20 +118,30 @@ impl VisualTrace {
         }
     }
 
-    /// Notes the links cut at `time`, if they changed.
-    pub(crate) fn sample_cut(&mut self, time: u64, cut: &BTreeSet<(NodeId, NodeId)>) {
-        if *cut != self.last_cut {
-            self.last_cut.clone_from(cut);
-            let lane = |id: NodeId| usize::try_from(id.0.saturating_sub(1)).unwrap_or(usize::MAX);
+    /// Sets the unit of the time axis ("" for simulated time, "ms" for a real run).
+    pub fn set_time_unit(&mut self, unit: &'static str) {
+        self.time_unit = unit;
+    }
+
+    /// Whether the links cut, as `(from, to)` lane pairs, differ from the last ones noted.
+    #[must_use]
+    pub fn cut_changed(&self, cut: &[(usize, usize)]) -> bool {
+        cut != self.last_cut.as_slice()
+    }
+
+    /// Notes the links cut at `time`, as `(from, to)` lane pairs, if they changed.
+    pub fn sample_cut(&mut self, time: u64, cut: &[(usize, usize)]) {
+        if self.cut_changed(cut) {
+            self.last_cut = cut.to_vec();
             self.cuts.push(CutSample {
                 time,
-                cut: cut.iter().map(|&(a, b)| (lane(a), lane(b))).collect(),
+                cut: cut.to_vec(),
             });
         }
     }
 
     /// Notes a message sent at `time`, arriving at each of `deliveries` (absolute times).
-    pub(crate) fn message(
+    pub fn message(
         &mut self,
         (from, to): (usize, usize),
         time: u64,
@@ -156,12 +166,12 @@ impl VisualTrace {
     }
 
     /// Notes a line of the text trace.
-    pub(crate) fn note(&mut self, time: u64, text: String) {
+    pub fn note(&mut self, time: u64, text: String) {
         self.notes.push((time, text));
     }
 
     /// Notes a caption: a step of a staged story, shown as a flag above the lanes.
-    pub(crate) fn caption(&mut self, time: u64, text: String) {
+    pub fn caption(&mut self, time: u64, text: String) {
         self.captions.push((time, text));
     }
 
@@ -217,7 +227,19 @@ struct Page<'a> {
     clients: u64,
     trace: &'a VisualTrace,
     ops: Vec<OpRow>,
-    violations: Vec<(&'static str, u64, &'a str)>,
+    violations: Vec<(&'a str, u64, &'a str)>,
+}
+
+/// Something a checker found, for the page: which check, when, and what it saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The check (`S3`, `linearizability`, …).
+    pub check: String,
+    /// When it was seen, on the trace's clock.
+    pub time: u64,
+    /// What was seen. A finding that names `key K` marks every operation on K; the first
+    /// finding's node names (`n3`) mark their lanes.
+    pub detail: String,
 }
 
 fn op_row(op: &Operation) -> OpRow {
@@ -251,14 +273,14 @@ fn op_row(op: &Operation) -> OpRow {
     )
 }
 
-/// The self-contained HTML page of a run: its visual trace, client history and violations.
-/// `end_time` is the run's last simulated time (or the last timestamp of a real run).
+/// The self-contained HTML page of a run: its visual trace, client history and findings.
+/// `end_time` is the run's last time on the trace's clock, which the history shares.
 #[must_use]
 pub fn render_html(
     title: &str,
     trace: &VisualTrace,
     history: &[Operation],
-    violations: &[Violation],
+    findings: &[Finding],
     end_time: u64,
 ) -> String {
     let clients = history.iter().map(|op| op.client + 1).max().unwrap_or(0);
@@ -268,9 +290,9 @@ pub fn render_html(
         clients,
         trace,
         ops: history.iter().map(op_row).collect(),
-        violations: violations
+        violations: findings
             .iter()
-            .map(|v| (v.invariant, v.time, v.detail.as_str()))
+            .map(|f| (f.check.as_str(), f.time, f.detail.as_str()))
             .collect(),
     };
     // Serializing plain data to a string cannot fail; an empty object keeps the page valid.
