@@ -482,5 +482,7 @@
   body.dataset.t0 = String(Math.floor(t0));
   body.dataset.t1 = String(Math.ceil(t1));
   body.dataset.renderMs = String(Math.round(performance.now() - started));
+  // From the start of navigation (reading and parsing the page included) to the first picture.
+  body.dataset.readyMs = String(Math.round(performance.now()));
   body.dataset.rendered = "1";
 })();
