@@ -163,6 +163,18 @@ pub struct SimConfig {
     /// Primary-backup: the view service declares a server dead after this many ticks (ping
     /// intervals) without a ping.
     pub pb_dead_pings: u64,
+    /// Raft: a node snapshots its state machine once this many entries were applied since its
+    /// last snapshot (the core's `snapshot_threshold_entries`). Small, so that every run
+    /// compacts many times.
+    pub snapshot_every_entries: u64,
+    /// Raft: entries kept below a snapshot when the log is compacted (the core's
+    /// `compaction_tail_entries`). Small, so that a follower that falls behind by more needs
+    /// an InstallSnapshot.
+    pub compaction_tail_entries: u64,
+    /// Raft: bytes of snapshot in one InstallSnapshot chunk (the core's
+    /// `snapshot_chunk_bytes_max`). Small, so that a snapshot travels in several chunks, some
+    /// of them lost, duplicated or reordered.
+    pub snapshot_chunk_bytes: usize,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -192,6 +204,9 @@ impl SimConfig {
             safety_units_max: 200_000,
             liveness_election_timeouts: 30,
             pb_dead_pings: 5,
+            snapshot_every_entries: 40,
+            compaction_tail_entries: 8,
+            snapshot_chunk_bytes: 64,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
         }

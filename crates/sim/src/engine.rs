@@ -24,7 +24,7 @@ use crate::linearizability::{self, CheckLimits, Verdict};
 use crate::nemesis::{self, Action};
 use crate::network::{Latency, LinkFaults, Network};
 use crate::queue::EventQueue;
-use crate::report::{RunReport, RunStats};
+use crate::report::{RunReport, RunStats, SnapshotStats};
 use crate::workload::{
     Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
 };
@@ -106,6 +106,10 @@ pub trait ProtocolHost: Sized {
     }
     /// Runs the scheme's final checks on the nodes' state.
     fn finish(sim: &mut Sim<Self>);
+    /// The scheme's snapshot counters (zero for a scheme without snapshots).
+    fn snapshot_stats(&self) -> SnapshotStats {
+        SnapshotStats::default()
+    }
     /// Feeds the fingerprint of a message in flight to the trace hash.
     fn fingerprint_message(message: &Self::Message, hasher: &mut DefaultHasher);
     /// Feeds the fingerprint of one of the scheme's events to the trace hash.
@@ -816,6 +820,7 @@ impl<P: ProtocolHost> Sim<P> {
             trace_hash: self.trace.finish(),
             end_time: self.time,
             stats: self.stats,
+            snapshots: self.nodes.snapshot_stats(),
             trace: self.trace_log.unwrap_or_default(),
             stuck: self.stuck,
         }

@@ -63,4 +63,4 @@ pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
 pub use raft::{MessageFilter, RaftNodes, Simulator};
-pub use report::{RunReport, RunStats, history_hash};
+pub use report::{RunReport, RunStats, SnapshotStats, history_hash};
