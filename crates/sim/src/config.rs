@@ -163,6 +163,10 @@ pub struct SimConfig {
     /// Primary-backup: the view service declares a server dead after this many ticks (ping
     /// intervals) without a ping.
     pub pb_dead_pings: u64,
+    /// A run stops after this many events and reports a liveness failure: a broken build
+    /// (an injected bug) can make nodes chatter forever without time moving on much, and a
+    /// sweep must still end. A correct run stays far below it.
+    pub events_max: u64,
     /// Raft: a node snapshots its state machine once this many entries were applied since its
     /// last snapshot (the core's `snapshot_threshold_entries`). Small, so that every run
     /// compacts many times.
@@ -204,6 +208,7 @@ impl SimConfig {
             safety_units_max: 200_000,
             liveness_election_timeouts: 30,
             pb_dead_pings: 5,
+            events_max: 2_000_000,
             snapshot_every_entries: 40,
             compaction_tail_entries: 8,
             snapshot_chunk_bytes: 64,

@@ -491,6 +491,15 @@ impl<P: ProtocolHost> Sim<P> {
             self.time = time;
             self.process(event);
             self.advance_phase();
+            if self.stats.events >= self.config.events_max && self.phase != Phase::Done {
+                let detail = format!(
+                    "stopped after {} events: {}",
+                    self.stats.events,
+                    self.describe_progress()
+                );
+                self.checkers.report("liveness", self.time, detail);
+                self.phase = Phase::Done;
+            }
         }
         self.finish()
     }
