@@ -460,6 +460,16 @@ impl Simulator {
             .is_some()
     }
 
+    /// Follower: the snapshot a live node is receiving from the leader and the bytes it holds
+    /// of it so far, if a transfer is under way.
+    #[must_use]
+    pub fn snapshot_partial(&self, node: NodeId) -> Option<(SnapshotMeta, u64)> {
+        self.nodes.hosts[self.host_index(node)]
+            .partial
+            .as_ref()
+            .map(|(meta, bytes)| (*meta, bytes.len() as u64))
+    }
+
     /// Asks a live node for a snapshot at its applied index now, whatever the thresholds say
     /// (as an operator's `POST /snapshot`).
     pub fn request_snapshot(&mut self, node: NodeId) {
