@@ -186,7 +186,8 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The default run for `seed`: 3 nodes, 1000 operations by 5 clients over 3 keys, all
-    /// faults.
+    /// faults; Raft nodes snapshot every 40 entries, keep a tail of 8 and send snapshots in
+    /// chunks of 64 bytes.
     #[must_use]
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
