@@ -163,6 +163,22 @@ pub struct SimConfig {
     /// Primary-backup: the view service declares a server dead after this many ticks (ping
     /// intervals) without a ping.
     pub pb_dead_pings: u64,
+    /// A run stops after this many events and reports a liveness failure: a broken build
+    /// (an injected bug) can make nodes chatter forever without time moving on much, and a
+    /// sweep must still end. A correct run stays far below it.
+    pub events_max: u64,
+    /// Raft: a node snapshots its state machine once this many entries were applied since its
+    /// last snapshot (the core's `snapshot_threshold_entries`). Small, so that every run
+    /// compacts many times.
+    pub snapshot_every_entries: u64,
+    /// Raft: entries kept below a snapshot when the log is compacted (the core's
+    /// `compaction_tail_entries`). Small, so that a follower that falls behind by more needs
+    /// an InstallSnapshot.
+    pub compaction_tail_entries: u64,
+    /// Raft: bytes of snapshot in one InstallSnapshot chunk (the core's
+    /// `snapshot_chunk_bytes_max`). Small, so that a snapshot travels in several chunks, some
+    /// of them lost, duplicated or reordered.
+    pub snapshot_chunk_bytes: usize,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -170,7 +186,8 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The default run for `seed`: 3 nodes, 1000 operations by 5 clients over 3 keys, all
-    /// faults.
+    /// faults; Raft nodes snapshot every 40 entries, keep a tail of 8 and send snapshots in
+    /// chunks of 64 bytes.
     #[must_use]
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
@@ -192,6 +209,10 @@ impl SimConfig {
             safety_units_max: 200_000,
             liveness_election_timeouts: 30,
             pb_dead_pings: 5,
+            events_max: 2_000_000,
+            snapshot_every_entries: 40,
+            compaction_tail_entries: 8,
+            snapshot_chunk_bytes: 64,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
         }

@@ -24,7 +24,7 @@ use crate::linearizability::{self, CheckLimits, Verdict};
 use crate::nemesis::{self, Action};
 use crate::network::{Latency, LinkFaults, Network};
 use crate::queue::EventQueue;
-use crate::report::{RunReport, RunStats};
+use crate::report::{RunReport, RunStats, SnapshotStats};
 use crate::visual::{LaneState, VisualTrace, debug_kind};
 use crate::workload::{
     Client, ClientEvent, ClientIo, ClientReply, ClientRequest, ReplyBody, RequestBody, Workload,
@@ -131,6 +131,10 @@ pub trait ProtocolHost: Sized {
     /// `Debug` text).
     fn message_kind(message: &Self::Message) -> String {
         debug_kind(&format!("{message:?}"))
+    }
+    /// The scheme's snapshot counters (zero for a scheme without snapshots).
+    fn snapshot_stats(&self) -> SnapshotStats {
+        SnapshotStats::default()
     }
     /// Feeds the fingerprint of a message in flight to the trace hash.
     fn fingerprint_message(message: &Self::Message, hasher: &mut DefaultHasher);
@@ -563,6 +567,15 @@ impl<P: ProtocolHost> Sim<P> {
             self.time = time;
             self.process(event);
             self.advance_phase();
+            if self.stats.events >= self.config.events_max && self.phase != Phase::Done {
+                let detail = format!(
+                    "stopped after {} events: {}",
+                    self.stats.events,
+                    self.describe_progress()
+                );
+                self.checkers.report("liveness", self.time, detail);
+                self.phase = Phase::Done;
+            }
         }
         self.finish()
     }
@@ -959,6 +972,7 @@ impl<P: ProtocolHost> Sim<P> {
             trace_hash: self.trace.finish(),
             end_time: self.time,
             stats: self.stats,
+            snapshots: self.nodes.snapshot_stats(),
             trace: self.trace_log.unwrap_or_default(),
             stuck: self.stuck,
             visual: self.visual,

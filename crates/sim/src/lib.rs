@@ -8,6 +8,9 @@
 //! queue orders everything, so a run is a pure function of its seed and configuration: any
 //! failure replays exactly.
 //!
+//! Raft nodes snapshot and compact in every run, with small thresholds, and lagging followers
+//! catch up by InstallSnapshot ([`raft`] describes how snapshots race new entries and crashes).
+//!
 //! While it runs, the [`checkers`] verify the invariants S1–S8 of SCENARIOS.md at every step;
 //! at the end the [`linearizability`] checker judges the client history. Start reading at
 //! [`engine::Sim::run`].
@@ -64,4 +67,4 @@ pub use engine::{ProtocolHost, Sim};
 pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
 pub use raft::{MessageFilter, RaftNodes, Simulator};
-pub use report::{RunReport, RunStats, history_hash};
+pub use report::{RunReport, RunStats, SnapshotStats, history_hash};

@@ -12,20 +12,41 @@
 //! Every random choice comes from the run's seed, and events at the same time are ordered by
 //! the order they were scheduled in, so the same seed gives the same run, bit for bit: the
 //! trace hash of [`RunReport`](crate::RunReport) proves it.
+//!
+//! # Snapshots
+//!
+//! The nodes snapshot and compact as the runtime does, with thresholds small enough
+//! ([`SimConfig::snapshot_every_entries`], [`SimConfig::compaction_tail_entries`]) that every
+//! run compacts many times. When a Ready asks for one (`snapshot_due`), the host takes the
+//! state machine's image at exactly that index and writes it out "in the background": the
+//! file becomes durable only at a later [`RaftEvent::SnapshotDone`], drawn from the disk's
+//! random stream, so that new entries, installs from a leader and crashes race it (a crash
+//! before it loses the half-written file, as a crash before the rename does). Then the core
+//! compacts its log ([`RawNode::on_snapshot_taken`]) and the disk drops the entries below it.
+//! A leader reads the chunks a lagging follower needs from its disk
+//! ([`SimConfig::snapshot_chunk_bytes`] each); the follower collects them in a partial file
+//! that a crash loses, verifies the whole, restores its state machine from it and compacts its
+//! disk to it. A restart restores the state machine from the newest durable snapshot and
+//! replays the log after it. The checkers compare states at every snapshot point (S4).
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash};
+use std::io::Write as _;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
 use chorus_kv::{KvConfig, KvStore, Query};
-use chorus_raft::{Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, Status};
-use chorus_storage::{MemStorage, Storage};
+use chorus_raft::{
+    Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
+    SnapshotChunkRequest, SnapshotMeta, Status,
+};
+use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
 
-use crate::checkers::Applied;
+use crate::checkers::{Applied, FinalLog, state_hash};
 use crate::config::SimConfig;
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
+use crate::report::SnapshotStats;
 use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
 
@@ -44,6 +65,12 @@ struct Host {
     reads: BTreeMap<ReadId, (Waiting, Bytes)>,
     /// Reads whose read index is known, waiting for the state machine to catch up.
     ready_reads: Vec<(LogIndex, ReadId)>,
+    /// The snapshot being written in the background, until its [`RaftEvent::SnapshotDone`]
+    /// (one at a time, as the core asks for one at a time). A crash loses it.
+    snapshot_job: Option<(SnapshotMeta, SnapshotEncoder<Vec<u8>>)>,
+    /// Follower: the snapshot being received from the leader, the bytes so far (a partial
+    /// file, which a crash loses).
+    partial: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl Host {
@@ -69,6 +96,7 @@ pub struct RaftNodes {
     hosts: Vec<Host>,
     rng_disk: Prng,
     leader_terms: BTreeMap<chorus_core::Term, NodeId>,
+    snapshots: SnapshotStats,
 }
 
 /// The Raft driver's own events.
@@ -79,6 +107,13 @@ pub enum RaftEvent {
         /// The node.
         node: usize,
         /// Its incarnation when the write began.
+        incarnation: u64,
+    },
+    /// A node finished writing the snapshot it started in incarnation `incarnation`.
+    SnapshotDone {
+        /// The node.
+        node: usize,
+        /// Its incarnation when the snapshot was taken.
         incarnation: u64,
     },
 }
@@ -99,6 +134,7 @@ impl ProtocolHost for RaftNodes {
         let config = sim.raft_config(node);
         let durable = sim.nodes.hosts[node].disk.durable();
         let hard_state = durable.hard_state;
+        let snapshot = durable.snapshot;
         let raft = RawNode::restart(config, durable)
             .expect("invariant: the simulator's configuration is valid");
         let status = raft.status();
@@ -107,8 +143,16 @@ impl ProtocolHost for RaftNodes {
         host.store = KvStore::new(KvConfig::default());
         host.applied = LogIndex(0);
         host.outstanding = None;
+        host.snapshot_job = None;
+        host.partial = None;
         if host.incarnation > 0 {
             sim.checkers.observe_restart(sim.time, &status, hard_state);
+        }
+        if let Some(meta) = snapshot {
+            // The state machine comes back from the newest durable snapshot; the first Ready
+            // replays the committed log after it.
+            sim.restore(node, meta, "restarted from a snapshot");
+            sim.nodes.snapshots.restored += 1;
         }
         sim.drive(node);
     }
@@ -190,11 +234,20 @@ impl ProtocolHost for RaftNodes {
     }
 
     fn event(sim: &mut Sim<Self>, event: RaftEvent) {
-        let RaftEvent::PersistDone { node, incarnation } = event;
-        let host = &mut sim.nodes.hosts[node];
-        if host.is_up() && host.incarnation == incarnation {
-            if let Some(ready) = host.outstanding.take() {
-                sim.complete(node, ready);
+        match event {
+            RaftEvent::PersistDone { node, incarnation } => {
+                let host = &mut sim.nodes.hosts[node];
+                if host.is_up() && host.incarnation == incarnation {
+                    if let Some(ready) = host.outstanding.take() {
+                        sim.complete(node, ready);
+                    }
+                }
+            }
+            RaftEvent::SnapshotDone { node, incarnation } => {
+                let host = &sim.nodes.hosts[node];
+                if host.is_up() && host.incarnation == incarnation {
+                    sim.finish_snapshot(node);
+                }
             }
         }
     }
@@ -212,6 +265,10 @@ impl ProtocolHost for RaftNodes {
         host.writes.clear();
         host.reads.clear();
         host.ready_reads.clear();
+        // A snapshot still being written and a partial one being received are lost, as the
+        // temporary files a restart removes.
+        host.snapshot_job = None;
+        host.partial = None;
         let id = host.id;
         sim.checkers.observe_crash(id);
         sim.log(|| format!("crash {id}, {lost} unsynced records lost"));
@@ -284,24 +341,36 @@ impl ProtocolHost for RaftNodes {
     }
 
     fn node_state(&self, node: usize) -> Option<String> {
-        let s = self.hosts[node].raft.as_ref()?.status();
+        let raft = self.hosts[node].raft.as_ref()?;
+        let s = raft.status();
         Some(format!(
-            "{} {:?} {} commit {} applied {} last {}",
-            s.id, s.role, s.term, s.commit, s.applied, s.last_index
+            "{} {:?} {} commit {} applied {} last {} snapshot {} first {}",
+            s.id,
+            s.role,
+            s.term,
+            s.commit,
+            s.applied,
+            s.last_index,
+            raft.snapshot().index,
+            raft.first_index()
         ))
     }
 
     fn finish(sim: &mut Sim<Self>) {
         let hosts = &sim.nodes.hosts;
-        let logs: Vec<(NodeId, Vec<Entry>)> = hosts
+        let logs: Vec<FinalLog> = hosts
             .iter()
             .filter_map(|h| {
                 let raft = h.raft.as_ref()?;
                 let commit = raft.status().commit;
-                let log = (1..=commit.0)
+                let entries = (raft.first_index().0..=commit.0)
                     .filter_map(|i| raft.entry(LogIndex(i)).cloned())
                     .collect();
-                Some((h.id, log))
+                Some(FinalLog {
+                    node: h.id,
+                    snapshot: raft.snapshot(),
+                    entries,
+                })
             })
             .collect();
         let final_commit = hosts
@@ -317,8 +386,14 @@ impl ProtocolHost for RaftNodes {
     }
 
     fn fingerprint_event(event: &RaftEvent, hasher: &mut DefaultHasher) {
-        let RaftEvent::PersistDone { node, incarnation } = event;
-        (4u8, node, incarnation).hash(hasher);
+        match event {
+            RaftEvent::PersistDone { node, incarnation } => (4u8, node, incarnation).hash(hasher),
+            RaftEvent::SnapshotDone { node, incarnation } => (9u8, node, incarnation).hash(hasher),
+        }
+    }
+
+    fn snapshot_stats(&self) -> SnapshotStats {
+        self.snapshots
     }
 }
 
@@ -343,10 +418,13 @@ impl Simulator {
                     writes: BTreeMap::new(),
                     reads: BTreeMap::new(),
                     ready_reads: Vec::new(),
+                    snapshot_job: None,
+                    partial: None,
                 })
                 .collect(),
             rng_disk: rng.fork(),
             leader_terms: BTreeMap::new(),
+            snapshots: SnapshotStats::default(),
         })
     }
 
@@ -356,6 +434,9 @@ impl Simulator {
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
         config.append_entries_max = self.config.append_entries_max;
+        config.snapshot_threshold_entries = self.config.snapshot_every_entries;
+        config.compaction_tail_entries = self.config.compaction_tail_entries;
+        config.snapshot_chunk_bytes_max = self.config.snapshot_chunk_bytes;
         config.seed = self.config.seed
             ^ ((node as u64 + 1) << 48)
             ^ (self.nodes.hosts[node].incarnation << 32);
@@ -384,6 +465,46 @@ impl Simulator {
     #[must_use]
     pub fn leader(&self) -> Option<NodeId> {
         self.nodes.leader().map(|i| self.nodes.hosts[i].id)
+    }
+
+    /// A node's disk (also while the node is down): its durable snapshots and log.
+    #[must_use]
+    pub fn disk(&self, node: NodeId) -> &MemStorage {
+        &self.nodes.hosts[self.host_index(node)].disk
+    }
+
+    /// The snapshot counters so far.
+    #[must_use]
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.nodes.snapshots
+    }
+
+    /// Whether a live node is writing a snapshot in the background now.
+    #[must_use]
+    pub fn snapshot_in_progress(&self, node: NodeId) -> bool {
+        self.nodes.hosts[self.host_index(node)]
+            .snapshot_job
+            .is_some()
+    }
+
+    /// Follower: the snapshot a live node is receiving from the leader and the bytes it holds
+    /// of it so far, if a transfer is under way.
+    #[must_use]
+    pub fn snapshot_partial(&self, node: NodeId) -> Option<(SnapshotMeta, u64)> {
+        self.nodes.hosts[self.host_index(node)]
+            .partial
+            .as_ref()
+            .map(|(meta, bytes)| (*meta, bytes.len() as u64))
+    }
+
+    /// Asks a live node for a snapshot at its applied index now, whatever the thresholds say
+    /// (as an operator's `POST /snapshot`).
+    pub fn request_snapshot(&mut self, node: NodeId) {
+        let index = self.host_index(node);
+        if let Some(raft) = &mut self.nodes.hosts[index].raft {
+            raft.request_snapshot();
+            self.drive(index);
+        }
     }
 
     /// Makes a node start an election now.
@@ -456,7 +577,7 @@ impl Simulator {
                 self.checkers.report("ready", self.time, detail);
             }
             if let Some(first) = ready.entries.first() {
-                let prev_term = raft.term_at(first.index.prev()).unwrap_or_default();
+                let prev_term = raft.term_at(first.index.prev());
                 let commit = raft.status().commit;
                 self.checkers.observe_persist(
                     self.time,
@@ -466,8 +587,21 @@ impl Simulator {
                     &ready.entries,
                 );
             }
+            // 1. Replication goes out at once; a follower that needs a snapshot gets its next
+            //    chunk (sent with the next Ready).
             for (to, message) in ready.messages.clone() {
                 self.send(node, to, message);
+            }
+            for &request in &ready.snapshot_chunk_requests {
+                self.send_chunk(node, request);
+            }
+            // 2. A follower writes the chunks it received and installs a complete snapshot
+            //    before it persists entries after it (the install is durable at once).
+            for chunk in &ready.snapshot_chunks {
+                self.write_chunk(node, chunk);
+            }
+            if let Some(meta) = ready.snapshot {
+                self.install(node, meta);
             }
             let host = &mut self.nodes.hosts[node];
             if let Err(error) = host.disk.write(ready.hard_state, &ready.entries) {
@@ -519,10 +653,233 @@ impl Simulator {
                 self.reply(waiting, ReplyBody::Retry(leader));
             }
         }
+        if let Some(meta) = ready.snapshot_due {
+            self.start_snapshot(node, meta);
+        }
         if let Some(raft) = &mut self.nodes.hosts[node].raft {
             raft.advance();
         }
         self.drive(node);
+    }
+
+    // ---- snapshots ---------------------------------------------------------------------
+
+    /// Restores node `node`'s state machine from its durable snapshot `meta` (at a restart or
+    /// an install), and shows the checkers the state it now stands at.
+    fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
+        let host = &mut self.nodes.hosts[node];
+        let restored = host
+            .disk
+            .open_snapshot(meta)
+            .map_err(|error| error.to_string())
+            .and_then(|mut reader| {
+                let mut store = KvStore::new(KvConfig::default());
+                store.restore(&mut reader).map_err(|error| error.reason)?;
+                reader.verify_to_end().map_err(|error| error.to_string())?;
+                Ok(store)
+            });
+        match restored {
+            Ok(store) => {
+                host.store = store;
+                host.applied = meta.index;
+                let (id, state) = (host.id, state_hash(&host.store.snapshot_bytes()));
+                self.checkers
+                    .observe_state(self.time, id, meta.index, state, true, what);
+                self.log(|| format!("{id} {what} at {}", meta.index));
+            }
+            Err(reason) => {
+                let detail = format!(
+                    "n{} cannot restore the snapshot at {}: {reason}",
+                    node + 1,
+                    meta.index
+                );
+                self.checkers.report("storage", self.time, detail);
+            }
+        }
+    }
+
+    /// The Ready asked for a snapshot at `meta`, the index just applied: takes the state
+    /// machine's image now and writes it out in the background, durable at a later
+    /// [`RaftEvent::SnapshotDone`].
+    fn start_snapshot(&mut self, node: usize, meta: SnapshotMeta) {
+        let host = &mut self.nodes.hosts[node];
+        let Some(raft) = &mut host.raft else {
+            return;
+        };
+        if host.applied != meta.index || host.snapshot_job.is_some() {
+            let detail = format!(
+                "n{} was asked for a snapshot at {} with its state machine at {} (writing \
+                 another: {})",
+                node + 1,
+                meta.index,
+                host.applied,
+                host.snapshot_job.is_some()
+            );
+            raft.on_snapshot_failed();
+            self.checkers.report("ready", self.time, detail);
+            return;
+        }
+        let image = host.store.snapshot_bytes();
+        let encoder = MemStorage::create_snapshot(meta, &[]).and_then(|mut encoder| {
+            encoder
+                .write_all(&image)
+                .map_err(|error| chorus_storage::StorageError::InvalidWrite(error.to_string()))?;
+            Ok(encoder)
+        });
+        let encoder = match encoder {
+            Ok(encoder) => encoder,
+            Err(error) => {
+                raft.on_snapshot_failed();
+                let detail = format!("n{} cannot write a snapshot: {error}", node + 1);
+                self.checkers.report("storage", self.time, detail);
+                return;
+            }
+        };
+        host.snapshot_job = Some((meta, encoder));
+        let (id, incarnation) = (host.id, host.incarnation);
+        self.checkers.observe_state(
+            self.time,
+            id,
+            meta.index,
+            state_hash(&image),
+            false,
+            "took a snapshot",
+        );
+        // Writing a snapshot takes a while, now and then far longer: new entries, installs
+        // and crashes race it.
+        let delay = if self.nodes.rng_disk.chance(0.1) {
+            self.nodes.rng_disk.range(40, 300)
+        } else {
+            self.nodes.rng_disk.range(2, 40)
+        };
+        self.schedule(
+            delay,
+            Event::Protocol(RaftEvent::SnapshotDone { node, incarnation }),
+        );
+    }
+
+    /// The snapshot written in the background is durable: the core compacts its log to it
+    /// and the disk drops the entries below what the core keeps (and below the previous
+    /// snapshot, as the runtime does, so a damaged newest snapshot could fall back).
+    fn finish_snapshot(&mut self, node: usize) {
+        let host = &mut self.nodes.hosts[node];
+        let (Some(raft), Some((meta, encoder))) = (&mut host.raft, host.snapshot_job.take()) else {
+            return;
+        };
+        let previous = raft.snapshot();
+        if meta.index <= previous.index {
+            // Overtaken by a newer snapshot installed from the leader: drop the file.
+            let _ = raft.on_snapshot_taken(meta);
+            return;
+        }
+        host.disk.finish_snapshot(encoder);
+        if let Err(error) = raft.on_snapshot_taken(meta) {
+            let detail = format!("n{} refused its own snapshot: {error}", node + 1);
+            self.checkers.report("snapshot", self.time, detail);
+            return;
+        }
+        let keep_from = raft.first_index().min(previous.index.next());
+        if let Err(error) = host.disk.compact(meta, keep_from) {
+            let detail = format!(
+                "n{} cannot compact its disk to {}: {error}",
+                node + 1,
+                meta.index
+            );
+            self.checkers.report("storage", self.time, detail);
+        }
+        host.disk.retain_snapshots(2);
+        self.nodes.snapshots.taken += 1;
+        let first = raft.first_index();
+        let id = host.id;
+        self.log(|| format!("{id} took a snapshot at {}, log from {first}", meta.index));
+        self.drive(node);
+    }
+
+    /// Leader: reads the chunk of its snapshot a follower needs from its disk and hands it to
+    /// the core.
+    fn send_chunk(&mut self, node: usize, request: SnapshotChunkRequest) {
+        let SnapshotChunkRequest { to, meta, offset } = request;
+        let chunk_max = self.config.snapshot_chunk_bytes;
+        let host = &mut self.nodes.hosts[node];
+        let Some(raft) = &mut host.raft else {
+            return;
+        };
+        let Some(bytes) = host.disk.snapshot_bytes(meta) else {
+            raft.report_snapshot_unavailable(to);
+            return;
+        };
+        let start = usize::try_from(offset).map_or(bytes.len(), |o| o.min(bytes.len()));
+        let end = start.saturating_add(chunk_max).min(bytes.len());
+        let done = end == bytes.len();
+        if raft
+            .send_snapshot_chunk(to, meta, offset, bytes.slice(start..end), done)
+            .is_ok()
+        {
+            self.nodes.snapshots.chunks_sent += 1;
+        }
+    }
+
+    /// Follower: writes a received chunk into the partial snapshot.
+    fn write_chunk(&mut self, node: usize, chunk: &SnapshotChunk) {
+        let host = &mut self.nodes.hosts[node];
+        if chunk.offset == 0 {
+            host.partial = Some((chunk.meta, Vec::new()));
+        }
+        match &mut host.partial {
+            Some((meta, bytes)) if *meta == chunk.meta && bytes.len() as u64 == chunk.offset => {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            _ => {
+                // The core checked that the chunk continues the partial snapshot exactly.
+                let detail = format!(
+                    "n{} got a chunk of the snapshot at {} at offset {} that does not continue \
+                     its partial snapshot",
+                    node + 1,
+                    chunk.meta.index,
+                    chunk.offset
+                );
+                self.checkers.report("snapshot", self.time, detail);
+            }
+        }
+    }
+
+    /// Follower: installs the snapshot `meta` completed by the chunks received: verifies it,
+    /// makes it durable, restores the state machine from it and compacts the disk to it.
+    fn install(&mut self, node: usize, meta: SnapshotMeta) {
+        let host = &mut self.nodes.hosts[node];
+        let bytes = match host.partial.take() {
+            Some((partial, bytes)) if partial == meta => Some(Bytes::from(bytes)),
+            _ => host.disk.snapshot_bytes(meta),
+        };
+        let installed = bytes
+            .ok_or_else(|| "the snapshot was never received whole".to_string())
+            .and_then(|bytes| {
+                host.disk
+                    .install_snapshot(meta, bytes)
+                    .map_err(|error| error.to_string())
+            });
+        if let Err(reason) = installed {
+            let detail = format!(
+                "n{} cannot install the snapshot at {}: {reason}",
+                node + 1,
+                meta.index
+            );
+            self.checkers.report("storage", self.time, detail);
+            return;
+        }
+        self.restore(node, meta, "installed a snapshot");
+        let host = &mut self.nodes.hosts[node];
+        // The disk keeps the log after the snapshot only if it goes on from it (Raft §7).
+        if let Err(error) = host.disk.compact(meta, meta.index.next()) {
+            let detail = format!(
+                "n{} cannot compact its disk to the installed snapshot at {}: {error}",
+                node + 1,
+                meta.index
+            );
+            self.checkers.report("storage", self.time, detail);
+        }
+        host.disk.retain_snapshots(2);
+        self.nodes.snapshots.installed += 1;
     }
 
     fn apply(&mut self, node: usize, entry: &Entry) {

@@ -39,6 +39,20 @@ pub struct RunStats {
     pub failovers: u64,
 }
 
+/// Snapshot counters of one Raft run (kept apart from [`RunStats`], so that the counters of
+/// schemes without snapshots read as before).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotStats {
+    /// Snapshots a node took of its own state machine and compacted its log to.
+    pub taken: u64,
+    /// Snapshots a follower received from a leader by InstallSnapshot and installed.
+    pub installed: u64,
+    /// InstallSnapshot chunks leaders sent (before loss).
+    pub chunks_sent: u64,
+    /// Restarts that restored the state machine from a durable snapshot.
+    pub restored: u64,
+}
+
 /// What one run found.
 #[derive(Clone, Debug)]
 pub struct RunReport {
@@ -56,6 +70,8 @@ pub struct RunReport {
     pub end_time: u64,
     /// Counters.
     pub stats: RunStats,
+    /// Snapshot counters (Raft only; zero for other schemes).
+    pub snapshots: SnapshotStats,
     /// Notable events, one line each, if
     /// [`Sim::enable_trace_log`](crate::engine::Sim::enable_trace_log) was called.
     pub trace: Vec<String>,

@@ -22,7 +22,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_pb::{PbStatus, View};
-use chorus_raft::{Entry, EntryPayload, HardState, RawNode, Status};
+use chorus_raft::{Entry, EntryPayload, HardState, RawNode, SnapshotMeta, Status};
 
 pub use s6_acknowledged_writes::AcknowledgedWrite;
 
@@ -51,6 +51,15 @@ pub fn payload_hash(payload: &EntryPayload) -> u64 {
     hasher.finish()
 }
 
+/// A stable fingerprint of a state machine's snapshot image, for comparing states at
+/// snapshot points ([`Checkers::observe_state`]).
+#[must_use]
+pub fn state_hash(image: &[u8]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    image.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// What a checker sees of one applied entry.
 #[derive(Clone, Debug)]
 pub struct Applied<'a> {
@@ -60,6 +69,19 @@ pub struct Applied<'a> {
     pub entry: &'a Entry,
     /// What the state machine answered (`None` for a no-op or an entry without a command).
     pub output: Option<&'a Bytes>,
+}
+
+/// What a live node holds of the committed log at the end of a run: the snapshot its log was
+/// compacted to (index 0 if none) and the entries it still holds, up to its commit index
+/// (they may begin below the snapshot's index: compaction keeps a tail).
+#[derive(Clone, Debug)]
+pub struct FinalLog {
+    /// The node.
+    pub node: NodeId,
+    /// Its newest snapshot.
+    pub snapshot: SnapshotMeta,
+    /// The entries it holds, in order, up to its commit index.
+    pub entries: Vec<Entry>,
 }
 
 /// Every checker, and the violations they found.
@@ -125,13 +147,13 @@ impl Checkers {
     }
 
     /// A node is about to persist `entries`; `prev_term` is the term of the entry before them
-    /// and `commit` the node's commit index.
+    /// (if the node still knows it) and `commit` the node's commit index.
     pub fn observe_persist(
         &mut self,
         time: u64,
         node: NodeId,
         commit: LogIndex,
-        prev_term: Term,
+        prev_term: Option<Term>,
         entries: &[Entry],
     ) {
         let mut found = Vec::new();
@@ -156,7 +178,26 @@ impl Checkers {
         if let Some(v) = self.s8.observe(applied) {
             found.push(("S8", v));
         }
+        self.s6.observe_apply(applied.entry);
         self.record(time, found);
+    }
+
+    /// A node's state machine stands at `index` and its image hashes to `state` (see
+    /// [`state_hash`]): it just took a snapshot there (`moved` false), or it was just restored
+    /// from a snapshot at `index`, installed from a leader or read back at a restart (`moved`
+    /// true: what it applies next follows `index`). `what` names the event for a report (S4).
+    pub fn observe_state(
+        &mut self,
+        time: u64,
+        node: NodeId,
+        index: LogIndex,
+        state: u64,
+        moved: bool,
+        what: &str,
+    ) {
+        if let Some(v) = self.s4.observe_state(node, index, state, moved, what) {
+            self.record(time, vec![("S4", v)]);
+        }
     }
 
     /// A node sent a granted (real) vote.
@@ -185,8 +226,8 @@ impl Checkers {
     }
 
     /// The run ended and the cluster converged: check what must hold of the final state.
-    /// `logs` has each live node's log up to its commit index.
-    pub fn finish(&mut self, time: u64, logs: &[(NodeId, Vec<Entry>)], final_commit: LogIndex) {
+    /// `logs` has what each live node holds of the log up to its commit index.
+    pub fn finish(&mut self, time: u64, logs: &[FinalLog], final_commit: LogIndex) {
         let mut found = Vec::new();
         found.extend(self.s3.finish(logs).into_iter().map(|v| ("S3", v)));
         found.extend(

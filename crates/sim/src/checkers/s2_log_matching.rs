@@ -5,6 +5,11 @@
 //! node's log must always carry the same payload and sit after an entry of the same term. If
 //! that holds for every write, any two logs that agree at (index, term) agree at index − 1 on
 //! the term, hence (by induction) on the whole prefix.
+//!
+//! Compaction-aware: a node writes entries after its snapshot or after the entries it still
+//! holds, so the term of the entry before them is known (the snapshot's term stands for a
+//! compacted entry). If it is not (`None`), only the payloads are compared; a wrong prefix
+//! below a snapshot shows up as a diverging state at the snapshot point (S4).
 
 use std::collections::BTreeMap;
 
@@ -15,15 +20,16 @@ use super::payload_hash;
 
 #[derive(Debug, Default)]
 pub(super) struct LogMatching {
-    /// (index, term) → (payload hash, term of the previous entry, first node seen writing it).
-    seen: BTreeMap<(LogIndex, Term), (u64, Term, NodeId)>,
+    /// (index, term) → (payload hash, term of the previous entry if known, first node seen
+    /// writing it with a known previous term, or at all).
+    seen: BTreeMap<(LogIndex, Term), (u64, Option<Term>, NodeId)>,
 }
 
 impl LogMatching {
     pub(super) fn observe(
         &mut self,
         node: NodeId,
-        prev_term: Term,
+        prev_term: Option<Term>,
         entries: &[Entry],
     ) -> Option<String> {
         let mut prev = prev_term;
@@ -39,13 +45,21 @@ impl LogMatching {
                     entry.index, entry.term, first.2
                 ));
             }
-            if first.1 != prev {
-                return Some(format!(
-                    "{node} has {} {} after an entry of {}, {} had it after {}",
-                    entry.index, entry.term, prev, first.2, first.1
-                ));
+            match (first.1, prev) {
+                (Some(first_prev), Some(prev)) if first_prev != prev => {
+                    return Some(format!(
+                        "{node} has {} {} after an entry of {prev}, {} had it after {first_prev}",
+                        entry.index, entry.term, first.2
+                    ));
+                }
+                (None, Some(_)) => {
+                    // The first writer's prefix was compacted away; this one's is known.
+                    self.seen
+                        .insert((entry.index, entry.term), (hash, prev, node));
+                }
+                _ => {}
             }
-            prev = entry.term;
+            prev = Some(entry.term);
         }
         None
     }
@@ -69,16 +83,20 @@ mod tests {
     fn catches_same_index_and_term_with_different_payloads() {
         let mut checker = LogMatching::default();
         assert_eq!(
-            checker.observe(NodeId(1), Term(0), &[entry(1, 1, "a"), entry(2, 1, "b")]),
+            checker.observe(
+                NodeId(1),
+                Some(Term(0)),
+                &[entry(1, 1, "a"), entry(2, 1, "b")]
+            ),
             None
         );
         assert_eq!(
-            checker.observe(NodeId(2), Term(1), &[entry(2, 1, "b")]),
+            checker.observe(NodeId(2), Some(Term(1)), &[entry(2, 1, "b")]),
             None
         );
         assert!(
             checker
-                .observe(NodeId(3), Term(1), &[entry(2, 1, "c")])
+                .observe(NodeId(3), Some(Term(1)), &[entry(2, 1, "c")])
                 .is_some()
         );
     }
@@ -87,12 +105,12 @@ mod tests {
     fn catches_same_entry_after_different_prefixes() {
         let mut checker = LogMatching::default();
         assert_eq!(
-            checker.observe(NodeId(1), Term(1), &[entry(3, 2, "x")]),
+            checker.observe(NodeId(1), Some(Term(1)), &[entry(3, 2, "x")]),
             None
         );
         assert!(
             checker
-                .observe(NodeId(2), Term(2), &[entry(3, 2, "x")])
+                .observe(NodeId(2), Some(Term(2)), &[entry(3, 2, "x")])
                 .is_some()
         );
     }

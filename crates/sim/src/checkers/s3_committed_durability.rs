@@ -14,13 +14,19 @@
 //!   term may legitimately win its election late, after a newer leader committed entries it
 //!   never had;
 //! - at the end, every node's log holds it.
+//!
+//! Compaction-aware (Raft §7): an entry a node compacted into a snapshot is covered by the
+//! snapshot, not held one by one. A leader or a final log counts as holding a committed entry
+//! at or below its snapshot's index (whose term must match the committed one at that index);
+//! above it, the entry itself must be there. Whether the snapshot's state really is the
+//! committed log's is S4's check at snapshot points.
 
 use std::collections::BTreeSet;
 
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{Entry, RawNode, Role, Status};
 
-use super::payload_hash;
+use super::{FinalLog, payload_hash};
 
 #[derive(Debug, Default)]
 pub(super) struct CommittedDurability {
@@ -89,15 +95,20 @@ impl CommittedDurability {
             .iter()
             .take_while(|&&term| term < status.term)
             .count();
+        let snapshot = raft.snapshot();
+        if let Some(v) = self.check_snapshot(status.id, snapshot) {
+            return Some(v);
+        }
         self.committed
             .iter()
             .take(earlier)
             .enumerate()
             .find_map(|(i, &(term, hash))| {
                 let index = LogIndex(i as u64 + 1);
-                let holds = raft
-                    .entry(index)
-                    .is_some_and(|e| e.term == term && payload_hash(&e.payload) == hash);
+                let holds = index <= snapshot.index
+                    || raft
+                        .entry(index)
+                        .is_some_and(|e| e.term == term && payload_hash(&e.payload) == hash);
                 (!holds).then(|| {
                     format!(
                         "{} became leader of {} without the committed entry {index} of {term}",
@@ -107,19 +118,49 @@ impl CommittedDurability {
             })
     }
 
-    pub(super) fn finish(&self, logs: &[(NodeId, Vec<Entry>)]) -> Vec<String> {
+    /// A snapshot at a committed index must carry that entry's term.
+    fn check_snapshot(&self, node: NodeId, snapshot: chorus_raft::SnapshotMeta) -> Option<String> {
+        let slot = usize::try_from(snapshot.index.0.checked_sub(1)?).ok()?;
+        let &(term, _) = self.committed.get(slot)?;
+        (term != snapshot.term).then(|| {
+            format!(
+                "{node} holds a snapshot at {} of {} over the committed entry of {term}",
+                snapshot.index, snapshot.term
+            )
+        })
+    }
+
+    pub(super) fn finish(&self, logs: &[FinalLog]) -> Vec<String> {
         let mut found = Vec::new();
-        for (node, log) in logs {
-            if log.len() < self.committed.len() {
+        for log in logs {
+            let node = log.node;
+            let covered = log.entries.last().map_or(log.snapshot.index, |entry| {
+                entry.index.max(log.snapshot.index)
+            });
+            // Above the snapshot the log must hold every entry; below, the snapshot covers it.
+            let contiguous = log
+                .entries
+                .iter()
+                .filter(|entry| entry.index > log.snapshot.index)
+                .zip(log.snapshot.index.0 + 1..)
+                .all(|(entry, index)| entry.index.0 == index);
+            if covered.0 < self.committed.len() as u64 || !contiguous {
                 found.push(format!(
-                    "{node} ends with {} committed entries, the cluster committed {}",
-                    log.len(),
+                    "{node} ends holding committed entries up to {covered} (snapshot at {}, \
+                     entries {:?}..{:?}), the cluster committed {}",
+                    log.snapshot.index,
+                    log.entries.first().map(|e| e.index.0),
+                    log.entries.last().map(|e| e.index.0),
                     self.committed.len()
                 ));
             }
+            if let Some(v) = self.check_snapshot(node, log.snapshot) {
+                found.push(v);
+            }
             if let Some(v) = log
+                .entries
                 .iter()
-                .find_map(|entry| self.check(*node, entry, "ends with"))
+                .find_map(|entry| self.check(node, entry, "ends with"))
             {
                 found.push(v);
             }
@@ -173,6 +214,48 @@ mod tests {
         let mut checker = CommittedDurability::default();
         checker.observe_commit(NodeId(1), &entry(1, 1, "a"));
         checker.observe_commit(NodeId(1), &entry(2, 1, "b"));
-        assert!(checker.finish(&[(NodeId(2), vec![entry(1, 1, "a")])]).len() == 1);
+        let short = FinalLog {
+            node: NodeId(2),
+            snapshot: chorus_raft::SnapshotMeta::default(),
+            entries: vec![entry(1, 1, "a")],
+        };
+        assert!(checker.finish(&[short]).len() == 1);
+    }
+
+    #[test]
+    fn a_snapshot_covers_the_entries_it_compacted() {
+        let mut checker = CommittedDurability::default();
+        for index in 1..=4 {
+            checker.observe_commit(NodeId(1), &entry(index, 1, "a"));
+        }
+        let compacted = FinalLog {
+            node: NodeId(2),
+            snapshot: chorus_raft::SnapshotMeta {
+                index: LogIndex(3),
+                term: Term(1),
+            },
+            entries: vec![entry(4, 1, "a")],
+        };
+        assert_eq!(checker.finish(&[compacted]), Vec::<String>::new());
+        // A gap above the snapshot is a loss.
+        let gap = FinalLog {
+            node: NodeId(2),
+            snapshot: chorus_raft::SnapshotMeta {
+                index: LogIndex(2),
+                term: Term(1),
+            },
+            entries: vec![entry(4, 1, "a")],
+        };
+        assert_eq!(checker.finish(&[gap]).len(), 1);
+        // A snapshot of another term at a committed index is an overwrite.
+        let forged = FinalLog {
+            node: NodeId(3),
+            snapshot: chorus_raft::SnapshotMeta {
+                index: LogIndex(4),
+                term: Term(2),
+            },
+            entries: Vec::new(),
+        };
+        assert_eq!(checker.finish(&[forged]).len(), 1);
     }
 }

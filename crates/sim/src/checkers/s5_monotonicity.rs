@@ -5,8 +5,9 @@
 //! its vote within a term never changes. Across a restart, what it promised others survives:
 //! a node that granted a vote in term T comes back in term T or later, still voting for the
 //! same candidate if in T, and never grants a different candidate in T. (The applied index
-//! restarts from zero by design: a restarted node replays its log into a fresh state machine;
-//! S4 checks the replay.)
+//! restarts from the node's durable snapshot, or from zero without one, by design: a restarted
+//! node restores its state machine from the snapshot and replays the log after it; S4 checks
+//! the restore and the replay.)
 
 use std::collections::BTreeMap;
 

@@ -5,13 +5,20 @@
 //! the cluster has converged, every one of them must appear in the committed log. A write that
 //! was acknowledged and then lost, by a node that acked before its log was durable or by a
 //! leader that overwrote a committed entry, fails here.
+//!
+//! Compaction-aware: the longest final log may have compacted its prefix into a snapshot. For
+//! the indexes its snapshot covers, the checker uses what was applied there (S3 and S4 check
+//! that every node applied the same entry at each index, and the same state at each snapshot
+//! point); above the snapshot, the entries the log still holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use chorus_core::LogIndex;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId};
 use chorus_kv::{ClientId, Command};
 use chorus_raft::{Entry, EntryPayload};
+
+use super::FinalLog;
 
 /// A write a client saw succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,6 +32,10 @@ pub struct AcknowledgedWrite {
 #[derive(Debug, Default)]
 pub(super) struct AcknowledgedWrites {
     acknowledged: BTreeSet<AcknowledgedWrite>,
+    /// The session request applied at each index, as first applied by any node.
+    applied: BTreeMap<LogIndex, AcknowledgedWrite>,
+    /// The highest index any node applied.
+    applied_max: LogIndex,
 }
 
 /// The session request an entry carries, if it carries one.
@@ -45,20 +56,40 @@ impl AcknowledgedWrites {
         self.acknowledged.insert(write);
     }
 
+    /// A node applied `entry`.
+    pub(super) fn observe_apply(&mut self, entry: &Entry) {
+        if entry.index > self.applied_max {
+            self.applied_max = entry.index;
+            if let Some((_, write)) = session_request(entry) {
+                self.applied.insert(entry.index, write);
+            }
+        }
+    }
+
     /// Every write a client was told succeeded.
     pub(super) fn acknowledged(&self) -> &BTreeSet<AcknowledgedWrite> {
         &self.acknowledged
     }
 
-    pub(super) fn finish(&self, logs: &[(NodeId, Vec<Entry>)], commit: LogIndex) -> Vec<String> {
-        let Some((_, longest)) = logs.iter().max_by_key(|(_, log)| log.len()) else {
+    pub(super) fn finish(&self, logs: &[FinalLog], commit: LogIndex) -> Vec<String> {
+        let coverage = |log: &FinalLog| {
+            log.entries
+                .last()
+                .map_or(log.snapshot.index, |e| e.index.max(log.snapshot.index))
+        };
+        let Some(longest) = logs.iter().max_by_key(|log| coverage(log)) else {
             return vec!["no live node at the end of the run".to_string()];
         };
-        let committed: BTreeSet<AcknowledgedWrite> = longest
+        let compacted = self
+            .applied
+            .range(..=longest.snapshot.index)
+            .map(|(_, &write)| write);
+        let held = longest
+            .entries
             .iter()
-            .take_while(|entry| entry.index <= commit)
-            .filter_map(|entry| session_request(entry).map(|(_, write)| write))
-            .collect();
+            .filter(|entry| entry.index > longest.snapshot.index && entry.index <= commit)
+            .filter_map(|entry| session_request(entry).map(|(_, write)| write));
+        let committed: BTreeSet<AcknowledgedWrite> = compacted.chain(held).collect();
         self.acknowledged
             .difference(&committed)
             .map(|write| {

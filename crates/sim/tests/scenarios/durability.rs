@@ -2,6 +2,7 @@
 //! every unsynced write loses no acknowledged one.
 
 use chorus_core::{LogIndex, NodeId, Term};
+use chorus_raft::SnapshotMeta;
 use chorus_sim::Simulator;
 
 use crate::{assert_passed, await_leader, scripted};
@@ -11,18 +12,25 @@ struct BeforeCrash {
     node: NodeId,
     term: Term,
     vote: Option<NodeId>,
-    /// The terms of the log up to the last index `advance` confirmed durable.
+    /// The snapshot the log was compacted to (a snapshot still being written is not durable).
+    snapshot: SnapshotMeta,
+    /// The first index the log held.
+    first: LogIndex,
+    /// The terms of the log from `first` up to the last index `advance` confirmed durable.
     log: Vec<Term>,
 }
 
 fn before_crash(sim: &Simulator, node: NodeId) -> BeforeCrash {
     let status = sim.status(node).expect("the node is up");
     let raft = sim.raft(node).expect("the node is up");
+    let first = raft.first_index();
     BeforeCrash {
         node,
         term: status.term,
         vote: status.vote,
-        log: (1..=status.persisted_index.0)
+        snapshot: raft.snapshot(),
+        first,
+        log: (first.0..=status.persisted_index.0)
             .map(|i| {
                 raft.term_at(LogIndex(i))
                     .expect("persisted entries are in the log")
@@ -41,8 +49,15 @@ fn assert_reloaded(sim: &Simulator, before: &BeforeCrash, seed: u64, pattern: &s
         (before.term, before.vote),
         "seed {seed}, {pattern}: {node} reloaded another term or vote"
     );
-    let log: Vec<Term> = (1..=before.log.len() as u64)
-        .map_while(|i| raft.term_at(LogIndex(i)))
+    assert_eq!(
+        raft.snapshot(),
+        before.snapshot,
+        "seed {seed}, {pattern}: {node} reloaded another snapshot"
+    );
+    // Every entry it held and had confirmed durable is back (the disk keeps the log from the
+    // previous snapshot on, so the restarted log may even begin lower).
+    let log: Vec<Term> = (before.first.0..before.first.0 + before.log.len() as u64)
+        .map(|i| raft.term_at(LogIndex(i)).unwrap_or_default())
         .collect();
     assert_eq!(
         log, before.log,

@@ -19,6 +19,7 @@ mod determinism;
 mod durability;
 mod election;
 mod replication;
+mod snapshots;
 
 use chorus_core::NodeId;
 use chorus_raft::Role;
