@@ -25,7 +25,7 @@ trap cleanup EXIT
 
 node_pids() {
     # The node processes `chorus up` started, by their configuration path (read-only lookup).
-    for id in 1 2 3; do pgrep -f -- "--config $DIR/data/node-$id.toml" | head -1; done
+    for id in 1 2 3; do pgrep -f -- "--config $DIR/data/node-$id.toml" | head -1 || true; done
 }
 
 start_cluster() {
@@ -47,7 +47,8 @@ stop_cluster() {
     done
 }
 
-# Starts the cluster and prints the seconds until the first SET is acknowledged.
+# Starts the cluster and sets RESTART_SECONDS to the time until the first SET is acknowledged.
+# (Not called in a command substitution: the subshell would lose UP_PID.)
 time_to_first_write() {
     local started now
     started=$(date +%s.%N)
@@ -55,7 +56,7 @@ time_to_first_write() {
     for _ in $(seq 3000); do
         if [[ "$(timeout 1 redis-cli -p "$RESP" SET restart-probe 1 2>/dev/null)" == "OK" ]]; then
             now=$(date +%s.%N)
-            echo "$now - $started" | bc -l | xargs printf '%.3f\n'
+            RESTART_SECONDS=$(printf '%.3f' "$(echo "$now - $started" | bc -l)")
             return
         fi
         sleep 0.01
@@ -81,15 +82,17 @@ report() {
 }
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "restart (empty data dir): $(time_to_first_write) s"
+time_to_first_write
+echo "start (empty data dir): $RESTART_SECONDS s to the first acknowledged SET"
 report "empty"
 for million in 1 2 3; do
-    redis-benchmark -p "$RESP" -t set -n 1000000 -r 10000 -d 100 -c 50 -P 16 -q
+    redis-benchmark -p "$RESP" -t set -n 1000000 -r 10000 -d 100 -c 50 -P 16 -q | tr '\r' '\n' | grep 'requests per second'
     sleep 2 # let the followers apply and any snapshot finish
     report "after $million million SETs"
     echo "load average $(cut -d' ' -f1-3 /proc/loadavg)"
     stop_cluster
-    echo "restart after $million million SETs: $(time_to_first_write) s to the first acknowledged SET"
+    time_to_first_write
+    echo "restart after $million million SETs: $RESTART_SECONDS s to the first acknowledged SET"
     sleep 1
     report "after the restart"
 done
