@@ -189,7 +189,11 @@ fn a_damaged_snapshot_is_detected(damage: Damage) {
     let mut cluster = start(3);
     let leader = cluster.wait_for_leader(Duration::from_secs(10));
     write_keys(cluster.redis(leader), 0..1_500);
-    let victim = cluster.ids().into_iter().find(|&n| n != leader).unwrap();
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|&n| n != leader)
+        .expect("a follower");
     cluster.poll(Duration::from_secs(10), "a snapshot on the victim", || {
         (!snapshot_files(&cluster, victim).is_empty()).then_some(())
     });
@@ -204,7 +208,11 @@ fn a_damaged_snapshot_is_detected(damage: Damage) {
             .and_then(|file| file.set_len(length / 2))
             .expect("truncate the snapshot"),
     }
-    let name = newest.file_name().unwrap().to_string_lossy().into_owned();
+    let name = newest
+        .file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned();
     cluster.restart(victim);
     if let Some(status) = cluster.wait_exit(victim, Duration::from_secs(3)) {
         assert!(!status.success());
