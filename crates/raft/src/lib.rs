@@ -74,6 +74,12 @@
 //! or below what the follower already committed is acknowledged and ignored: nothing rolls a
 //! node back. The core never holds snapshot bytes beyond one chunk in a message.
 //!
+//! When to snapshot is the core's call (`snapshot_due`, from `snapshot_threshold_entries` and
+//! `snapshot_threshold_bytes`); a driver may hold both thresholds back until the log since the
+//! last snapshot is at least as large as that snapshot ([`RawNode::set_snapshot_bytes_floor`],
+//! given the snapshot file's size after each one taken or installed), so that a large state is
+//! not rewritten after a log much smaller than itself.
+//!
 //! # Robustness
 //!
 //! Messages may be stale, duplicated, reordered or forged. `step` validates each one: stale

@@ -223,6 +223,9 @@ pub struct RawNode {
     snapshot_forced: bool,
     /// Bytes of entries handed out for applying since the last snapshot.
     bytes_since_snapshot: u64,
+    /// Neither threshold asks for a snapshot before `bytes_since_snapshot` reaches this
+    /// ([`RawNode::set_snapshot_bytes_floor`]).
+    snapshot_bytes_floor: u64,
     /// Follower: the snapshot being received.
     receiving: Option<Receiving>,
     /// Follower: a completely received snapshot, installed when the next Ready is assembled.
@@ -331,6 +334,7 @@ impl RawNode {
             snapshot_requested: false,
             snapshot_forced: false,
             bytes_since_snapshot: 0,
+            snapshot_bytes_floor: 0,
             receiving: None,
             install_pending: None,
             snapshot_chunks: Vec::new(),
@@ -612,11 +616,10 @@ impl RawNode {
         }
         let applied = self.log.applied();
         let entries = applied.0.saturating_sub(self.log.snapshot().index.0);
-        if entries == 0
-            || (!self.snapshot_forced
-                && entries < self.config.snapshot_threshold_entries
-                && self.bytes_since_snapshot < self.config.snapshot_threshold_bytes)
-        {
+        let over_threshold = (entries >= self.config.snapshot_threshold_entries
+            || self.bytes_since_snapshot >= self.config.snapshot_threshold_bytes)
+            && self.bytes_since_snapshot >= self.snapshot_bytes_floor;
+        if entries == 0 || !(self.snapshot_forced || over_threshold) {
             return None;
         }
         let term = self.log.term_at(applied)?;
@@ -674,6 +677,16 @@ impl RawNode {
         if !self.snapshot_requested {
             self.snapshot_forced = true;
         }
+    }
+
+    /// Holds back both snapshot thresholds until the entries applied since the last snapshot
+    /// hold at least `bytes` (as counted by [`crate::Entry::size_bytes`]). A driver passes the
+    /// size of its latest snapshot, so that a large state is not written out again after a
+    /// log much smaller than itself: the snapshot writes then cost at most about as many bytes
+    /// as the log, and the log never holds much more than the state. 0 (the default) holds
+    /// nothing back. A forced snapshot ([`RawNode::request_snapshot`]) ignores it.
+    pub fn set_snapshot_bytes_floor(&mut self, bytes: u64) {
+        self.snapshot_bytes_floor = bytes;
     }
 
     /// The driver could not take the snapshot asked for; it will be asked again when the next

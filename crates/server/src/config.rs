@@ -123,27 +123,60 @@ impl Default for Timing {
 }
 
 /// Raft snapshots and log compaction (the `[snapshots]` table).
+///
+/// The defaults keep a node's log, memory and data directory small: a snapshot once the log
+/// since the last one passes 20,000 entries or 16 MiB, but never before that log is at least
+/// as large as the last snapshot (so a large state is not written out again after every
+/// 16 MiB of writes: snapshot writes cost at most about as much disk bandwidth as the log).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Snapshots {
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot once this many entries were applied since the last one. Default 20,000.
     pub threshold_entries: u64,
     /// Take a snapshot once the entries applied since the last one hold this many bytes.
+    /// Default 16 MiB.
     pub threshold_bytes: u64,
-    /// Entries kept in the log below a snapshot, for slightly lagging followers.
+    /// Entries kept in the log below a snapshot, for slightly lagging followers. Default 5,000.
     pub compaction_tail_entries: u64,
-    /// Bytes of snapshot in one InstallSnapshot chunk.
+    /// Bytes of snapshot in one InstallSnapshot chunk. Default 1 MiB.
     pub chunk_bytes: usize,
+    /// The snapshot thread writes at most this many bytes per second (0: as fast as it can),
+    /// so that a large snapshot does not take the disk from the log's fsyncs and the clients'
+    /// tail latency with it. Default 32 MiB/s.
+    pub write_bytes_per_second: u64,
+    /// The snapshot thread fsyncs what it wrote every this many bytes (0: only at the end),
+    /// so that the kernel never holds a large dirty backlog that one fsync must flush at once.
+    /// Default 4 MiB.
+    pub sync_bytes: u64,
 }
 
 impl Default for Snapshots {
     fn default() -> Snapshots {
         let core = chorus_raft::Config::new(chorus_core::NodeId(1), vec![chorus_core::NodeId(1)]);
         Snapshots {
-            threshold_entries: core.snapshot_threshold_entries,
-            threshold_bytes: core.snapshot_threshold_bytes,
+            threshold_entries: 20_000,
+            threshold_bytes: 16 << 20,
             compaction_tail_entries: core.compaction_tail_entries,
             chunk_bytes: core.snapshot_chunk_bytes_max,
+            write_bytes_per_second: 32 << 20,
+            sync_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The write-ahead log on disk (the `[storage]` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// A WAL segment that reaches this size is closed and the next one started; segments
+    /// wholly below the snapshot's kept tail are deleted. Default 16 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> StorageSettings {
+        StorageSettings {
+            segment_bytes: 16 << 20,
         }
     }
 }
@@ -203,6 +236,9 @@ pub struct NodeConfig {
     /// Raft snapshots and log compaction.
     #[serde(default)]
     pub snapshots: Snapshots,
+    /// The write-ahead log on disk.
+    #[serde(default)]
+    pub storage: StorageSettings,
     /// TESTING ONLY: deliberately broken Raft behaviour to switch on, by name (see
     /// [`INJECTABLE_BUGS`]), so that fault tests can prove they catch it. Honoured only by a
     /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
@@ -313,6 +349,9 @@ impl NodeConfig {
                 chorus_raft::SNAPSHOT_CHUNK_BYTES_LIMIT,
                 self.limits.frame_bytes_max
             ));
+        }
+        if self.storage.segment_bytes < 4096 {
+            return invalid("storage.segment_bytes must be at least 4096".into());
         }
         if let Some(bug) = self
             .inject_bugs
@@ -472,7 +511,7 @@ impl NodeConfig {
             timing: Timing::default(),
             limits: Limits::default(),
             snapshots: Snapshots::default(),
-
+            storage: StorageSettings::default(),
             inject_bugs: Vec::new(),
         }
     }
@@ -522,10 +561,13 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_settings_default_to_the_cores_and_are_validated() {
+    fn snapshot_settings_have_small_defaults_and_are_validated() {
         let config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
-        assert_eq!(config.snapshots.threshold_entries, 100_000);
-        assert_eq!(config.snapshots.threshold_bytes, 64 << 20);
+        assert_eq!(config.snapshots.threshold_entries, 20_000);
+        assert_eq!(config.snapshots.threshold_bytes, 16 << 20);
+        assert_eq!(config.snapshots.write_bytes_per_second, 32 << 20);
+        assert_eq!(config.snapshots.sync_bytes, 4 << 20);
+        assert_eq!(config.storage.segment_bytes, 16 << 20);
         assert_eq!(config.snapshots.compaction_tail_entries, 5_000);
         assert_eq!(config.snapshots.chunk_bytes, 1 << 20);
         let mut bad = config.clone();
@@ -547,7 +589,7 @@ mod tests {
         let text = "cluster_id = \"c\"\nid = 1\ndata_dir = \"/tmp/x\"\n[[nodes]]\nid = 1\npeer = \"127.0.0.1:1\"\n[snapshots]\nthreshold_entries = 200\ncompaction_tail_entries = 50\n";
         if let Ok(parsed) = toml::from_str::<NodeConfig>(text) {
             assert_eq!(parsed.snapshots.threshold_entries, 200);
-            assert_eq!(parsed.snapshots.threshold_bytes, 64 << 20);
+            assert_eq!(parsed.snapshots.threshold_bytes, 16 << 20);
         }
     }
 

@@ -29,6 +29,9 @@ enum Command {
     Server(ServerArgs),
     /// Show every node's role, term, leader, commit and applied index.
     Status(cli::status::StatusArgs),
+    /// Ask every node (Raft) to snapshot its state now and compact its log; print each
+    /// node's snapshot index and size.
+    Snapshot(cli::snapshot::SnapshotArgs),
     /// Read and write keys through the native client (sessions, exactly-once retries).
     Kv(cli::kv::KvArgs),
     /// Run the deterministic simulator over a range of seeds and check every invariant.
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => cli::up::run(&args),
         Command::Server(args) => serve(&args),
         Command::Status(args) => cli::status::run(&args),
+        Command::Snapshot(args) => cli::snapshot::run(&args),
         Command::Kv(args) => cli::kv::run(&args),
         Command::Bench(args) => chorus_bench::main(&args),
     };

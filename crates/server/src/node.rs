@@ -27,7 +27,7 @@ use crate::config::{NodeConfig, Protocol};
 use crate::runtime::boundary::{Input, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
-use crate::runtime::raft_host::{RaftHost, fresh_state, restore_state};
+use crate::runtime::raft_host::{RaftHost, SnapshotPacing, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
 use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
@@ -73,13 +73,19 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         return run_pb(config, exit_with_parent).await;
     }
     let me = config.node_id();
-    let (storage, durable, report) =
-        FileStorage::open(&config.data_dir, FileStorageOptions::default()).with_context(|| {
-            format!(
-                "cannot open the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+    let (storage, durable, report) = FileStorage::open(
+        &config.data_dir,
+        FileStorageOptions {
+            segment_bytes_max: config.storage.segment_bytes,
+            ..FileStorageOptions::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     if let Some(torn) = &report.torn_tail {
         tracing::warn!(
             file = %torn.file.display(),
@@ -175,7 +181,11 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         incarnation,
         leaderless_wait,
         resend_after,
-    );
+    )
+    .with_snapshot_pacing(SnapshotPacing {
+        bytes_per_second: config.snapshots.write_bytes_per_second,
+        sync_bytes: config.snapshots.sync_bytes,
+    });
     run_node(config, exit_with_parent, host, incarnation, tick, "").await
 }
 

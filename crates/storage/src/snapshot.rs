@@ -893,6 +893,29 @@ impl SnapshotWriter {
     pub fn abort(self) {
         drop(self);
     }
+
+    /// Flushes the blocks written so far to the file and fsyncs its data, so that a long
+    /// snapshot reaches the disk in steady steps rather than in one burst at
+    /// [`SnapshotWriter::finish`] (which competes with the log's fsyncs). The partial block
+    /// stays buffered. The file is still temporary: this promises nothing about a crash.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`].
+    pub fn sync_data(&mut self) -> Result<(), StorageError> {
+        let encoder = self
+            .encoder
+            .as_mut()
+            .expect("invariant: the encoder is only taken by finish");
+        encoder
+            .inner
+            .flush()
+            .map_err(StorageError::io("write", &self.temporary))?;
+        encoder
+            .inner
+            .get_ref()
+            .sync_data()
+            .map_err(StorageError::io("fsync", &self.temporary))
+    }
 }
 
 impl Write for SnapshotWriter {

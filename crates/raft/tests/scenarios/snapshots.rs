@@ -684,3 +684,38 @@ fn a_requested_snapshot_is_taken_below_the_thresholds() {
     assert_eq!(network.snapshots_taken[&id(1)], 1);
     assert_eq!(network.node(id(2)).snapshot().index, LogIndex(0));
 }
+
+/// `set_snapshot_bytes_floor` holds both thresholds back until the log since the last snapshot
+/// is at least that large (a driver passes its snapshot's size: a large state is not written
+/// again after a much smaller log); a forced snapshot ignores it.
+#[test]
+fn the_snapshot_bytes_floor_holds_back_both_thresholds() {
+    let mut network = Network::new(1, |config| {
+        config.snapshot_threshold_entries = 4;
+        config.compaction_tail_entries = 0;
+    });
+    network.elect(id(1));
+    // 64-byte commands: 10 of them are about 640 bytes, well below the floor.
+    network.node_mut(id(1)).set_snapshot_bytes_floor(100_000);
+    for n in 0..10 {
+        network.propose(id(1), &format!("{n:0>64}"));
+        network.tick(1);
+    }
+    network.tick(3);
+    assert_eq!(
+        network.snapshots_taken.get(&id(1)),
+        None,
+        "held back by the floor"
+    );
+    network.node_mut(id(1)).request_snapshot();
+    network.tick(2);
+    assert_eq!(network.snapshots_taken[&id(1)], 1, "a forced one is taken");
+    // Once the floor is low again, the entry threshold applies.
+    network.node_mut(id(1)).set_snapshot_bytes_floor(0);
+    for n in 10..20 {
+        network.propose(id(1), &format!("{n:0>64}"));
+        network.tick(1);
+    }
+    network.tick(3);
+    assert!(network.snapshots_taken[&id(1)] >= 2);
+}

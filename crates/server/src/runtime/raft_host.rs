@@ -36,7 +36,8 @@ use chorus_raft::{
     SnapshotChunkRequest, SnapshotMeta,
 };
 use chorus_storage::{
-    FileStorage, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, Storage, StorageError,
+    FileStorage, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter, Storage,
+    StorageError,
 };
 
 use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError};
@@ -132,6 +133,90 @@ impl SnapshotStorage for MemStorage {
 /// The outcome of a snapshot written on the snapshot thread.
 type SnapshotOutcome = Result<(SnapshotFile, Duration), StorageError>;
 
+/// How often a long snapshot transfer logs its progress.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How fast the snapshot thread writes: a snapshot is background work, and written flat out
+/// it takes the disk from the log's fsyncs (and with it the clients' tail latency).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotPacing {
+    /// At most this many bytes per second (0: unpaced).
+    pub bytes_per_second: u64,
+    /// Fsync what was written every this many bytes (0: only at the end).
+    pub sync_bytes: u64,
+}
+
+impl SnapshotPacing {
+    /// As fast as the disk allows, one fsync at the end.
+    pub const UNPACED: SnapshotPacing = SnapshotPacing {
+        bytes_per_second: 0,
+        sync_bytes: 0,
+    };
+}
+
+/// A [`SnapshotWriter`] that keeps to a [`SnapshotPacing`]: it sleeps whenever it is ahead of
+/// the allowed rate, and fsyncs every `sync_bytes`. Runs on the snapshot thread only.
+struct PacedWriter<'a> {
+    writer: &'a mut SnapshotWriter,
+    pacing: SnapshotPacing,
+    started: Instant,
+    written: u64,
+    unsynced: u64,
+}
+
+impl std::io::Write for PacedWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let count = self.writer.write(bytes)?;
+        self.written += count as u64;
+        self.unsynced += count as u64;
+        if self.pacing.sync_bytes > 0 && self.unsynced >= self.pacing.sync_bytes {
+            self.unsynced = 0;
+            self.writer.sync_data().map_err(std::io::Error::other)?;
+        }
+        if self.pacing.bytes_per_second > 0 {
+            let due =
+                Duration::from_secs_f64(self.written as f64 / self.pacing.bytes_per_second as f64);
+            if let Some(ahead) = due.checked_sub(self.started.elapsed())
+                && ahead >= Duration::from_millis(5)
+            {
+                std::thread::sleep(ahead);
+            }
+        }
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// When a snapshot transfer last logged its progress.
+#[derive(Clone, Copy, Debug)]
+struct Progress {
+    started: Instant,
+    logged: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            logged: now,
+        }
+    }
+
+    /// Whether it is time to log again (and notes that it did).
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.logged) < PROGRESS_INTERVAL {
+            return false;
+        }
+        self.logged = now;
+        true
+    }
+}
+
 /// A request the core does not hold: no leader was known when it came, or the core gave the
 /// read up.
 #[derive(Clone, Copy, Debug)]
@@ -157,6 +242,12 @@ pub struct RaftHost<S: SnapshotStorage> {
     last_snapshot: Option<SnapshotFile>,
     /// The largest chunk of a snapshot sent to a follower.
     snapshot_chunk_bytes_max: usize,
+    /// How fast the snapshot thread writes.
+    pacing: SnapshotPacing,
+    /// Leader: the snapshot transfers under way, per follower, for progress logs.
+    sending: BTreeMap<NodeId, (SnapshotMeta, Progress)>,
+    /// Follower: the snapshot being received, for progress logs.
+    receiving: Option<Progress>,
     /// Where the incarnation counter lives (lifted if a larger one is found in the log).
     data_dir: PathBuf,
     /// This run of the node (larger on every start).
@@ -208,6 +299,8 @@ impl<S: SnapshotStorage> RaftHost<S> {
                 })
             });
         let snapshot_chunk_bytes_max = raft.config().snapshot_chunk_bytes_max;
+        let mut raft = raft;
+        raft.set_snapshot_bytes_floor(last_snapshot.as_ref().map_or(0, |file| file.file_bytes));
         RaftHost {
             last_role: status.role,
             synced_vote: (status.term, status.vote),
@@ -218,6 +311,9 @@ impl<S: SnapshotStorage> RaftHost<S> {
             snapshot_job: None,
             last_snapshot,
             snapshot_chunk_bytes_max,
+            pacing: SnapshotPacing::UNPACED,
+            sending: BTreeMap::new(),
+            receiving: None,
             data_dir,
             incarnation,
             leaderless_wait,
@@ -228,6 +324,20 @@ impl<S: SnapshotStorage> RaftHost<S> {
             ready_reads: Vec::new(),
             last_leader: None,
         }
+    }
+
+    /// Writes snapshots at `pacing` (unpaced by default).
+    #[must_use]
+    pub fn with_snapshot_pacing(mut self, pacing: SnapshotPacing) -> RaftHost<S> {
+        self.pacing = pacing;
+        self
+    }
+
+    /// Notes the newest durable snapshot, and tells the core its size: the next one waits
+    /// until the log since it is at least as large.
+    fn set_last_snapshot(&mut self, file: SnapshotFile) {
+        self.raft.set_snapshot_bytes_floor(file.file_bytes);
+        self.last_snapshot = Some(file);
     }
 
     fn send(cx: &Context, messages: Vec<(NodeId, Message)>) {
@@ -476,19 +586,14 @@ impl<S: SnapshotStorage> RaftHost<S> {
             .map(|store| read_chunk(store, meta, offset, self.snapshot_chunk_bytes_max));
         match read {
             Some(Ok((data, done))) => {
+                let end = offset + data.len() as u64;
                 if self
                     .raft
                     .send_snapshot_chunk(to, meta, offset, data, done)
                     .is_ok()
                 {
                     cx.shared.metrics.snapshot_chunks_sent.inc();
-                    if offset == 0 {
-                        tracing::info!(
-                            to = to.0,
-                            index = meta.index.0,
-                            "sending a snapshot to a follower"
-                        );
-                    }
+                    self.log_send_progress(to, meta, offset, end, done);
                 }
             }
             Some(Err(error)) => {
@@ -496,6 +601,59 @@ impl<S: SnapshotStorage> RaftHost<S> {
                 self.raft.report_snapshot_unavailable(to);
             }
             None => self.raft.report_snapshot_unavailable(to),
+        }
+    }
+
+    /// Leader: logs the start and end of a snapshot transfer to `to`, and its progress every
+    /// [`PROGRESS_INTERVAL`] in between.
+    fn log_send_progress(
+        &mut self,
+        to: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        end: u64,
+        done: bool,
+    ) {
+        let total = self
+            .last_snapshot
+            .as_ref()
+            .filter(|file| file.meta == meta)
+            .map_or(end, |file| file.file_bytes);
+        let fresh = self
+            .sending
+            .get(&to)
+            .is_none_or(|(sending, _)| *sending != meta);
+        if offset == 0 || fresh {
+            tracing::info!(
+                to = to.0,
+                index = meta.index.0,
+                offset,
+                total_bytes = total,
+                "sending a snapshot to a follower"
+            );
+            self.sending.insert(to, (meta, Progress::new()));
+        }
+        let Some((_, progress)) = self.sending.get_mut(&to) else {
+            return;
+        };
+        if done {
+            tracing::info!(
+                to = to.0,
+                index = meta.index.0,
+                bytes = end,
+                ms = progress.started.elapsed().as_millis() as u64,
+                "sent the last chunk of a snapshot"
+            );
+            self.sending.remove(&to);
+        } else if progress.due() {
+            tracing::info!(
+                to = to.0,
+                index = meta.index.0,
+                bytes = end,
+                total_bytes = total,
+                percent = end * 100 / total.max(1),
+                "snapshot send progress"
+            );
         }
     }
 
@@ -515,6 +673,7 @@ impl<S: SnapshotStorage> RaftHost<S> {
                 "receiving a snapshot from the leader"
             );
             self.partial = Some(store.create_partial(chunk.meta)?);
+            self.receiving = Some(Progress::new());
         }
         let Some(partial) = self.partial.as_mut().filter(|p| p.meta() == chunk.meta) else {
             tracing::warn!(
@@ -525,12 +684,20 @@ impl<S: SnapshotStorage> RaftHost<S> {
             return Ok(());
         };
         let received = partial.write_at(chunk.offset, &chunk.data)?;
-        if chunk.done || received % (16 << 20) < chunk.data.len() as u64 {
+        let progress = self.receiving.get_or_insert_with(Progress::new);
+        if chunk.done {
             tracing::info!(
                 index = chunk.meta.index.0,
                 bytes = received,
-                done = chunk.done,
-                "snapshot install progress"
+                ms = progress.started.elapsed().as_millis() as u64,
+                "received the last chunk of a snapshot"
+            );
+        } else if progress.due() {
+            // The total is known only once the last chunk arrives.
+            tracing::info!(
+                index = chunk.meta.index.0,
+                bytes = received,
+                "snapshot receive progress"
             );
         }
         Ok(())
@@ -572,7 +739,8 @@ impl<S: SnapshotStorage> RaftHost<S> {
             ms = started.elapsed().as_millis() as u64,
             "installed a snapshot from the leader"
         );
-        self.last_snapshot = Some(file);
+        self.receiving = None;
+        self.set_last_snapshot(file);
         Ok(())
     }
 
@@ -596,14 +764,22 @@ impl<S: SnapshotStorage> RaftHost<S> {
         };
         let image = self.state.snapshot();
         let path = store.path(meta);
+        let pacing = self.pacing;
         let (done, outcome) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("snapshot".to_string())
             .spawn(move || {
                 let started = Instant::now();
                 let mut writer = writer;
+                let mut paced = PacedWriter {
+                    writer: &mut writer,
+                    pacing,
+                    started,
+                    written: 0,
+                    unsynced: 0,
+                };
                 let result = image
-                    .write_to(&mut writer)
+                    .write_to(&mut paced)
                     .map_err(|source| StorageError::Io {
                         operation: "write",
                         path,
@@ -671,7 +847,7 @@ impl<S: SnapshotStorage> RaftHost<S> {
                     first_index = self.raft.first_index().0,
                     "took a snapshot and compacted the log"
                 );
-                self.last_snapshot = Some(file);
+                self.set_last_snapshot(file);
             }
             Err(error) => {
                 tracing::error!(%error, index = meta.index.0, "taking a snapshot failed");
