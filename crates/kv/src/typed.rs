@@ -463,6 +463,8 @@ pub enum TypedOp {
     /// key with cursor `0` (COUNT is only a hint in Redis), so the scan is deterministic and
     /// never misses or repeats a key.
     Scan {
+        /// The cursor: `0` starts a scan; any other answers nothing more.
+        cursor: u64,
         /// A glob-style pattern.
         pattern: Option<Bytes>,
         /// Only keys of this type.
@@ -1039,11 +1041,16 @@ fn run(data: &mut Map, index: LogIndex, op: TypedOp) -> Outcome<Reply> {
                 .filter(|key| glob_match(&pattern, key))
                 .collect::<Vec<_>>(),
         ),
-        TypedOp::Scan { pattern, type_name } => {
+        TypedOp::Scan {
+            cursor,
+            pattern,
+            type_name,
+        } => {
             let keys: Vec<&Bytes> = data
                 .iter()
                 .filter(|(key, value)| {
-                    pattern.as_ref().is_none_or(|p| glob_match(p, key))
+                    cursor == 0
+                        && pattern.as_ref().is_none_or(|p| glob_match(p, key))
                         && type_name
                             .as_ref()
                             .is_none_or(|t| t.eq_ignore_ascii_case(value.type_name().as_bytes()))
