@@ -1283,7 +1283,11 @@ fn run(data: &mut Map, index: LogIndex, op: TypedOp) -> Outcome<Reply> {
             from_left,
             to_left,
         } => {
-            // Check both types before changing anything.
+            // As Redis: a missing source answers nil whatever the destination holds; both
+            // types are checked before anything changes.
+            if read::<VecDeque<Bytes>>(data, &source)?.is_none() {
+                return Ok(Reply::Bulk(None));
+            }
             read::<VecDeque<Bytes>>(data, &destination)?;
             let popped = update(data, &source, false, |list: &mut VecDeque<Bytes>| {
                 Ok(if from_left {

@@ -255,6 +255,8 @@ fn script() -> Vec<(Compare, Vec<&'static str>)> {
         (Exact, "GETDEL z"),
         (Exact, "SINTER s2 h"),
         (Exact, "LMOVE t h LEFT LEFT"),
+        (Exact, "LMOVE nothing h LEFT LEFT"),
+        (Exact, "LMOVE h t LEFT LEFT"),
         (Exact, "SET h plain"),
         (Exact, "TYPE h"),
         // Arity and syntax errors.

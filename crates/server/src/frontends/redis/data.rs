@@ -438,7 +438,7 @@ fn parse_zadd(key: Bytes, words: &[Bytes]) -> Result<TypedOp, CommandError> {
             "ERR XX and NX options at the same time are not compatible",
         ));
     }
-    if (flags.gt && flags.nx) || (flags.lt && flags.nx) || (flags.gt && flags.lt) {
+    if ((flags.gt || flags.lt) && flags.nx) || (flags.gt && flags.lt) {
         return Err(invalid(
             "ERR GT, LT, and/or NX options at the same time are not compatible",
         ));
