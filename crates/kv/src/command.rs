@@ -7,6 +7,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::typed::{Reply, TypedOp};
+
 /// A client session's id: the log index of the `Register` command that opened it, so every
 /// replica assigns the same id.
 #[derive(
@@ -100,6 +102,9 @@ pub enum Op {
         /// The keys; a key named twice counts once.
         keys: Vec<Bytes>,
     },
+    /// A Redis command on typed values (hashes, lists, sets, sorted sets, the key space).
+    /// Answered with [`Response::Reply`].
+    Typed(TypedOp),
 }
 
 /// When an [`Op::Set`] takes effect.
@@ -136,6 +141,9 @@ pub enum Query {
         /// The keys.
         keys: Vec<Bytes>,
     },
+    /// A read-only Redis command on typed values ([`TypedOp::is_write`] is false; a write is
+    /// refused with [`KvError::Malformed`]). Answered with [`Response::Reply`].
+    Typed(TypedOp),
 }
 
 /// The answer to a command or query.
@@ -166,6 +174,8 @@ pub enum Response {
         /// The value before the command, whether or not it was written.
         previous: Option<Bytes>,
     },
+    /// The answer to a [`TypedOp`], shaped like Redis's reply (errors included).
+    Reply(Reply),
 }
 
 /// Why a command was refused. Each is a definite answer: the command had no effect.
@@ -187,6 +197,9 @@ pub enum KvError {
     /// The command's bytes did not decode.
     #[error("malformed command")]
     Malformed,
+    /// The key holds a value of another type (a hash, a list, …) than the operation needs.
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
 }
 
 /// Bytes that do not decode to the expected type.

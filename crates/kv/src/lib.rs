@@ -6,7 +6,9 @@
 //! - the command, query and response types ([`Command`], [`Op`], [`Query`], [`Response`],
 //!   [`KvError`]) and their versioned byte encoding ([`Command::encode`],
 //!   [`Command::decode`], …; see [`CODEC_VERSION`]);
-//! - [`KvStore`], a deterministic [`chorus_core::StateMachine`]: a byte-string map plus the
+//! - [`typed`], Redis's data model: typed values (strings, hashes, lists, sets, sorted sets),
+//!   the Redis commands on them ([`TypedOp`]) and Redis-shaped answers ([`Reply`]);
+//! - [`KvStore`], a deterministic [`chorus_core::StateMachine`]: a map of typed values plus the
 //!   replicated session table that answers retried requests from a cache, so that each
 //!   request takes effect at most once, and that expires sessions by log index, never by a
 //!   clock.
@@ -20,7 +22,9 @@
 mod codec;
 mod command;
 mod store;
+pub mod typed;
 
 pub use codec::CODEC_VERSION;
 pub use command::*;
 pub use store::{KvConfig, KvStore, SNAPSHOT_VERSION};
+pub use typed::{Reply, TypedOp, Value};

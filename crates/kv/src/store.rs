@@ -45,19 +45,36 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 
 use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition};
+use crate::typed::{self, Map, Score, SortedSet, Value};
 use bytes::Bytes;
 use chorus_core::{LogIndex, RestoreError, SnapshotImage, StateMachine};
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 /// The format version written in front of every snapshot. [`KvStore::restore`] refuses others.
 ///
-/// Version 2 is written record by record (so it streams): the version byte, then as varints
-/// the last applied index and the number of keys, each key and value as a varint length and
-/// its bytes, the number of sessions, and each session as its client id, a varint length and
-/// the postcard encoding of the session. Version 1 was one postcard value and was never
+/// Version 3 is written record by record (so it streams): the version byte, then as varints
+/// the last applied index and the number of keys; each key as a varint length and its bytes,
+/// then its value as a type tag byte and the value's records (see [`put_value`]); then the
+/// number of sessions, and each session as its client id, a varint length and the postcard
+/// encoding of the session.
+///
+/// Version 2, written before typed values existed, is still restored: it is version 3 with
+/// every value a string and no type tags. Version 1 was one postcard value and was never
 /// written to disk.
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
+
+/// The snapshot version before typed values, still accepted by restore.
+const SNAPSHOT_VERSION_STRINGS_ONLY: u8 = 2;
+
+/// The type tags of snapshot version 3.
+const TAG_STRING: u8 = 0;
+const TAG_HASH: u8 = 1;
+const TAG_LIST: u8 = 2;
+const TAG_SET: u8 = 3;
+const TAG_SORTED_SET: u8 = 4;
 
 /// Limits of a [`KvStore`]. Every replica of one group must use the same configuration,
 /// because it decides when sessions expire, which is part of the replicated state.
@@ -99,7 +116,7 @@ pub struct KvStore {
     config: KvConfig,
     /// The map. An ordered map so that iteration, snapshots and digests are deterministic,
     /// and a persistent one so that a snapshot is a clone of its root.
-    data: RedBlackTreeMapSync<Bytes, Bytes>,
+    data: Map,
     sessions: RedBlackTreeMapSync<ClientId, Session>,
     /// The sessions ordered by last use, oldest first: expiry pops from the front in
     /// O(log n) per expired session instead of scanning the table. Not snapshotted: it is
@@ -114,7 +131,7 @@ pub struct KvStore {
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
     last_applied: LogIndex,
-    data: RedBlackTreeMapSync<Bytes, Bytes>,
+    data: Map,
     sessions: RedBlackTreeMapSync<ClientId, Session>,
 }
 
@@ -138,7 +155,7 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 fn write_image<'a>(
     out: &mut dyn Write,
     last_applied: LogIndex,
-    data: (usize, impl Iterator<Item = (&'a Bytes, &'a Bytes)>),
+    data: (usize, impl Iterator<Item = (&'a Bytes, &'a Value)>),
     sessions: (usize, impl Iterator<Item = (&'a ClientId, &'a Session)>),
 ) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(WRITE_BUFFER_BYTES);
@@ -147,7 +164,7 @@ fn write_image<'a>(
     put_varint(&mut buffer, data.0 as u64);
     for (key, value) in data.1 {
         put_bytes(&mut buffer, key);
-        put_bytes(&mut buffer, value);
+        put_value(&mut buffer, value);
         if buffer.len() >= WRITE_BUFFER_BYTES {
             out.write_all(&buffer)?;
             buffer.clear();
@@ -177,6 +194,49 @@ fn put_varint(buffer: &mut Vec<u8>, mut value: u64) {
 fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
     put_varint(buffer, bytes.len() as u64);
     buffer.extend_from_slice(bytes);
+}
+
+/// Writes one value: its type tag, then a string's bytes, or a collection's size and its
+/// elements (hash fields with their values, list elements in order, set members, sorted-set
+/// members with their scores as 8 little-endian bytes), collections other than lists in
+/// byte order of their members.
+fn put_value(buffer: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(bytes) => {
+            buffer.push(TAG_STRING);
+            put_bytes(buffer, bytes);
+        }
+        Value::Hash(hash) => {
+            buffer.push(TAG_HASH);
+            put_varint(buffer, hash.len() as u64);
+            for (field, value) in hash.iter() {
+                put_bytes(buffer, field);
+                put_bytes(buffer, value);
+            }
+        }
+        Value::List(list) => {
+            buffer.push(TAG_LIST);
+            put_varint(buffer, list.len() as u64);
+            for item in list.iter() {
+                put_bytes(buffer, item);
+            }
+        }
+        Value::Set(set) => {
+            buffer.push(TAG_SET);
+            put_varint(buffer, set.len() as u64);
+            for member in set.iter() {
+                put_bytes(buffer, member);
+            }
+        }
+        Value::SortedSet(zset) => {
+            buffer.push(TAG_SORTED_SET);
+            put_varint(buffer, zset.len() as u64);
+            for (member, score) in zset.by_member() {
+                put_bytes(buffer, member);
+                buffer.extend_from_slice(&score.0.to_bits().to_le_bytes());
+            }
+        }
+    }
 }
 
 /// Reads a snapshot image record by record, refusing anything not in canonical form.
@@ -234,6 +294,84 @@ impl ImageReader<'_> {
         Ok(bytes)
     }
 
+    /// A collection's size: at least one, since empty collections are never stored.
+    fn collection_len(&mut self) -> Result<u64, RestoreError> {
+        match self.varint()? {
+            0 => Err(refusal("an empty collection")),
+            len => Ok(len),
+        }
+    }
+
+    /// Byte strings in strictly increasing order, `len` of them, each read by `item`.
+    fn sorted<T>(
+        &mut self,
+        len: u64,
+        mut item: impl FnMut(&mut Self) -> Result<(Bytes, T), RestoreError>,
+    ) -> Result<Vec<(Bytes, T)>, RestoreError> {
+        let mut items: Vec<(Bytes, T)> = Vec::new();
+        for _ in 0..len {
+            let (name, rest) = item(self)?;
+            if items.last().is_some_and(|(previous, _)| *previous >= name) {
+                return Err(refusal("collection members are not strictly increasing"));
+            }
+            items.push((name, rest));
+        }
+        Ok(items)
+    }
+
+    /// One value of snapshot version 3 (see [`put_value`]).
+    fn value(&mut self) -> Result<Value, RestoreError> {
+        Ok(match self.byte()? {
+            TAG_STRING => Value::String(Bytes::from(self.bytes()?)),
+            TAG_HASH => {
+                let len = self.collection_len()?;
+                let pairs = self.sorted(len, |reader| {
+                    Ok((Bytes::from(reader.bytes()?), Bytes::from(reader.bytes()?)))
+                })?;
+                Value::Hash(Arc::new(pairs.into_iter().collect::<BTreeMap<_, _>>()))
+            }
+            TAG_LIST => {
+                let len = self.collection_len()?;
+                let mut list = VecDeque::new();
+                for _ in 0..len {
+                    list.push_back(Bytes::from(self.bytes()?));
+                }
+                Value::List(Arc::new(list))
+            }
+            TAG_SET => {
+                let len = self.collection_len()?;
+                let members = self.sorted(len, |reader| Ok((Bytes::from(reader.bytes()?), ())))?;
+                Value::Set(Arc::new(
+                    members
+                        .into_iter()
+                        .map(|(member, ())| member)
+                        .collect::<BTreeSet<_>>(),
+                ))
+            }
+            TAG_SORTED_SET => {
+                let len = self.collection_len()?;
+                let members = self.sorted(len, |reader| {
+                    let member = Bytes::from(reader.bytes()?);
+                    let mut bits = [0u8; 8];
+                    for byte in &mut bits {
+                        *byte = reader.byte()?;
+                    }
+                    let score = f64::from_bits(u64::from_le_bytes(bits));
+                    if score.is_nan() {
+                        return Err(refusal("a score is not a number"));
+                    }
+                    Ok((member, Score(score)))
+                })?;
+                let mut zset = SortedSet::default();
+                for (member, score) in members {
+                    zset.insert(member, score);
+                }
+                Value::SortedSet(Arc::new(zset))
+            }
+            tag => return Err(refusal(&format!("unknown value type tag {tag}"))),
+        })
+    }
+
     fn end(&mut self) -> Result<(), RestoreError> {
         let mut byte = [0u8; 1];
         match self.input.read(&mut byte) {
@@ -250,7 +388,7 @@ impl KvStore {
     pub fn new(config: KvConfig) -> KvStore {
         KvStore {
             config,
-            data: RedBlackTreeMapSync::new_sync(),
+            data: Map::new_sync(),
             sessions: RedBlackTreeMapSync::new_sync(),
             sessions_by_use: RedBlackTreeSetSync::new_sync(),
             last_applied: LogIndex(0),
@@ -263,9 +401,18 @@ impl KvStore {
         self.config
     }
 
-    /// A key's value, or `None` if absent.
+    /// A key's value if it is a string, or `None` if absent or of another type.
     #[must_use]
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        match self.data.get(key) {
+            Some(Value::String(value)) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// A key's typed value, or `None` if absent.
+    #[must_use]
+    pub fn value(&self, key: &[u8]) -> Option<&Value> {
         self.data.get(key)
     }
 
@@ -282,7 +429,7 @@ impl KvStore {
     }
 
     /// The `(key, value)` pairs in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
         self.data.iter()
     }
 
@@ -335,7 +482,7 @@ impl KvStore {
         match command {
             Command::Register => self.register(index),
             Command::Request { client, seq, op } => self.apply_request(index, client, seq, op),
-            Command::Unsessioned(op) => self.execute(op),
+            Command::Unsessioned(op) => self.execute(index, op),
         }
     }
 
@@ -379,7 +526,7 @@ impl KvStore {
                 .clone()
                 .unwrap_or(Response::Error(KvError::StaleRequest)),
             Ordering::Greater => {
-                let response = self.execute(op);
+                let response = self.execute(index, op);
                 let session = self
                     .sessions
                     .get_mut(&client)
@@ -434,52 +581,68 @@ impl KvStore {
         }
     }
 
-    /// Executes an operation on the map. Refused operations leave the map unchanged.
-    fn execute(&mut self, op: Op) -> Response {
-        match op {
-            Op::Get { key } => Response::Value(self.data.get(&key).cloned()),
+    /// The string at `key`: `Ok(None)` if absent, [`KvError::WrongType`] if another type.
+    fn string(&self, key: &[u8]) -> Result<Option<&Bytes>, KvError> {
+        match self.data.get(key) {
+            None => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value)),
+            Some(_) => Err(KvError::WrongType),
+        }
+    }
+
+    /// Executes an operation on the map at log `index`. Refused operations leave the map
+    /// unchanged. String operations on a key of another type are refused with
+    /// [`KvError::WrongType`], except those that overwrite the key whatever it holds (`Put`,
+    /// `MultiPut`, an unconditional `Set` without `GET`, as Redis's `SET` and `MSET`).
+    fn execute(&mut self, index: LogIndex, op: Op) -> Response {
+        match self.execute_strings(index, op) {
+            Ok(response) => response,
+            Err(error) => Response::Error(error),
+        }
+    }
+
+    fn execute_strings(&mut self, index: LogIndex, op: Op) -> Result<Response, KvError> {
+        Ok(match op {
+            Op::Get { key } => Response::Value(self.string(&key)?.cloned()),
             Op::Put { key, value } => {
-                self.data.insert_mut(key, value);
+                self.data.insert_mut(key, Value::String(value));
                 Response::Ok
             }
             Op::Delete { key } => Response::Deleted(self.data.remove_mut(&key)),
             Op::Append { key, value } => {
                 // An absent key counts as the empty string (the history model's rule).
-                let old = self.data.get(&key).map(Bytes::as_ref).unwrap_or_default();
+                let old = self.string(&key)?.map(Bytes::as_ref).unwrap_or_default();
                 let mut combined = Vec::with_capacity(old.len() + value.len());
                 combined.extend_from_slice(old);
                 combined.extend_from_slice(&value);
                 let length = combined.len() as u64;
-                self.data.insert_mut(key, Bytes::from(combined));
+                self.data
+                    .insert_mut(key, Value::String(Bytes::from(combined)));
                 Response::Length(length)
             }
             Op::Cas { key, from, to } => {
                 // An absent key never matches, not even `from == ""`: only an existing value
                 // can be compared (the history model's rule).
-                let swapped = self.data.get(&key) == Some(&from);
+                let swapped = self.string(&key)? == Some(&from);
                 if swapped {
-                    self.data.insert_mut(key, to);
+                    self.data.insert_mut(key, Value::String(to));
                 }
                 Response::Swapped(swapped)
             }
             Op::IncrBy { key, delta } => {
-                let current = match self.data.get(&key) {
+                let current = match self.string(&key)? {
                     None => 0,
-                    Some(value) => match parse_integer(value) {
-                        Some(current) => current,
-                        None => return Response::Error(KvError::NotAnInteger),
-                    },
+                    Some(value) => parse_integer(value).ok_or(KvError::NotAnInteger)?,
                 };
-                let Some(updated) = current.checked_add(delta) else {
-                    return Response::Error(KvError::Overflow);
-                };
-                self.data.insert_mut(key, Bytes::from(updated.to_string()));
+                let updated = current.checked_add(delta).ok_or(KvError::Overflow)?;
+                self.data
+                    .insert_mut(key, Value::String(Bytes::from(updated.to_string())));
                 Response::Integer(updated)
             }
             Op::MultiPut { pairs } => {
                 // In order, so a key named twice ends with its last value.
                 for (key, value) in pairs {
-                    self.data.insert_mut(key, value);
+                    self.data.insert_mut(key, Value::String(value));
                 }
                 Response::Ok
             }
@@ -488,15 +651,23 @@ impl KvStore {
                 value,
                 condition,
             } => {
-                let previous = self.data.get(&key).cloned();
+                // A conditional set or `GET` reads the old value as a string (Redis answers
+                // WRONGTYPE for `SET … GET` on a hash); a plain set overwrites any type.
+                let exists = self.data.contains_key(&key);
+                let previous = match condition {
+                    SetCondition::Always | SetCondition::IfAbsent | SetCondition::IfPresent => {
+                        self.string(&key).ok().flatten().cloned()
+                    }
+                    SetCondition::IfEqual(_) => self.string(&key)?.cloned(),
+                };
                 let applied = match &condition {
                     SetCondition::Always => true,
-                    SetCondition::IfAbsent => previous.is_none(),
-                    SetCondition::IfPresent => previous.is_some(),
+                    SetCondition::IfAbsent => !exists,
+                    SetCondition::IfPresent => exists,
                     SetCondition::IfEqual(expected) => previous.as_ref() == Some(expected),
                 };
                 if applied {
-                    self.data.insert_mut(key, value);
+                    self.data.insert_mut(key, Value::String(value));
                 }
                 Response::Set { applied, previous }
             }
@@ -504,16 +675,23 @@ impl KvStore {
                 let removed = keys.iter().filter(|key| self.data.remove_mut(*key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
-        }
+            Op::Typed(op) => Response::Reply(typed::execute(&mut self.data, index, op)),
+        })
     }
 
     /// Answers one decoded query.
     fn answer(&self, query: &Query) -> Response {
         match query {
-            Query::Get { key } => Response::Value(self.data.get(key).cloned()),
-            Query::MultiGet { keys } => {
-                Response::Values(keys.iter().map(|key| self.data.get(key).cloned()).collect())
-            }
+            Query::Get { key } => match self.string(key) {
+                Ok(value) => Response::Value(value.cloned()),
+                Err(error) => Response::Error(error),
+            },
+            // MGET answers nil for a key of another type, as Redis does.
+            Query::MultiGet { keys } => Response::Values(
+                keys.iter()
+                    .map(|key| self.string(key).ok().flatten().cloned())
+                    .collect(),
+            ),
             // More than i64::MAX keys cannot fit in memory; saturate rather than panic.
             Query::Len => Response::Integer(i64::try_from(self.data.size()).unwrap_or(i64::MAX)),
             Query::Exists { keys } => {
@@ -523,6 +701,13 @@ impl KvStore {
                     .count();
                 Response::Integer(i64::try_from(present).unwrap_or(i64::MAX))
             }
+            Query::Typed(op) if op.is_write() => Response::Error(KvError::Malformed),
+            Query::Typed(op) => {
+                // A read never changes the map, so running it on a clone of the root (O(1))
+                // shares one code path with writes and copies nothing.
+                let mut data = self.data.clone();
+                Response::Reply(typed::execute(&mut data, self.last_applied, op.clone()))
+            }
         }
     }
 
@@ -530,17 +715,22 @@ impl KvStore {
     fn read_image(config: KvConfig, input: &mut dyn Read) -> Result<KvStore, RestoreError> {
         let mut reader = ImageReader { input };
         let version = reader.byte()?;
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_STRINGS_ONLY {
             return Err(refusal(&format!(
-                "snapshot version {version} is not {SNAPSHOT_VERSION}"
+                "snapshot version {version} is neither {SNAPSHOT_VERSION} nor \
+                 {SNAPSHOT_VERSION_STRINGS_ONLY}"
             )));
         }
         let last_applied = LogIndex(reader.varint()?);
-        let mut data = RedBlackTreeMapSync::new_sync();
+        let mut data = Map::new_sync();
         let mut previous_key: Option<Bytes> = None;
         for _ in 0..reader.varint()? {
             let key = Bytes::from(reader.bytes()?);
-            let value = Bytes::from(reader.bytes()?);
+            let value = if version == SNAPSHOT_VERSION_STRINGS_ONLY {
+                Value::String(Bytes::from(reader.bytes()?))
+            } else {
+                reader.value()?
+            };
             if previous_key
                 .as_ref()
                 .is_some_and(|previous| *previous >= key)
@@ -598,7 +788,7 @@ impl KvStore {
 /// A stored value as INCR reads it, exactly as Redis does (`string2ll`): an optional `-`, then
 /// decimal digits with no leading zero, within `i64`. So `01`, `+1`, `-0`, ` 1` and `1.0`
 /// are not integers.
-fn parse_integer(value: &[u8]) -> Option<i64> {
+pub(crate) fn parse_integer(value: &[u8]) -> Option<i64> {
     let digits = value.strip_prefix(b"-").unwrap_or(value);
     let canonical = !digits.is_empty()
         && digits.iter().all(u8::is_ascii_digit)
@@ -848,7 +1038,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        assert_eq!(all, vec![(b("a"), b("3")), (b("b"), b("2"))]);
+        assert_eq!(
+            all,
+            vec![
+                (b("a"), Value::String(b("3"))),
+                (b("b"), Value::String(b("2")))
+            ]
+        );
         assert_eq!(h.store.len(), 2);
     }
 
@@ -1377,6 +1573,10 @@ mod tests {
         let encode =
             |last_applied: u64, data: Vec<(Bytes, Bytes)>, sessions: Vec<(ClientId, Session)>| {
                 let mut out = Vec::new();
+                let data: Vec<(Bytes, Value)> = data
+                    .into_iter()
+                    .map(|(key, value)| (key, Value::String(value)))
+                    .collect();
                 write_image(
                     &mut out,
                     LogIndex(last_applied),
@@ -1443,6 +1643,109 @@ mod tests {
         restored.restore_bytes(&written).expect("restores");
         assert_eq!(restored, before);
         assert_ne!(restored, h.store);
+    }
+
+    fn typed(op: crate::typed::TypedOp) -> Op {
+        Op::Typed(op)
+    }
+
+    /// Applies one command of every type, so that snapshots carry each kind of value.
+    fn typed_workload(h: &mut Harness) {
+        use crate::typed::{Score, TypedOp, ZAddFlags};
+        h.op(put("s", "v"));
+        h.op(typed(TypedOp::HSet {
+            key: b("h"),
+            pairs: vec![(b("f"), b("1")), (b("g"), b("2"))],
+            legacy_ok: false,
+        }));
+        h.op(typed(TypedOp::Push {
+            key: b("l"),
+            values: vec![b("b"), b("a"), b("b")],
+            left: false,
+            only_if_exists: false,
+        }));
+        h.op(typed(TypedOp::SAdd {
+            key: b("set"),
+            members: vec![b("x"), b("y")],
+        }));
+        h.op(typed(TypedOp::ZAdd {
+            key: b("z"),
+            flags: ZAddFlags::default(),
+            pairs: vec![(Score(1.5), b("m")), (Score(-0.0), b("n"))],
+        }));
+    }
+
+    /// Proves typed values survive snapshot and restore, and that the restored store answers
+    /// typed commands as the original does.
+    #[test]
+    fn typed_values_round_trip_through_snapshots() {
+        use crate::typed::{Reply, TypedOp};
+        let mut h = Harness::new(KvConfig::default());
+        typed_workload(&mut h);
+        let snapshot = h.store.snapshot_bytes();
+        assert_eq!(snapshot[0], SNAPSHOT_VERSION);
+        let mut restored = Harness::new(KvConfig::default());
+        restored.store.restore_bytes(&snapshot).expect("restores");
+        restored.next_index = h.next_index;
+        assert_eq!(restored.store, h.store);
+        assert_eq!(restored.store.snapshot_bytes(), snapshot);
+        assert_eq!(restored.store.state_digest(), h.store.state_digest());
+        let range = Op::Typed(TypedOp::LRange {
+            key: b("l"),
+            start: 0,
+            stop: -1,
+        });
+        assert_eq!(restored.op(range.clone()), h.op(range));
+        assert_eq!(
+            h.query(&Query::Typed(TypedOp::Type { key: b("z") })),
+            Response::Reply(Reply::Status("zset".to_owned()))
+        );
+        // Every strict prefix is refused.
+        for cut in 0..snapshot.len() {
+            let mut scratch = KvStore::new(KvConfig::default());
+            assert!(scratch.restore_bytes(&snapshot[..cut]).is_err(), "{cut}");
+        }
+    }
+
+    /// Proves a version-2 snapshot (strings only, written before typed values) still restores.
+    #[test]
+    fn version_two_snapshots_still_restore() {
+        // Version 2, last applied 4, two keys, no sessions.
+        let mut bytes = vec![2, 4, 2];
+        bytes.extend_from_slice(&[1, b'a', 1, b'1', 1, b'b', 2, b'2', b'2', 0]);
+        let mut store = KvStore::new(KvConfig::default());
+        store.restore_bytes(&bytes).expect("version 2 restores");
+        assert_eq!(store.get(b"a"), Some(&b("1")));
+        assert_eq!(store.get(b"b"), Some(&b("22")));
+        assert_eq!(store.last_applied(), LogIndex(4));
+        assert_eq!(store.snapshot_bytes()[0], SNAPSHOT_VERSION);
+    }
+
+    /// Proves restore refuses typed values that break the invariants: empty collections,
+    /// unsorted members, NaN scores, unknown tags.
+    #[test]
+    fn restore_refuses_impossible_typed_values() {
+        let image = |value: &[u8]| {
+            let mut bytes = vec![SNAPSHOT_VERSION, 1, 1, 1, b'k'];
+            bytes.extend_from_slice(value);
+            bytes.push(0);
+            bytes
+        };
+        let mut store = KvStore::new(KvConfig::default());
+        store
+            .restore_bytes(&image(&[TAG_SET, 2, 1, b'a', 1, b'b']))
+            .expect("a valid set restores");
+        for value in [
+            &[TAG_SET, 0][..],
+            &[TAG_SET, 2, 1, b'b', 1, b'a'],
+            &[TAG_SET, 2, 1, b'a', 1, b'a'],
+            &[TAG_HASH, 0],
+            &[TAG_LIST, 0],
+            &[TAG_SORTED_SET, 1, 1, b'm', 0, 0, 0, 0, 0, 0, 0xf8, 0x7f],
+            &[9, 0],
+        ] {
+            assert!(store.restore_bytes(&image(value)).is_err(), "{value:?}");
+        }
     }
 
     /// Proves `apply` after restore continues from the snapshot's index and refuses older ones.

@@ -10,4 +10,5 @@ mod failover;
 mod faults;
 mod harness;
 mod pb;
+mod redis_compat;
 mod snapshots;

@@ -166,6 +166,9 @@ impl ExactlyOnce {
                     .count();
                 Response::Integer(removed as i64)
             }
+            // The simulator's workload issues no typed (Redis data model) operations; this
+            // model covers the string operations it does issue.
+            Op::Typed(_) => Response::Error(KvError::Malformed),
         }
     }
 }

@@ -175,6 +175,14 @@ pub enum RedisCommand {
         /// Which view of the cluster.
         what: ClusterView,
     },
+    /// A command on typed values or the key space (`HSET`, `LPUSH`, `ZADD`, `TYPE`, …),
+    /// parsed by [`super::data`]. Reply: the state machine's [`chorus_kv::Reply`].
+    Typed {
+        /// The command's lowercase Redis name.
+        name: &'static str,
+        /// What it does.
+        op: chorus_kv::TypedOp,
+    },
 }
 
 /// The `CLUSTER` subcommands Chorus answers.
@@ -247,6 +255,9 @@ pub enum CommandError {
         /// The option as sent (`EX`, `PX`, `EXAT`, `PXAT` or `KEEPTTL`).
         option: String,
     },
+    /// An error with a fixed Redis text (`ERR value is not a valid float`, …).
+    #[error("{0}")]
+    Invalid(&'static str),
     /// `HELLO` with a protocol version other than 2.
     #[error("NOPROTO unsupported protocol version")]
     UnsupportedProtocol,
@@ -330,22 +341,50 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("cluster", -2, &["loading", "stale"], (0, 0, 0)),
     spec("command", -1, &["loading", "stale"], (0, 0, 0)),
     spec("config", -2, &["admin", "loading", "stale"], (0, 0, 0)),
+    spec("copy", -3, &["write", "denyoom"], (1, 2, 1)),
     spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
     spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("del", -2, &["write"], (1, -1, 1)),
     spec("echo", 2, &["fast"], (0, 0, 0)),
     spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("flushall", -1, &["write"], (0, 0, 0)),
+    spec("flushdb", -1, &["write"], (0, 0, 0)),
     spec("get", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("getdel", 2, &["write", "fast"], (1, 1, 1)),
+    spec("hdel", -3, &["write", "fast"], (1, 1, 1)),
     spec(
         "hello",
         -1,
         &["noscript", "loading", "stale", "fast"],
         (0, 0, 0),
     ),
+    spec("hexists", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("hget", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("hgetall", 2, &["readonly"], (1, 1, 1)),
+    spec("hincrby", 4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("hkeys", 2, &["readonly"], (1, 1, 1)),
+    spec("hlen", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("hmget", -3, &["readonly", "fast"], (1, 1, 1)),
+    spec("hmset", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("hset", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("hsetnx", 4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("hstrlen", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("hvals", 2, &["readonly"], (1, 1, 1)),
     spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("info", -1, &["loading", "stale"], (0, 0, 0)),
+    spec("keys", 2, &["readonly"], (0, 0, 0)),
+    spec("lindex", 3, &["readonly"], (1, 1, 1)),
+    spec("llen", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("lmove", 5, &["write", "denyoom"], (1, 2, 1)),
+    spec("lpop", -2, &["write", "fast"], (1, 1, 1)),
+    spec("lpush", -3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("lpushx", -3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("lrange", 4, &["readonly"], (1, 1, 1)),
+    spec("lrem", 4, &["write"], (1, 1, 1)),
+    spec("lset", 4, &["write", "denyoom"], (1, 1, 1)),
+    spec("ltrim", 4, &["write"], (1, 1, 1)),
     spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
     spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
     spec("ping", -1, &["fast"], (0, 0, 0)),
@@ -355,9 +394,48 @@ pub const COMMANDS: &[CommandSpec] = &[
         &["noscript", "loading", "stale", "fast"],
         (0, 0, 0),
     ),
+    spec("rename", 3, &["write"], (1, 2, 1)),
+    spec("renamenx", 3, &["write", "fast"], (1, 2, 1)),
+    spec("rpop", -2, &["write", "fast"], (1, 1, 1)),
+    spec("rpoplpush", 3, &["write", "denyoom"], (1, 2, 1)),
+    spec("rpush", -3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("rpushx", -3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("sadd", -3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("scan", -2, &["readonly"], (0, 0, 0)),
+    spec("scard", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("sdiff", -2, &["readonly"], (1, -1, 1)),
+    spec("sdiffstore", -3, &["write", "denyoom"], (1, -1, 1)),
     spec("select", 2, &["loading", "stale", "fast"], (0, 0, 0)),
     spec("set", -3, &["write", "denyoom"], (1, 1, 1)),
+    spec("sinter", -2, &["readonly"], (1, -1, 1)),
+    spec("sinterstore", -3, &["write", "denyoom"], (1, -1, 1)),
+    spec("sismember", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("smembers", 2, &["readonly"], (1, 1, 1)),
+    spec("smismember", -3, &["readonly", "fast"], (1, 1, 1)),
+    spec("spop", -2, &["write", "fast"], (1, 1, 1)),
+    spec("srem", -3, &["write", "fast"], (1, 1, 1)),
     spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("sunion", -2, &["readonly"], (1, -1, 1)),
+    spec("sunionstore", -3, &["write", "denyoom"], (1, -1, 1)),
+    spec("type", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("unlink", -2, &["write", "fast"], (1, -1, 1)),
+    spec("zadd", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("zcard", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("zcount", 4, &["readonly", "fast"], (1, 1, 1)),
+    spec("zincrby", 4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("zmscore", -3, &["readonly", "fast"], (1, 1, 1)),
+    spec("zpopmax", -2, &["write", "fast"], (1, 1, 1)),
+    spec("zpopmin", -2, &["write", "fast"], (1, 1, 1)),
+    spec("zrange", -4, &["readonly"], (1, 1, 1)),
+    spec("zrangebylex", -4, &["readonly"], (1, 1, 1)),
+    spec("zrangebyscore", -4, &["readonly"], (1, 1, 1)),
+    spec("zrank", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("zrem", -3, &["write", "fast"], (1, 1, 1)),
+    spec("zrevrange", -4, &["readonly"], (1, 1, 1)),
+    spec("zrevrangebylex", -4, &["readonly"], (1, 1, 1)),
+    spec("zrevrangebyscore", -4, &["readonly"], (1, 1, 1)),
+    spec("zrevrank", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("zscore", 3, &["readonly", "fast"], (1, 1, 1)),
 ];
 
 /// The spec of the command named `name` (any case), if Chorus serves it.
@@ -422,6 +500,9 @@ pub fn parse(arguments: Vec<Bytes>) -> Result<RedisCommand, CommandError> {
         b"del" => RedisCommand::Del {
             keys: at_least_one(arguments, "del")?,
         },
+        b"unlink" => RedisCommand::Del {
+            keys: at_least_one(arguments, "unlink")?,
+        },
         b"exists" => RedisCommand::Exists {
             keys: at_least_one(arguments, "exists")?,
         },
@@ -485,7 +566,13 @@ pub fn parse(arguments: Vec<Bytes>) -> Result<RedisCommand, CommandError> {
         },
         b"config" => parse_config(arguments)?,
         b"cluster" => parse_cluster(arguments)?,
-        _ => return Err(unknown_command(name, arguments)),
+        typed => match super::data::parse(typed, arguments) {
+            Some(parsed) => {
+                let (name, op) = parsed?;
+                RedisCommand::Typed { name, op }
+            }
+            None => return Err(unknown_command(name, arguments)),
+        },
     };
     Ok(command)
 }
@@ -505,7 +592,7 @@ impl RedisCommand {
                 | RedisCommand::DecrBy { .. }
                 | RedisCommand::Append { .. }
                 | RedisCommand::MSet { .. }
-        )
+        ) || matches!(self, RedisCommand::Typed { op, .. } if op.is_write())
     }
 
     /// Whether the command reads the replicated state (through a linearizable read).
@@ -518,7 +605,7 @@ impl RedisCommand {
                 | RedisCommand::MGet { .. }
                 | RedisCommand::Exists { .. }
                 | RedisCommand::DbSize
-        )
+        ) || matches!(self, RedisCommand::Typed { op, .. } if !op.is_write())
     }
 
     /// The command's lowercase Redis name, `container|subcommand` for subcommands, as Redis
@@ -555,6 +642,7 @@ impl RedisCommand {
             RedisCommand::DbSize => "dbsize",
             RedisCommand::Info { .. } => "info",
             RedisCommand::ConfigGet { .. } => "config|get",
+            RedisCommand::Typed { name, .. } => name,
             RedisCommand::Cluster { what } => match what {
                 ClusterView::Slots => "cluster|slots",
                 ClusterView::Shards => "cluster|shards",

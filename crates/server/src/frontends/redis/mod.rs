@@ -21,6 +21,7 @@
 //! libraries may also send `HELLO` and `CLIENT SETINFO`.
 
 pub mod command;
+pub mod data;
 pub mod server;
 
 pub use chorus_resp as resp;

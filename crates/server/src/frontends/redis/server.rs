@@ -31,7 +31,7 @@ use std::sync::mpsc::SyncSender;
 
 use bytes::{Bytes, BytesMut};
 use chorus_core::NodeId;
-use chorus_kv::{Command, KvError, Op, Query, Response};
+use chorus_kv::{Command, KvError, Op, Query, Reply, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -236,6 +236,7 @@ fn kv_error(error: &KvError) -> Frame {
     match error {
         KvError::NotAnInteger => Frame::error("ERR", "value is not an integer or out of range"),
         KvError::Overflow => Frame::error("ERR", "increment or decrement would overflow"),
+        KvError::WrongType => Frame::Error(error.to_string()),
         other => Frame::error("ERR", &other.to_string()),
     }
 }
@@ -328,6 +329,25 @@ fn render_set(response: Response) -> Frame {
     match response {
         Response::Set { applied: true, .. } => Frame::ok(),
         Response::Set { applied: false, .. } => Frame::null(),
+        other => unexpected(&other),
+    }
+}
+
+/// A typed command's Redis-shaped reply as a RESP2 frame.
+fn reply_frame(reply: Reply) -> Frame {
+    match reply {
+        Reply::Status(text) => Frame::simple(&text),
+        Reply::Integer(value) => Frame::integer(value),
+        Reply::Bulk(value) => Frame::Bulk(value),
+        Reply::Array(items) => Frame::array(items.into_iter().map(reply_frame).collect()),
+        Reply::NullArray => Frame::null_array(),
+        Reply::Error(text) => Frame::Error(text),
+    }
+}
+
+fn render_reply(response: Response) -> Frame {
+    match response {
+        Response::Reply(reply) => reply_frame(reply),
         other => unexpected(&other),
     }
 }
@@ -752,6 +772,13 @@ fn execute(
             write(inputs, Op::Append { key, value }, render_integer)
         }
         RedisCommand::MSet { pairs } => write(inputs, Op::MultiPut { pairs }, render_ok),
+        RedisCommand::Typed { op, .. } => {
+            if op.is_write() {
+                write(inputs, Op::Typed(op), render_reply)
+            } else {
+                read(inputs, &Query::Typed(op), render_reply)
+            }
+        }
         RedisCommand::Info { sections } => Pending::Now(info(shared, &sections)),
         RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(shared, &patterns)),
         RedisCommand::Cluster { what } => Pending::Now(cluster(shared, state, what)),

@@ -1,0 +1,390 @@
+//! Redis compatibility: the same script of commands, run against a real `redis-server` (Redis
+//! 7.0, started by the test on a free port) and against a 3-node Chorus cluster, must get the
+//! same replies, byte for byte, errors included.
+//!
+//! Where Redis leaves an order unspecified (the members of a set, the fields of a hash, the
+//! keys of `KEYS` and `SCAN`) the replies are compared as multisets; `SPOP` is only checked
+//! where its answer is determined (popping every member). The test prints a table: commands
+//! covered, checks made, replies identical, and every difference.
+//!
+//! It skips, saying so, when `redis-server` is not installed, unless
+//! `CHORUS_REQUIRE_REDIS_SERVER=1` (as `.ci/run` sets), when it fails instead.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus_resp::Frame;
+
+use crate::harness::{Resp, TestCluster};
+
+/// How two replies are compared.
+#[derive(Clone, Copy, PartialEq)]
+enum Compare {
+    /// Byte for byte.
+    Exact,
+    /// An array compared as a multiset of its elements.
+    Unordered,
+    /// A flat array of pairs (field, value) compared as a multiset of pairs.
+    Pairs,
+    /// A `SCAN` reply: the cursor exactly, the keys as a multiset.
+    Scan,
+}
+
+use Compare::{Exact, Pairs, Scan, Unordered};
+
+/// The script: every command with how its reply is compared.
+fn script() -> Vec<(Compare, Vec<&'static str>)> {
+    let text: &[(Compare, &str)] = &[
+        // Strings and the key space.
+        (Exact, "SET s hello"),
+        (Exact, "GET s"),
+        (Exact, "TYPE s"),
+        (Exact, "TYPE nothing"),
+        (Exact, "APPEND s _world"),
+        (Exact, "STRLEN s"),
+        (Exact, "GETDEL s"),
+        (Exact, "GETDEL s"),
+        (Exact, "EXISTS s"),
+        (Exact, "SET n 10"),
+        (Exact, "INCR n"),
+        (Exact, "INCRBY n -20"),
+        (Exact, "DECR n"),
+        (Exact, "DECRBY n 5"),
+        (Exact, "RENAME n m"),
+        (Exact, "GET m"),
+        (Exact, "RENAME nothing x"),
+        (Exact, "SET a 1"),
+        (Exact, "RENAMENX a m"),
+        (Exact, "RENAMENX a b"),
+        (Exact, "COPY b c"),
+        (Exact, "COPY b c"),
+        (Exact, "COPY b c REPLACE"),
+        (Exact, "COPY b b"),
+        (Exact, "COPY nothing c"),
+        (Exact, "MSET k1 v1 k2 v2 k3 v3"),
+        (Exact, "MGET k1 k2 nothing k3"),
+        (Unordered, "KEYS *"),
+        (Unordered, "KEYS k?"),
+        (Unordered, "KEYS k[12]"),
+        (Unordered, "KEYS [^k]*"),
+        (Scan, "SCAN 0"),
+        (Scan, "SCAN 0 MATCH k* COUNT 100"),
+        (Scan, "SCAN 0 TYPE string"),
+        (Exact, "SCAN x"),
+        (Exact, "DBSIZE"),
+        (Exact, "DEL k1 k2 nothing"),
+        (Exact, "UNLINK k3 c"),
+        (Exact, "DBSIZE"),
+        // Hashes.
+        (Exact, "HSET h f1 v1 f2 v2"),
+        (Exact, "HSET h f1 v9 f3 v3"),
+        (Exact, "HSET h f1"),
+        (Exact, "HGET h f1"),
+        (Exact, "HGET h nothing"),
+        (Exact, "HGET nothing f1"),
+        (Exact, "HMGET h f1 nothing f2"),
+        (Exact, "HMGET nothing f1"),
+        (Exact, "HLEN h"),
+        (Exact, "HEXISTS h f2"),
+        (Exact, "HEXISTS h nothing"),
+        (Exact, "HSTRLEN h f3"),
+        (Pairs, "HGETALL h"),
+        (Unordered, "HKEYS h"),
+        (Unordered, "HVALS h"),
+        (Exact, "HGETALL nothing"),
+        (Exact, "HSETNX h f1 x"),
+        (Exact, "HSETNX h f4 x"),
+        (Exact, "HINCRBY h counter 5"),
+        (Exact, "HINCRBY h counter -7"),
+        (Exact, "HINCRBY h f1 1"),
+        (Exact, "HINCRBY h counter x"),
+        (Exact, "HINCRBY h counter 9223372036854775807"),
+        (Exact, "HMSET h2 a 1 b 2"),
+        (Exact, "HDEL h f1 f2 nothing"),
+        (Exact, "HDEL h2 a b"),
+        (Exact, "EXISTS h2"),
+        (Exact, "TYPE h"),
+        // Lists.
+        (Exact, "LPUSH l a b c"),
+        (Exact, "RPUSH l d e"),
+        (Exact, "LRANGE l 0 -1"),
+        (Exact, "LRANGE l 1 2"),
+        (Exact, "LRANGE l -2 100"),
+        (Exact, "LRANGE l 5 1"),
+        (Exact, "LRANGE nothing 0 -1"),
+        (Exact, "LLEN l"),
+        (Exact, "LINDEX l 0"),
+        (Exact, "LINDEX l -1"),
+        (Exact, "LINDEX l 99"),
+        (Exact, "LINDEX l x"),
+        (Exact, "LSET l 1 B"),
+        (Exact, "LSET l 99 B"),
+        (Exact, "LSET nothing 0 B"),
+        (Exact, "LPOP l"),
+        (Exact, "RPOP l"),
+        (Exact, "LPOP l 2"),
+        (Exact, "LPOP l 0"),
+        (Exact, "LPOP l -1"),
+        (Exact, "LPOP nothing"),
+        (Exact, "LPOP nothing 2"),
+        (Exact, "RPUSH r x y x z x"),
+        (Exact, "LREM r 2 x"),
+        (Exact, "LRANGE r 0 -1"),
+        (Exact, "RPUSH r x x"),
+        (Exact, "LREM r -1 x"),
+        (Exact, "LRANGE r 0 -1"),
+        (Exact, "LREM r 0 x"),
+        (Exact, "LRANGE r 0 -1"),
+        (Exact, "RPUSH t 1 2 3 4 5 6"),
+        (Exact, "LTRIM t 1 -2"),
+        (Exact, "LRANGE t 0 -1"),
+        (Exact, "LTRIM t 10 20"),
+        (Exact, "EXISTS t"),
+        (Exact, "LPUSHX t a"),
+        (Exact, "RPUSHX r w"),
+        (Exact, "RPOPLPUSH r t"),
+        (Exact, "LMOVE r t LEFT RIGHT"),
+        (Exact, "LMOVE r t UP RIGHT"),
+        (Exact, "LRANGE t 0 -1"),
+        (Exact, "RPOP r 10"),
+        (Exact, "EXISTS r"),
+        // Sets.
+        (Exact, "SADD s1 a b c d"),
+        (Exact, "SADD s1 a e"),
+        (Exact, "SADD s2 c d e f"),
+        (Exact, "SCARD s1"),
+        (Exact, "SISMEMBER s1 a"),
+        (Exact, "SISMEMBER s1 z"),
+        (Exact, "SMISMEMBER s1 a z b"),
+        (Unordered, "SMEMBERS s1"),
+        (Exact, "SMEMBERS nothing"),
+        (Unordered, "SINTER s1 s2"),
+        (Unordered, "SUNION s1 s2"),
+        (Unordered, "SDIFF s1 s2"),
+        (Exact, "SINTER s1 nothing"),
+        (Unordered, "SDIFF s1 nothing"),
+        (Exact, "SINTERSTORE s3 s1 s2"),
+        (Unordered, "SMEMBERS s3"),
+        (Exact, "SUNIONSTORE s4 s1 s2"),
+        (Exact, "SDIFFSTORE s5 s1 s2"),
+        (Exact, "SREM s1 a b nothing"),
+        (Exact, "SCARD s1"),
+        (Exact, "SADD one only"),
+        (Exact, "SPOP one"),
+        (Exact, "SPOP one"),
+        (Exact, "SADD two x y"),
+        (Unordered, "SPOP two 5"),
+        (Exact, "SPOP nothing 2"),
+        (Exact, "SPOP s1 -1"),
+        (Exact, "SPOP s1 1 2"),
+        // Sorted sets.
+        (Exact, "ZADD z 1 a 2 b 3 c"),
+        (Exact, "ZADD z 1.5 d -2 e"),
+        (Exact, "ZADD z NX 10 a 4 f"),
+        (Exact, "ZADD z XX 20 a 4 g"),
+        (Exact, "ZADD z XX CH 21 a 2 b"),
+        (Exact, "ZADD z GT CH 1 a 30 b"),
+        (Exact, "ZADD z LT CH 1 a 40 c"),
+        (Exact, "ZADD z INCR 2.5 a"),
+        (Exact, "ZADD z NX INCR 1 a"),
+        (Exact, "ZADD z NX XX 1 a"),
+        (Exact, "ZADD z GT LT 1 a"),
+        (Exact, "ZADD z INCR 1 a 2 b"),
+        (Exact, "ZADD z x a"),
+        (Exact, "ZADD z 1"),
+        (Exact, "ZADD z nan a"),
+        (Exact, "ZSCORE z a"),
+        (Exact, "ZSCORE z nothing"),
+        (Exact, "ZMSCORE z a nothing d"),
+        (Exact, "ZCARD z"),
+        (Exact, "ZRANGE z 0 -1"),
+        (Exact, "ZRANGE z 0 -1 WITHSCORES"),
+        (Exact, "ZRANGE z 1 2 REV WITHSCORES"),
+        (Exact, "ZRANGE z -inf +inf BYSCORE"),
+        (Exact, "ZRANGE z (1 3 BYSCORE WITHSCORES"),
+        (Exact, "ZRANGE z +inf -inf BYSCORE REV LIMIT 1 2"),
+        (Exact, "ZRANGE z 0 -1 LIMIT 0 1"),
+        (Exact, "ZRANGE z x 1 BYSCORE"),
+        (Exact, "ZRANGE z a b"),
+        (Exact, "ZREVRANGE z 0 1 WITHSCORES"),
+        (Exact, "ZRANGEBYSCORE z 1 3"),
+        (Exact, "ZRANGEBYSCORE z -inf 2 WITHSCORES LIMIT 0 2"),
+        (Exact, "ZREVRANGEBYSCORE z 30 (1"),
+        (Exact, "ZRANK z a"),
+        (Exact, "ZRANK z nothing"),
+        (Exact, "ZREVRANK z a"),
+        (Exact, "ZCOUNT z -inf +inf"),
+        (Exact, "ZCOUNT z (1.5 3"),
+        (Exact, "ZCOUNT z x 3"),
+        (Exact, "ZINCRBY z 0.25 e"),
+        (Exact, "ZINCRBY z 1 new"),
+        (Exact, "ZINCRBY z x e"),
+        (Exact, "ZREM z a nothing"),
+        (Exact, "ZADD lex 0 a 0 b 0 c 0 d"),
+        (Exact, "ZRANGEBYLEX lex - +"),
+        (Exact, "ZRANGEBYLEX lex [b (d"),
+        (Exact, "ZREVRANGEBYLEX lex + [b"),
+        (Exact, "ZRANGE lex (a + BYLEX LIMIT 1 1"),
+        (Exact, "ZRANGEBYLEX lex x +"),
+        (Exact, "ZPOPMIN lex"),
+        (Exact, "ZPOPMAX lex 2"),
+        (Exact, "ZPOPMIN nothing"),
+        (Exact, "ZRANGE nothing 0 -1"),
+        (Exact, "ZSCORE z 1.1"),
+        (Exact, "ZADD floats 1.1 x 0.1 y 1e20 z -0.00001 w"),
+        (Exact, "ZRANGE floats 0 -1 WITHSCORES"),
+        // WRONGTYPE, in both directions.
+        (Exact, "SET str v"),
+        (Exact, "HSET str f v"),
+        (Exact, "HGET str f"),
+        (Exact, "LPUSH str a"),
+        (Exact, "LRANGE str 0 -1"),
+        (Exact, "SADD str a"),
+        (Exact, "SMEMBERS str"),
+        (Exact, "ZADD str 1 a"),
+        (Exact, "ZRANGE str 0 -1"),
+        (Exact, "GET h"),
+        (Exact, "INCR h"),
+        (Exact, "APPEND l2 x"),
+        (Exact, "RPUSH l2 a"),
+        (Exact, "GET l2"),
+        (Exact, "SET l2 x GET"),
+        (Exact, "MGET h str"),
+        (Exact, "GETDEL z"),
+        (Exact, "SINTER s2 h"),
+        (Exact, "LMOVE t h LEFT LEFT"),
+        (Exact, "LMOVE nothing h LEFT LEFT"),
+        (Exact, "LMOVE h t LEFT LEFT"),
+        (Exact, "SET h plain"),
+        (Exact, "TYPE h"),
+        // Arity and syntax errors.
+        (Exact, "HGET h"),
+        (Exact, "LPUSH l"),
+        (Exact, "SADD s"),
+        (Exact, "ZADD z"),
+        (Exact, "TYPE"),
+        (Exact, "KEYS"),
+        (Exact, "FLUSHALL NOW"),
+        (Exact, "FLUSHALL"),
+        (Exact, "DBSIZE"),
+        (Exact, "KEYS *"),
+    ];
+    text.iter()
+        .map(|(compare, line)| (*compare, line.split(' ').collect()))
+        .collect()
+}
+
+/// Sorts an array's elements (or pairs) so that two orders compare equal.
+fn normalized(frame: &Frame, compare: Compare) -> Frame {
+    let sort = |items: &[Frame], chunk: usize| -> Vec<Frame> {
+        let mut chunks: Vec<&[Frame]> = items.chunks(chunk).collect();
+        chunks.sort_by_key(|chunk| format!("{chunk:?}"));
+        chunks.concat()
+    };
+    match (compare, frame) {
+        (Unordered, Frame::Array(Some(items))) => Frame::Array(Some(sort(items, 1))),
+        (Pairs, Frame::Array(Some(items))) => Frame::Array(Some(sort(items, 2))),
+        (Scan, Frame::Array(Some(items))) if items.len() == 2 => Frame::Array(Some(vec![
+            items[0].clone(),
+            normalized(&items[1], Unordered),
+        ])),
+        _ => frame.clone(),
+    }
+}
+
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis_server() -> Option<(RedisServer, std::net::SocketAddr)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = RedisServer(child);
+    let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((server, address))
+}
+
+/// Proves Chorus answers the data-model script exactly as Redis 7.0 does.
+#[test]
+fn redis_compat_replies_match_a_real_redis_server() {
+    let Some((_redis_server, redis_address)) = start_redis_server() else {
+        assert!(
+            std::env::var_os("CHORUS_REQUIRE_REDIS_SERVER").is_none(),
+            "CHORUS_REQUIRE_REDIS_SERVER is set but redis-server is missing"
+        );
+        eprintln!("skipping redis_compat: redis-server is not installed");
+        return;
+    };
+    let cluster = TestCluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20));
+    // A follower, so that writes are forwarded and reads go through ReadIndex remotely.
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&node| node != leader)
+        .expect("three nodes");
+    let mut redis = Resp::connect(redis_address);
+    let mut chorus = Resp::connect(cluster.redis(follower));
+    assert_eq!(redis.call(&["FLUSHALL"]), Frame::ok());
+
+    let script = script();
+    let mut commands = BTreeSet::new();
+    let mut differences = Vec::new();
+    for (compare, words) in &script {
+        commands.insert(words[0].to_ascii_lowercase());
+        let expected = redis.call(words);
+        let actual = chorus.call(words);
+        if normalized(&expected, *compare) != normalized(&actual, *compare) {
+            differences.push(format!(
+                "{}\n    redis:  {expected:?}\n    chorus: {actual:?}",
+                words.join(" ")
+            ));
+        }
+    }
+    println!(
+        "redis_compat: {} commands covered, {} checks, {} identical, {} different",
+        commands.len(),
+        script.len(),
+        script.len() - differences.len(),
+        differences.len()
+    );
+    for difference in &differences {
+        println!("  DIFFERENT {difference}");
+    }
+    assert!(
+        differences.is_empty(),
+        "{} of {} replies differ from Redis:\n{}",
+        differences.len(),
+        script.len(),
+        differences.join("\n")
+    );
+}
