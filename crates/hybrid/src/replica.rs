@@ -963,7 +963,7 @@ impl DataReplica {
                 let last = self.last_lsn();
                 let caught_up = self.learner.and_then(|(learner, _)| {
                     let f = self.followers.get(&learner)?;
-                    (f.matched == last && self.now.since(f.last_ack_at) < lease).then_some(learner)
+                    (f.matched == last && f.lease_until > self.now).then_some(learner)
                 });
                 self.joining = caught_up;
             }
