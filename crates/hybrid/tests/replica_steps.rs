@@ -2,6 +2,8 @@
 //! directly (a one-node "group"), a network that delivers in order after one unit unless a
 //! link is cut, and a clock per node with its own drift. Each test says what it proves.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeSet, VecDeque};
 
 use bytes::Bytes;
