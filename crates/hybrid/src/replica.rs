@@ -552,13 +552,20 @@ impl DataReplica {
     /// backup.
     #[must_use]
     pub fn is_serving(&self) -> bool {
+        self.is_serving_at(self.now)
+    }
+
+    /// Whether this server would pass the serving rule at clock reading `now` (for checkers
+    /// that ask between two inputs), with what it knows now.
+    #[must_use]
+    pub fn is_serving_at(&self, now: LocalTime) -> bool {
         self.is_primary()
             && self.view.active
             && self.hard.highest_epoch == self.view.epoch
             && self.view.backups.iter().all(|backup| {
                 self.followers
                     .get(backup)
-                    .is_some_and(|f| f.lease_until > self.now)
+                    .is_some_and(|f| f.lease_until > now)
             })
     }
 

@@ -93,6 +93,8 @@ pub enum Protocol {
     Raft,
     /// Primary-backup with a view service ([`crate::pb::PbSimulator`]).
     Pb,
+    /// Primary-backup whose views a Raft group decides ([`crate::hybrid::HybridSimulator`]).
+    Hybrid,
 }
 
 impl FromStr for Protocol {
@@ -102,7 +104,10 @@ impl FromStr for Protocol {
         match text {
             "raft" => Ok(Protocol::Raft),
             "pb" => Ok(Protocol::Pb),
-            other => Err(format!("unknown protocol {other:?}: expected raft or pb")),
+            "hybrid" => Ok(Protocol::Hybrid),
+            other => Err(format!(
+                "unknown protocol {other:?}: expected raft, pb or hybrid"
+            )),
         }
     }
 }
@@ -112,6 +117,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Raft => "raft",
             Protocol::Pb => "pb",
+            Protocol::Hybrid => "hybrid",
         })
     }
 }
@@ -163,6 +169,9 @@ pub struct SimConfig {
     /// Primary-backup: the view service declares a server dead after this many ticks (ping
     /// intervals) without a ping.
     pub pb_dead_pings: u64,
+    /// Hybrid: each data server's clock drifts by a rate drawn from `±clock_drift_ppm` parts
+    /// per million (the stated bound is 50 000; beyond it leases are unsafe, on purpose).
+    pub clock_drift_ppm: u64,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -192,6 +201,7 @@ impl SimConfig {
             safety_units_max: 200_000,
             liveness_election_timeouts: 30,
             pb_dead_pings: 5,
+            clock_drift_ppm: 50_000,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
         }

@@ -6,6 +6,7 @@
 //! arm here and its variant to [`Protocol`].
 
 use crate::config::{Protocol, SimConfig};
+use crate::hybrid::HybridSimulator;
 use crate::pb::PbSimulator;
 use crate::raft::Simulator;
 use crate::report::RunReport;
@@ -17,6 +18,7 @@ pub fn run(config: SimConfig) -> RunReport {
     match config.protocol {
         Protocol::Raft => Simulator::new(config).run(),
         Protocol::Pb => PbSimulator::new(config).run(),
+        Protocol::Hybrid => HybridSimulator::new(config).run(),
     }
 }
 
@@ -31,6 +33,11 @@ pub fn run_traced(config: SimConfig) -> RunReport {
         }
         Protocol::Pb => {
             let mut simulator = PbSimulator::new(config);
+            simulator.enable_trace_log();
+            simulator.run()
+        }
+        Protocol::Hybrid => {
+            let mut simulator = HybridSimulator::new(config);
             simulator.enable_trace_log();
             simulator.run()
         }

@@ -32,6 +32,8 @@ pub enum Protocol {
     Raft,
     /// Primary-backup with a view service.
     Pb,
+    /// Primary-backup whose views a Raft group decides.
+    Hybrid,
 }
 
 impl Protocol {
@@ -39,6 +41,7 @@ impl Protocol {
         match self {
             Protocol::Raft => "raft",
             Protocol::Pb => "pb",
+            Protocol::Hybrid => "hybrid",
         }
     }
 
@@ -46,6 +49,7 @@ impl Protocol {
         match self {
             Protocol::Raft => chorus_sim::Protocol::Raft,
             Protocol::Pb => chorus_sim::Protocol::Pb,
+            Protocol::Hybrid => chorus_sim::Protocol::Hybrid,
         }
     }
 }
@@ -117,6 +121,10 @@ pub struct SimArgs {
     /// Run every seed twice and fail if the two runs differ (same seed, same trace hash).
     #[arg(long)]
     check_determinism: bool,
+    /// Hybrid: each data server's clock drifts by up to this many parts per million. The
+    /// servers' stated bound is 50000; beyond it leases are unsafe and H1/H5 say so.
+    #[arg(long, value_name = "PPM", default_value_t = 50_000)]
+    clock_drift: u64,
     /// Worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -131,6 +139,7 @@ impl SimArgs {
         config.clients = self.clients as usize;
         config.keys = self.keys as usize;
         config.faults = self.faults;
+        config.clock_drift_ppm = self.clock_drift;
         config
     }
 
