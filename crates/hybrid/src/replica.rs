@@ -204,6 +204,11 @@ pub struct HardState {
     pub abandoned_epoch: Epoch,
     /// The commit point known.
     pub commit: Lsn,
+    /// A spare this primary proposed to add as a backup of the view after the given epoch:
+    /// until the epoch moves on, the primary needs its acknowledgements and its lease too,
+    /// across restarts (the new view may be committed without the primary hearing of it, and
+    /// the spare may then take over after its grace period).
+    pub joining: Option<(Epoch, NodeId)>,
 }
 
 /// What survives a restart.
@@ -344,7 +349,6 @@ pub struct DataReplica {
     followers: BTreeMap<NodeId, Follower>,
     learner: Option<(NodeId, LocalTime)>,
     last_candidate: Option<NodeId>,
-    joining: Option<NodeId>,
     proposals: BTreeMap<Lsn, ()>,
     last_heartbeat_at: LocalTime,
     last_command: Option<(ConfigCommand, LocalTime)>,
@@ -386,7 +390,6 @@ impl DataReplica {
             followers: BTreeMap::new(),
             learner: None,
             last_candidate: None,
-            joining: None,
             proposals: BTreeMap::new(),
             last_heartbeat_at: now,
             last_command: None,
@@ -562,7 +565,7 @@ impl DataReplica {
         self.is_primary()
             && self.view.active
             && self.hard.highest_epoch == self.view.epoch
-            && self.view.backups.iter().all(|backup| {
+            && self.view.backups.iter().chain(self.joining().iter()).all(|backup| {
                 self.followers
                     .get(backup)
                     .is_some_and(|f| f.lease_until > now)
@@ -626,6 +629,14 @@ impl DataReplica {
         self.log.get(index).map(|entry| entry.epoch)
     }
 
+    /// The spare being added to the current view, if any.
+    fn joining(&self) -> Option<NodeId> {
+        self.hard
+            .joining
+            .filter(|(epoch, _)| *epoch == self.view.epoch)
+            .map(|(_, node)| node)
+    }
+
     fn is_primary(&self) -> bool {
         self.view.primary == Some(self.config.id)
     }
@@ -656,11 +667,19 @@ impl DataReplica {
             self.abort_proposals();
             self.followers.clear();
             self.learner = None;
-            self.joining = None;
+            if self
+                .hard
+                .joining
+                .is_some_and(|(epoch, _)| epoch != self.view.epoch)
+            {
+                self.hard.joining = None;
+                self.hard_dirty = true;
+            }
             self.last_heard = self.now;
             if self.is_primary() {
                 let next = self.last_lsn().next();
-                for backup in self.view.backups.clone() {
+                let joining = self.joining();
+                for backup in self.view.backups.clone().into_iter().chain(joining) {
                     self.followers.insert(backup, Follower::new(next, self.now));
                     self.send_append(backup);
                 }
@@ -842,7 +861,7 @@ impl DataReplica {
             return;
         }
         let mut commit = self.last_lsn();
-        for node in self.view.backups.iter().chain(self.joining.iter()) {
+        for node in self.view.backups.iter().chain(self.joining().iter()) {
             let matched = self.followers.get(node).map_or(Lsn(0), |f| f.matched);
             commit = commit.min(matched);
         }
@@ -894,14 +913,14 @@ impl DataReplica {
     /// The primary of an active view short of backups catches up one spare at a time.
     fn manage_learner(&mut self) {
         if let Some((learner, since)) = self.learner {
-            if self.joining != Some(learner) && self.now.since(since) >= self.config.catch_up_units
+            if self.joining() != Some(learner) && self.now.since(since) >= self.config.catch_up_units
             {
                 self.followers.remove(&learner);
                 self.learner = None;
             }
             return;
         }
-        if self.joining.is_some() || self.view.backups.len() + 1 >= self.config.replicas {
+        if self.joining().is_some() || self.view.backups.len() + 1 >= self.config.replicas {
             return;
         }
         let candidates: Vec<NodeId> = self
@@ -966,15 +985,19 @@ impl DataReplica {
             if live.len() < view.backups.len() {
                 return Some(self.propose_view(me, live, ViewReason::BackupExpired));
             }
-            if self.joining.is_none() {
+            if self.joining().is_none() {
                 let last = self.last_lsn();
                 let caught_up = self.learner.and_then(|(learner, _)| {
                     let f = self.followers.get(&learner)?;
                     (f.matched == last && f.lease_until > self.now).then_some(learner)
                 });
-                self.joining = caught_up;
+                if let Some(learner) = caught_up {
+                    // Persisted before the proposal leaves (the Ready's order).
+                    self.hard.joining = Some((epoch, learner));
+                    self.hard_dirty = true;
+                }
             }
-            let joining = self.joining?;
+            let joining = self.joining()?;
             let mut backups = self.view.backups.clone();
             backups.push(joining);
             return Some(self.propose_view(me, backups, ViewReason::AddBackup));
