@@ -565,11 +565,16 @@ impl DataReplica {
         self.is_primary()
             && self.view.active
             && self.hard.highest_epoch == self.view.epoch
-            && self.view.backups.iter().chain(self.joining().iter()).all(|backup| {
-                self.followers
-                    .get(backup)
-                    .is_some_and(|f| f.lease_until > now)
-            })
+            && self
+                .view
+                .backups
+                .iter()
+                .chain(self.joining().iter())
+                .all(|backup| {
+                    self.followers
+                        .get(backup)
+                        .is_some_and(|f| f.lease_until > now)
+                })
     }
 
     /// The lease this primary holds from `backup` (on its own clock), if any.
@@ -913,7 +918,8 @@ impl DataReplica {
     /// The primary of an active view short of backups catches up one spare at a time.
     fn manage_learner(&mut self) {
         if let Some((learner, since)) = self.learner {
-            if self.joining() != Some(learner) && self.now.since(since) >= self.config.catch_up_units
+            if self.joining() != Some(learner)
+                && self.now.since(since) >= self.config.catch_up_units
             {
                 self.followers.remove(&learner);
                 self.learner = None;

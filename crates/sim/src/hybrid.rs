@@ -76,7 +76,7 @@ struct Server {
     reads: BTreeMap<ReadId, Waiting>,
     config_target: usize,
     drift_ppm: i64,
-    offset: u64,
+    offset: i64,
     abandoned_seen: u64,
 }
 
@@ -146,7 +146,10 @@ impl ProtocolHost for HybridNodes {
         for member in 0..CONFIG_NODES {
             sim.start_config(member);
         }
-        sim.schedule(sim.config.tick_units, Event::Protocol(HybridEvent::ConfigTick));
+        sim.schedule(
+            sim.config.tick_units,
+            Event::Protocol(HybridEvent::ConfigTick),
+        );
         if sim.config.faults.crashes() {
             let delay = sim.config.nemesis_pause_units.1;
             sim.schedule(delay, Event::Protocol(HybridEvent::ConfigFault));
@@ -243,7 +246,10 @@ impl ProtocolHost for HybridNodes {
                         sim.push_configuration(member);
                     }
                 }
-                sim.schedule(sim.config.tick_units, Event::Protocol(HybridEvent::ConfigTick));
+                sim.schedule(
+                    sim.config.tick_units,
+                    Event::Protocol(HybridEvent::ConfigTick),
+                );
             }
             HybridEvent::ConfigFault => sim.config_fault(),
             HybridEvent::ConfigRestart { member } => {
@@ -410,7 +416,7 @@ impl HybridSimulator {
                     drift_ppm: i64::try_from(rng_clocks.range(0, 2 * drift as u64 + 1))
                         .unwrap_or(0)
                         - drift,
-                    offset: rng_clocks.range(0, 1000),
+                    offset: i64::try_from(rng_clocks.range(0, 1000)).unwrap_or(0),
                     abandoned_seen: 0,
                 })
                 .collect();
@@ -507,7 +513,7 @@ impl HybridSimulator {
         // Re-anchor: offset is the reading the clock would have had at true time 0.
         let scaled = i128::from(self.time) * i128::from(rate) / 1_000_000;
         server.drift_ppm = drift_ppm;
-        server.offset = u64::try_from(i128::from(now) - scaled).unwrap_or(0);
+        server.offset = i64::try_from(i128::from(now) - scaled).unwrap_or(0);
     }
 
     // ---- clocks ------------------------------------------------------------------------
@@ -547,7 +553,11 @@ impl HybridSimulator {
                 self.transmit(node, to, HybridWire::Data(Message::Propose(command)));
             }
             for applied in &ready.applied {
-                if let Some(v) = self.nodes.acknowledged.observe_apply(id, applied.lsn, &applied.command) {
+                if let Some(v) =
+                    self.nodes
+                        .acknowledged
+                        .observe_apply(id, applied.lsn, &applied.command)
+                {
                     self.checkers.report("S4", self.time, v);
                 }
                 let command = Envelope::decode(&applied.command)
@@ -658,8 +668,7 @@ impl HybridSimulator {
         }
         if let [primary] = serving.as_slice() {
             let epoch = status.view.epoch.0;
-            if status.id == *primary && self.nodes.leader_epochs.insert(epoch, *primary).is_none()
-            {
+            if status.id == *primary && self.nodes.leader_epochs.insert(epoch, *primary).is_none() {
                 self.stats.leaders += 1;
                 let id = *primary;
                 self.log(|| format!("{id} serves epoch {epoch}"));
@@ -694,7 +703,8 @@ impl HybridSimulator {
         node.machine = ConfigStateMachine::new();
         let id = node.id;
         if node.incarnation > 1 {
-            self.checkers.observe_restart(self.time, &status, hard_state);
+            self.checkers
+                .observe_restart(self.time, &status, hard_state);
             self.nodes.history.observe_restart(id);
             self.log(|| format!("restart configuration node {id}"));
         }
@@ -733,7 +743,11 @@ impl HybridSimulator {
             let leader = self
                 .config_leader()
                 .and_then(|id| self.nodes.group.iter().position(|m| m.id == id));
-            let first = if pick_leader { leader.unwrap_or(first) } else { first };
+            let first = if pick_leader {
+                leader.unwrap_or(first)
+            } else {
+                first
+            };
             let members: Vec<usize> = if many {
                 vec![first, (first + 1) % CONFIG_NODES]
             } else {
@@ -857,7 +871,11 @@ impl HybridSimulator {
         let configuration = node.machine.configuration().clone();
         let from = self.nodes.servers.len() + member;
         for to in 0..self.nodes.servers.len() {
-            self.transmit(from, to, HybridWire::Data(Message::Update(configuration.clone())));
+            self.transmit(
+                from,
+                to,
+                HybridWire::Data(Message::Update(configuration.clone())),
+            );
         }
     }
 

@@ -64,6 +64,10 @@ impl ConfigurationHistory {
 
     /// Whether `view` is the newest active view, not seen active before.
     pub(crate) fn newly_active(&self, view: &View) -> bool {
-        view.active && self.views.get(&view.epoch.0).is_none_or(|known| !known.active)
+        view.active
+            && self
+                .views
+                .get(&view.epoch.0)
+                .is_none_or(|known| !known.active)
     }
 }

@@ -30,7 +30,12 @@ impl AcknowledgedEntries {
     }
 
     /// A server applied `command` at `lsn` (S4).
-    pub(crate) fn observe_apply(&mut self, node: NodeId, lsn: Lsn, command: &[u8]) -> Option<String> {
+    pub(crate) fn observe_apply(
+        &mut self,
+        node: NodeId,
+        lsn: Lsn,
+        command: &[u8],
+    ) -> Option<String> {
         let hash = command_hash(command);
         match self.applied.insert(lsn, hash) {
             Some(before) if before != hash => {
@@ -44,9 +49,9 @@ impl AcknowledgedEntries {
     pub(crate) fn check_member(&self, member: NodeId, log: &[DataEntry]) -> Option<String> {
         for (lsn, (epoch, hash)) in &self.entries {
             let index = usize::try_from(lsn.0.saturating_sub(1)).unwrap_or(usize::MAX);
-            let held = log
-                .get(index)
-                .is_some_and(|entry| entry.epoch == *epoch && command_hash(&entry.command) == *hash);
+            let held = log.get(index).is_some_and(|entry| {
+                entry.epoch == *epoch && command_hash(&entry.command) == *hash
+            });
             if !held {
                 return Some(format!(
                     "{member} lacks acknowledged ({epoch}, {lsn}) of an active view"

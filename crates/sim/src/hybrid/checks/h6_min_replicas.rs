@@ -13,8 +13,6 @@ pub(crate) fn acknowledged_with_enough_replicas(
     min_replicas: usize,
 ) -> Option<String> {
     (view.members().len() < min_replicas).then(|| {
-        format!(
-            "{primary} acknowledged a write in {view:?}, below min_replicas {min_replicas}"
-        )
+        format!("{primary} acknowledged a write in {view:?}, below min_replicas {min_replicas}")
     })
 }
