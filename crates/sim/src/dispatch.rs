@@ -7,6 +7,7 @@
 
 use crate::config::{Protocol, SimConfig};
 use crate::engine::{ProtocolHost, Sim};
+use crate::hybrid::HybridSimulator;
 use crate::pb::PbSimulator;
 use crate::raft::Simulator;
 use crate::report::RunReport;
@@ -18,6 +19,7 @@ pub fn run(config: SimConfig) -> RunReport {
     match config.protocol {
         Protocol::Raft => Simulator::new(config).run(),
         Protocol::Pb => PbSimulator::new(config).run(),
+        Protocol::Hybrid => HybridSimulator::new(config).run(),
     }
 }
 
@@ -58,5 +60,6 @@ pub fn run_recorded(config: SimConfig, recording: Recording) -> RunReport {
     match config.protocol {
         Protocol::Raft => go(Simulator::new(config), recording),
         Protocol::Pb => go(PbSimulator::new(config), recording),
+        Protocol::Hybrid => go(HybridSimulator::new(config), recording),
     }
 }

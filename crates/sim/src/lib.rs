@@ -34,7 +34,7 @@
 //!
 //! 1. `dispatch` ([`run`], [`run_traced`]): picks the host for [`SimConfig::protocol`]; the
 //!    only module that knows every scheme.
-//! 2. The hosts, side by side, each knowing only the engine: [`raft`] and [`pb`].
+//! 2. The hosts, side by side, each knowing only the engine: [`raft`], [`pb`] and [`hybrid`].
 //! 3. The engine ([`engine`]): the event queue, network, nemesis, clients, phases, checkers.
 //! 4. What the engine is built from: the workload, the [`checkers`], the [`network`], the
 //!    nemesis, the queue, the [`config`], and the [`report`] of a run ([`RunReport`],
@@ -49,6 +49,7 @@ pub mod config;
 mod dispatch;
 pub mod engine;
 pub mod gallery;
+pub mod hybrid;
 mod nemesis;
 pub mod network;
 pub mod pb;
@@ -64,6 +65,7 @@ pub use chorus_check::{history, linearizability, visual};
 pub use config::{FaultProfile, Protocol, SimConfig};
 pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};
+pub use hybrid::{HybridNodes, HybridSimulator};
 pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
 pub use raft::{MessageFilter, RaftNodes, Simulator};

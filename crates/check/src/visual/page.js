@@ -101,7 +101,8 @@
     "leader": "#ffb74d", "candidate": "#fff176", "pre-candidate": "#fffde7", "follower": "#e3f2fd",
     "primary": "#ffb74d", "primary (not acting)": "#ffe0b2", "backup": "#c8e6c9", "idle": "#eceff1",
     "view service": "#e1bee7", "view service (stuck)": "#ef9a9a", "up": "#e3f2fd",
-    "running": "#e3f2fd", "paused": "#fff59d",
+    "running": "#e3f2fd", "paused": "#fff59d", "spare": "#eceff1", "primary (not serving)": "#ffe0b2",
+    "config leader": "#ffcc80", "config candidate": "#fff176", "config pre-candidate": "#fffde7", "config follower": "#e1f5fe",
   };
   const palette = ["#1565c0", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#ad1457", "#4e342e", "#558b2f", "#283593", "#9e9d24", "#00695c", "#5d4037"];
   const kindColour = kinds.map((_, i) => palette[i % palette.length]);

@@ -239,6 +239,30 @@ impl Checkers {
         self.record(time, found);
     }
 
+    /// Every write a client was told succeeded so far.
+    #[must_use]
+    pub fn acknowledged_writes(&self) -> &std::collections::BTreeSet<AcknowledgedWrite> {
+        self.s6.acknowledged()
+    }
+
+    /// A replica of a scheme without a Raft log (the hybrid) applied `command` (the
+    /// key-value command itself) at `index` and answered `output` (S8).
+    pub fn observe_replicated_apply(
+        &mut self,
+        time: u64,
+        node: NodeId,
+        index: LogIndex,
+        command: &[u8],
+        output: &Bytes,
+    ) {
+        if let Some(v) = self
+            .s8
+            .observe_command(node, index, Some(Ok(command)), Some(output))
+        {
+            self.record(time, vec![("S8", v)]);
+        }
+    }
+
     // ---- primary-backup --------------------------------------------------------------
 
     /// A primary-backup replica's status after an event touched it (S1, S5; S4 and S8 for
