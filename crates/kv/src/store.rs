@@ -57,7 +57,7 @@ use std::sync::Arc;
 ///
 /// Version 3 is written record by record (so it streams): the version byte, then as varints
 /// the last applied index and the number of keys; each key as a varint length and its bytes,
-/// then its value as a type tag byte and the value's records (see [`put_value`]); then the
+/// then its value as a type tag byte and the value's records (see `put_value`); then the
 /// number of sessions, and each session as its client id, a varint length and the postcard
 /// encoding of the session.
 ///

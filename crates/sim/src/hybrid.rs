@@ -23,7 +23,7 @@
 //!
 //! # Checks
 //! S4 (the same command at every lsn), S8 (exactly-once, through the shared model), the
-//! configuration group's S1/S2/S5 (shared Raft checkers), H1–H6 ([`checks`]); at the end S6
+//! configuration group's S1/S2/S5 (shared Raft checkers), H1–H6 (the `checks` module); at the end S6
 //! and H3 against the final view, and S7 over the history.
 
 mod checks;
