@@ -2,7 +2,7 @@
 //! space) into [`TypedOp`]s, with Redis 7.0's arities and error texts.
 //!
 //! It exists apart from [`super::command`] because these commands all share one shape: check
-//! the arity from [`super::command::COMMANDS`], read the options, and hand a [`TypedOp`] to
+//! the arity from [`super::spec::COMMANDS`], read the options, and hand a [`TypedOp`] to
 //! the state machine, which answers with a Redis-shaped reply. Errors that depend on data
 //! (`WRONGTYPE`, a hash value that is not an integer) come from the state machine instead.
 
@@ -11,8 +11,8 @@ use chorus_kv::typed::{
     LexBound, RangeBy, Score, ScoreBound, SetAlgebra, TypedOp, ZAddFlags, parse_score,
 };
 
-use super::command::{CommandError, command_spec};
 use super::resp::parse_integer;
+use super::spec::{CommandError, command_spec};
 
 /// The typed commands' names, lowercase (each also described in `COMMANDS`).
 const TYPED: &[&str] = &[
@@ -532,7 +532,7 @@ fn parse_zrange(name: &str, key: Bytes, words: &[Bytes]) -> Result<TypedOp, Comm
 
 #[cfg(test)]
 mod tests {
-    use super::super::command::COMMANDS;
+    use super::super::spec::COMMANDS;
     use super::*;
 
     /// Proves every typed command is described in `COMMANDS`, so `COMMAND` lists it and its

@@ -23,5 +23,6 @@
 pub mod command;
 pub mod data;
 pub mod server;
+pub mod spec;
 
 pub use chorus_resp as resp;
