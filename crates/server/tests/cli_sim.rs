@@ -39,7 +39,10 @@ fn a_sweep_ends_with_one_summary_line_and_writes_readable_histories() {
     );
     let summary = stdout.lines().last().unwrap();
     assert!(
-        summary.starts_with("sim raft: seeds=3 ops=600 violations=0 linearizable=3/3 elapsed="),
+        summary.starts_with(
+            "sim raft: seeds=3 ops=600 violations=0 linearizable=3/3 snapshots: taken="
+        ) && summary.contains(" installed=")
+            && summary.contains(" elapsed="),
         "{summary}"
     );
     assert!(summary.ends_with('s'), "{summary}");
