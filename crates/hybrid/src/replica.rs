@@ -71,7 +71,8 @@ pub struct HybridConfig {
     pub allow_unsafe_grace: bool,
     /// A command to the configuration group is re-sent this often until it took effect.
     pub retry_units: u64,
-    /// A primary gives up catching up a spare after this long.
+    /// A primary gives up catching up a spare that has not acknowledged anything for this
+    /// long.
     pub catch_up_units: u64,
     /// Entries per Append.
     pub append_entries_max: usize,
@@ -336,7 +337,7 @@ impl Follower {
 /// One data server of the hybrid scheme.
 pub struct DataReplica {
     config: HybridConfig,
-    state_machine: Box<dyn StateMachine>,
+    state_machine: Box<dyn StateMachine + Send>,
     now: LocalTime,
     hard: HardState,
     hard_dirty: bool,
@@ -364,7 +365,7 @@ impl DataReplica {
     pub fn restart(
         config: HybridConfig,
         durable: Durable,
-        state_machine: Box<dyn StateMachine>,
+        state_machine: Box<dyn StateMachine + Send>,
         now: LocalTime,
     ) -> Result<DataReplica, HybridConfigError> {
         config.validate()?;
@@ -915,11 +916,18 @@ impl DataReplica {
         }
     }
 
-    /// The primary of an active view short of backups catches up one spare at a time.
+    /// The primary of an active view short of backups catches up one spare at a time, and
+    /// moves on to the next when the one it catches up has been silent for `catch_up_units`
+    /// (a dead spare is given up quickly; a live one is never abandoned halfway through a
+    /// long log).
     fn manage_learner(&mut self) {
         if let Some((learner, since)) = self.learner {
+            let heard = self
+                .followers
+                .get(&learner)
+                .map_or(since, |f| f.last_ack_at.max(since));
             if self.joining() != Some(learner)
-                && self.now.since(since) >= self.config.catch_up_units
+                && self.now.since(heard) >= self.config.catch_up_units
             {
                 self.followers.remove(&learner);
                 self.learner = None;

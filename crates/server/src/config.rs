@@ -9,7 +9,7 @@
 //! cluster_id = "chorus-local"
 //! id = 1
 //! data_dir = "/var/lib/chorus/1"
-//! protocol = "raft"         # or "pb"; raft when left out
+//! protocol = "raft"         # or "pb" or "hybrid"; raft when left out
 //!
 //! [[nodes]]
 //! id = 1
@@ -36,6 +36,22 @@
 //! ping_interval_ms = 100
 //! dead_pings = 5
 //! ```
+//!
+//! Under `protocol = "hybrid"` some nodes (three, or five) are the configuration group, marked
+//! `role = "configuration"` and without a `redis` address: they run Raft over the
+//! configuration state machine and decide the views. Every other node is a data server
+//! (primary, backup or spare) with a durable log. The `[hybrid]` table sets the view size and
+//! the lease timing, in milliseconds of each node's monotonic clock:
+//!
+//! ```toml
+//! [hybrid]
+//! replicas = 2            # primary + backups in a view; 3 tolerates two failures in turn
+//! min_replicas = 2        # writes wait below this
+//! heartbeat_ms = 50
+//! lease_ms = 300
+//! drift_bound_ppm = 50000 # the stated clock-drift bound; grace = lease·(1+ρ)/(1−ρ) + margin
+//! grace_margin_ms = 20
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +68,9 @@ pub enum Protocol {
     Raft,
     /// Primary-backup with a view service: one primary, one backup, spares.
     Pb,
+    /// Primary-backup whose views a Raft configuration group decides, with durable logs and
+    /// leases on the data servers.
+    Hybrid,
 }
 
 /// What a node of the table is.
@@ -63,6 +82,8 @@ pub enum NodeRole {
     Server,
     /// Primary-backup only: the view service, which decides who is primary and backup.
     ViewService,
+    /// Hybrid only: a member of the configuration group (Raft over the views).
+    Configuration,
 }
 
 impl NodeRole {
@@ -181,6 +202,69 @@ impl Default for StorageSettings {
     }
 }
 
+/// The hybrid scheme's data servers (the `[hybrid]` table); times in milliseconds of each
+/// node's monotonic clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HybridSettings {
+    /// Members of a view: the primary and `replicas - 1` backups.
+    pub replicas: usize,
+    /// Writes are acknowledged only in views of at least this many members.
+    pub min_replicas: usize,
+    /// The primary sends each backup an Append (a heartbeat if empty) this often.
+    pub heartbeat_ms: u64,
+    /// An acknowledgement grants the primary a lease of this long from the Append's send time.
+    pub lease_ms: u64,
+    /// The stated bound on clock drift between nodes, in parts per million.
+    pub drift_bound_ppm: u64,
+    /// Added to the grace period beyond what the lease and the drift bound require.
+    pub grace_margin_ms: u64,
+    /// A primary gives up catching up a spare that has not acknowledged anything for this
+    /// long, and tries another.
+    pub catch_up_ms: u64,
+    /// Entries in one Append.
+    pub append_entries_max: usize,
+    /// The configuration group's leader sends the configuration to every data server this
+    /// often (and at once when it changes).
+    pub update_interval_ms: u64,
+}
+
+impl Default for HybridSettings {
+    fn default() -> HybridSettings {
+        HybridSettings {
+            replicas: 2,
+            min_replicas: 2,
+            heartbeat_ms: 50,
+            lease_ms: 300,
+            drift_bound_ppm: 50_000,
+            grace_margin_ms: 20,
+            catch_up_ms: 300,
+            append_entries_max: 512,
+            update_interval_ms: 100,
+        }
+    }
+}
+
+impl HybridSettings {
+    /// The data server core's configuration for node `id` in its run `incarnation`.
+    #[must_use]
+    pub fn core_config(&self, id: NodeId, incarnation: u64) -> chorus_hybrid::HybridConfig {
+        let mut config = chorus_hybrid::HybridConfig::new(id);
+        config.incarnation = incarnation;
+        config.replicas = self.replicas;
+        config.min_replicas = self.min_replicas;
+        config.heartbeat_units = self.heartbeat_ms;
+        config.lease_units = self.lease_ms;
+        config.drift_bound_ppm = self.drift_bound_ppm;
+        config.grace_margin_units = self.grace_margin_ms;
+        config.grace_units = config.required_grace_units();
+        config.retry_units = self.heartbeat_ms.max(10);
+        config.catch_up_units = self.catch_up_ms;
+        config.append_entries_max = self.append_entries_max;
+        config
+    }
+}
+
 /// Bounds on queues and batches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -239,6 +323,9 @@ pub struct NodeConfig {
     /// The write-ahead log on disk.
     #[serde(default)]
     pub storage: StorageSettings,
+    /// The hybrid scheme's view size and lease timing.
+    #[serde(default)]
+    pub hybrid: HybridSettings,
     /// TESTING ONLY: deliberately broken Raft behaviour to switch on, by name (see
     /// [`INJECTABLE_BUGS`]), so that fault tests can prove they catch it. Honoured only by a
     /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
@@ -350,6 +437,15 @@ impl NodeConfig {
                 self.limits.frame_bytes_max
             ));
         }
+        if self.protocol == Protocol::Hybrid {
+            let core = self.hybrid.core_config(self.node_id(), 1);
+            if let Err(error) = core.validate() {
+                return invalid(format!("[hybrid]: {error}"));
+            }
+            if self.hybrid.update_interval_ms == 0 {
+                return invalid("hybrid.update_interval_ms must be at least 1".into());
+            }
+        }
         if self.storage.segment_bytes < 4096 {
             return invalid("storage.segment_bytes must be at least 4096".into());
         }
@@ -410,9 +506,26 @@ impl NodeConfig {
             .iter()
             .filter(|n| n.role == NodeRole::ViewService)
             .count();
+        let configuration = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Configuration)
+            .count();
+        if configuration > 0 && self.protocol != Protocol::Hybrid {
+            return invalid("a configuration node needs protocol = \"hybrid\"".into());
+        }
         match self.protocol {
-            Protocol::Raft if view_services > 0 => {
+            Protocol::Raft | Protocol::Hybrid if view_services > 0 => {
                 return invalid("a view-service node needs protocol = \"pb\"".into());
+            }
+            Protocol::Hybrid if configuration == 0 || configuration % 2 == 0 => {
+                return invalid(format!(
+                    "protocol = \"hybrid\" needs an odd number of nodes with role = \
+                     \"configuration\" (3 or 5), not {configuration}"
+                ));
+            }
+            Protocol::Hybrid if self.nodes.len() == configuration => {
+                return invalid("protocol = \"hybrid\" needs at least one data server".into());
             }
             Protocol::Pb if view_services != 1 => {
                 return invalid(format!(
@@ -437,6 +550,13 @@ impl NodeConfig {
                         node.id
                     ));
                 }
+                (NodeRole::Configuration, Some(_)) => {
+                    return invalid(format!(
+                        "node {} is a configuration node, which takes no clients: remove its \
+                         redis address",
+                        node.id
+                    ));
+                }
                 _ => {}
             }
         }
@@ -450,6 +570,26 @@ impl NodeConfig {
             .iter()
             .find(|n| n.role == NodeRole::ViewService)
             .map(|n| NodeId(n.id))
+    }
+
+    /// The configuration group's nodes (hybrid only).
+    #[must_use]
+    pub fn configuration_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Configuration)
+            .map(|n| NodeId(n.id))
+            .collect()
+    }
+
+    /// The data servers (hybrid only: every node that is not in the configuration group).
+    #[must_use]
+    pub fn data_servers(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == NodeRole::Server)
+            .map(|n| NodeId(n.id))
+            .collect()
     }
 
     /// Every server's RESP address.
@@ -512,6 +652,7 @@ impl NodeConfig {
             limits: Limits::default(),
             snapshots: Snapshots::default(),
             storage: StorageSettings::default(),
+            hybrid: HybridSettings::default(),
             inject_bugs: Vec::new(),
         }
     }
@@ -527,6 +668,29 @@ impl NodeConfig {
         if let Some(view_service) = config.nodes.last_mut() {
             view_service.role = NodeRole::ViewService;
             view_service.redis = None;
+        }
+        config
+    }
+
+    /// The configuration of node `id` of a local hybrid cluster of `servers` data servers (ids
+    /// 1 to `servers`) and a configuration group of three (ids `servers + 1` to
+    /// `servers + 3`, without RESP addresses), views of `replicas` members, on 127.0.0.1 with
+    /// the ports of [`NodeConfig::local`].
+    #[must_use]
+    pub fn local_hybrid(
+        servers: u64,
+        replicas: usize,
+        id: u64,
+        base_port: u16,
+        data_dir: &Path,
+    ) -> NodeConfig {
+        let mut config = NodeConfig::local(servers + 3, id, base_port, data_dir);
+        config.cluster_id = "chorus-local-hybrid".into();
+        config.protocol = Protocol::Hybrid;
+        config.hybrid.replicas = replicas;
+        for node in config.nodes.iter_mut().filter(|n| n.id > servers) {
+            node.role = NodeRole::Configuration;
+            node.redis = None;
         }
         config
     }

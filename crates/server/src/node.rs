@@ -1,7 +1,9 @@
 //! One node of a cluster, assembled: storage, the Raft core and its driver thread, the peer
 //! transport, the RESP frontend and the HTTP admin server; or, under primary-backup, a server's
 //! replica (or the view service) and its driver thread behind the same transport and
-//! frontends.
+//! frontends; or, under the hybrid, a configuration node (the Raft host over the
+//! configuration) or a data server (its replica and durable log), again behind the same
+//! driver loop, transport and frontends.
 //!
 //! [`run`] opens the data directory (replaying the log, cutting a torn tail with a warning,
 //! refusing to start on corruption), binds every listener (failing clearly if an address is
@@ -11,10 +13,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use chorus_core::NodeId;
+use chorus_hybrid::{ConfigStateMachine, DataReplica, LocalTime};
 use chorus_kv::{KvConfig, KvStore};
 use chorus_pb::{DurableView, PbConfig, PbReplica, ViewServer, ViewServiceConfig};
 use chorus_raft::{Config, RawNode};
@@ -26,8 +29,9 @@ use tokio::sync::mpsc;
 use crate::config::{NodeConfig, Protocol};
 use crate::runtime::boundary::{Input, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
+use crate::runtime::hybrid_host::{ConfigHost, DataHost, recover_data};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
-use crate::runtime::raft_host::{RaftHost, SnapshotPacing, fresh_state, restore_state};
+use crate::runtime::raft_host::{RaftHost, Replicated, SnapshotPacing, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
 use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
@@ -69,9 +73,18 @@ async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpLi
 /// driver stops on a storage error.
 pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()> {
     config.validate()?;
-    if config.protocol == Protocol::Pb {
-        return run_pb(config, exit_with_parent).await;
+    match config.protocol {
+        Protocol::Pb => return run_pb(config, exit_with_parent).await,
+        Protocol::Hybrid => return run_hybrid(config, exit_with_parent).await,
+        Protocol::Raft => {}
     }
+    let (host, incarnation, tick) = start_raft::<KvStore>(&config, config.voters())?;
+    run_node(config, exit_with_parent, host, incarnation, tick, "").await
+}
+
+/// Opens the data directory (replaying the log, cutting a torn tail with a warning), logs
+/// what the recovery found, and returns the storage and its durable state.
+fn open_storage(config: &NodeConfig) -> anyhow::Result<(FileStorage, chorus_raft::DurableState)> {
     let me = config.node_id();
     let (storage, durable, report) = FileStorage::open(
         &config.data_dir,
@@ -116,9 +129,20 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         commit = durable.hard_state.commit.0,
         "recovered from disk"
     );
+    Ok((storage, durable))
+}
 
+/// The Raft host of a node replicating `M` among `voters` (every node under Raft, the
+/// configuration group under the hybrid), restarted from its data directory; with this run's
+/// incarnation and the tick.
+fn start_raft<M: Replicated>(
+    config: &NodeConfig,
+    voters: Vec<NodeId>,
+) -> anyhow::Result<(RaftHost<FileStorage, M>, u64, Duration)> {
+    let me = config.node_id();
+    let (storage, durable) = open_storage(config)?;
     let timing = &config.timing;
-    let mut raft_config = Config::new(me, config.voters());
+    let mut raft_config = Config::new(me, voters);
     raft_config.election_timeout_ticks = timing.election_timeout_ticks;
     raft_config.heartbeat_interval_ticks = timing.heartbeat_interval_ticks;
     let snapshots = &config.snapshots;
@@ -143,13 +167,13 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         Some(meta) => {
             let started = std::time::Instant::now();
             let file = storage.snapshots().path(meta);
-            let state = restore_state(storage.snapshots(), meta)
+            let state = restore_state::<M>(storage.snapshots(), meta)
                 .with_context(|| format!("cannot restore the snapshot {}", file.display()))?;
             tracing::info!(
                 index = meta.index.0,
                 term = meta.term.0,
                 file = %file.display(),
-                keys = state.inner().len(),
+                keys = state.inner().keys(),
                 ms = started.elapsed().as_millis() as u64,
                 "restored the state machine from a snapshot"
             );
@@ -186,7 +210,64 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         bytes_per_second: config.snapshots.write_bytes_per_second,
         sync_bytes: config.snapshots.sync_bytes,
     });
-    run_node(config, exit_with_parent, host, incarnation, tick, "").await
+    Ok((host, incarnation, tick))
+}
+
+/// Runs a node of the hybrid scheme: a member of the configuration group (Raft over the
+/// configuration state machine) or a data server (its durable log and key-value store), each
+/// through the one driver loop.
+async fn run_hybrid(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()> {
+    let me = config.node_id();
+    let group = config.configuration_nodes();
+    let settings = &config.hybrid;
+    if group.contains(&me) {
+        let (raft, incarnation, tick) = start_raft::<ConfigStateMachine>(&config, group.clone())?;
+        tracing::info!(node = me.0, group = ?group.iter().map(|n| n.0).collect::<Vec<_>>(), "hybrid: a configuration node");
+        let host = ConfigHost::new(
+            raft,
+            config.data_servers(),
+            Duration::from_millis(settings.update_interval_ms),
+        );
+        return run_node(config, exit_with_parent, host, incarnation, tick, "cfg-").await;
+    }
+    let (storage, durable) = open_storage(&config)?;
+    let durable = recover_data(&config.data_dir, durable)
+        .context("cannot read the data server's durable state")?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |since| since.as_millis() as u64);
+    let incarnation = chorus_storage::next_incarnation(&config.data_dir, now_ms)
+        .context("cannot record this start of the node")?;
+    let core = settings.core_config(me, incarnation);
+    tracing::info!(
+        node = me.0,
+        entries = durable.log.len(),
+        epoch = durable.hard_state.highest_epoch.0,
+        commit = durable.hard_state.commit.0,
+        replicas = core.replicas,
+        min_replicas = core.min_replicas,
+        heartbeat_ms = core.heartbeat_units,
+        lease_ms = core.lease_units,
+        grace_ms = core.grace_units,
+        "hybrid: a data server"
+    );
+    let synced = durable.hard_state;
+    let clock = Instant::now();
+    let store = KvStore::new(KvConfig::default());
+    let replica = DataReplica::restart(core, durable, Box::new(store), LocalTime(0))
+        .context("the hybrid settings are invalid")?;
+    let host = DataHost::new(
+        replica,
+        storage,
+        config.data_dir.clone(),
+        clock,
+        synced,
+        group,
+        config.redis_addresses(),
+    );
+    // Ticks often enough to keep heartbeats and grace checks within a few milliseconds.
+    let tick = Duration::from_millis((settings.heartbeat_ms / 5).clamp(1, 10));
+    run_node(config, exit_with_parent, host, incarnation, tick, "data-").await
 }
 
 /// Runs a primary-backup node (a server, or the view service) until it is asked to stop. It

@@ -39,12 +39,48 @@ pub struct Node {
     paused: bool,
 }
 
+/// The replication scheme a cluster runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Raft: every node a server.
+    Raft,
+    /// Primary-backup: the servers and one view service.
+    Pb,
+    /// The hybrid: the data servers and a configuration group of three.
+    Hybrid,
+}
+
+impl Scheme {
+    /// The name in configurations and logs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Raft => "raft",
+            Scheme::Pb => "pb",
+            Scheme::Hybrid => "hybrid",
+        }
+    }
+
+    /// Nodes that take no clients, after the servers: the view service, or the configuration
+    /// group.
+    #[must_use]
+    pub fn extra_nodes(self) -> usize {
+        match self {
+            Scheme::Raft => 0,
+            Scheme::Pb => 1,
+            Scheme::Hybrid => 3,
+        }
+    }
+}
+
 /// Every node of the cluster, 1-based as in the configuration (`nodes[0]` is node 1). Under
-/// primary-backup the last node is the view service and the others are servers.
+/// primary-backup the last node is the view service, under the hybrid the last three are the
+/// configuration group; the others are servers.
 #[derive(Debug)]
 pub struct Cluster {
     binary: PathBuf,
     nodes: Vec<Node>,
+    scheme: Scheme,
     /// Primary-backup: the view service's node.
     view_service: Option<usize>,
     agent: ureq::Agent,
@@ -52,26 +88,32 @@ pub struct Cluster {
 
 impl Cluster {
     /// Writes one configuration per node under `dir` for `servers` servers (plus a view
-    /// service under primary-backup, `pb`); starts nothing yet.
+    /// service under primary-backup, a configuration group under the hybrid); starts nothing
+    /// yet.
     ///
     /// # Errors
     /// If the files cannot be written.
     pub fn new(
         lab: &Lab,
         servers: usize,
-        pb: bool,
+        scheme: Scheme,
         binary: &Path,
         dir: &Path,
         inject_bugs: &[String],
     ) -> anyhow::Result<Cluster> {
         let address = |node: usize, port: u16| SocketAddr::from((lab.node_ip(node), port));
-        let view_service = pb.then_some(servers + 1);
-        let count = servers + usize::from(pb);
+        let view_service = (scheme == Scheme::Pb).then_some(servers + 1);
+        let count = servers + scheme.extra_nodes();
         let mut table = String::new();
         for node in 1..=count {
-            if Some(node) == view_service {
+            if node > servers {
+                let role = if scheme == Scheme::Pb {
+                    "view-service"
+                } else {
+                    "configuration"
+                };
                 table.push_str(&format!(
-                    "\n[[nodes]]\nid = {node}\nrole = \"view-service\"\npeer = \"{}\"\nadmin = \"{}\"\n",
+                    "\n[[nodes]]\nid = {node}\nrole = \"{role}\"\npeer = \"{}\"\nadmin = \"{}\"\n",
                     address(node, PEER_PORT),
                     address(node, ADMIN_PORT)
                 ));
@@ -84,7 +126,7 @@ impl Cluster {
                 address(node, ADMIN_PORT)
             ));
         }
-        let protocol = if pb { "pb" } else { "raft" };
+        let protocol = scheme.name();
         let bugs = if inject_bugs.is_empty() {
             String::new()
         } else {
@@ -121,6 +163,7 @@ impl Cluster {
         Ok(Cluster {
             binary: binary.to_path_buf(),
             nodes,
+            scheme,
             view_service,
             agent,
         })
@@ -135,7 +178,30 @@ impl Cluster {
     /// How many servers (nodes that hold the state machine and take clients).
     #[must_use]
     pub fn servers(&self) -> usize {
-        self.nodes.len() - usize::from(self.view_service.is_some())
+        self.nodes.len() - self.scheme.extra_nodes()
+    }
+
+    /// The scheme the cluster runs.
+    #[must_use]
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// Hybrid: the configuration group's leader, if one answers as leader.
+    #[must_use]
+    pub fn config_leader(&self) -> Option<usize> {
+        if self.scheme != Scheme::Hybrid {
+            return None;
+        }
+        (self.servers() + 1..=self.len())
+            .filter(|&node| self.running(node) && !self.nodes[node - 1].paused)
+            .filter_map(|node| {
+                let status = self.status(node)?;
+                let leads = status["role"].as_str() == Some("configuration-leader");
+                leads.then(|| (status["term"].as_u64().unwrap_or(0), node))
+            })
+            .max()
+            .map(|(_, node)| node)
     }
 
     /// Primary-backup: the view service's node.
@@ -275,13 +341,29 @@ impl Cluster {
     }
 
     /// The leader: under Raft the node that calls itself leader (in the highest term), under
-    /// primary-backup the primary of the view service's latest view.
+    /// primary-backup the primary of the view service's latest view, under the hybrid the
+    /// data server that serves (the primary of the newest view a server knows, if none does).
     #[must_use]
     pub fn leader(&self) -> Option<usize> {
         if let Some(service) = self.view_service {
             let status = self.status(service)?;
             let primary = status["view"]["primary"].as_u64()?;
             return usize::try_from(primary).ok();
+        }
+        if self.scheme == Scheme::Hybrid {
+            let statuses: Vec<serde_json::Value> = (1..=self.servers())
+                .filter(|&node| self.running(node) && !self.nodes[node - 1].paused)
+                .filter_map(|node| self.status(node))
+                .collect();
+            let serving = statuses
+                .iter()
+                .find(|s| s["hybrid"]["serving"] == true)
+                .and_then(|s| s["id"].as_u64());
+            let newest = statuses
+                .iter()
+                .max_by_key(|s| s["hybrid"]["epoch"].as_u64().unwrap_or(0))
+                .and_then(|s| s["hybrid"]["primary"].as_u64());
+            return serving.or(newest).and_then(|n| usize::try_from(n).ok());
         }
         (1..=self.len())
             .filter(|&node| self.running(node) && !self.nodes[node - 1].paused)
@@ -297,10 +379,33 @@ impl Cluster {
     /// A fingerprint of a settled cluster, or `None` if it is not settled. Raft: one leader,
     /// and every node at the same commit, applied and last index. Primary-backup: every node
     /// answers, and the view service has an acknowledged view with a primary and a backup.
+    /// Hybrid: every node answers, a configuration leader is known, and a primary serves a
+    /// view of two or more whose members all applied as much as it did.
     fn settled(&self) -> Option<Vec<u64>> {
         let statuses: Vec<serde_json::Value> = (1..=self.len())
             .map(|node| self.status(node))
             .collect::<Option<_>>()?;
+        if self.scheme == Scheme::Hybrid {
+            let servers = &statuses[..self.servers()];
+            let primary = servers.iter().find(|s| s["hybrid"]["serving"] == true)?;
+            let hybrid = &primary["hybrid"];
+            let backups: Vec<u64> = hybrid["backups"]
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect();
+            let full = backups.len() + 1 >= 2.min(self.servers());
+            let applied = primary["applied"].as_u64()?;
+            let in_step = backups.iter().all(|&b| {
+                usize::try_from(b)
+                    .ok()
+                    .and_then(|b| servers.get(b - 1))
+                    .is_some_and(|s| s["applied"].as_u64() == Some(applied))
+            });
+            let leader = self.config_leader().is_some();
+            return (full && in_step && leader)
+                .then(|| vec![hybrid["epoch"].as_u64().unwrap_or(0), applied]);
+        }
         if let Some(service) = self.view_service {
             let view = &statuses[service - 1]["view"];
             let complete = view["primary"].is_u64()
@@ -345,7 +450,7 @@ impl Cluster {
     pub fn wait_leader(&self, limit: Duration) -> Option<usize> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            let ready = self.view_service.is_none() || self.settled().is_some();
+            let ready = self.scheme == Scheme::Raft || self.settled().is_some();
             if let Some(leader) = self.leader().filter(|_| ready) {
                 return Some(leader);
             }

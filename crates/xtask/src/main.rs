@@ -60,6 +60,8 @@ enum Protocol {
     /// Primary-backup with a view service (one more node than `--nodes`, which counts
     /// servers).
     Pb,
+    /// The hybrid: data servers (`--nodes` of them) and a configuration group of three.
+    Hybrid,
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,7 +291,11 @@ fn main() -> ExitCode {
 
 /// Runs `cargo xtask nemesis`; returns whether it met its expectation.
 fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
-    let pb = args.protocol == Protocol::Pb;
+    let scheme = match args.protocol {
+        Protocol::Raft => Scheme::Raft,
+        Protocol::Pb => Scheme::Pb,
+        Protocol::Hybrid => Scheme::Hybrid,
+    };
     if let Some(unknown) = args
         .faults
         .iter()
@@ -318,7 +324,7 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
         Some(path) => path.clone(),
         None => build_chorus(args.inject_bug.is_some())?,
     };
-    let protocol = if pb { "pb" } else { "raft" };
+    let protocol = scheme.name();
     let dir = target_dir()
         .join("nemesis")
         .join(format!("{protocol}-seed{seed}-{}", std::process::id()));
@@ -355,9 +361,10 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
     let nodes = usize::try_from(args.nodes).unwrap_or(3);
     // Declared before the cluster so that it is dropped after it: processes die first, then
     // their namespaces go.
-    let lab = Lab::create(nodes + usize::from(pb))?;
-    let mut cluster = Cluster::new(&lab, nodes, pb, &binary, &dir, &bugs)?;
-    // The view service first, so that the servers find it at once.
+    let lab = Lab::create(nodes + scheme.extra_nodes())?;
+    let mut cluster = Cluster::new(&lab, nodes, scheme, &binary, &dir, &bugs)?;
+    // The view service (or the configuration group) first, so that the servers find it at
+    // once.
     for node in (1..=cluster.len()).rev() {
         cluster.start(node)?;
     }
@@ -397,7 +404,7 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
     let faults: Vec<&'static str> = nemesis::FAULTS
         .iter()
         .copied()
-        .filter(|f| nemesis::applies(f, pb))
+        .filter(|f| nemesis::applies(f, scheme))
         .filter(|f| args.faults.is_empty() || args.faults.iter().any(|g| g == f))
         .collect();
     if faults.is_empty() {
@@ -447,6 +454,8 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
         .map(|node| {
             if Some(node) == view_service {
                 "view service".to_string()
+            } else if scheme == Scheme::Hybrid && node > nodes {
+                format!("cfg{node}")
             } else {
                 format!("n{node}")
             }

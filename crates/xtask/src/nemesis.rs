@@ -17,11 +17,17 @@
 //!   log truncated at a record boundary after the last fsync (see [`crate::wal`]);
 //! - `rolling-restart`: every server in turn stopped gracefully and restarted, waiting for each
 //!   to answer (primary-backup: for a settled view) before the next;
-//! - `pause-view-service` (primary-backup only): SIGSTOP of the view service.
+//! - `pause-view-service` (primary-backup only): SIGSTOP of the view service;
+//! - `kill-config-leader` and `pause-config-leader` (hybrid only): `kill -9` or SIGSTOP of the
+//!   configuration group's leader.
 //!
 //! Under primary-backup, "the leader" is the primary of the view service's latest view, kills
 //! and restarts hit servers only (the view service keeps its views in memory, by design), and
-//! `lose-unsynced` does not apply (primary-backup keeps nothing on disk).
+//! `lose-unsynced` does not apply (primary-backup keeps nothing on disk). Under the hybrid,
+//! "the leader" is the serving primary; `kill` hits it half the time and otherwise any node,
+//! configuration nodes included; `lose-unsynced` hits data servers (their log is the same
+//! write-ahead log as Raft's); partitions cut across data servers and configuration nodes
+//! alike.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,12 +35,12 @@ use std::time::{Duration, Instant};
 
 use chorus_core::Prng;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Scheme};
 use crate::lab::Lab;
 use crate::wal;
 
 /// Every fault the nemesis knows, by the name it logs and counts.
-pub const FAULTS: [&str; 9] = [
+pub const FAULTS: [&str; 11] = [
     "partition-majority",
     "isolate-leader",
     "bridge",
@@ -44,14 +50,17 @@ pub const FAULTS: [&str; 9] = [
     "lose-unsynced",
     "rolling-restart",
     "pause-view-service",
+    "kill-config-leader",
+    "pause-config-leader",
 ];
 
-/// Whether `fault` applies to a cluster of this scheme (`pb`: primary-backup).
+/// Whether `fault` applies to a cluster of this scheme.
 #[must_use]
-pub fn applies(fault: &str, pb: bool) -> bool {
+pub fn applies(fault: &str, scheme: Scheme) -> bool {
     match fault {
-        "lose-unsynced" => !pb,
-        "pause-view-service" => pb,
+        "lose-unsynced" => scheme != Scheme::Pb,
+        "pause-view-service" => scheme == Scheme::Pb,
+        "kill-config-leader" | "pause-config-leader" => scheme == Scheme::Hybrid,
         _ => true,
     }
 }
@@ -276,10 +285,16 @@ impl<'a> Nemesis<'a> {
                 self.sleep(hold, until);
             }
             "kill" => {
+                // Under the hybrid any node may go, configuration nodes included.
+                let candidates = if self.cluster.scheme() == Scheme::Hybrid {
+                    n
+                } else {
+                    self.cluster.servers()
+                };
                 let node = if self.rng.chance(0.5) {
                     self.leader_or_any()
                 } else {
-                    self.rng.index(self.cluster.servers()) + 1
+                    self.rng.index(candidates) + 1
                 };
                 self.note(format!("{fault}: kill -9 node {node}"));
                 self.kill(node);
@@ -303,6 +318,24 @@ impl<'a> Nemesis<'a> {
                     self.sleep(hold, until);
                 }
             }
+            "kill-config-leader" | "pause-config-leader" => {
+                let group = self.cluster.servers() + 1..=n;
+                let fallback = self
+                    .rng
+                    .range(*group.start() as u64, *group.end() as u64 + 1);
+                let leader = self
+                    .cluster
+                    .config_leader()
+                    .unwrap_or(usize::try_from(fallback).unwrap_or(n));
+                if fault == "kill-config-leader" {
+                    self.note(format!("{fault}: kill -9 node {leader}"));
+                    self.kill(leader);
+                } else {
+                    self.note(format!("{fault}: SIGSTOP node {leader}"));
+                    self.pause(leader);
+                }
+                self.sleep(hold, until);
+            }
             "rolling-restart" => {
                 let servers = self.cluster.servers();
                 let order: Vec<usize> = self
@@ -324,7 +357,7 @@ impl<'a> Nemesis<'a> {
                     // Let it catch up and an election (a view change) settle before the next
                     // one goes.
                     self.sleep(Duration::from_millis(700), until + Duration::from_secs(30));
-                    if self.cluster.view_service().is_some() {
+                    if self.cluster.scheme() != Scheme::Raft {
                         self.cluster.wait_converged(Duration::from_secs(15));
                     }
                 }

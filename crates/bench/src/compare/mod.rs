@@ -33,7 +33,7 @@ use services::Service;
 /// The replication schemes of Chorus that the comparison runs, each as a 3-node cluster.
 /// A scheme other than the first runs only when `chorus up --help` offers `--protocol` and
 /// names it; add a new scheme here (one line) when `chorus up` can run it.
-pub const CHORUS_SCHEMES: &[&str] = &["raft", "pb"];
+pub const CHORUS_SCHEMES: &[&str] = &["raft", "pb", "hybrid"];
 
 /// Arguments of `chorus bench compare`.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,7 +69,8 @@ pub struct CompareArgs {
     /// Requests of each `redis-benchmark -t set -c 50` run (0 skips it).
     #[arg(long, default_value_t = 20_000)]
     pub redis_benchmark_requests: u64,
-    /// Only these targets (`etcd`, `redis`, `chorus-raft`, `chorus-pb`); all by default.
+    /// Only these targets (`etcd`, `redis`, `chorus-raft`, `chorus-pb`, `chorus-hybrid`); all
+    /// by default.
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Where the servers' temporary data directories go (the floor is measured on this
@@ -649,19 +650,36 @@ pub fn markdown(comparison: &Comparison) -> String {
     for target in &c.targets {
         let what = match target.as_str() {
             "etcd" => format!(
-                "3 members, Raft, fsync on ({})",
+                "3 members, Raft, fsync on: 3 copies, 3 fsyncs per write (2 waited for) ({})",
                 c.machine.etcd.as_deref().unwrap_or("etcd")
             ),
             "redis" => format!(
-                "one node, `appendonly yes`, `appendfsync always` ({})",
+                "one node, `appendonly yes`, `appendfsync always`: 1 copy, 1 fsync per write \
+                 ({})",
                 c.machine.redis.as_deref().unwrap_or("redis")
             ),
             "chorus-pb" => format!(
                 "`chorus up --protocol pb`: primary-backup, 3 servers (a primary, a backup \
                  and a spare) and a view service; each write is applied on the primary and \
                  the backup **in memory, with no fsync** (this scheme keeps nothing on disk, \
-                 so it is not held to the fsync-on goals); native client (sessions, \
-                 exactly-once), Chorus {}",
+                 so it is not held to the fsync-on goals): 2 copies, 0 fsyncs per write; \
+                 native client (sessions, exactly-once), Chorus {}",
+                c.chorus_version
+            ),
+            "chorus-hybrid" => format!(
+                "`chorus up --protocol hybrid`: 3 data servers (a primary, a backup and a \
+                 spare) and a configuration group of 3 (Raft, off the data path); each write \
+                 is appended and fsynced by the primary, then by the backup, before it is \
+                 acknowledged: 2 copies, 2 fsyncs per write (group commit: one fsync per \
+                 batch on each); reads on the primary under its lease, with no message; \
+                 native client (sessions, exactly-once), Chorus {}",
+                c.chorus_version
+            ),
+            "chorus-raft" => format!(
+                "3 nodes, Raft, each write durable on a majority: 3 copies, 3 fsyncs per \
+                 write (one per node, group commit; the leader's in parallel with the \
+                 followers'), 2 of them waited for; reads by ReadIndex (a heartbeat round); \
+                 native client (sessions, exactly-once), Chorus {}",
                 c.chorus_version
             ),
             other => format!(

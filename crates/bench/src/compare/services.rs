@@ -319,8 +319,9 @@ pub fn start_chorus(
     avoid_ports: &[u16],
 ) -> anyhow::Result<(Service, Vec<SocketAddr>)> {
     let nodes = 3u16;
-    // Primary-backup adds a view service as one more node.
-    let base = free_chorus_base(nodes + 1, avoid_ports)?;
+    // Primary-backup adds a view service as one more node, the hybrid a configuration group
+    // of three.
+    let base = free_chorus_base(nodes + 3, avoid_ports)?;
     let data = dir.join(format!("chorus-{scheme}"));
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let mut command = Command::new(chorus);

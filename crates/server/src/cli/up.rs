@@ -11,6 +11,12 @@
 //! and waits until the view service has a primary that acknowledged a view with a backup (the
 //! third server is a spare). Primary-backup
 //! keeps nothing on disk, so a restart starts an empty cluster.
+//!
+//! With `--protocol hybrid` it starts a configuration group of three (nodes `nodes + 1` to
+//! `nodes + 3`, no RESP port) and `nodes` data servers (3 by default: primary, backup, spare;
+//! `--replicas 3` for views of two backups), node 1 first so that it becomes the primary, and
+//! waits until a view of `replicas` members is active and its primary serves. Data servers
+//! keep durable logs: running it again restarts the same cluster from disk.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -39,6 +45,20 @@ pub struct UpArgs {
     /// then counts the servers, and the view service is one more node).
     #[arg(long, value_enum, default_value_t = Protocol::Raft)]
     protocol: Protocol,
+    /// `hybrid` only: members of a view (the primary and `replicas - 1` backups).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=9))]
+    replicas: u64,
+}
+
+/// The serving primary of a hybrid cluster, once one serves a view of `replicas` members.
+fn hybrid_ready(configs: &[(NodeConfig, PathBuf)], replicas: u64) -> Option<u64> {
+    configs.iter().find_map(|(config, _)| {
+        config.me().redis?;
+        let status = fetch_status(config.me().admin).ok()?;
+        let hybrid = &status["hybrid"];
+        let members = 1 + hybrid["backups"].as_array()?.len() as u64;
+        (hybrid["serving"] == true && members >= replicas).then_some(config.id)
+    })
 }
 
 /// Asks the admin endpoint of a node for its status.
@@ -129,17 +149,26 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let mut configs = Vec::new();
     let mut children = Vec::new();
     let pb = args.protocol == Protocol::Pb;
-    // Under primary-backup the view service starts first, so the servers find it at once.
+    let hybrid = args.protocol == Protocol::Hybrid;
+    // Under primary-backup the view service starts first, so the servers find it at once;
+    // under the hybrid, the configuration group.
     let order: Vec<u64> = if pb {
         std::iter::once(args.nodes + 1)
+            .chain(1..=args.nodes)
+            .collect()
+    } else if hybrid {
+        (args.nodes + 1..=args.nodes + 3)
             .chain(1..=args.nodes)
             .collect()
     } else {
         (1..=args.nodes).collect()
     };
+    let replicas = usize::try_from(args.replicas).unwrap_or(2);
     for id in order {
         let config = if pb {
             NodeConfig::local_pb(args.nodes, id, args.base_port, &data_dir)
+        } else if hybrid {
+            NodeConfig::local_hybrid(args.nodes, replicas, id, args.base_port, &data_dir)
         } else {
             NodeConfig::local(args.nodes, id, args.base_port, &data_dir)
         };
@@ -172,6 +201,22 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             }
         }
         configs.push((config, log));
+        if hybrid && id == 1 {
+            // The first data server registered proposes itself; let it be node 1, so the
+            // printed table and the documented ports agree run after run (a restarted cluster
+            // keeps the primary its configuration names).
+            let admin = configs[configs.len() - 1].0.me().admin;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let epoch = fetch_status(admin)
+                    .ok()
+                    .and_then(|status| status["hybrid"]["epoch"].as_u64());
+                if epoch.is_some_and(|epoch| epoch > 0) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         if pb && id == 1 {
             // The first server to ping becomes the primary; let it be node 1 (RESP on
             // base + 101), so the printed table and the documented ports agree run after run.
@@ -204,6 +249,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         }
         let leader = if pb {
             pb_ready(&configs, args.nodes)
+        } else if hybrid {
+            hybrid_ready(&configs, args.replicas.min(args.nodes))
         } else {
             configs.iter().find_map(|(config, _)| {
                 let status = fetch_status(config.me().admin).ok()?;
@@ -219,6 +266,8 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
                 "no {} within 15 s; see the logs in {}",
                 if pb {
                     "acknowledged view with a primary and a backup"
+                } else if hybrid {
+                    "serving primary with a full view"
                 } else {
                     "leader was elected"
                 },
@@ -234,6 +283,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             args.nodes,
             data_dir.display()
         );
+    } else if hybrid {
+        println!(
+            "Chorus (hybrid): {} data servers (views of {}) and a configuration group of 3 up on 127.0.0.1, primary node {leader}, data in {}",
+            args.nodes,
+            args.replicas,
+            data_dir.display()
+        );
     } else {
         println!(
             "Chorus: {} nodes up on 127.0.0.1, leader node {leader}, data in {}",
@@ -243,7 +299,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "{:<6} {:<13} {:<20} {:<20} {:<20} log",
+        "{:<6} {:<22} {:<20} {:<20} {:<20} log",
         "node", "role", "redis (RESP)", "admin (HTTP)", "peer"
     );
     for (config, log) in &configs {
@@ -253,7 +309,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             .and_then(|status| status["role"].as_str().map(str::to_string))
             .unwrap_or_else(|| "?".into());
         println!(
-            "{:<6} {:<13} {:<20} {:<20} {:<20} {}",
+            "{:<6} {:<22} {:<20} {:<20} {:<20} {}",
             config.id,
             role,
             me.redis.map_or_else(|| "-".to_string(), |r| r.to_string()),
@@ -275,7 +331,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
         "Try: redis-cli -p {} SET greeting hello",
         redis_port(leader)
     );
-    if pb {
+    if pb || hybrid {
         println!(
             "     redis-cli -c -p {} GET greeting   (a backup or spare answers MOVED with the primary's address; -c follows it)",
             redis_port(other)

@@ -57,6 +57,9 @@ pub enum PeerMessage {
     Raft(chorus_raft::Message),
     /// A primary-backup (or view service) message.
     Pb(chorus_pb::Message),
+    /// A hybrid message between data servers, or between a data server and the
+    /// configuration group (whose nodes talk Raft among themselves).
+    Hybrid(chorus_hybrid::Message),
 }
 
 /// Something for the driver to do.
@@ -91,10 +94,11 @@ pub enum Input {
 /// The Raft fields are kept for a primary-backup node too, with the nearest meaning, so tools
 /// reading either see the same shape: `leader` is the primary, `commit` equals `applied`, and
 /// `term`, `last_index` and `match_index` stay empty. The `view` block appears only under
-/// primary-backup.
+/// primary-backup, the `hybrid` block only under the hybrid scheme (where a data server fills
+/// the Raft fields as a primary-backup server does, and a configuration node as a Raft node).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeStatus {
-    /// `raft` or `pb`.
+    /// `raft`, `pb` or `hybrid`.
     pub protocol: String,
     /// This node.
     pub id: u64,
@@ -127,6 +131,34 @@ pub struct NodeStatus {
     /// Primary-backup only: the latest view this node knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewStatus>,
+    /// Hybrid only: the epoch, the view, the lease state and the configuration leader.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hybrid: Option<HybridStatus>,
+}
+
+/// What a hybrid node shows on the admin page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct HybridStatus {
+    /// The epoch of the latest view this node knows (0: none yet).
+    pub epoch: u64,
+    /// That view's primary.
+    pub primary: Option<u64>,
+    /// That view's backups.
+    pub backups: Vec<u64>,
+    /// Whether that view is active (a new primary's view is pending until it activates it).
+    pub active: bool,
+    /// The configuration group's leader, as this node knows it.
+    pub config_leader: Option<u64>,
+    /// Data server: the highest epoch it persisted (it refuses anything older).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub highest_epoch: Option<u64>,
+    /// Data server: whether it passes the serving rule now (primary of an active view, every
+    /// lease unexpired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving: Option<bool>,
+    /// Primary: the time left on the lease from each backup, in milliseconds (0: expired).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lease_ms: BTreeMap<String, u64>,
 }
 
 /// A primary-backup view as the admin page shows it.

@@ -5,14 +5,16 @@
 //!   to it only through these.
 //! - [`driver`]: the one driver loop, generic over a [`driver::Host`]; [`requests`]: the client
 //!   request books every scheme keeps alike.
-//! - [`raft_host`] and [`pb_host`]: what differs per scheme: how to feed its core and carry
-//!   out its Ready.
+//! - [`raft_host`], [`pb_host`] and [`hybrid_host`]: what differs per scheme: how to feed its
+//!   core and carry out its Ready (the hybrid's configuration nodes reuse the Raft host over
+//!   another state machine).
 //! - [`transport`]: TCP between nodes; it knows only the boundary, never a driver.
 //!
 //! Imports run one way: hosts → driver → requests → boundary, and transport → boundary.
 
 pub mod boundary;
 pub mod driver;
+pub mod hybrid_host;
 pub mod pb_host;
 pub mod raft_host;
 pub mod requests;

@@ -78,14 +78,44 @@ pub enum RaftHostError {
     NoSnapshotStore,
 }
 
-/// The replicated state of a Raft node: the key-value store and the origin sessions that
-/// deduplicate re-sent proposals, snapshotted together.
-pub type RaftState = Deduplicated<KvStore>;
+/// The replicated state of a Raft node: the state machine (the key-value store, or the
+/// hybrid scheme's configuration) and the origin sessions that deduplicate re-sent proposals,
+/// snapshotted together.
+pub type RaftState<M = KvStore> = Deduplicated<M>;
+
+/// A state machine the Raft host can replicate: how to make an empty one, and what the admin
+/// page counts in it.
+pub trait Replicated: StateMachine + Send + 'static {
+    /// An empty state machine.
+    fn fresh() -> Self;
+    /// What `/status` shows as `keys`.
+    fn keys(&self) -> u64;
+}
+
+impl Replicated for KvStore {
+    fn fresh() -> KvStore {
+        KvStore::new(KvConfig::default())
+    }
+
+    fn keys(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl Replicated for chorus_hybrid::ConfigStateMachine {
+    fn fresh() -> chorus_hybrid::ConfigStateMachine {
+        chorus_hybrid::ConfigStateMachine::new()
+    }
+
+    fn keys(&self) -> u64 {
+        self.configuration().servers.len() as u64
+    }
+}
 
 /// A fresh, empty replicated state.
 #[must_use]
-pub fn fresh_state() -> RaftState {
-    Deduplicated::new(KvStore::new(KvConfig::default()))
+pub fn fresh_state<M: Replicated>() -> RaftState<M> {
+    Deduplicated::new(M::fresh())
 }
 
 /// Restores the replicated state from the snapshot `meta` in `store`, verifying every block
@@ -93,10 +123,10 @@ pub fn fresh_state() -> RaftState {
 ///
 /// # Errors
 /// [`RaftHostError`] if the file cannot be read, does not verify, or does not decode.
-pub fn restore_state(
+pub fn restore_state<M: Replicated>(
     store: &SnapshotStore,
     meta: SnapshotMeta,
-) -> Result<RaftState, RaftHostError> {
+) -> Result<RaftState<M>, RaftHostError> {
     let mut reader = store.open(meta)?;
     let mut state = fresh_state();
     state
@@ -229,10 +259,10 @@ struct Waiting {
 }
 
 /// The Raft side of a node's driver.
-pub struct RaftHost<S: SnapshotStorage> {
+pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     raft: RawNode,
     /// The store and the proposals that took effect already: replicated state.
-    state: RaftState,
+    state: RaftState<M>,
     storage: S,
     /// Follower: the snapshot being received from the leader.
     partial: Option<PartialSnapshot>,
@@ -271,7 +301,7 @@ pub struct RaftHost<S: SnapshotStorage> {
     synced_vote: (Term, Option<NodeId>),
 }
 
-impl<S: SnapshotStorage> RaftHost<S> {
+impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     /// A host for `raft`, restarted from `storage`'s durable state and `state` (restored from
     /// the durable snapshot, or fresh), in run `incarnation` of the node whose data directory
     /// is `data_dir`; a request waits at most `leaderless_wait` for a leader to be known, and
@@ -279,13 +309,13 @@ impl<S: SnapshotStorage> RaftHost<S> {
     #[must_use]
     pub fn new(
         raft: RawNode,
-        state: RaftState,
+        state: RaftState<M>,
         storage: S,
         data_dir: PathBuf,
         incarnation: u64,
         leaderless_wait: Duration,
         resend_after: Duration,
-    ) -> RaftHost<S> {
+    ) -> RaftHost<S, M> {
         let status = raft.status();
         let snapshot = raft.snapshot();
         let last_snapshot = storage
@@ -326,9 +356,28 @@ impl<S: SnapshotStorage> RaftHost<S> {
         }
     }
 
+    /// The replicated state machine (the hybrid's configuration host reads the configuration
+    /// from it).
+    #[must_use]
+    pub fn state_machine(&self) -> &M {
+        self.state.inner()
+    }
+
+    /// Whether this node is the leader now.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.raft.status().role == Role::Leader
+    }
+
+    /// The leader this node knows, if any.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.status().leader
+    }
+
     /// Writes snapshots at `pacing` (unpaced by default).
     #[must_use]
-    pub fn with_snapshot_pacing(mut self, pacing: SnapshotPacing) -> RaftHost<S> {
+    pub fn with_snapshot_pacing(mut self, pacing: SnapshotPacing) -> RaftHost<S, M> {
         self.pacing = pacing;
         self
     }
@@ -576,7 +625,7 @@ fn read_chunk(
     Ok((Bytes::from(data), offset + wanted as u64 >= length))
 }
 
-impl<S: SnapshotStorage> RaftHost<S> {
+impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     /// Leader: reads the chunk a follower needs and hands it to the core.
     fn send_chunk(&mut self, cx: &Context, request: SnapshotChunkRequest) {
         let SnapshotChunkRequest { to, meta, offset } = request;
@@ -858,7 +907,7 @@ impl<S: SnapshotStorage> RaftHost<S> {
     }
 }
 
-impl<S: SnapshotStorage> Host for RaftHost<S> {
+impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
     type Error = RaftHostError;
 
     fn step(&mut self, cx: &mut Context, from: NodeId, message: PeerMessage) {
@@ -1054,7 +1103,7 @@ impl<S: SnapshotStorage> Host for RaftHost<S> {
                 .into_iter()
                 .map(|(id, index)| (id.0.to_string(), index.0))
                 .collect(),
-            keys: self.state.inner().len() as u64,
+            keys: self.state.inner().keys(),
             snapshot_index: Some(self.raft.snapshot().index.0),
             snapshot_bytes: Some(
                 self.last_snapshot
@@ -1063,6 +1112,7 @@ impl<S: SnapshotStorage> Host for RaftHost<S> {
             ),
             first_index: Some(self.raft.first_index().0),
             view: None,
+            hybrid: None,
         }
     }
 }

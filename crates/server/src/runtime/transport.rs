@@ -6,8 +6,9 @@
 //! Each frame is a 4-byte big-endian length followed by that many bytes: a version byte (1), a
 //! kind byte, and a postcard-encoded body. The first frame on a connection is a `Hello` (kind 1)
 //! naming the cluster, the sender and the intended receiver; every later frame carries one
-//! protocol message: a Raft message (kind 2) or a primary-backup message (kind 3), so the
-//! transport carries either scheme without knowing either ([`PeerMessage`]). A frame over the
+//! protocol message: a Raft message (kind 2), a primary-backup message (kind 3) or a hybrid
+//! data-path message (kind 4), so the transport carries every scheme without knowing any
+//! ([`PeerMessage`]). A frame over the
 //! size limit, a body that does not decode, a foreign cluster id, an unknown sender or a
 //! connection meant for another node closes that connection and is logged; the node keeps
 //! serving. Both schemes tolerate the loss: they retransmit.
@@ -32,6 +33,7 @@ const VERSION: u8 = 1;
 const KIND_HELLO: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 const KIND_PB_MESSAGE: u8 = 3;
+const KIND_HYBRID_MESSAGE: u8 = 4;
 /// How long a new connection may take to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound peer connections held at once (a few per peer, to ride out reconnects).
@@ -98,7 +100,8 @@ pub fn decode_hello(frame: &[u8]) -> Result<Hello, FrameError> {
     decode_frame(KIND_HELLO, frame)
 }
 
-/// Encodes a message frame (kind 2 for Raft, 3 for primary-backup).
+/// Encodes a message frame (kind 2 for Raft, 3 for primary-backup, 4 for the hybrid's data
+/// path).
 ///
 /// # Errors
 /// Never in practice.
@@ -106,16 +109,20 @@ pub fn encode_message(message: &PeerMessage) -> Result<Bytes, FrameError> {
     match message {
         PeerMessage::Raft(message) => encode_frame(KIND_MESSAGE, message),
         PeerMessage::Pb(message) => encode_frame(KIND_PB_MESSAGE, message),
+        PeerMessage::Hybrid(message) => encode_frame(KIND_HYBRID_MESSAGE, message),
     }
 }
 
-/// Decodes a message frame of either kind.
+/// Decodes a message frame of any kind.
 ///
 /// # Errors
 /// [`FrameError`] if the frame is not a well-formed message.
 pub fn decode_message(frame: &[u8]) -> Result<PeerMessage, FrameError> {
     match frame {
         [VERSION, KIND_PB_MESSAGE, ..] => decode_frame(KIND_PB_MESSAGE, frame).map(PeerMessage::Pb),
+        [VERSION, KIND_HYBRID_MESSAGE, ..] => {
+            decode_frame(KIND_HYBRID_MESSAGE, frame).map(PeerMessage::Hybrid)
+        }
         _ => decode_frame(KIND_MESSAGE, frame).map(PeerMessage::Raft),
     }
 }
@@ -328,11 +335,7 @@ mod tests {
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if rng.chance(0.5) && bytes.len() >= 2 {
                 bytes[0] = VERSION;
-                bytes[1] = if rng.chance(0.5) {
-                    KIND_MESSAGE
-                } else {
-                    KIND_PB_MESSAGE
-                };
+                bytes[1] = [KIND_MESSAGE, KIND_PB_MESSAGE, KIND_HYBRID_MESSAGE][rng.index(3)];
             }
             let _ = decode_message(&bytes);
             let _ = decode_hello(&bytes);

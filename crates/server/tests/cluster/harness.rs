@@ -2,8 +2,10 @@
 //!
 //! [`TestCluster`] writes one TOML configuration per node into a temporary directory, starts
 //! each node with its output going to a log file there, and can kill (SIGKILL), restart and
-//! observe them. It runs Raft clusters ([`TestCluster::start`]) and primary-backup clusters
-//! ([`TestCluster::start_pb`]: servers 1..=n and the view service as node n + 1). Its `Drop` kills every process it started, even when the test panics, and on
+//! observe them. It runs Raft clusters ([`TestCluster::start`]), primary-backup clusters
+//! ([`TestCluster::start_pb`]: servers 1..=n and the view service as node n + 1) and hybrid
+//! clusters ([`TestCluster::start_hybrid`]: data servers 1..=n and the configuration group as
+//! nodes n + 1 to n + 3). Its `Drop` kills every process it started, even when the test panics, and on
 //! a panic prints the tail of every node's log and keeps the directory for inspection.
 //!
 //! Ports are taken from a range below Linux's ephemeral range (so that no outbound connection
@@ -87,8 +89,20 @@ pub struct TestCluster {
     root: PathBuf,
     nodes: Vec<Addresses>,
     children: Vec<Option<Child>>,
-    /// Primary-backup: the view service's node id.
-    view_service: Option<u64>,
+    /// Primary-backup: the view service's node id; hybrid: the configuration group's.
+    special: Vec<u64>,
+}
+
+/// What a hybrid data server's `/status` says.
+#[derive(Clone, Debug)]
+pub struct HybridStatus {
+    pub role: String,
+    pub epoch: u64,
+    pub primary: Option<u64>,
+    pub backups: Vec<u64>,
+    pub active: bool,
+    pub serving: bool,
+    pub config_leader: Option<u64>,
 }
 
 impl TestCluster {
@@ -105,14 +119,20 @@ impl TestCluster {
     /// Writes the configurations, with `extra` TOML appended to each (e.g. a `[timing]`
     /// table), without starting anything.
     pub fn configure(count: usize, extra: &str) -> TestCluster {
-        TestCluster::configure_with(count, None, extra)
+        TestCluster::configure_with(count, &[], "", "", extra)
     }
 
     /// Writes the configurations of a primary-backup cluster of `servers` servers (nodes
     /// 1..=servers) and a view service (node servers + 1), with `extra` TOML appended, and
     /// starts the view service, then every server.
     pub fn start_pb(servers: usize, extra: &str) -> TestCluster {
-        let mut cluster = TestCluster::configure_with(servers + 1, Some(servers as u64 + 1), extra);
+        let mut cluster = TestCluster::configure_with(
+            servers + 1,
+            &[servers as u64 + 1],
+            "pb",
+            "view-service",
+            extra,
+        );
         cluster.restart(servers as u64 + 1);
         for node in 1..=servers as u64 {
             cluster.restart(node);
@@ -120,7 +140,75 @@ impl TestCluster {
         cluster
     }
 
-    fn configure_with(count: usize, view_service: Option<u64>, extra: &str) -> TestCluster {
+    /// Writes the configurations of a hybrid cluster of `servers` data servers (nodes
+    /// 1..=servers) and a configuration group of three (nodes servers + 1 to servers + 3),
+    /// with `extra` TOML appended, and starts the group, then every data server (node 1
+    /// first, so that it becomes the primary).
+    pub fn start_hybrid(servers: usize, extra: &str) -> TestCluster {
+        let group: Vec<u64> = (servers as u64 + 1..=servers as u64 + 3).collect();
+        let mut cluster =
+            TestCluster::configure_with(servers + 3, &group, "hybrid", "configuration", extra);
+        for &node in &group {
+            cluster.restart(node);
+        }
+        cluster.restart(1);
+        cluster.poll(
+            Duration::from_secs(10),
+            "node 1 to be named primary",
+            || cluster.hybrid_status(1).filter(|s| s.primary == Some(1)),
+        );
+        for node in 2..=servers as u64 {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    /// Hybrid: what the data server's `/status` says.
+    pub fn hybrid_status(&self, node: u64) -> Option<HybridStatus> {
+        let value = self.status_json(node)?;
+        let hybrid = &value["hybrid"];
+        Some(HybridStatus {
+            role: value["role"].as_str()?.to_string(),
+            epoch: hybrid["epoch"].as_u64()?,
+            primary: hybrid["primary"].as_u64(),
+            backups: hybrid["backups"]
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .collect(),
+            active: hybrid["active"].as_bool()?,
+            serving: hybrid["serving"].as_bool().unwrap_or(false),
+            config_leader: hybrid["config_leader"].as_u64(),
+        })
+    }
+
+    /// Hybrid: waits until a data server serves an active view of at least `members` members
+    /// of an epoch above `newer_than`; returns (epoch, primary, backups).
+    pub fn wait_for_hybrid_view(
+        &self,
+        newer_than: u64,
+        members: usize,
+        within: Duration,
+    ) -> (u64, u64, Vec<u64>) {
+        self.poll(within, "a serving primary with a full view", || {
+            self.servers().into_iter().find_map(|node| {
+                let status = self.hybrid_status(node)?;
+                (status.serving
+                    && status.epoch > newer_than
+                    && status.primary == Some(node)
+                    && status.backups.len() + 1 >= members)
+                    .then_some((status.epoch, node, status.backups))
+            })
+        })
+    }
+
+    fn configure_with(
+        count: usize,
+        special: &[u64],
+        protocol: &str,
+        role: &str,
+        extra: &str,
+    ) -> TestCluster {
         let dir = tempfile::Builder::new()
             .prefix("chorus-e2e-")
             .tempdir()
@@ -136,9 +224,9 @@ impl TestCluster {
         let mut table = String::new();
         for (index, node) in nodes.iter().enumerate() {
             let id = index as u64 + 1;
-            if view_service == Some(id) {
+            if special.contains(&id) {
                 table.push_str(&format!(
-                    "[[nodes]]\nid = {id}\nrole = \"view-service\"\npeer = \"{}\"\nadmin = \"{}\"\n\n",
+                    "[[nodes]]\nid = {id}\nrole = \"{role}\"\npeer = \"{}\"\nadmin = \"{}\"\n\n",
                     node.peer, node.admin
                 ));
                 continue;
@@ -148,10 +236,10 @@ impl TestCluster {
                 node.peer, node.redis, node.admin
             ));
         }
-        let protocol = if view_service.is_some() {
-            "protocol = \"pb\"\n"
+        let protocol = if protocol.is_empty() {
+            String::new()
         } else {
-            ""
+            format!("protocol = \"{protocol}\"\n")
         };
         for id in 1..=count {
             let data = root.join(format!("data-{id}"));
@@ -167,15 +255,15 @@ impl TestCluster {
             root,
             children: (0..count).map(|_| None).collect(),
             nodes,
-            view_service,
+            special: special.to_vec(),
         }
     }
 
-    /// The nodes that serve clients: every node but a view service.
+    /// The nodes that serve clients: every node but a view service or a configuration node.
     pub fn servers(&self) -> Vec<u64> {
         self.ids()
             .into_iter()
-            .filter(|&node| Some(node) != self.view_service)
+            .filter(|node| !self.special.contains(node))
             .collect()
     }
 
@@ -196,7 +284,7 @@ impl TestCluster {
     /// acknowledged, and has a primary and a backup (the backup then holds the complete
     /// state); returns (view, primary, backup).
     pub fn wait_for_pb_view(&self, newer_than: u64, within: Duration) -> (u64, u64, u64) {
-        let service = self.view_service.expect("a primary-backup cluster");
+        let service = *self.special.first().expect("a primary-backup cluster");
         self.poll(within, "an acknowledged view with a backup", || {
             let status = self.pb_status(service)?;
             match (status.acked, status.primary, status.backup) {

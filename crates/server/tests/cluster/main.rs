@@ -9,6 +9,7 @@ mod basics;
 mod failover;
 mod faults;
 mod harness;
+mod hybrid;
 mod pb;
 mod redis_compat;
 mod snapshots;

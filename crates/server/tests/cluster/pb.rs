@@ -25,7 +25,7 @@ const PROBE_ACKS_MAX: usize = 1_000_000;
 /// each acknowledged write was sent and acknowledged: the stopwatch of a failover. Its attempts
 /// are short and its backoff small, so what it measures is the cluster's failover, not the
 /// client's patience.
-struct Probe {
+pub(crate) struct Probe {
     epoch: Instant,
     /// (sent, acknowledged, value), nanoseconds since `epoch`, in order.
     acks: Arc<Mutex<Vec<(u64, u64, u64)>>>,
@@ -34,7 +34,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn start(runtime: &tokio::runtime::Runtime, cluster: &TestCluster) -> Probe {
+    pub(crate) fn start(runtime: &tokio::runtime::Runtime, cluster: &TestCluster) -> Probe {
         let epoch = Instant::now();
         let acks = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -70,12 +70,12 @@ impl Probe {
         }
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 
     /// When the first write sent after `after` was acknowledged, if it was.
-    fn first_ack_sent_after(&self, after: u64) -> Option<u64> {
+    pub(crate) fn first_ack_sent_after(&self, after: u64) -> Option<u64> {
         let acks = self.acks.lock().expect("acks lock");
         acks.iter()
             .find(|&&(sent, _, _)| sent > after)
@@ -83,7 +83,7 @@ impl Probe {
     }
 
     /// Waits until a write sent from now on is acknowledged: the cluster is serving.
-    fn wait_serving(&self, cluster: &TestCluster) {
+    pub(crate) fn wait_serving(&self, cluster: &TestCluster) {
         let now = self.now();
         cluster.poll(STARTUP, "a probe write to be acknowledged", || {
             self.first_ack_sent_after(now)
@@ -119,7 +119,7 @@ impl Probe {
     }
 
     /// Stops the probe; returns the value of its last acknowledged write.
-    fn stop(self, runtime: &tokio::runtime::Runtime) -> u64 {
+    pub(crate) fn stop(self, runtime: &tokio::runtime::Runtime) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(35), self.task).await })
@@ -160,7 +160,7 @@ fn finish_and_check(
     );
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
