@@ -28,7 +28,7 @@ use chorus_check::linearizability::{CheckLimits, Verdict, check};
 use chorus_core::Prng;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Scheme};
 use crate::lab::Lab;
 use crate::nemesis::Nemesis;
 use crate::workload::{Clock, Wire};
