@@ -200,7 +200,9 @@ impl Map {
 
     /// The keys with their values, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Value)> {
-        self.records.iter().map(|(key, record)| (key, &record.value))
+        self.records
+            .iter()
+            .map(|(key, record)| (key, &record.value))
     }
 
     /// The keys with their records, in key order.

@@ -45,7 +45,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 
 use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition, SetExpiry};
-use crate::typed::{self, Map, Record, Score, SortedSet, Value};
+use crate::typed::{Map, Record, Score, SortedSet, Value};
 use bytes::Bytes;
 use chorus_core::{LogIndex, RestoreError, SnapshotImage, StateMachine};
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
@@ -176,7 +176,10 @@ fn write_image<'a>(
     for (key, record) in data.1 {
         put_bytes(&mut buffer, key);
         // Expiry times are at most i64::MAX, so the one added never overflows.
-        put_varint(&mut buffer, record.expires_at.map_or(0, |at| at.saturating_add(1)));
+        put_varint(
+            &mut buffer,
+            record.expires_at.map_or(0, |at| at.saturating_add(1)),
+        );
         put_value(&mut buffer, &record.value);
         if buffer.len() >= WRITE_BUFFER_BYTES {
             out.write_all(&buffer)?;
@@ -1917,7 +1920,11 @@ mod tests {
         assert_eq!(h.store.expires_at(b"k"), Some(1_100));
         assert_eq!(h.store.next_deadline(), Some(1_100));
         assert_eq!(h.apply(at(1_050, ttl("k", true))), integer(50));
-        assert_eq!(h.apply(at(1_040, ttl("k", false))), integer(0), "the clock never goes back");
+        assert_eq!(
+            h.apply(at(1_040, ttl("k", false))),
+            integer(0),
+            "the clock never goes back"
+        );
         assert_eq!(h.store.clock_ms(), 1_050);
         // An unstamped command does not move the clock, however much later it runs.
         assert_eq!(h.op(get("k")), value("v"));
@@ -1997,10 +2004,36 @@ mod tests {
         old[0] = 5;
         assert!(restored.restore_bytes(&old).is_err());
         // A key whose expiry the image's own clock has reached was never written by a store.
-        let expired = vec![SNAPSHOT_VERSION, 4, 100, 1, 1, b'a', 101, TAG_STRING, 1, b'1', 0];
+        let expired = vec![
+            SNAPSHOT_VERSION,
+            4,
+            100,
+            1,
+            1,
+            b'a',
+            101,
+            TAG_STRING,
+            1,
+            b'1',
+            0,
+        ];
         assert!(restored.restore_bytes(&expired).is_err());
-        let live = vec![SNAPSHOT_VERSION, 4, 100, 1, 1, b'a', 102, TAG_STRING, 1, b'1', 0];
-        restored.restore_bytes(&live).expect("a live expiry restores");
+        let live = vec![
+            SNAPSHOT_VERSION,
+            4,
+            100,
+            1,
+            1,
+            b'a',
+            102,
+            TAG_STRING,
+            1,
+            b'1',
+            0,
+        ];
+        restored
+            .restore_bytes(&live)
+            .expect("a live expiry restores");
         assert_eq!(restored.expires_at(b"a"), Some(101));
     }
 
@@ -2015,17 +2048,26 @@ mod tests {
                 condition,
             })
         };
-        use crate::typed::ExpireCondition::{Always, IfLater, IfNone, IfSome, IfSooner};
-        assert_eq!(h.apply(at(1_000, expire("k", 10, Always))), integer(0));
+        let flags = |nx, xx, gt, lt| crate::typed::ExpireCondition { nx, xx, gt, lt };
+        let always = flags(false, false, false, false);
+        let (if_none, if_some) = (
+            flags(true, false, false, false),
+            flags(false, true, false, false),
+        );
+        let (if_later, if_sooner) = (
+            flags(false, false, true, false),
+            flags(false, false, false, true),
+        );
+        assert_eq!(h.apply(at(1_000, expire("k", 10, always))), integer(0));
         h.apply(at(1_000, put("k", "v")));
-        assert_eq!(h.apply(at(1_000, expire("k", 10, IfSome))), integer(0));
-        assert_eq!(h.apply(at(1_000, expire("k", 10, IfLater))), integer(0));
-        assert_eq!(h.apply(at(1_000, expire("k", 500, IfSooner))), integer(1));
-        assert_eq!(h.apply(at(1_000, expire("k", 10, IfNone))), integer(0));
-        assert_eq!(h.apply(at(1_000, expire("k", 600, IfSooner))), integer(0));
-        assert_eq!(h.apply(at(1_000, expire("k", 600, IfLater))), integer(1));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_some))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_later))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 500, if_sooner))), integer(1));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_none))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 600, if_sooner))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 600, if_later))), integer(1));
         assert_eq!(h.store.expires_at(b"k"), Some(1_600));
-        assert_eq!(h.apply(at(1_000, expire("k", 0, Always))), integer(1));
+        assert_eq!(h.apply(at(1_000, expire("k", 0, always))), integer(1));
         assert!(h.store.is_empty());
     }
 

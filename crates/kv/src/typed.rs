@@ -445,22 +445,31 @@ impl Deadline {
     }
 }
 
-/// `EXPIRE`'s conditions (Redis 7): when the new expiry is set.
+/// `EXPIRE`'s options (Redis 7): when the new expiry is set. Several may hold at once
+/// (`XX GT`); the front end refuses the combinations Redis refuses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ExpireCondition {
-    /// Always.
-    #[default]
-    Always,
+pub struct ExpireCondition {
     /// Only if the key has no expiry (`NX`).
-    IfNone,
+    pub nx: bool,
     /// Only if the key has an expiry (`XX`).
-    IfSome,
+    pub xx: bool,
     /// Only if the new expiry is later than the current one; a key without one never
     /// qualifies (`GT`).
-    IfLater,
+    pub gt: bool,
     /// Only if the new expiry is sooner than the current one; a key without one always
     /// qualifies (`LT`).
-    IfSooner,
+    pub lt: bool,
+}
+
+impl ExpireCondition {
+    /// Whether a key whose expiry is `current` may be given the expiry `at`.
+    #[must_use]
+    pub fn allows(self, current: Option<u64>, at: u64) -> bool {
+        !(self.nx && current.is_some()
+            || self.xx && current.is_none()
+            || self.gt && current.is_none_or(|current| at <= current)
+            || self.lt && current.is_some_and(|current| at >= current))
+    }
 }
 
 /// What `GETEX` does to the key's expiry.
@@ -1086,14 +1095,7 @@ fn run(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Outcome<Reply>
             };
             let at = deadline.resolve(now);
             let current = record.expires_at;
-            let allowed = match condition {
-                ExpireCondition::Always => true,
-                ExpireCondition::IfNone => current.is_none(),
-                ExpireCondition::IfSome => current.is_some(),
-                ExpireCondition::IfLater => current.is_some_and(|current| at > current),
-                ExpireCondition::IfSooner => current.is_none_or(|current| at < current),
-            };
-            if !allowed {
+            if !condition.allows(current, at) {
                 return Ok(Reply::Integer(0));
             }
             // A time already past removes the key now, as Redis does.
