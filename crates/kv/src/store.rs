@@ -90,6 +90,10 @@ pub struct KvConfig {
     /// The most sessions kept; registering one more expires the least recently used.
     /// Default 100,000. Zero behaves as one: a registration always keeps its own session.
     pub sessions_max: usize,
+    /// TESTING ONLY, a deliberate bug: restore forgets every key's expiry time, so a replica
+    /// restored from a snapshot keeps keys the others remove.
+    #[cfg(feature = "inject-bugs")]
+    pub restore_drops_expiry: bool,
 }
 
 impl Default for KvConfig {
@@ -97,6 +101,8 @@ impl Default for KvConfig {
         KvConfig {
             session_expiry_entries: 1_000_000,
             sessions_max: 100_000,
+            #[cfg(feature = "inject-bugs")]
+            restore_drops_expiry: false,
         }
     }
 }
@@ -862,6 +868,8 @@ impl KvStore {
                 return Err(refusal("keys are not strictly increasing"));
             }
             previous_key = Some(key.clone());
+            #[cfg(feature = "inject-bugs")]
+            let expires_at = expires_at.filter(|_| !config.restore_drops_expiry);
             data.insert_record(key, Record { value, expires_at });
         }
         let mut sessions = RedBlackTreeMapSync::new_sync();
@@ -1572,6 +1580,7 @@ mod tests {
         KvConfig {
             session_expiry_entries: 40,
             sessions_max: 5,
+            ..KvConfig::default()
         }
     }
 

@@ -242,6 +242,7 @@ fn kv_config() -> impl Strategy<Value = KvConfig> {
         (1u64..6, 0usize..4).prop_map(|(session_expiry_entries, sessions_max)| KvConfig {
             session_expiry_entries,
             sessions_max,
+            ..KvConfig::default()
         }),
     ]
 }
