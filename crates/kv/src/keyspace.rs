@@ -10,6 +10,10 @@
 //! Times are milliseconds of the log clock (see [`crate::KvStore`]): Unix time as the nodes
 //! that proposed the entries read it, made monotonic by the log. Nothing here reads a clock.
 //!
+//! Each record also carries its version: the log index of the command that last wrote the key
+//! (`WATCH` compares it at `EXEC`). A removed key has no version; a key written again gets a
+//! larger one, so a change and a change back are still seen.
+//!
 //! Invariants:
 //! - `deadlines` holds exactly one `(at, key)` per record whose `expires_at` is `Some(at)`, so
 //!   the soonest deadline is its first element.
@@ -19,7 +23,9 @@
 //! The method names follow `rpds`'s maps (`get`, `get_mut`, `insert_mut`, `remove_mut`), so
 //! the code on values reads as before records existed; `insert_mut` is an overwrite and clears
 //! the expiry, as Redis's `SET` does, while changes through `get_mut` keep it, as Redis's
-//! `APPEND` or `HSET` do.
+//! `APPEND` or `HSET` do. Every write stamps the record with [`Map::set_index`]'s index, except
+//! `get_mut`, whose caller calls [`Map::touch`] once its change succeeded (a refused change
+//! leaves the record as it was).
 
 use bytes::Bytes;
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
@@ -33,6 +39,20 @@ pub struct Record {
     pub value: Value,
     /// When the key expires, in log-clock milliseconds; `None` for never.
     pub expires_at: Option<u64>,
+    /// The log index of the command that last wrote the key (set by the map on every write).
+    pub version: u64,
+}
+
+impl Record {
+    /// A record for `value` (its version is set when the map stores it).
+    #[must_use]
+    pub fn new(value: Value, expires_at: Option<u64>) -> Record {
+        Record {
+            value,
+            expires_at,
+            version: 0,
+        }
+    }
 }
 
 /// The key space: records by key, and the keys that expire by deadline.
@@ -40,6 +60,8 @@ pub struct Record {
 pub struct Map {
     records: RedBlackTreeMapSync<Bytes, Record>,
     deadlines: RedBlackTreeSetSync<(u64, Bytes)>,
+    /// The log index of the command being applied: the version every write stamps.
+    index: u64,
 }
 
 impl PartialEq for Map {
@@ -64,6 +86,26 @@ impl Map {
         Map {
             records: RedBlackTreeMapSync::new_sync(),
             deadlines: RedBlackTreeSetSync::new_sync(),
+            index: 0,
+        }
+    }
+
+    /// Sets the log index that the following writes stamp on the records they write.
+    pub fn set_index(&mut self, index: u64) {
+        self.index = index;
+    }
+
+    /// A key's version (the index of the command that last wrote it), 0 if absent.
+    #[must_use]
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.records.get(key).map_or(0, |record| record.version)
+    }
+
+    /// Marks a key as written now (after a change through [`Map::get_mut`]).
+    pub fn touch(&mut self, key: &[u8]) {
+        let index = self.index;
+        if let Some(record) = self.records.get_mut(key) {
+            record.version = index;
         }
     }
 
@@ -73,7 +115,8 @@ impl Map {
         self.records.get(key).map(|record| &record.value)
     }
 
-    /// A key's value, to change in place; the key keeps its expiry.
+    /// A key's value, to change in place; the key keeps its expiry. The caller calls
+    /// [`Map::touch`] once the change succeeded.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
         self.records.get_mut(key).map(|record| &mut record.value)
     }
@@ -92,26 +135,33 @@ impl Map {
 
     /// Sets a key's value, dropping any expiry it had (an overwrite).
     pub fn insert_mut(&mut self, key: Bytes, value: Value) {
-        self.insert_record(
-            key,
-            Record {
-                value,
-                expires_at: None,
-            },
-        );
+        self.insert_record(key, Record::new(value, None));
     }
 
     /// Sets a key's value, keeping the expiry of the value it replaces (a change of the
     /// value, such as `APPEND` or `INCR`).
     pub fn replace_value(&mut self, key: Bytes, value: Value) {
+        let index = self.index;
         match self.records.get_mut(&key) {
-            Some(record) => record.value = value,
+            Some(record) => {
+                record.value = value;
+                record.version = index;
+            }
             None => self.insert_mut(key, value),
         }
     }
 
-    /// Stores a whole record, replacing the key's old one.
+    /// Stores a whole record (stamped with the current index), replacing the key's old one.
     pub fn insert_record(&mut self, key: Bytes, record: Record) {
+        let record = Record {
+            version: self.index,
+            ..record
+        };
+        self.restore_record(key, record);
+    }
+
+    /// Stores a record as it is, version included (to rebuild a map from a snapshot).
+    pub fn restore_record(&mut self, key: Bytes, record: Record) {
         self.forget_deadline(&key);
         if let Some(at) = record.expires_at {
             self.deadlines.insert_mut((at, key.clone()));
@@ -146,10 +196,7 @@ impl Map {
         if record.expires_at == expires_at {
             return true;
         }
-        let record = Record {
-            value: record.value.clone(),
-            expires_at,
-        };
+        let record = Record::new(record.value.clone(), expires_at);
         self.insert_record(Bytes::copy_from_slice(key), record);
         true
     }
@@ -266,13 +313,10 @@ mod tests {
         assert_eq!(map.expiring(), 0);
         assert_eq!(map.size(), 1);
         let copy = map.clone();
-        map.insert_record(
-            b("d"),
-            Record {
-                value: string("4"),
-                expires_at: Some(1),
-            },
-        );
+        map.set_index(7);
+        map.insert_record(b("d"), Record::new(string("4"), Some(1)));
+        assert_eq!(map.version(b"d"), 7);
+        assert_eq!(map.version(b"a"), 0);
         assert_ne!(copy, map, "a clone does not see later writes");
         assert_eq!(map.expire_due(u64::MAX), 1);
         assert_eq!(copy, map);

@@ -58,12 +58,12 @@ use std::sync::Arc;
 /// Version 4 is written record by record (so it streams): the version byte, then as varints
 /// the last applied index, the log clock (milliseconds) and the number of keys; each key as a
 /// varint length and its bytes, its expiry as a varint (0 for none, else the expiry time plus
-/// one), then its value as a type tag byte and the value's records (see `put_value`); then
+/// one), its version (the log index that last wrote it) as a varint, then its value as a type tag byte and the value's records (see `put_value`); then
 /// the number of sessions, and each session as its client id, a varint length and the
 /// postcard encoding of the session.
 ///
 /// Version 3, written before expiry existed, is still restored: it is version 4 without the
-/// log clock and the expiries. Version 2, written before typed values existed, is version 3
+/// log clock, the expiries and the versions. Version 2, written before typed values existed, is version 3
 /// with every value a string and no type tags. Version 1 was one postcard value and was never
 /// written to disk.
 pub const SNAPSHOT_VERSION: u8 = 4;
@@ -186,6 +186,7 @@ fn write_image<'a>(
             &mut buffer,
             record.expires_at.map_or(0, |at| at.saturating_add(1)),
         );
+        put_varint(&mut buffer, record.version);
         put_value(&mut buffer, &record.value);
         if buffer.len() >= WRITE_BUFFER_BYTES {
             out.write_all(&buffer)?;
@@ -488,6 +489,12 @@ impl KvStore {
         self.data.expires_at(key)
     }
 
+    /// A key's version: the log index of the command that last wrote it, 0 if absent.
+    #[must_use]
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.data.version(key)
+    }
+
     /// The soonest expiry time of any key: once a node's wall clock passes it, the key is
     /// due, and the node should move the log clock (a [`Command::Tick`]) and serve reads
     /// through the log ([`Command::ReadAt`]) until the key is gone.
@@ -766,13 +773,8 @@ impl KvStore {
                 // command, as Redis's next access would.
                 Some(SetExpiry::At(deadline)) => Some(deadline.resolve(self.clock_ms)),
             };
-            self.data.insert_record(
-                key,
-                Record {
-                    value: Value::String(value),
-                    expires_at,
-                },
-            );
+            self.data
+                .insert_record(key, Record::new(Value::String(value), expires_at));
         }
         Ok(Response::Set { applied, previous })
     }
@@ -840,8 +842,8 @@ impl KvStore {
         let mut previous_key: Option<Bytes> = None;
         for _ in 0..reader.varint()? {
             let key = Bytes::from(reader.bytes()?);
-            let expires_at = if version == SNAPSHOT_VERSION {
-                match reader.varint()? {
+            let (expires_at, written_at) = if version == SNAPSHOT_VERSION {
+                let expires_at = match reader.varint()? {
                     0 => None,
                     // Applying removes every key the clock has reached, and expiry times
                     // never exceed i64::MAX: anything else was not written by a store.
@@ -852,9 +854,14 @@ impl KvStore {
                         return Err(refusal("an expiry time beyond i64::MAX"));
                     }
                     stored => Some(stored - 1),
+                };
+                let written_at = reader.varint()?;
+                if written_at > last_applied.0 {
+                    return Err(refusal("a key was written after the last applied index"));
                 }
+                (expires_at, written_at)
             } else {
-                None
+                (None, 0)
             };
             let value = if version == SNAPSHOT_VERSION_STRINGS_ONLY {
                 Value::String(Bytes::from(reader.bytes()?))
@@ -870,7 +877,12 @@ impl KvStore {
             previous_key = Some(key.clone());
             #[cfg(feature = "inject-bugs")]
             let expires_at = expires_at.filter(|_| !config.restore_drops_expiry);
-            data.insert_record(key, Record { value, expires_at });
+            let record = Record {
+                value,
+                expires_at,
+                version: written_at,
+            };
+            data.restore_record(key, record);
         }
         let mut sessions = RedBlackTreeMapSync::new_sync();
         let mut sessions_by_use = RedBlackTreeSetSync::new_sync();
@@ -948,6 +960,7 @@ impl StateMachine for KvStore {
             self.last_applied
         );
         self.last_applied = index;
+        self.data.set_index(index.0);
         self.expire_idle(index);
         let response = match Command::decode(command) {
             Ok(command) => self.apply_command(index, command),
@@ -1714,10 +1727,7 @@ mod tests {
                 let data: Vec<(Bytes, Record)> = data
                     .into_iter()
                     .map(|(key, value)| {
-                        let record = Record {
-                            value: Value::String(value),
-                            expires_at: None,
-                        };
+                        let record = Record::new(Value::String(value), None);
                         (key, record)
                     })
                     .collect();
@@ -1870,7 +1880,7 @@ mod tests {
     #[test]
     fn restore_refuses_impossible_typed_values() {
         let image = |value: &[u8]| {
-            let mut bytes = vec![SNAPSHOT_VERSION, 1, 0, 1, 1, b'k', 0];
+            let mut bytes = vec![SNAPSHOT_VERSION, 1, 0, 1, 1, b'k', 0, 0];
             bytes.extend_from_slice(value);
             bytes.push(0);
             bytes
@@ -2013,37 +2023,68 @@ mod tests {
         old[0] = 5;
         assert!(restored.restore_bytes(&old).is_err());
         // A key whose expiry the image's own clock has reached was never written by a store.
-        let expired = vec![
-            SNAPSHOT_VERSION,
-            4,
-            100,
-            1,
-            1,
-            b'a',
-            101,
-            TAG_STRING,
-            1,
-            b'1',
-            0,
-        ];
-        assert!(restored.restore_bytes(&expired).is_err());
-        let live = vec![
-            SNAPSHOT_VERSION,
-            4,
-            100,
-            1,
-            1,
-            b'a',
-            102,
-            TAG_STRING,
-            1,
-            b'1',
-            0,
-        ];
+        // version 4, applied 4, clock 100, one key "a" (expiry, version), a string, no sessions
+        let image = |expiry_plus_one: u8, version: u8| {
+            vec![
+                SNAPSHOT_VERSION,
+                4,
+                100,
+                1,
+                1,
+                b'a',
+                expiry_plus_one,
+                version,
+                TAG_STRING,
+                1,
+                b'1',
+                0,
+            ]
+        };
+        assert!(restored.restore_bytes(&image(101, 0)).is_err());
+        assert!(
+            restored.restore_bytes(&image(102, 5)).is_err(),
+            "written after applied"
+        );
         restored
-            .restore_bytes(&live)
+            .restore_bytes(&image(102, 3))
             .expect("a live expiry restores");
         assert_eq!(restored.expires_at(b"a"), Some(101));
+    }
+
+    /// Proves a key's version is the index of the last command that wrote it: reads, refused
+    /// writes and writes to other keys leave it, removal resets it, and snapshots carry it.
+    #[test]
+    fn versions_follow_writes() {
+        use crate::typed::TypedOp;
+        let mut h = Harness::new(KvConfig::default());
+        h.op(put("k", "1")); // index 1
+        assert_eq!(h.store.version(b"k"), 1);
+        h.op(get("k"));
+        h.op(put("other", "x"));
+        h.op(Op::Typed(TypedOp::HSet {
+            key: b("k"),
+            pairs: vec![(b("f"), b("v"))],
+            legacy_ok: false,
+        })); // WRONGTYPE, refused
+        assert_eq!(h.store.version(b"k"), 1);
+        h.op(append("k", "2")); // index 5
+        assert_eq!(h.store.version(b"k"), 5);
+        h.op(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members: vec![b("a")],
+        }));
+        h.op(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members: vec![b("b")],
+        })); // index 7
+        assert_eq!(h.store.version(b"s"), 7);
+        let mut restored = KvStore::new(KvConfig::default());
+        restored
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("restores");
+        assert_eq!((restored.version(b"k"), restored.version(b"s")), (5, 7));
+        h.op(Op::Delete { key: b("k") });
+        assert_eq!(h.store.version(b"k"), 0);
     }
 
     /// Proves `EXPIRE`'s conditions and its removal of a key given a time already past.

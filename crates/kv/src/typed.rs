@@ -961,6 +961,8 @@ fn update<C: Collection, R>(
             let result = change(Arc::make_mut(collection))?;
             if collection.empty() {
                 data.remove_mut(key);
+            } else {
+                data.touch(key);
             }
             result
         }
