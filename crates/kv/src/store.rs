@@ -729,7 +729,7 @@ impl KvStore {
                 expiry,
             } => self.set(key, value, &condition, Some(expiry))?,
             Op::DeleteMany { keys } => {
-                let removed = keys.iter().filter(|key| self.data.remove_mut(*key)).count();
+                let removed = keys.iter().filter(|key| self.data.remove_mut(key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
             Op::Typed(op) => Response::Reply(crate::typed::execute(
@@ -797,7 +797,7 @@ impl KvStore {
             Query::Exists { keys } => {
                 let present = keys
                     .iter()
-                    .filter(|key| self.data.contains_key(*key))
+                    .filter(|key| self.data.contains_key(key))
                     .count();
                 Response::Integer(i64::try_from(present).unwrap_or(i64::MAX))
             }
