@@ -59,6 +59,28 @@ pub enum Command {
         /// The read.
         query: Query,
     },
+    /// A transaction (Redis `MULTI` … `EXEC`), applied at one log position: if every
+    /// `watched` key still has the version it had when it was watched (`WATCH`; 0 for an
+    /// absent key), the steps run in order, nothing between them; otherwise none runs.
+    /// Answered with [`Response::Transaction`]. The log clock moves up to `now_ms` first.
+    TransactionAt {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+        /// The watched keys with the versions they had when watched.
+        watched: Vec<(Bytes, u64)>,
+        /// The commands, in order.
+        steps: Vec<Step>,
+    },
+}
+
+/// One command of a transaction. (An [`Op`] never holds a transaction, so transactions do
+/// not nest and decoding one cannot recurse.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// A change, answered as [`Command::Unsessioned`] would be.
+    Write(Op),
+    /// A read, answered as [`chorus_core::StateMachine::query`] would be.
+    Read(Query),
 }
 
 /// An operation on the key-value map.
@@ -192,6 +214,12 @@ pub enum Query {
     /// A read-only Redis command on typed values ([`TypedOp::is_write`] is false; a write is
     /// refused with [`KvError::Malformed`]). Answered with [`Response::Reply`].
     Typed(TypedOp),
+    /// Each key's version: the log index of the command that last wrote it, 0 if absent
+    /// (what Redis's `WATCH` remembers). Answered with [`Response::Versions`].
+    Versions {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
 }
 
 /// The answer to a command or query.
@@ -224,6 +252,11 @@ pub enum Response {
     },
     /// The answer to a [`TypedOp`], shaped like Redis's reply (errors included).
     Reply(Reply),
+    /// The keys' versions, in the order asked ([`Query::Versions`]).
+    Versions(Vec<u64>),
+    /// The answers to a transaction's steps, in order; `None` if a watched key had changed
+    /// and nothing ran ([`Command::TransactionAt`]).
+    Transaction(Option<Vec<Response>>),
 }
 
 /// Why a command was refused. Each is a definite answer: the command had no effect.

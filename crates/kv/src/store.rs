@@ -44,7 +44,9 @@ use std::cmp::Ordering;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 
-use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition, SetExpiry};
+use crate::command::{
+    ClientId, Command, KvError, Op, Query, Response, SetCondition, SetExpiry, Step,
+};
 use crate::typed::{Map, Record, Score, SortedSet, Value};
 use bytes::Bytes;
 use chorus_core::{LogIndex, RestoreError, SnapshotImage, StateMachine};
@@ -547,6 +549,27 @@ impl KvStore {
                 self.advance_clock(now_ms);
                 self.answer(&query)
             }
+            Command::TransactionAt {
+                now_ms,
+                watched,
+                steps,
+            } => {
+                self.advance_clock(now_ms);
+                let unchanged = watched
+                    .iter()
+                    .all(|(key, version)| self.data.version(key) == *version);
+                if !unchanged {
+                    return Response::Transaction(None);
+                }
+                let answers = steps
+                    .into_iter()
+                    .map(|step| match step {
+                        Step::Write(op) => self.execute(index, op),
+                        Step::Read(query) => self.answer(&query),
+                    })
+                    .collect();
+                Response::Transaction(Some(answers))
+            }
         }
     }
 
@@ -800,6 +823,9 @@ impl KvStore {
                     .filter(|key| self.data.contains_key(key))
                     .count();
                 Response::Integer(i64::try_from(present).unwrap_or(i64::MAX))
+            }
+            Query::Versions { keys } => {
+                Response::Versions(keys.iter().map(|key| self.data.version(key)).collect())
             }
             Query::Typed(op) if op.is_write() => Response::Error(KvError::Malformed),
             Query::Typed(op) => {
@@ -2085,6 +2111,50 @@ mod tests {
         assert_eq!((restored.version(b"k"), restored.version(b"s")), (5, 7));
         h.op(Op::Delete { key: b("k") });
         assert_eq!(h.store.version(b"k"), 0);
+    }
+
+    /// Proves a transaction runs its steps in order at one index when every watched key kept
+    /// its version, and runs nothing when one changed (or appeared, or went).
+    #[test]
+    fn transactions_run_whole_or_not_at_all() {
+        let mut h = Harness::new(KvConfig::default());
+        h.op(put("k", "1")); // index 1
+        let version =
+            |h: &Harness, key: &str| match h.query(&Query::Versions { keys: vec![b(key)] }) {
+                Response::Versions(versions) => versions[0],
+                other => panic!("versions answered {other:?}"),
+            };
+        assert_eq!((version(&h, "k"), version(&h, "absent")), (1, 0));
+        let transaction = |watched: Vec<(Bytes, u64)>| Command::TransactionAt {
+            now_ms: 5,
+            watched,
+            steps: vec![
+                Step::Write(incr("k", 1)),
+                Step::Read(Query::Get { key: b("k") }),
+                Step::Write(incr("k", 1)),
+            ],
+        };
+        let ran = h.apply(transaction(vec![(b("k"), 1), (b("absent"), 0)]));
+        assert_eq!(
+            ran,
+            Response::Transaction(Some(vec![
+                Response::Integer(2),
+                value("2"),
+                Response::Integer(3)
+            ]))
+        );
+        assert_eq!(h.store.version(b"k"), 2);
+        assert_eq!(h.store.clock_ms(), 5);
+        assert_eq!(
+            h.apply(transaction(vec![(b("k"), 1)])),
+            Response::Transaction(None)
+        );
+        h.op(put("absent", "now"));
+        assert_eq!(
+            h.apply(transaction(vec![(b("absent"), 0)])),
+            Response::Transaction(None)
+        );
+        assert_eq!(h.store.get(b"k"), Some(&b("3")));
     }
 
     /// Proves `EXPIRE`'s conditions and its removal of a key given a time already past.

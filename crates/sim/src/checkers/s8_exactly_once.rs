@@ -14,7 +14,7 @@ use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId};
 use chorus_kv::{
-    ClientId, Command, Deadline, KvError, Op, Query, Response, SetCondition, SetExpiry,
+    ClientId, Command, Deadline, KvError, Op, Query, Response, SetCondition, SetExpiry, Step,
 };
 use chorus_raft::EntryPayload;
 
@@ -126,6 +126,26 @@ impl ExactlyOnce {
                     _ => Response::Error(KvError::Malformed),
                 }
             }
+            // The workload watches no key; a transaction without watches runs its steps.
+            Command::TransactionAt {
+                now_ms,
+                watched,
+                steps,
+            } if watched.is_empty() => {
+                self.advance(now_ms);
+                let answers = steps
+                    .into_iter()
+                    .map(|step| match step {
+                        Step::Write(op) => self.execute(op),
+                        Step::Read(Query::Get { key }) => {
+                            Response::Value(self.data.get(&key).cloned())
+                        }
+                        Step::Read(_) => Response::Error(KvError::Malformed),
+                    })
+                    .collect();
+                Response::Transaction(Some(answers))
+            }
+            Command::TransactionAt { .. } => Response::Error(KvError::Malformed),
             Command::Register => {
                 let client = ClientId(index.0);
                 self.sessions.insert(client, (0, None));
