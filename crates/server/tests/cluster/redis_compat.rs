@@ -354,6 +354,50 @@ fn script() -> Vec<(Compare, Vec<&'static str>)> {
         (Exact, "SUNIONSTORE c s2"),
         (Exact, "TTL c"),
         (Exact, "DEL e2 e3 c"),
+        // Transactions on one connection (WATCH against another connection is checked
+        // below).
+        (Exact, "EXEC"),
+        (Exact, "DISCARD"),
+        (Exact, "MULTI"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 1"),
+        (Exact, "INCR tx"),
+        (Exact, "GET tx"),
+        (Exact, "HSET tx f v"),
+        (Exact, "PING"),
+        (Exact, "ECHO hi"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 2"),
+        (Exact, "NOSUCH x"),
+        (Exact, "GET tx"),
+        (Exact, "EXEC"),
+        (Exact, "GET tx"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 3"),
+        (Exact, "GET"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "WATCH tx"),
+        (Exact, "SET tx 4"),
+        (Exact, "EXEC"),
+        (Exact, "WATCH tx"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 5"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 6"),
+        (Exact, "DISCARD"),
+        (Exact, "GET tx"),
+        (Exact, "MULTI"),
+        (Exact, "EXEC"),
+        (Exact, "WATCH"),
+        (Exact, "MULTI"),
+        (Exact, "UNWATCH"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI x"),
+        (Exact, "UNWATCH"),
+        (Exact, "DEL tx"),
         // Arity and syntax errors.
         (Exact, "HGET h"),
         (Exact, "LPUSH l"),
@@ -465,6 +509,60 @@ fn redis_compat_replies_match_a_real_redis_server() {
             ));
         }
     }
+    // WATCH: a key changed by another connection (or created, or expired) between WATCH and
+    // EXEC makes EXEC answer a null array; an untouched one lets it run.
+    let mut redis_other = Resp::connect(redis_address);
+    let mut chorus_other = Resp::connect(cluster.redis(leader));
+    let watch_script: &[(bool, &str)] = &[
+        (false, "SET w 1"),
+        (false, "WATCH w"),
+        (true, "SET w 2"),
+        (false, "MULTI"),
+        (false, "SET w 3"),
+        (false, "EXEC"),
+        (false, "GET w"),
+        (false, "WATCH w"),
+        (true, "SET w 2"),
+        (false, "UNWATCH"),
+        (false, "MULTI"),
+        (false, "SET w 4"),
+        (false, "EXEC"),
+        (false, "WATCH w absent"),
+        (true, "SET absent 1"),
+        (false, "MULTI"),
+        (false, "PING"),
+        (false, "EXEC"),
+        (false, "WATCH w absent2"),
+        (true, "GET w"),
+        (false, "MULTI"),
+        (false, "INCR w"),
+        (false, "EXEC"),
+        (false, "SET wk 1 PX 100"),
+        (false, "WATCH wk"),
+    ];
+    for (other, line) in watch_script {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (expected, actual) = if *other {
+            (redis_other.call(&words), chorus_other.call(&words))
+        } else {
+            (redis.call(&words), chorus.call(&words))
+        };
+        if expected != actual {
+            differences.push(format!(
+                "{line}\n    redis:  {expected:?}\n    chorus: {actual:?}"
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for line in ["MULTI", "GET wk", "EXEC", "DEL w absent"] {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (expected, actual) = (redis.call(&words), chorus.call(&words));
+        if expected != actual {
+            differences.push(format!(
+                "{line}\n    redis:  {expected:?}\n    chorus: {actual:?}"
+            ));
+        }
+    }
     // Keys expire by time: after their expiry, reads on every node miss them, and the leader
     // removes a key nobody reads through the log (a time tick) on its own.
     let timed = [
@@ -513,7 +611,7 @@ fn redis_compat_replies_match_a_real_redis_server() {
             "n{node} still returns an expired key"
         );
     }
-    let script_len = script.len() + timed.len() + 3;
+    let script_len = script.len() + timed.len() + 3 + watch_script.len() + 4;
     println!(
         "redis_compat: {} commands covered, {} checks, {} identical, {} different",
         commands.len(),

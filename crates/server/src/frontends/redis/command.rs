@@ -180,6 +180,20 @@ pub enum RedisCommand {
         /// Which view of the cluster.
         what: ClusterView,
     },
+    /// `MULTI`: starts queuing a transaction. Reply: `+OK`; then `+QUEUED` for each command.
+    Multi,
+    /// `EXEC`: runs the queued commands at one log position. Reply: an array of their
+    /// replies; a null array if a watched key changed; `EXECABORT` if one was refused.
+    Exec,
+    /// `DISCARD`: drops the queued commands and the watches. Reply: `+OK`.
+    Discard,
+    /// `WATCH key [key ...]`: `EXEC` then runs only if none of the keys changed. Reply: `+OK`.
+    Watch {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// `UNWATCH`: forgets the watched keys. Reply: `+OK`.
+    Unwatch,
     /// A command on typed values or the key space (`HSET`, `LPUSH`, `ZADD`, `TYPE`, …),
     /// parsed by [`super::data`]. Reply: the state machine's [`chorus_kv::Reply`].
     Typed {
@@ -335,6 +349,25 @@ pub fn parse(arguments: Vec<Bytes>) -> Result<RedisCommand, CommandError> {
             sections: arguments.to_vec(),
         },
         b"config" => parse_config(arguments)?,
+        b"multi" => {
+            let [] = exactly(arguments, "multi")?;
+            RedisCommand::Multi
+        }
+        b"exec" => {
+            let [] = exactly(arguments, "exec")?;
+            RedisCommand::Exec
+        }
+        b"discard" => {
+            let [] = exactly(arguments, "discard")?;
+            RedisCommand::Discard
+        }
+        b"unwatch" => {
+            let [] = exactly(arguments, "unwatch")?;
+            RedisCommand::Unwatch
+        }
+        b"watch" => RedisCommand::Watch {
+            keys: at_least_one(arguments, "watch")?,
+        },
         b"cluster" => parse_cluster(arguments)?,
         typed => match super::data::parse(typed, arguments) {
             Some(parsed) => {
@@ -412,6 +445,11 @@ impl RedisCommand {
             RedisCommand::DbSize => "dbsize",
             RedisCommand::Info { .. } => "info",
             RedisCommand::ConfigGet { .. } => "config|get",
+            RedisCommand::Multi => "multi",
+            RedisCommand::Exec => "exec",
+            RedisCommand::Discard => "discard",
+            RedisCommand::Watch { .. } => "watch",
+            RedisCommand::Unwatch => "unwatch",
             RedisCommand::Typed { name, .. } => name,
             RedisCommand::Cluster { what } => match what {
                 ClusterView::Slots => "cluster|slots",
