@@ -370,3 +370,28 @@ fn an_invalid_history_is_a_bug_upstream() {
     ok_get_without_output.output = Output::None;
     let _ = check(&[ok_get_without_output], CheckLimits::default());
 }
+
+fn append_with_length(client: u64, suffix: &str, length: u64, call: u64, ret: u64) -> Operation {
+    Operation {
+        output: Output::Length(length),
+        ..append(client, suffix, call, ret)
+    }
+}
+
+#[test]
+fn an_append_must_report_the_length_it_left() {
+    // Two concurrent appends: the lengths say which went first.
+    assert_linearizable(&[
+        append_with_length(0, "ab", 4, 0, 10),
+        append_with_length(1, "cd", 2, 0, 10),
+        get(2, Some("cdab"), 20, 30),
+    ]);
+    // The same lengths contradict the order the read saw.
+    assert_not_linearizable(&[
+        append_with_length(0, "ab", 4, 0, 10),
+        append_with_length(1, "cd", 2, 0, 10),
+        get(2, Some("abcd"), 20, 30),
+    ]);
+    // A length no order gives.
+    assert_not_linearizable(&[put(0, "x", 0, 10), append_with_length(1, "y", 1, 20, 30)]);
+}
