@@ -11,8 +11,10 @@
 //! HISTORY.md's examples (`client, op, key, from, value, call, return, status, output`), and
 //! the reader is strict: an unknown `op` or `status`, a missing or unknown field, or a value of
 //! the wrong type is an error that names the line. Fields that do not apply are omitted when
-//! writing; an `output` on a `put`, an `append` or an operation that is not `ok` is ignored
-//! when reading, as HISTORY.md says.
+//! writing; an `output` on a `put` or an operation that is not `ok` is ignored when reading,
+//! as HISTORY.md says. Chorus extends the format by one optional field value: an `ok`
+//! `append` may carry the length of the value after it (an integer), which the store reports
+//! and the checker holds it to; a reader that ignores it loses only that check.
 //!
 //! Invariants of a valid history (checked by [`validate`], and by [`read_jsonl`] before it
 //! returns):
@@ -20,8 +22,8 @@
 //! - `ok` and `fail` operations have a `return`, and a `return` is never before its `call`;
 //! - `get` has no `value`; `put` and `append` have a `value`; `cas` has both `from` and
 //!   `value`; only `cas` has `from`;
-//! - an `ok` `get` has an output (a string or null), an `ok` `cas` has a boolean output, and
-//!   nothing else has one.
+//! - an `ok` `get` has an output (a string or null), an `ok` `cas` has a boolean output, an
+//!   `ok` `append` may have an integer output, and nothing else has one.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
@@ -89,6 +91,9 @@ pub enum Output {
     Value(Option<String>),
     /// Whether an `ok` `cas` swapped.
     Swapped(bool),
+    /// The length in bytes of the value after an `ok` `append`, when the store reported it
+    /// (Redis `APPEND` does; a workload that did not look writes no output).
+    Length(u64),
 }
 
 /// One client operation of a history: one line of the HISTORY.md format.
@@ -188,6 +193,7 @@ struct RecordOut<'a> {
 enum OutputOut<'a> {
     Value(Option<&'a str>),
     Swapped(bool),
+    Length(u64),
 }
 
 /// The JSON shape of one operation when reading. `deny_unknown_fields` turns a misspelt field
@@ -221,8 +227,9 @@ fn deserialize_present<'de, D: Deserializer<'de>>(
 impl RecordIn {
     fn into_operation(self) -> Result<Operation, String> {
         let output = match (self.status, self.kind_output()) {
-            // HISTORY.md: the output is ignored for put and append; it means nothing for an
-            // operation that failed or whose outcome is unknown.
+            // HISTORY.md: the output is ignored for a put; it means nothing for an operation
+            // that failed or whose outcome is unknown. An append's output, the length after
+            // it, is optional.
             (OpStatus::Ok, Some(OpKind::Get)) => match self.output {
                 None => Output::None,
                 Some(serde_json::Value::Null) => Output::Value(None),
@@ -239,6 +246,17 @@ impl RecordIn {
                 Some(other) => {
                     return Err(format!("a cas's output must be true or false, not {other}"));
                 }
+            },
+            (OpStatus::Ok, Some(OpKind::Append)) => match self.output {
+                None => Output::None,
+                Some(other) => match other.as_u64() {
+                    Some(length) => Output::Length(length),
+                    None => {
+                        return Err(format!(
+                            "an append's output must be the length after it, not {other}"
+                        ));
+                    }
+                },
             },
             _ => Output::None,
         };
@@ -257,7 +275,7 @@ impl RecordIn {
 
     /// The kind, for the kinds whose output is kept.
     fn kind_output(&self) -> Option<OpKind> {
-        matches!(self.op, OpKind::Get | OpKind::Cas).then_some(self.op)
+        matches!(self.op, OpKind::Get | OpKind::Cas | OpKind::Append).then_some(self.op)
     }
 }
 
@@ -277,6 +295,7 @@ pub fn write_jsonl<W: Write>(ops: &[Operation], out: W) -> std::io::Result<()> {
             Output::None => None,
             Output::Value(value) => Some(OutputOut::Value(value.as_deref())),
             Output::Swapped(swapped) => Some(OutputOut::Swapped(*swapped)),
+            Output::Length(length) => Some(OutputOut::Length(*length)),
         };
         let record = RecordOut {
             client: op.client,
@@ -387,7 +406,8 @@ fn check_operation(op: &Operation) -> Result<(), String> {
     }
     match (op.status, op.kind, &op.output) {
         (OpStatus::Ok, OpKind::Get, Output::Value(_))
-        | (OpStatus::Ok, OpKind::Cas, Output::Swapped(_)) => Ok(()),
+        | (OpStatus::Ok, OpKind::Cas, Output::Swapped(_))
+        | (OpStatus::Ok, OpKind::Append, Output::Length(_)) => Ok(()),
         (OpStatus::Ok, OpKind::Get, _) => {
             Err("an ok get needs an output: a string, or null for an absent key".to_string())
         }
@@ -396,7 +416,8 @@ fn check_operation(op: &Operation) -> Result<(), String> {
         }
         (_, _, Output::None) => Ok(()),
         (_, _, output) => Err(format!(
-            "only an ok get or cas has an output, not this {kind} with status {status}: {output:?}"
+            "only an ok get, cas or append has an output, not this {kind} with status {status}: \
+             {output:?}"
         )),
     }
 }

@@ -259,6 +259,7 @@ fn op_row(op: &Operation) -> OpRow {
         Output::Value(Some(value)) => format!("{value:?}"),
         Output::Value(None) => "nil".to_string(),
         Output::Swapped(swapped) => swapped.to_string(),
+        Output::Length(length) => format!("length {length}"),
     };
     (
         op.client,

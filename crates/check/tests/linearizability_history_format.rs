@@ -166,6 +166,30 @@ fn reader_ignores_output_of_put_and_of_operations_that_are_not_ok() {
 }
 
 #[test]
+fn an_append_may_carry_its_length_which_round_trips() {
+    let text = concat!(
+        r#"{"client":0,"op":"append","key":"x","value":"ab","call":1,"return":2,"status":"ok","output":2}"#,
+        "\n",
+        r#"{"client":0,"op":"append","key":"x","value":"c","call":3,"return":4,"status":"ok"}"#,
+        "\n",
+    );
+    let ops = read_text(text).unwrap();
+    assert_eq!(ops[0].output, Output::Length(2));
+    assert_eq!(ops[1].output, Output::None);
+    assert_eq!(write_text(&ops), text);
+    assert_rejected(
+        r#"{"client":0,"op":"append","key":"x","value":"ab","call":1,"return":2,"status":"ok","output":"2"}"#,
+        1,
+        "an append's output must be the length after it",
+    );
+    assert_rejected(
+        r#"{"client":0,"op":"append","key":"x","value":"ab","call":1,"return":2,"status":"ok","output":-1}"#,
+        1,
+        "an append's output must be the length after it",
+    );
+}
+
+#[test]
 fn reader_skips_blank_lines_and_counts_them() {
     let text = concat!(
         r#"{"client":0,"op":"get","key":"x","call":1,"return":2,"status":"ok","output":null}"#,

@@ -40,7 +40,7 @@ fn a_sweep_ends_with_one_summary_line_and_writes_readable_histories() {
     let summary = stdout.lines().last().unwrap();
     assert!(
         summary.starts_with(
-            "sim raft: seeds=3 ops=600 violations=0 linearizable=3/3 snapshots: taken="
+            "sim raft: seeds=3 ops=600 violations=0 inconclusive=0 linearizable=3/3 snapshots: taken="
         ) && summary.contains(" installed=")
             && summary.contains(" elapsed="),
         "{summary}"
@@ -143,7 +143,7 @@ fn a_pb_sweep_ends_with_a_summary_line_that_counts_stuck_runs() {
     let summary = stdout.lines().last().unwrap();
     assert!(summary.starts_with("sim pb: seeds=6 ops="), "{summary}");
     assert!(
-        summary.contains(" violations=0 linearizable=6/6 stuck="),
+        summary.contains(" violations=0 inconclusive=0 linearizable=6/6 stuck="),
         "{summary}"
     );
     assert!(summary.contains(" failovers="), "{summary}");
@@ -182,12 +182,18 @@ fn pb_crashes_one_at_a_time_fail_over_and_many_at_once_reach_the_dead_end() {
     };
     // One crash at a time, each after a backup holds the state: what pb claims to survive.
     let paced = summary("crash");
-    assert!(paced.contains(" violations=0 linearizable=6/6 "), "{paced}");
+    assert!(
+        paced.contains(" violations=0 inconclusive=0 linearizable=6/6 "),
+        "{paced}"
+    );
     assert_eq!(field(&paced, "stuck"), Some(0), "{paced}");
     assert!(field(&paced, "failovers").unwrap() > 0, "{paced}");
     // Many servers at once: safe, but mostly stuck.
     let many = summary("crash-many");
-    assert!(many.contains(" violations=0 linearizable=6/6 "), "{many}");
+    assert!(
+        many.contains(" violations=0 inconclusive=0 linearizable=6/6 "),
+        "{many}"
+    );
     assert!(field(&many, "stuck").unwrap() > 0, "{many}");
 }
 

@@ -60,7 +60,8 @@ pub struct RunReport {
     pub seed: u64,
     /// The client history, in the HISTORY.md model.
     pub history: Vec<Operation>,
-    /// Every invariant violation, liveness failure and linearizability failure found.
+    /// Every invariant violation, liveness failure and linearizability failure found (a
+    /// linearizability check that ran out of budget is not one: see [`RunReport::verdict`]).
     pub violations: Vec<Violation>,
     /// The linearizability verdict over the whole history.
     pub verdict: Verdict,
@@ -101,10 +102,18 @@ impl RunReport {
 }
 
 impl RunReport {
-    /// Whether the run found nothing wrong.
+    /// Whether the run found nothing wrong and its history could be judged: no violation, and
+    /// a linearizability check that did not run out of its budget.
     #[must_use]
     pub fn passed(&self) -> bool {
-        self.violations.is_empty()
+        self.violations.is_empty() && !self.inconclusive()
+    }
+
+    /// Whether the linearizability check ran out of its budget before it could decide (which
+    /// is not a violation, and is not counted as one).
+    #[must_use]
+    pub fn inconclusive(&self) -> bool {
+        matches!(self.verdict, Verdict::Inconclusive { .. })
     }
 
     /// Whether the history was proven linearizable.

@@ -473,8 +473,11 @@ impl Workload {
                         operation.output = Output::Value(text);
                         true
                     }
-                    (OpKind::Put, Some(Response::Ok))
-                    | (OpKind::Append, Some(Response::Length(_))) => true,
+                    (OpKind::Put, Some(Response::Ok)) => true,
+                    (OpKind::Append, Some(Response::Length(length))) => {
+                        operation.output = Output::Length(length);
+                        true
+                    }
                     (OpKind::Cas, Some(Response::Swapped(swapped))) => {
                         operation.output = Output::Swapped(swapped);
                         true

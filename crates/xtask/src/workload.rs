@@ -230,7 +230,7 @@ async fn run_native(client: &mut Client, request: &Request) -> Outcome {
             Err(error) => write_error(error),
         },
         OpKind::Append => match client.append(key, value).await {
-            Ok(_) => Outcome::ok(Output::None),
+            Ok(length) => Outcome::ok(Output::Length(length)),
             Err(error) => write_error(error),
         },
         OpKind::Cas => {
@@ -362,7 +362,10 @@ async fn run_resp(connection: &mut RespConnection, request: &Request) -> Outcome
         (_, Err(RespFailure::NotSent)) => Outcome::fail(),
         (_, Ok(Frame::Error(error))) if refused(&error) => Outcome::fail(),
         (OpKind::Put, Ok(Frame::Simple(ok))) if ok == "OK" => Outcome::ok(Output::None),
-        (OpKind::Append, Ok(Frame::Integer(_))) => Outcome::ok(Output::None),
+        (OpKind::Append, Ok(Frame::Integer(length))) => match u64::try_from(length) {
+            Ok(length) => Outcome::ok(Output::Length(length)),
+            Err(_) => Outcome::ok(Output::None),
+        },
         (OpKind::Cas, Ok(Frame::Simple(ok))) if ok == "OK" => Outcome::ok(Output::Swapped(true)),
         (OpKind::Cas, Ok(Frame::Bulk(None))) => Outcome::ok(Output::Swapped(false)),
         _ => Outcome::unknown(),

@@ -20,6 +20,11 @@
 //! (`--snapshot-every`, `--compaction-tail`, `--snapshot-chunk-bytes`), so that every seed
 //! compacts many times and lagging followers catch up by InstallSnapshot; the Raft summary
 //! counts them as `snapshots: taken=N installed=M`.
+//!
+//! The summary counts `violations=N` (invariants broken, histories proved not linearizable)
+//! apart from `inconclusive=M` (seeds whose linearizability check ran out of its budget, so
+//! whose history could not be judged). Both make the sweep fail, but only the first is a bug
+//! found; inconclusive seeds are listed on their own line.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -32,6 +37,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use chorus_check::history::write_jsonl;
+use chorus_check::linearizability::Verdict;
 use chorus_sim::gallery::Scenario;
 use chorus_sim::visual::render_html;
 use chorus_sim::{FaultProfile, Recording, RunReport, SimConfig};
@@ -232,7 +238,12 @@ fn write_history(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
 
 fn describe_failure(args: &SimArgs, outcome: &Outcome) -> String {
     let report = &outcome.report;
-    let mut text = format!("FAIL seed={}:", report.seed);
+    let label = if report.violations.is_empty() && !outcome.nondeterministic {
+        "INCONCLUSIVE"
+    } else {
+        "FAIL"
+    };
+    let mut text = format!("{label} seed={}:", report.seed);
     for violation in &report.violations {
         let _ = write!(
             text,
@@ -240,11 +251,28 @@ fn describe_failure(args: &SimArgs, outcome: &Outcome) -> String {
             violation.invariant, violation.time, violation.detail
         );
     }
+    if let Verdict::Inconclusive { key } = &report.verdict {
+        let _ = write!(
+            text,
+            "\n  S7 inconclusive: key {key}: the linearizability check ran out of its budget \
+             (not a violation: the history could not be judged)"
+        );
+    }
     if outcome.nondeterministic {
         text.push_str("\n  determinism: a second run of the same seed produced a different trace");
     }
     let _ = write!(text, "\n  replay: {}", args.replay_command(report.seed));
     text
+}
+
+/// The one-seed summary's `linearizable=` value: `true`, `false`, or `inconclusive` when the
+/// check ran out of its budget.
+fn verdict_word(verdict: &Verdict) -> &'static str {
+    match verdict {
+        Verdict::Linearizable => "true",
+        Verdict::NotLinearizable { .. } => "false",
+        Verdict::Inconclusive { .. } => "inconclusive",
+    }
 }
 
 /// Writes the space-time diagram of `report` to `path`.
@@ -297,7 +325,7 @@ fn scenario(args: &SimArgs, name: &str) -> anyhow::Result<bool> {
         "scenario {name}: seed={seed} ops={} violations={} linearizable={} stuck={} end_time={} messages={}",
         report.history.len(),
         report.violations.len(),
-        report.linearizable(),
+        verdict_word(&report.verdict),
         report.stuck,
         report.end_time,
         report.stats.messages,
@@ -355,7 +383,7 @@ fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
         args.protocol.name(),
         outcome.report.history.len(),
         outcome.report.violations.len(),
-        outcome.report.linearizable(),
+        verdict_word(&outcome.report.verdict),
         outcome.report.end_time,
         stats.events,
         stats.messages,
@@ -403,12 +431,15 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
     let (sender, receiver) = mpsc::sync_channel::<Outcome>(jobs * 2);
     let mut ops = 0usize;
     let mut violations = 0usize;
+    let mut inconclusive = 0u64;
     let mut linearizable = 0u64;
     let mut stuck = 0u64;
     let mut failovers = 0u64;
     let mut snapshots_taken = 0u64;
     let mut snapshots_installed = 0u64;
     let mut failed = Vec::new();
+    // Seeds whose only finding is a linearizability check out of budget.
+    let mut undecided = Vec::new();
     let mut done = 0u64;
     let mut write_error = None;
     std::thread::scope(|scope| {
@@ -435,6 +466,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
             ops += report.history.len();
             violations += report.violations.len() + usize::from(outcome.nondeterministic);
             linearizable += u64::from(report.linearizable());
+            inconclusive += u64::from(report.inconclusive());
             stuck += u64::from(report.stuck);
             failovers += report.stats.failovers;
             snapshots_taken += report.snapshots.taken;
@@ -446,7 +478,11 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
             }
             if !report.passed() || outcome.nondeterministic {
                 println!("{}", describe_failure(args, &outcome));
-                failed.push(report.seed);
+                if report.violations.is_empty() && !outcome.nondeterministic {
+                    undecided.push(report.seed);
+                } else {
+                    failed.push(report.seed);
+                }
                 if let Some(dir) = &args.html_dir {
                     // The seed replays exactly; run it again, drawing it this time.
                     let recording = Recording {
@@ -512,7 +548,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
         Protocol::Hybrid => String::new(),
     };
     println!(
-        "sim {}: seeds={total} ops={ops} violations={violations} linearizable={linearizable}/{total}{stuck} elapsed={:.1}s",
+        "sim {}: seeds={total} ops={ops} violations={violations} inconclusive={inconclusive} linearizable={linearizable}/{total}{stuck} elapsed={:.1}s",
         args.protocol.name(),
         started.elapsed().as_secs_f64()
     );
@@ -520,5 +556,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
         failed.sort_unstable();
         println!("failing seeds: {failed:?}");
     }
-    Ok(failed.is_empty())
+    if !undecided.is_empty() {
+        undecided.sort_unstable();
+        println!("inconclusive seeds: {undecided:?}");
+    }
+    // A history that could not be judged is not a pass either.
+    Ok(failed.is_empty() && undecided.is_empty())
 }
