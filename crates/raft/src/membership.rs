@@ -231,6 +231,11 @@ impl Configurations {
         end.checked_sub(1).map(|position| &self.list[position].1)
     }
 
+    /// How many configurations entries after `index` introduced.
+    pub(crate) fn count_after(&self, index: LogIndex) -> usize {
+        self.list.iter().filter(|(at, _)| *at > index).count()
+    }
+
     /// A membership entry at `index` was appended.
     pub(crate) fn append(&mut self, index: LogIndex, membership: Membership) {
         assert!(

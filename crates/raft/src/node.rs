@@ -425,7 +425,9 @@ impl RawNode {
                 self.on_election_timeout();
             } else {
                 // Learners and removed nodes never campaign: they cannot win, and a removed
-                // node must not disturb the cluster it left.
+                // node must not disturb the cluster it left. A silent leader is forgotten, so
+                // that clients go elsewhere.
+                self.set_leader(None);
                 self.reset_election_timer();
             }
         }
@@ -678,6 +680,13 @@ impl RawNode {
     #[must_use]
     pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
         self.configurations.at(index).cloned()
+    }
+
+    /// How many configuration changes this node's log holds above its commit index (one at
+    /// most on a correct leader).
+    #[must_use]
+    pub fn membership_changes_uncommitted(&self) -> usize {
+        self.configurations.count_after(self.log.commit())
     }
 
     /// Whether the newest configuration is committed (no change is in progress).

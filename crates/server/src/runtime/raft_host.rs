@@ -462,7 +462,10 @@ impl<S: SnapshotStorage> RaftHost<S> {
                 }
                 // The core's queue is full: the periodic re-send tries again later.
                 Err(chorus_raft::ProposeError::TooManyPending) => break,
-                Err(chorus_raft::ProposeError::NoLeader) => {
+                Err(
+                    chorus_raft::ProposeError::NoLeader
+                    | chorus_raft::ProposeError::TransferInProgress,
+                ) => {
                     self.wait_for_leader(Kind::Write, request);
                 }
             }
@@ -883,7 +886,12 @@ impl<S: SnapshotStorage> Host for RaftHost<S> {
             Ok(()) => {
                 cx.shared.metrics.proposals.inc();
             }
-            Err(chorus_raft::ProposeError::NoLeader) => self.wait_for_leader(Kind::Write, request),
+            // A transfer hands leadership over within an election timeout: wait for the next
+            // leader as when none is known (an abandoned transfer is retried by the periodic
+            // re-send).
+            Err(
+                chorus_raft::ProposeError::NoLeader | chorus_raft::ProposeError::TransferInProgress,
+            ) => self.wait_for_leader(Kind::Write, request),
             Err(chorus_raft::ProposeError::TooManyPending) => {
                 let Some(held) = cx.requests.cancel(Kind::Write, request) else {
                     return;

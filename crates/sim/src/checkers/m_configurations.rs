@@ -1,0 +1,89 @@
+//! Configurations (Ongaro's thesis §4.1, single-server changes): the rules that keep any two
+//! majorities overlapping while the cluster's membership changes.
+//!
+//! - **S1 across configurations**: a leader of a term was granted real votes by a majority of
+//!   the voters of the newest configuration in its log when it won (votes are seen as they
+//!   are sent). Two leaders of one term are caught by S1 itself; this catches a leader that
+//!   counted a majority in the wrong configuration even when no second leader appears.
+//! - **M1, one change at a time**: a leader's log never holds more than one configuration
+//!   above its commit index.
+//! - **M2, in force on append**: the configuration a node acts on is the newest in its log
+//!   (committed or not).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_core::{NodeId, Term};
+use chorus_raft::{RawNode, Role, Status};
+
+#[derive(Debug, Default)]
+pub(super) struct Configurations {
+    /// Real votes granted, by (term, candidate).
+    votes: BTreeMap<(Term, NodeId), BTreeSet<NodeId>>,
+    /// Terms whose leader was checked.
+    checked: BTreeSet<Term>,
+}
+
+impl Configurations {
+    pub(super) fn observe_vote(&mut self, voter: NodeId, term: Term, candidate: NodeId) {
+        self.votes
+            .entry((term, candidate))
+            .or_default()
+            .insert(voter);
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        status: &Status,
+        raft: &RawNode,
+    ) -> Vec<(&'static str, String)> {
+        let mut found = Vec::new();
+        let newest = raft.membership_at(status.last_index);
+        if newest
+            .as_ref()
+            .is_some_and(|newest| newest != raft.membership())
+        {
+            found.push((
+                "M2",
+                format!(
+                    "{} acts on {} but the newest configuration in its log is {}",
+                    status.id,
+                    raft.membership(),
+                    newest.unwrap_or_default()
+                ),
+            ));
+        }
+        if status.role != Role::Leader {
+            return found;
+        }
+        let uncommitted = raft.membership_changes_uncommitted();
+        if uncommitted > 1 {
+            found.push((
+                "M1",
+                format!(
+                    "leader {} of {} holds {uncommitted} uncommitted configuration changes",
+                    status.id, status.term
+                ),
+            ));
+        }
+        if self.checked.insert(status.term) {
+            let voters = &raft.membership().voters;
+            let mut granted = self
+                .votes
+                .remove(&(status.term, status.id))
+                .unwrap_or_default();
+            granted.insert(status.id);
+            let count = granted.intersection(voters).count();
+            if count < voters.len() / 2 + 1 {
+                found.push((
+                    "S1",
+                    format!(
+                        "{} leads {} with votes from {granted:?}, not a majority of the voters \
+                         {voters:?}",
+                        status.id, status.term
+                    ),
+                ));
+            }
+        }
+        found
+    }
+}
