@@ -688,6 +688,14 @@ impl Simulator {
         };
         if self.change_membership(leader_id, change).is_ok() {
             self.nodes.membership_changes += 1;
+            // Now and then an impatient operator asks for a second change at once: a correct
+            // leader refuses it while the first is uncommitted (one change at a time).
+            if self.rng_nemesis.chance(0.5) && !outsiders.is_empty() {
+                let next = MembershipChange::AddLearner(pick(&mut self.rng_nemesis, &outsiders));
+                if self.change_membership(leader_id, next).is_ok() {
+                    self.nodes.membership_changes += 1;
+                }
+            }
         }
     }
 

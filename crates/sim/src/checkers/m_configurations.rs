@@ -87,3 +87,45 @@ impl Configurations {
         found
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_raft::{Config, Message, RequestVoteResponse};
+
+    /// Node 1 of five voters, elected with the votes of nodes 2 and 3.
+    fn leader_of_five() -> RawNode {
+        let voters: Vec<NodeId> = (1..=5).map(NodeId).collect();
+        let mut node = RawNode::new(Config::new(NodeId(1), voters)).expect("valid");
+        node.campaign();
+        let _ = node.ready();
+        node.advance();
+        for voter in [2, 3] {
+            let vote = Message::RequestVoteResponse(RequestVoteResponse {
+                term: Term(1),
+                granted: true,
+                pre_vote: false,
+            });
+            node.step(NodeId(voter), vote).expect("accepted");
+        }
+        assert_eq!(node.status().role, Role::Leader);
+        node
+    }
+
+    #[test]
+    fn catches_a_leader_without_a_majority_of_its_configuration() {
+        let node = leader_of_five();
+        let mut honest = Configurations::default();
+        honest.observe_vote(NodeId(2), Term(1), NodeId(1));
+        honest.observe_vote(NodeId(3), Term(1), NodeId(1));
+        assert!(honest.observe(&node.status(), &node).is_empty());
+        // Had only node 2's vote been sent, 2 of 5 voters cannot have elected it.
+        let mut short = Configurations::default();
+        short.observe_vote(NodeId(2), Term(1), NodeId(1));
+        let found = short.observe(&node.status(), &node);
+        assert!(
+            found.iter().any(|(invariant, _)| *invariant == "S1"),
+            "{found:?}"
+        );
+    }
+}
