@@ -678,8 +678,8 @@ impl RawNode {
     /// The configuration in force at `index` (for a driver storing it with the snapshot at
     /// that index), if this node still knows it.
     #[must_use]
-    pub fn membership_at(&self, index: LogIndex) -> Option<Membership> {
-        self.configurations.at(index).cloned()
+    pub fn membership_at(&self, index: LogIndex) -> Option<&Membership> {
+        self.configurations.at(index)
     }
 
     /// How many configuration changes this node's log holds above its commit index (one at

@@ -10,7 +10,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Spare Raft nodes a run with membership churn starts beside its voters.
-pub const MEMBERSHIP_SPARES: usize = 2;
+pub const MEMBERSHIP_SPARES: usize = 1;
 
 /// Which faults the nemesis injects during the safety phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

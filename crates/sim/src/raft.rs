@@ -888,7 +888,7 @@ impl Simulator {
             self.checkers.report("snapshot", self.time, detail);
             return;
         };
-        let extra = membership_extra(&membership);
+        let extra = membership_extra(membership);
         let encoder = MemStorage::create_snapshot(meta, &extra).and_then(|mut encoder| {
             encoder
                 .write_all(&image)

@@ -312,7 +312,7 @@ impl Network {
             disk.entries.clear();
         }
         disk.snapshot = Some(meta);
-        disk.membership = self.nodes[&node].membership_at(meta.index);
+        disk.membership = self.nodes[&node].membership_at(meta.index).cloned();
         assert!(
             disk.membership.is_some(),
             "an installed snapshot has a configuration"
@@ -340,7 +340,7 @@ impl Network {
             .get_mut(&node)
             .expect("known node")
             .push((meta, bytes));
-        let membership = self.nodes[&node].membership_at(meta.index);
+        let membership = self.nodes[&node].membership_at(meta.index).cloned();
         assert!(membership.is_some(), "a snapshot's configuration is known");
         let disk = self.disks.get_mut(&node).expect("known node");
         disk.snapshot = Some(meta);

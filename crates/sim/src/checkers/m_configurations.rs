@@ -38,17 +38,14 @@ impl Configurations {
     ) -> Vec<(&'static str, String)> {
         let mut found = Vec::new();
         let newest = raft.membership_at(status.last_index);
-        if newest
-            .as_ref()
-            .is_some_and(|newest| newest != raft.membership())
-        {
+        if newest.is_some_and(|newest| newest != raft.membership()) {
             found.push((
                 "M2",
                 format!(
                     "{} acts on {} but the newest configuration in its log is {}",
                     status.id,
                     raft.membership(),
-                    newest.unwrap_or_default()
+                    newest.cloned().unwrap_or_default()
                 ),
             ));
         }
