@@ -21,10 +21,11 @@
 
 mod codec;
 mod command;
+mod keyspace;
 mod store;
 pub mod typed;
 
 pub use codec::CODEC_VERSION;
 pub use command::*;
 pub use store::{KvConfig, KvStore, SNAPSHOT_VERSION};
-pub use typed::{Reply, TypedOp, Value};
+pub use typed::{Deadline, ExpireCondition, GetExChange, Reply, TypedOp, Value};

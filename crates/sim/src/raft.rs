@@ -85,6 +85,23 @@ impl Host {
     }
 }
 
+/// The key-value store's configuration for a run: the default, with the store bug the run
+/// injects, if any.
+fn kv_config(config: &SimConfig) -> KvConfig {
+    #[cfg(feature = "inject-bugs")]
+    {
+        KvConfig {
+            restore_drops_expiry: config.kv_restore_drops_expiry,
+            ..KvConfig::default()
+        }
+    }
+    #[cfg(not(feature = "inject-bugs"))]
+    {
+        let _ = config;
+        KvConfig::default()
+    }
+}
+
 /// The deterministic Raft simulator.
 pub type Simulator = Sim<RaftNodes>;
 
@@ -162,7 +179,7 @@ impl ProtocolHost for RaftNodes {
         let status = raft.status();
         let host = &mut sim.nodes.hosts[node];
         host.raft = Some(raft);
-        host.store = KvStore::new(KvConfig::default());
+        host.store = KvStore::new(kv_config(&sim.config));
         host.applied = LogIndex(0);
         host.outstanding = None;
         host.snapshot_job = None;
@@ -447,7 +464,7 @@ impl Simulator {
                     id: NodeId(i as u64 + 1),
                     raft: None,
                     incarnation: 0,
-                    store: KvStore::new(KvConfig::default()),
+                    store: KvStore::new(kv_config(config)),
                     disk: MemStorage::new(),
                     outstanding: None,
                     applied: LogIndex(0),
@@ -498,6 +515,13 @@ impl Simulator {
     #[must_use]
     pub fn raft(&self, node: NodeId) -> Option<&RawNode> {
         self.nodes.hosts[self.host_index(node)].raft.as_ref()
+    }
+
+    /// The key-value store of a live node, as it stands now.
+    #[must_use]
+    pub fn store(&self, node: NodeId) -> Option<&KvStore> {
+        let host = &self.nodes.hosts[self.host_index(node)];
+        host.is_up().then_some(&host.store)
     }
 
     /// The status of a live node.
@@ -824,13 +848,14 @@ impl Simulator {
     /// Restores node `node`'s state machine from its durable snapshot `meta` (at a restart or
     /// an install), and shows the checkers the state it now stands at.
     fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
+        let kv = kv_config(&self.config);
         let host = &mut self.nodes.hosts[node];
         let restored = host
             .disk
             .open_snapshot(meta)
             .map_err(|error| error.to_string())
             .and_then(|mut reader| {
-                let mut store = KvStore::new(KvConfig::default());
+                let mut store = KvStore::new(kv);
                 store.restore(&mut reader).map_err(|error| error.reason)?;
                 reader.verify_to_end().map_err(|error| error.to_string())?;
                 Ok(store)

@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::command::{self, ClusterView, RedisCommand};
 use super::resp::{self, Frame, Limits};
-use crate::runtime::boundary::{Input, RequestError, Shared, offer};
+use crate::runtime::boundary::{Input, RequestError, Shared, offer, wall_clock_ms};
 
 /// Bounds of the RESP server, and the cluster it describes to clients.
 #[derive(Clone, Debug)]
@@ -269,8 +269,14 @@ fn submit(
     Ok(receiver)
 }
 
+/// Proposes `op`, stamped with this node's wall clock: the log clock, by which keys expire,
+/// moves up to it when the command is applied.
 fn write(inputs: &SyncSender<Input>, op: Op, render: Render) -> Pending {
-    match submit(inputs, true, Command::Unsessioned(op).encode()) {
+    let command = Command::UnsessionedAt {
+        now_ms: wall_clock_ms(),
+        op,
+    };
+    match submit(inputs, true, command.encode()) {
         Ok(receiver) => Pending::Later(receiver, render),
         Err(frame) => Pending::Now(frame),
     }
@@ -741,17 +747,23 @@ fn execute(
             value,
             condition,
             get,
+            expiry,
         } => {
             let render: Render = if get { render_set_get } else { render_set };
-            write(
-                inputs,
-                Op::Set {
+            let op = match expiry {
+                None => Op::Set {
                     key,
                     value,
                     condition,
                 },
-                render,
-            )
+                Some(expiry) => Op::SetExpiring {
+                    key,
+                    value,
+                    condition,
+                    expiry,
+                },
+            };
+            write(inputs, op, render)
         }
         RedisCommand::Del { keys } => write(inputs, Op::DeleteMany { keys }, render_integer),
         RedisCommand::Incr { key } => write(inputs, Op::IncrBy { key, delta: 1 }, render_integer),
