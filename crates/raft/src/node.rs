@@ -820,6 +820,15 @@ impl RawNode {
         if entries == 0 || !(self.snapshot_forced || over_threshold) {
             return None;
         }
+        // A node that joined learns the configuration the cluster was born with only from
+        // a later membership entry: below it, it cannot say whom a snapshot belongs to.
+        if !self
+            .configurations
+            .at(applied)
+            .is_some_and(Membership::is_valid)
+        {
+            return None;
+        }
         let term = self.log.term_at(applied)?;
         self.snapshot_requested = true;
         self.snapshot_forced = false;
@@ -925,7 +934,12 @@ impl RawNode {
         if !expected {
             return Err(SnapshotError::UnexpectedChunk(to));
         }
-        let Some(membership) = self.configurations.at(meta.index).cloned() else {
+        let Some(membership) = self
+            .configurations
+            .at(meta.index)
+            .filter(|membership| membership.is_valid())
+            .cloned()
+        else {
             // An older snapshot whose configuration this node forgot: send the newest.
             self.report_snapshot_unavailable(to);
             return Err(SnapshotError::UnexpectedChunk(to));
