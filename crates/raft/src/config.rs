@@ -32,6 +32,15 @@ pub struct InjectedBugs {
     /// indexes, instead of below the snapshot (loses committed entries before they are applied;
     /// caught as a gap in the applied sequence).
     pub compact_above_commit: bool,
+    /// A node's configuration takes effect when its entry commits rather than when it is
+    /// appended (breaks the single-server change rule of thesis §4.1: nodes that have not
+    /// learned of a commit still count majorities in an older configuration, two changes
+    /// apart; caught as two leaders of one term or a lost committed entry).
+    pub membership_on_commit: bool,
+    /// The leader proposes a membership change while another is still uncommitted (breaks
+    /// "one change at a time", thesis §4.1: configurations two changes apart have disjoint
+    /// majorities; caught the same way).
+    pub overlapping_membership_changes: bool,
 }
 
 /// The configuration of one Raft node.
@@ -39,7 +48,9 @@ pub struct InjectedBugs {
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voting member of the cluster, this node included.
+    /// The voting members the cluster was born with, this node included: the configuration
+    /// until the log or a snapshot holds a newer one ([`crate::Membership`]). Empty for a
+    /// node that joins an existing cluster: it learns the configuration from the leader.
     pub voters: Vec<NodeId>,
     /// The minimum election timeout; each timeout is drawn from
     /// `election_timeout_ticks..2 * election_timeout_ticks`. Also the CheckQuorum period.
@@ -75,6 +86,10 @@ pub struct Config {
     /// Bytes of snapshot in one InstallSnapshot chunk; a chunk claiming more is refused.
     /// Default 1 MiB, at most [`SNAPSHOT_CHUNK_BYTES_LIMIT`].
     pub snapshot_chunk_bytes_max: usize,
+    /// A learner is promoted to voter only once its log is within this many entries of the
+    /// leader's (so that the new voter does not stall commits while it catches up).
+    /// Default 64.
+    pub promote_lag_entries_max: u64,
     /// Seed of the PRNG that draws election timeouts.
     pub seed: u64,
     /// Bugs to inject; see [`InjectedBugs`].
@@ -85,7 +100,7 @@ pub struct Config {
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `voters` does not contain `id`.
+    /// `voters` is not empty (a joining node) and does not contain `id`.
     #[error("node {0} is not among the voters")]
     NotAVoter(NodeId),
     /// `voters` lists a node twice.
@@ -120,6 +135,7 @@ impl Config {
             snapshot_threshold_bytes: 64 << 20,
             compaction_tail_entries: 5_000,
             snapshot_chunk_bytes_max: 1 << 20,
+            promote_lag_entries_max: 64,
             seed: 0,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: InjectedBugs::default(),
@@ -131,8 +147,14 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !self.voters.contains(&self.id) {
+        if !self.voters.is_empty() && !self.voters.contains(&self.id) {
             return Err(ConfigError::NotAVoter(self.id));
+        }
+        if self.id == NodeId(0) || self.voters.contains(&NodeId(0)) {
+            return Err(ConfigError::Invalid("node 0 is reserved"));
+        }
+        if self.voters.len() > crate::MEMBERS_MAX {
+            return Err(ConfigError::Invalid("more voters than MEMBERS_MAX"));
         }
         let mut sorted = self.voters.clone();
         sorted.sort();

@@ -88,6 +88,7 @@
 
 mod config;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
@@ -95,13 +96,14 @@ mod read_only;
 mod ready;
 
 pub use config::{Config, ConfigError, InjectedBugs, SNAPSHOT_CHUNK_BYTES_LIMIT};
+pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
-    RequestVote, RequestVoteResponse, SnapshotMeta,
+    RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
 };
 pub use node::{
     DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SNAPSHOT_INDEX_MAX,
-    SnapshotError, Status, StepError, TERM_MAX,
+    SnapshotError, Status, StepError, TERM_MAX, TransferError,
 };
 pub use ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};

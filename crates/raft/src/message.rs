@@ -9,6 +9,8 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
+use crate::membership::Membership;
+
 /// What a log entry holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPayload {
@@ -17,6 +19,10 @@ pub enum EntryPayload {
     NoOp,
     /// A client command: opaque bytes that only the state machine decodes.
     Command(Bytes),
+    /// The cluster's next configuration, in full (one single-server change from the one
+    /// before). It takes effect on each node as soon as the node appends it; not given to the
+    /// state machine.
+    Membership(Membership),
 }
 
 /// One entry of the replicated log.
@@ -37,6 +43,9 @@ impl Entry {
         let payload = match &self.payload {
             EntryPayload::NoOp => 0,
             EntryPayload::Command(command) => command.len(),
+            EntryPayload::Membership(membership) => {
+                8 * (membership.voters.len() + membership.learners.len())
+            }
         };
         24 + payload
     }
@@ -87,12 +96,22 @@ pub struct InstallSnapshot {
     pub crc32c: u32,
     /// This is the last chunk: the snapshot is `offset + data.len()` bytes long.
     pub done: bool,
+    /// The configuration as of `meta.index`, which the snapshot replaces in the log (it is
+    /// installed with the snapshot).
+    pub membership: Membership,
 }
 
 impl InstallSnapshot {
     /// A chunk with its checksum computed.
     #[must_use]
-    pub fn new(term: Term, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) -> Self {
+    pub fn new(
+        term: Term,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+        membership: Membership,
+    ) -> Self {
         InstallSnapshot {
             term,
             meta,
@@ -100,6 +119,7 @@ impl InstallSnapshot {
             crc32c: crc32c::crc32c(&data),
             data,
             done,
+            membership,
         }
     }
 }
@@ -149,6 +169,9 @@ pub enum Message {
     InstallSnapshot(InstallSnapshot),
     /// The answer to an [`InstallSnapshot`].
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// The leader hands leadership over: the receiver, caught up, campaigns at once
+    /// (thesis §3.10).
+    TimeoutNow(TimeoutNow),
 }
 
 impl Message {
@@ -165,6 +188,7 @@ impl Message {
             Message::ReadIndexResponse(m) => m.term,
             Message::InstallSnapshot(m) => m.term,
             Message::InstallSnapshotResponse(m) => m.term,
+            Message::TimeoutNow(m) => m.term,
         }
     }
 }
@@ -181,6 +205,19 @@ pub struct RequestVote {
     pub last_log_term: Term,
     /// A pre-vote: "would you vote for me?", without anyone changing term.
     pub pre_vote: bool,
+    /// The candidate campaigns because the leader handed leadership to it
+    /// ([`Message::TimeoutNow`]): voters answer even though they heard from that leader
+    /// recently (the CheckQuorum lease does not hold it back).
+    #[serde(default)]
+    pub transfer: bool,
+}
+
+/// The leader tells a caught-up voter to start an election at once, skipping the pre-vote
+/// (leadership transfer, thesis §3.10).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    /// The leader's term.
+    pub term: Term,
 }
 
 /// RequestVote RPC results.

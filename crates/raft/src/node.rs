@@ -17,11 +17,12 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Prng, Term};
 
 use crate::config::{Config, ConfigError};
-use crate::log::RaftLog;
+use crate::log::{Installed, RaftLog};
+use crate::membership::{Configurations, Membership, MembershipChange, MembershipError};
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
-    RequestVote, RequestVoteResponse, SnapshotMeta,
+    RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
 };
 use crate::progress::{Progress, ReplicationState};
 use crate::read_only::{LeaderReads, PendingRead, Requester};
@@ -81,6 +82,10 @@ pub struct DurableState {
     /// at or below `snapshot.index + 1` (a compacted log keeps a tail below the snapshot) and
     /// may be empty.
     pub entries: Vec<Entry>,
+    /// The configuration stored with `snapshot` (as of its index). `None` without a snapshot,
+    /// or for a snapshot written before configurations were stored: the node then starts
+    /// from `Config::voters`.
+    pub membership: Option<Membership>,
 }
 
 /// How a proposal was taken.
@@ -109,6 +114,31 @@ pub enum ProposeError {
     /// Too many proposals wait for forwarding.
     #[error("too many proposals are pending")]
     TooManyPending,
+    /// The leader is handing leadership over; propose to the next leader.
+    #[error("a leadership transfer is in progress")]
+    TransferInProgress,
+}
+
+/// A leadership transfer was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader hands leadership over.
+    #[error("this node is not the leader")]
+    NotLeader,
+    /// The target is not a voter of the current configuration (or is this node).
+    #[error("node {0} is not a voter that could lead")]
+    NotAVoter(NodeId),
+    /// Another transfer is in progress.
+    #[error("a transfer to node {0} is in progress")]
+    Pending(NodeId),
+}
+
+/// A leadership transfer in progress (thesis §3.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Transfer {
+    target: NodeId,
+    /// Ticks since it began: abandoned after an election timeout.
+    elapsed_ticks: u64,
 }
 
 /// A read was refused.
@@ -171,10 +201,17 @@ const COMMITTED_ENTRIES_MAX: usize = 4096;
 #[derive(Debug)]
 pub struct RawNode {
     config: Config,
-    /// The other voters, sorted, so that every iteration over them is deterministic.
+    /// Every configuration the log (and the snapshot) holds; the newest is in force.
+    configurations: Configurations,
+    /// The configuration in force, as last applied to `peers`, `quorum` and `progress`.
+    active: Membership,
+    /// The other members, voters and learners, sorted, so that every iteration over them is
+    /// deterministic.
     peers: Vec<NodeId>,
-    /// Votes (or acknowledgements) that make a majority of all voters.
+    /// Votes (or acknowledgements) that make a majority of the voters in force.
     quorum: usize,
+    /// Leader: a leadership transfer in progress.
+    transfer: Option<Transfer>,
     /// Draws the randomized election timeouts (Raft §5.2).
     prng: Prng,
 
@@ -228,8 +265,9 @@ pub struct RawNode {
     snapshot_bytes_floor: u64,
     /// Follower: the snapshot being received.
     receiving: Option<Receiving>,
-    /// Follower: a completely received snapshot, installed when the next Ready is assembled.
-    install_pending: Option<SnapshotMeta>,
+    /// Follower: a completely received snapshot and its configuration, installed when the
+    /// next Ready is assembled.
+    install_pending: Option<(SnapshotMeta, Membership)>,
     /// Follower: chunks to hand to the driver with the next Ready.
     snapshot_chunks: Vec<SnapshotChunk>,
     /// Leader: chunks to ask of the driver with the next Ready.
@@ -274,7 +312,35 @@ impl RawNode {
             hard_state,
             snapshot,
             entries,
+            membership,
         } = durable;
+        if membership
+            .as_ref()
+            .is_some_and(|membership| !membership.is_valid())
+        {
+            return Err(ConfigError::CorruptDurableState(
+                "the snapshot's configuration is malformed",
+            ));
+        }
+        let snapshot_index = snapshot.map_or(LogIndex(0), |meta| meta.index);
+        let mut configurations = Configurations::new(
+            snapshot_index,
+            membership.unwrap_or_else(|| Membership::with_voters(config.voters.iter().copied())),
+        );
+        for entry in &entries {
+            if let EntryPayload::Membership(membership) = &entry.payload {
+                if entry.index > snapshot_index {
+                    if !membership.is_valid() {
+                        return Err(ConfigError::CorruptDurableState(
+                            "a configuration entry is malformed",
+                        ));
+                    }
+                    if entry.index > configurations.latest_index() {
+                        configurations.append(entry.index, membership.clone());
+                    }
+                }
+            }
+        }
         if snapshot.is_some_and(|meta| meta.term > TERM_MAX || meta.index > SNAPSHOT_INDEX_MAX) {
             return Err(ConfigError::CorruptDurableState(
                 "a term beyond any reachable value",
@@ -294,22 +360,17 @@ impl RawNode {
         // A vote binds only the term it was cast in.
         let vote = hard_state.vote.filter(|_| hard_state.term == term);
 
-        let mut peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&voter| voter != config.id)
-            .collect();
-        peers.sort();
-        let quorum = config.voters.len() / 2 + 1;
         // Each node draws its own sequence from the shared seed (the golden-ratio multiplier
         // spreads small ids over all bits).
         let prng = Prng::new(config.seed ^ config.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
 
         let mut node = RawNode {
             config,
-            peers,
-            quorum,
+            configurations,
+            active: Membership::default(),
+            peers: Vec::new(),
+            quorum: 1,
+            transfer: None,
             prng,
             role: Role::Follower,
             term,
@@ -342,6 +403,7 @@ impl RawNode {
             hard_state_handed: hard_state,
             ready_outstanding: false,
         };
+        node.refresh_membership();
         node.reset_election_timer();
         Ok(node)
     }
@@ -359,7 +421,15 @@ impl RawNode {
             return;
         }
         if self.election_elapsed >= self.election_timeout_randomized {
-            self.on_election_timeout();
+            if self.is_voter() {
+                self.on_election_timeout();
+            } else {
+                // Learners and removed nodes never campaign: they cannot win, and a removed
+                // node must not disturb the cluster it left. A silent leader is forgotten, so
+                // that clients go elsewhere.
+                self.set_leader(None);
+                self.reset_election_timer();
+            }
         }
     }
 
@@ -368,7 +438,9 @@ impl RawNode {
     /// # Errors
     /// [`StepError`] if the message is malformed or its sender unknown; the node is unchanged.
     pub fn step(&mut self, from: NodeId, message: Message) -> Result<(), StepError> {
-        if from == self.config.id || !self.peers.contains(&from) {
+        // Messages from nodes outside the configuration are taken: a new leader may not be
+        // in this node's configuration yet, nor a new member's answers in the leader's.
+        if from == self.config.id || from == NodeId(0) {
             return Err(StepError::UnknownPeer(from));
         }
         // Every check that can refuse the message runs before anything changes.
@@ -376,7 +448,11 @@ impl RawNode {
 
         let term = message.term();
         if term > self.term {
-            let is_vote_request = matches!(message, Message::RequestVote(_));
+            // A candidate the leader handed leadership to is not disruptive.
+            let is_vote_request = matches!(
+                &message,
+                Message::RequestVote(request) if !request.transfer
+            );
             if is_vote_request && self.in_lease() {
                 // CheckQuorum (thesis §9.6): we heard from a live leader within the minimum
                 // election timeout, so this candidate is disruptive; ignore it, term included.
@@ -422,7 +498,9 @@ impl RawNode {
             Message::InstallSnapshotResponse(response) => {
                 self.on_install_snapshot_response(from, &response);
             }
+            Message::TimeoutNow(request) => self.on_timeout_now(from, &request),
         }
+        self.refresh_membership();
         Ok(())
     }
 
@@ -437,6 +515,9 @@ impl RawNode {
     pub fn propose(&mut self, command: Bytes) -> Result<Proposed, ProposeError> {
         match self.role {
             Role::Leader => {
+                if self.transfer.is_some() {
+                    return Err(ProposeError::TransferInProgress);
+                }
                 if self.uncommitted_len() >= self.config.proposals_pending_max {
                     return Err(ProposeError::TooManyPending);
                 }
@@ -501,9 +582,123 @@ impl RawNode {
     /// Starts an election at once (for tests and leadership hand-over). It skips the pre-vote
     /// round: the caller asks for this election on purpose. Does nothing on a leader.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader && self.install_pending.is_none() {
-            self.become_candidate();
+        if self.role != Role::Leader && self.install_pending.is_none() && self.is_voter() {
+            self.become_candidate(false);
         }
+    }
+
+    /// Leader: proposes one single-server membership change (thesis §4.1). The new
+    /// configuration takes effect on every node as soon as it appends the entry; the change is
+    /// done once it commits ([`RawNode::membership_committed`]). A leader that removes itself
+    /// keeps leading until the change commits, without counting itself, then steps down.
+    ///
+    /// # Errors
+    /// [`MembershipError`] if this node is not the leader, has not committed an entry of its
+    /// term yet (Ongaro's 2015 fix), another change is uncommitted, a leadership transfer is
+    /// in progress, a learner to promote lags by more than `promote_lag_entries_max`, or the
+    /// change does not apply. Nothing entered the log then.
+    pub fn propose_membership(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<LogIndex, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader);
+        }
+        if self.transfer.is_some() {
+            return Err(MembershipError::TransferPending);
+        }
+        let overlap = self.config.injected_bugs().overlapping_membership_changes;
+        if !self.has_committed_in_term() && !overlap {
+            return Err(MembershipError::NotCommittedInTerm);
+        }
+        if self.configurations.latest_index() > self.log.commit() && !overlap {
+            return Err(MembershipError::ChangePending);
+        }
+        let next = self.configurations.latest().apply(change)?;
+        if let MembershipChange::Promote(id) = change {
+            let matched = self
+                .progress
+                .get(&id)
+                .map_or(LogIndex(0), |progress| progress.match_index);
+            let lag = self.log.last_index().0.saturating_sub(matched.0);
+            if lag > self.config.promote_lag_entries_max {
+                return Err(MembershipError::LearnerBehind(id));
+            }
+        }
+        let index = self
+            .log
+            .append(self.term, EntryPayload::Membership(next.clone()));
+        self.configurations.append(index, next);
+        self.refresh_membership();
+        Ok(index)
+    }
+
+    /// Leader: hands leadership to `target`, a voter (thesis §3.10). The leader stops taking
+    /// proposals, brings the target's log up to date, then tells it to campaign at once
+    /// ([`Message::TimeoutNow`]); the target's election skips the pre-vote and the voters'
+    /// lease. If the target has not taken over within an election timeout, the transfer is
+    /// abandoned and the leader takes proposals again. Asking again for the same target
+    /// while it runs is a no-op.
+    ///
+    /// # Errors
+    /// [`TransferError`] if this node is not the leader, the target is not another voter, or
+    /// a transfer to another node is in progress.
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader);
+        }
+        if target == self.config.id || !self.active.is_voter(target) {
+            return Err(TransferError::NotAVoter(target));
+        }
+        match self.transfer {
+            Some(transfer) if transfer.target == target => return Ok(()),
+            Some(transfer) => return Err(TransferError::Pending(transfer.target)),
+            None => {}
+        }
+        self.transfer = Some(Transfer {
+            target,
+            elapsed_ticks: 0,
+        });
+        self.send_timeout_now_if_caught_up();
+        Ok(())
+    }
+
+    /// The leadership transfer in progress, if any: its target.
+    #[must_use]
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.map(|transfer| transfer.target)
+    }
+
+    /// The configuration in force (the newest this node appended).
+    #[must_use]
+    pub fn membership(&self) -> &Membership {
+        &self.active
+    }
+
+    /// The configuration in force at `index` (for a driver storing it with the snapshot at
+    /// that index), if this node still knows it.
+    #[must_use]
+    pub fn membership_at(&self, index: LogIndex) -> Option<&Membership> {
+        self.configurations.at(index)
+    }
+
+    /// How many configuration changes this node's log holds above its commit index (one at
+    /// most on a correct leader).
+    #[must_use]
+    pub fn membership_changes_uncommitted(&self) -> usize {
+        self.configurations.count_after(self.log.commit())
+    }
+
+    /// Whether the newest configuration is committed (no change is in progress).
+    #[must_use]
+    pub fn membership_committed(&self) -> bool {
+        self.configurations.latest_index() <= self.log.commit()
+    }
+
+    /// Whether this node votes in the configuration in force.
+    #[must_use]
+    pub fn is_voter(&self) -> bool {
+        self.active.is_voter(self.config.id)
     }
 
     /// Whether a Ready with work is available.
@@ -598,13 +793,16 @@ impl RawNode {
     /// Installs the snapshot received in full since the last Ready, unless the node has
     /// meanwhile committed past it. Returns it for the Ready.
     fn install_received_snapshot(&mut self) -> Option<SnapshotMeta> {
-        let meta = self.install_pending.take()?;
+        let (meta, membership) = self.install_pending.take()?;
         let allow_older = self.config.injected_bugs().install_older_snapshot;
         if meta.index <= self.log.commit() && !allow_older {
             // Committed past it while it was pending: the log already holds everything.
             return None;
         }
-        self.log.install_snapshot(meta, allow_older);
+        let installed = self.log.install_snapshot(meta, allow_older);
+        self.configurations
+            .install(meta.index, membership, installed == Installed::SuffixKept);
+        self.refresh_membership();
         self.bytes_since_snapshot = 0;
         Some(meta)
     }
@@ -620,6 +818,15 @@ impl RawNode {
             || self.bytes_since_snapshot >= self.config.snapshot_threshold_bytes)
             && self.bytes_since_snapshot >= self.snapshot_bytes_floor;
         if entries == 0 || !(self.snapshot_forced || over_threshold) {
+            return None;
+        }
+        // A node that joined learns the configuration the cluster was born with only from
+        // a later membership entry: below it, it cannot say whom a snapshot belongs to.
+        if !self
+            .configurations
+            .at(applied)
+            .is_some_and(Membership::is_valid)
+        {
             return None;
         }
         let term = self.log.term_at(applied)?;
@@ -666,6 +873,7 @@ impl RawNode {
         )
         .min(self.log.compactable());
         self.log.compact(target, false);
+        self.configurations.forget_below(self.log.offset());
         Ok(())
     }
 
@@ -726,6 +934,16 @@ impl RawNode {
         if !expected {
             return Err(SnapshotError::UnexpectedChunk(to));
         }
+        let Some(membership) = self
+            .configurations
+            .at(meta.index)
+            .filter(|membership| membership.is_valid())
+            .cloned()
+        else {
+            // An older snapshot whose configuration this node forgot: send the newest.
+            self.report_snapshot_unavailable(to);
+            return Err(SnapshotError::UnexpectedChunk(to));
+        };
         if let Some(send) = self
             .progress
             .get_mut(&to)
@@ -735,7 +953,9 @@ impl RawNode {
         }
         self.messages.push((
             to,
-            Message::InstallSnapshot(InstallSnapshot::new(self.term, meta, offset, data, done)),
+            Message::InstallSnapshot(InstallSnapshot::new(
+                self.term, meta, offset, data, done, membership,
+            )),
         ));
         Ok(())
     }
@@ -776,6 +996,7 @@ impl RawNode {
             // The leader's own copy counts toward a majority only once durable.
             self.maybe_commit();
         }
+        self.refresh_membership();
     }
 
     /// A read-only view of the node.
@@ -865,6 +1086,16 @@ impl RawNode {
                         "RequestVote last_log_index and last_log_term disagree on an empty log",
                     ));
                 }
+                if request.transfer && request.pre_vote {
+                    return Err(StepError::Malformed(
+                        "RequestVote both a pre-vote and a transfer",
+                    ));
+                }
+            }
+            Message::TimeoutNow(request) => {
+                if request.term == Term(0) {
+                    return Err(StepError::Malformed("TimeoutNow in term 0"));
+                }
             }
             Message::RequestVoteResponse(_) => {}
             Message::AppendEntries(request) => self.validate_append_entries(from, request)?,
@@ -951,6 +1182,11 @@ impl RawNode {
                 "InstallSnapshot index beyond any reachable value",
             ));
         }
+        if !request.membership.is_valid() {
+            return Err(StepError::Malformed(
+                "InstallSnapshot carries a malformed configuration",
+            ));
+        }
         // Checked before anything else looks at the bytes: a forged size is refused here.
         if request.data.len() > self.config.snapshot_chunk_bytes_max {
             return Err(StepError::Malformed(
@@ -1025,6 +1261,13 @@ impl RawNode {
             if entry.term < previous_term {
                 return Err(StepError::Malformed("AppendEntries entry terms decrease"));
             }
+            if let EntryPayload::Membership(membership) = &entry.payload {
+                if !membership.is_valid() {
+                    return Err(StepError::Malformed(
+                        "AppendEntries carries a malformed configuration",
+                    ));
+                }
+            }
             previous_term = entry.term;
         }
 
@@ -1077,10 +1320,20 @@ impl RawNode {
 
     fn on_election_timeout(&mut self) {
         if self.quorum == 1 || !self.config.pre_vote {
-            self.become_candidate();
+            self.become_candidate(false);
         } else {
             self.become_pre_candidate();
         }
+    }
+
+    /// The voters other than this node: whom a (pre-)candidate asks.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        self.active
+            .voters
+            .iter()
+            .copied()
+            .filter(|&voter| voter != self.config.id)
+            .collect()
     }
 
     /// Thesis §9.6: ask whether we could win before disturbing anyone's term.
@@ -1096,15 +1349,17 @@ impl RawNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: true,
+            transfer: false,
         };
-        for &peer in &self.peers {
+        for peer in self.voter_peers() {
             self.messages
                 .push((peer, Message::RequestVote(request.clone())));
         }
     }
 
-    /// Raft §5.2: a new term, a vote for ourselves, and a RequestVote to everyone.
-    fn become_candidate(&mut self) {
+    /// Raft §5.2: a new term, a vote for ourselves, and a RequestVote to every voter
+    /// (`transfer`: because the leader handed leadership over, thesis §3.10).
+    fn become_candidate(&mut self, transfer: bool) {
         assert!(self.role != Role::Leader);
         self.set_leader(None);
         self.reject_pending_reads();
@@ -1123,9 +1378,10 @@ impl RawNode {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: false,
+            transfer,
         };
         // The self-vote must be durable before anyone counts on this candidacy.
-        for &peer in &self.peers {
+        for peer in self.voter_peers() {
             self.persisted_messages
                 .push((peer, Message::RequestVote(request.clone())));
         }
@@ -1150,6 +1406,7 @@ impl RawNode {
             .collect();
         self.broadcast_pending = false;
         self.leader_reads = LeaderReads::default();
+        self.transfer = None;
         // Raft §8: a no-op of the new term lets the leader commit (and so learn) everything
         // committed before it, and serve reads.
         self.log.append(self.term, EntryPayload::NoOp);
@@ -1179,6 +1436,7 @@ impl RawNode {
             self.reject_pending_reads();
             self.progress.clear();
             self.broadcast_pending = false;
+            self.transfer = None;
         }
         self.set_leader(leader);
         self.role = Role::Follower;
@@ -1248,11 +1506,21 @@ impl RawNode {
             return;
         }
         self.votes.insert(from, response.granted);
-        let granted = self.votes.values().filter(|&&granted| granted).count();
-        let rejected = self.votes.len() - granted;
+        // Only the voters in force count: a learner's or a stranger's answer proves nothing.
+        let voters = &self.active;
+        let granted = self
+            .votes
+            .iter()
+            .filter(|&(&id, &granted)| granted && voters.is_voter(id))
+            .count();
+        let rejected = self
+            .votes
+            .iter()
+            .filter(|&(&id, &granted)| !granted && voters.is_voter(id))
+            .count();
         if granted >= self.quorum {
             if self.role == Role::PreCandidate {
-                self.become_candidate();
+                self.become_candidate(false);
             } else {
                 self.become_leader();
             }
@@ -1311,7 +1579,7 @@ impl RawNode {
                 let count = u64::try_from(request.entries.len())
                     .expect("invariant: a vector's length fits in u64");
                 let match_index = LogIndex(prev.0 + count);
-                self.log.store(&request.entries);
+                self.store_entries(&request.entries);
                 // Only entries known to match the leader's may be marked committed.
                 let commit = request.leader_commit.min(match_index);
                 if commit > self.log.commit() {
@@ -1352,9 +1620,12 @@ impl RawNode {
         }
         self.election_elapsed = 0;
 
-        let covered = self.install_pending.map_or(self.log.commit(), |pending| {
-            pending.index.max(self.log.commit())
-        });
+        let covered = self
+            .install_pending
+            .as_ref()
+            .map_or(self.log.commit(), |(pending, _)| {
+                pending.index.max(self.log.commit())
+            });
         if meta.index <= covered && !self.config.injected_bugs().install_older_snapshot {
             // Idempotent: a duplicated or old snapshot never rolls the node back. Its state
             // already covers the snapshot (committed entries match every leader's).
@@ -1396,7 +1667,7 @@ impl RawNode {
         });
         if request.done {
             self.receiving = None;
-            self.install_pending = Some(meta);
+            self.install_pending = Some((meta, request.membership));
             self.push_promise(from, answer(self.term, next_offset, true));
         } else {
             self.receiving = Some(Receiving {
@@ -1460,6 +1731,13 @@ impl RawNode {
     // ----- Replication: leader side ---------------------------------------------------------
 
     fn tick_leader(&mut self) {
+        if let Some(transfer) = self.transfer.as_mut() {
+            transfer.elapsed_ticks = transfer.elapsed_ticks.saturating_add(1);
+            if transfer.elapsed_ticks >= self.config.election_timeout_ticks {
+                // The target did not take over in time: serve again (thesis §3.10).
+                self.transfer = None;
+            }
+        }
         self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(1);
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
@@ -1468,6 +1746,8 @@ impl RawNode {
             for progress in self.progress.values_mut() {
                 progress.on_heartbeat(last_index);
             }
+            // A TimeoutNow may have been lost: say it again while the transfer runs.
+            self.send_timeout_now_if_caught_up();
         }
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.election_elapsed >= self.config.election_timeout_ticks {
@@ -1484,14 +1764,29 @@ impl RawNode {
         }
     }
 
-    /// Whether a majority (this leader included) was heard from since the last check.
+    /// Whether a majority of the voters (this leader included, if it votes) was heard from
+    /// since the last check.
     fn quorum_active(&self) -> bool {
-        let active = self
-            .progress
-            .values()
-            .filter(|progress| progress.recent_active)
-            .count();
-        active + 1 >= self.quorum
+        self.quorum_value(true, |progress| progress.recent_active)
+    }
+
+    /// The highest value that a majority of the voters in force has reached: `own` for this
+    /// node, `of` a follower's progress for the others (learners never count).
+    fn quorum_value<T: Ord + Copy + Default>(&self, own: T, of: impl Fn(&Progress) -> T) -> T {
+        let mut values: Vec<T> = self
+            .active
+            .voters
+            .iter()
+            .map(|&voter| {
+                if voter == self.config.id {
+                    own
+                } else {
+                    self.progress.get(&voter).map_or_else(T::default, &of)
+                }
+            })
+            .collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.quorum - 1).copied().unwrap_or_default()
     }
 
     /// Entries appended but not yet committed, which bounds the leader's memory under load.
@@ -1520,6 +1815,9 @@ impl RawNode {
         if response.success {
             if progress.on_success(response.match_index) {
                 self.maybe_commit();
+                if self.transfer_target() == Some(from) {
+                    self.send_timeout_now_if_caught_up();
+                }
             } else {
                 progress.free_one_if_full(inflight_max);
             }
@@ -1547,14 +1845,7 @@ impl RawNode {
     /// (Raft §5.4.2: counting replicas proves nothing for entries of earlier terms, Figure 8).
     fn maybe_commit(&mut self) {
         assert_eq!(self.role, Role::Leader);
-        let mut matched: Vec<LogIndex> = self
-            .progress
-            .values()
-            .map(|progress| progress.match_index)
-            .collect();
-        matched.push(self.log.persisted());
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum - 1];
+        let candidate = self.quorum_value(self.log.persisted(), |progress| progress.match_index);
         if candidate <= self.log.commit() {
             return;
         }
@@ -1563,6 +1854,115 @@ impl RawNode {
             self.log.commit_to(candidate);
             // Followers learn the new commit index with the next Ready.
             self.broadcast_pending = true;
+            self.refresh_membership();
+            self.step_down_if_removed();
+        }
+    }
+
+    /// A leader that is no longer a voter leads until the configuration without it commits
+    /// (thesis §4.2.2), then steps down, handing over to the most up-to-date voter at once.
+    fn step_down_if_removed(&mut self) {
+        if self.role != Role::Leader || self.is_voter() || !self.membership_committed() {
+            return;
+        }
+        let successor = self
+            .progress
+            .iter()
+            .filter(|&(&id, _)| self.active.is_voter(id))
+            .max_by_key(|&(&id, progress)| (progress.match_index, std::cmp::Reverse(id)))
+            .filter(|&(_, progress)| progress.match_index == self.log.last_index())
+            .map(|(&id, _)| id);
+        if let Some(successor) = successor {
+            self.messages.push((
+                successor,
+                Message::TimeoutNow(TimeoutNow { term: self.term }),
+            ));
+        }
+        self.become_follower(self.term, None);
+    }
+
+    /// Leader: tells the transfer's target to campaign if its log matches the leader's.
+    fn send_timeout_now_if_caught_up(&mut self) {
+        let Some(transfer) = self.transfer else {
+            return;
+        };
+        let caught_up = self
+            .progress
+            .get(&transfer.target)
+            .is_some_and(|progress| progress.match_index == self.log.last_index());
+        if caught_up {
+            self.messages.push((
+                transfer.target,
+                Message::TimeoutNow(TimeoutNow { term: self.term }),
+            ));
+        }
+    }
+
+    /// A voter told by its leader to take over campaigns at once, skipping the pre-vote.
+    fn on_timeout_now(&mut self, from: NodeId, request: &TimeoutNow) {
+        let from_leader = self.leader.is_none_or(|leader| leader == from);
+        if request.term == self.term
+            && self.role == Role::Follower
+            && from_leader
+            && self.is_voter()
+            && self.install_pending.is_none()
+        {
+            self.become_candidate(true);
+        }
+    }
+
+    /// Stores a leader's entries, keeping the configurations in step with the log: a
+    /// truncated suffix takes its configurations back, new membership entries take effect.
+    fn store_entries(&mut self, entries: &[Entry]) {
+        if let Some(from) = self.log.find_conflict(entries).map(|entry| entry.index) {
+            if from <= self.configurations.latest_index() {
+                self.configurations.truncate_from(from);
+            }
+            for entry in entries.iter().filter(|entry| entry.index >= from) {
+                if let EntryPayload::Membership(membership) = &entry.payload {
+                    self.configurations.append(entry.index, membership.clone());
+                }
+            }
+        }
+        self.log.store(entries);
+    }
+
+    /// Brings `peers`, `quorum` and (on a leader) `progress` in line with the configuration
+    /// in force: the newest appended (or, with an injected bug, the newest committed).
+    fn refresh_membership(&mut self) {
+        let in_force = if self.config.injected_bugs().membership_on_commit {
+            self.configurations
+                .at(self.log.commit())
+                .unwrap_or_else(|| self.configurations.latest())
+        } else {
+            self.configurations.latest()
+        };
+        if *in_force == self.active {
+            return;
+        }
+        self.active = in_force.clone();
+        self.peers = self
+            .active
+            .members()
+            .into_iter()
+            .filter(|&member| member != self.config.id)
+            .collect();
+        self.quorum = self.active.quorum();
+        if self.role == Role::Leader {
+            let next_index = self.log.last_index().next();
+            let peers = &self.peers;
+            self.progress.retain(|id, _| peers.contains(id));
+            for &peer in &self.peers {
+                self.progress
+                    .entry(peer)
+                    .or_insert_with(|| Progress::new(next_index));
+            }
+            if self
+                .transfer
+                .is_some_and(|transfer| !self.active.is_voter(transfer.target))
+            {
+                self.transfer = None;
+            }
         }
     }
 
@@ -1674,7 +2074,9 @@ impl RawNode {
     }
 
     fn on_propose(&mut self, from: NodeId, propose: Propose) {
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.transfer.is_some() {
+            // During a transfer, commands are refused like local ones: dropped here, the
+            // sender's client retries with the next leader.
             // The sender's idea of the leader is stale; its client will time out and retry.
             return;
         }
@@ -1767,14 +2169,7 @@ impl RawNode {
 
     /// Leader: serves every read whose round a majority has confirmed.
     fn release_confirmed_reads(&mut self) {
-        let mut acked: Vec<u64> = self
-            .progress
-            .values()
-            .map(|progress| progress.read_round_acked)
-            .collect();
-        acked.push(self.read_round);
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked[self.quorum - 1];
+        let confirmed = self.quorum_value(self.read_round, |progress| progress.read_round_acked);
         let mut remote: BTreeMap<(NodeId, LogIndex), Vec<ReadId>> = BTreeMap::new();
         for (read, index) in self.leader_reads.take_confirmed(confirmed) {
             match read.requester {
@@ -1879,6 +2274,7 @@ mod tests {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
             pre_vote,
+            transfer: false,
         })
     }
 

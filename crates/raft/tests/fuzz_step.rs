@@ -35,8 +35,8 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{
     AppendEntries, AppendEntriesResponse, Config, DurableState, Entry, EntryPayload, HardState,
-    InstallSnapshot, InstallSnapshotResponse, Message, Propose, RawNode, ReadId, ReadIndexRequest,
-    ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, Status,
+    InstallSnapshot, InstallSnapshotResponse, Membership, Message, Propose, RawNode, ReadId,
+    ReadIndexRequest, ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, Status,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -164,7 +164,9 @@ fn install_snapshot() -> impl Strategy<Value = InstallSnapshot> {
         prop_oneof![4 => Just(None), 1 => any::<u32>().prop_map(Some)],
     )
         .prop_map(|(term, meta, offset, data, done, crc)| {
-            let mut chunk = InstallSnapshot::new(term, meta, offset, Bytes::from(data), done);
+            let membership = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+            let mut chunk =
+                InstallSnapshot::new(term, meta, offset, Bytes::from(data), done, membership);
             if let Some(crc) = crc {
                 chunk.crc32c = crc;
             }
@@ -192,6 +194,7 @@ fn message() -> impl Strategy<Value = Message> {
                     last_log_index,
                     last_log_term,
                     pre_vote,
+                    transfer: !pre_vote && last_log_index.0 % 3 == 0,
                 })
             }
         ),
@@ -445,6 +448,7 @@ impl Cluster {
                             commit: LogIndex(2),
                         },
                         entries,
+                        membership: None,
                     }
                 } else {
                     DurableState::default()
@@ -491,7 +495,10 @@ impl Cluster {
             }
             while let Some((from, to, message)) = self.queue.pop_front() {
                 busy = true;
-                self.step(self.position(to), from, message)
+                let Some(position) = self.position(to) else {
+                    continue;
+                };
+                self.step(position, from, message)
                     .expect("honest setup holds");
             }
             if !busy {
@@ -501,11 +508,9 @@ impl Cluster {
         panic!("the setup did not settle");
     }
 
-    fn position(&self, id: NodeId) -> usize {
-        self.ids
-            .iter()
-            .position(|&known| known == id)
-            .expect("messages go to members")
+    /// Where node `id` sits; `None` for a stranger (answers to a forged sender go nowhere).
+    fn position(&self, id: NodeId) -> Option<usize> {
+        self.ids.iter().position(|&known| known == id)
     }
 
     /// Steps a message into a node and checks that a refusal changed nothing.
@@ -728,8 +733,9 @@ impl Cluster {
                     let Some((from, to, message)) = self.queue.pop_front() else {
                         break;
                     };
-                    let position = self.position(to);
-                    self.step(position, from, message)?;
+                    if let Some(position) = self.position(to) {
+                        self.step(position, from, message)?;
+                    }
                 }
                 Ok(())
             }
@@ -848,6 +854,7 @@ fn regression_a_forged_snapshot_at_the_last_index_is_refused() {
             0,
             Bytes::from_static(b"x"),
             true,
+            Membership::with_voters(ids),
         ));
         let _ = node.step(ids[1], forged);
         if node.has_ready() {

@@ -335,12 +335,14 @@ pub struct NodeConfig {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 5] = [
+pub const INJECTABLE_BUGS: [&str; 7] = [
     "commit-without-current-term",
     "read-without-read-index",
     "ack-before-durable",
     "install-older-snapshot",
     "compact-above-commit",
+    "membership-on-commit",
+    "overlapping-membership-changes",
 ];
 
 /// A configuration that cannot work.
@@ -494,6 +496,8 @@ impl NodeConfig {
             ack_before_durable: on("ack-before-durable"),
             install_older_snapshot: on("install-older-snapshot"),
             compact_above_commit: on("compact-above-commit"),
+            membership_on_commit: on("membership-on-commit"),
+            overlapping_membership_changes: on("overlapping-membership-changes"),
         }
     }
 

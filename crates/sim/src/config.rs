@@ -9,6 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Spare Raft nodes a run with membership churn starts beside its voters.
+pub const MEMBERSHIP_SPARES: usize = 1;
+
 /// Which faults the nemesis injects during the safety phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultProfile {
@@ -44,6 +47,14 @@ impl FaultProfile {
     #[must_use]
     pub fn network(self) -> bool {
         matches!(self, FaultProfile::Network | FaultProfile::All)
+    }
+
+    /// Whether the nemesis changes a Raft cluster's membership too (adds learners, promotes,
+    /// removes and replaces nodes, the leader included, and transfers leadership): under
+    /// [`FaultProfile::All`]. Other schemes ignore it.
+    #[must_use]
+    pub fn membership(self) -> bool {
+        matches!(self, FaultProfile::All)
     }
 
     /// Whether nodes crash.
@@ -188,6 +199,10 @@ pub struct SimConfig {
     /// Hybrid: each data server's clock drifts by a rate drawn from `±clock_drift_ppm` parts
     /// per million (the stated bound is 50 000; beyond it leases are unsafe, on purpose).
     pub clock_drift_ppm: u64,
+    /// Raft: nodes started outside the cluster (ids after the `nodes` voters, joining with
+    /// no configuration), for membership changes to add. Under a profile with
+    /// [`FaultProfile::membership`] at least [`MEMBERSHIP_SPARES`] are started.
+    pub spares: usize,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -226,6 +241,7 @@ impl SimConfig {
             compaction_tail_entries: 8,
             snapshot_chunk_bytes: 64,
             clock_drift_ppm: 50_000,
+            spares: 0,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
             #[cfg(feature = "inject-bugs")]

@@ -46,6 +46,11 @@ pub trait ProtocolHost: Sized {
     /// The scheme's own events, beside the shared ones.
     type Event;
 
+    /// Whether the scheme changes its membership when the profile asks
+    /// ([`FaultProfile::membership`]): then some of the nemesis's moves are
+    /// [`ProtocolHost::churn`]. Schemes without it draw nothing for it, so their runs stay
+    /// as they were.
+    const MEMBERSHIP: bool = false;
     /// Note appended to the trace line of a restart.
     const RESTART_NOTE: &'static str = "";
     /// What the scheme calls its epochs, for the visual trace ("term", "view").
@@ -77,6 +82,9 @@ pub trait ProtocolHost: Sized {
     fn event(sim: &mut Sim<Self>, event: Self::Event);
     /// Crashes node `node`, if it is up.
     fn crash(sim: &mut Sim<Self>, node: usize);
+    /// The nemesis changes the membership (add, promote, remove, replace, transfer
+    /// leadership), drawing from `sim.rng_nemesis`.
+    fn churn(_sim: &mut Sim<Self>) {}
     /// Something the scheme sees of every message sent (after the filter, before the
     /// network may drop it).
     fn on_sent(_sim: &mut Sim<Self>, _from: usize, _to: usize, _message: &Self::Message) {}
@@ -790,6 +798,12 @@ impl<P: ProtocolHost> Sim<P> {
 
     fn nemesis(&mut self) {
         if self.phase != Phase::Safety {
+            return;
+        }
+        if P::MEMBERSHIP && self.config.faults.membership() && self.rng_nemesis.chance(0.3) {
+            P::churn(self);
+            let pause = self.nemesis_pause();
+            self.schedule(pause, Event::Nemesis);
             return;
         }
         let Some(action) = nemesis::choose(self.config.faults, &mut self.rng_nemesis) else {

@@ -38,13 +38,14 @@ use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
 use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{
-    Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
-    SnapshotChunkRequest, SnapshotMeta, Status,
+    Config, Entry, EntryPayload, MembershipChange, MembershipError, Message, RawNode, ReadId,
+    Ready, Role, SnapshotChunk, SnapshotChunkRequest, SnapshotMeta, Status, TransferError,
 };
+use chorus_storage::snapshot::membership_extra;
 use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
 
 use crate::checkers::{Applied, FinalLog, state_hash};
-use crate::config::SimConfig;
+use crate::config::{MEMBERSHIP_SPARES, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
 use crate::report::SnapshotStats;
 use crate::visual::LaneState;
@@ -111,6 +112,11 @@ pub type MessageFilter = Filter<Message>;
 /// The Raft nodes of a simulation, with their disks.
 pub struct RaftNodes {
     hosts: Vec<Host>,
+    /// The voters the cluster is born with: hosts `0..initial_voters`; the others are spares
+    /// that start outside the cluster.
+    initial_voters: usize,
+    /// Membership changes and leadership transfers the nemesis had accepted.
+    membership_changes: u64,
     rng_disk: Prng,
     leader_terms: BTreeMap<chorus_core::Term, NodeId>,
     snapshots: SnapshotStats,
@@ -135,9 +141,25 @@ pub enum RaftEvent {
     },
 }
 
+impl RaftNodes {
+    /// The members (voters and learners) of the live leader's configuration, if there is a
+    /// leader.
+    fn members(&self) -> Option<Vec<NodeId>> {
+        let leader = self.leader()?;
+        let raft = self.hosts[leader].raft.as_ref()?;
+        Some(raft.membership().members())
+    }
+}
+
 impl ProtocolHost for RaftNodes {
     type Message = Message;
     type Event = RaftEvent;
+
+    const MEMBERSHIP: bool = true;
+
+    fn churn(sim: &mut Sim<Self>) {
+        sim.churn();
+    }
 
     fn nodes(&self) -> usize {
         self.hosts.len()
@@ -317,8 +339,14 @@ impl ProtocolHost for RaftNodes {
 
     fn converged(sim: &Sim<Self>) -> bool {
         let hosts = &sim.nodes.hosts;
+        // Nodes outside the leader's configuration (removed, or spares never added) are
+        // left behind by design.
+        let Some(members) = sim.nodes.members() else {
+            return false;
+        };
         let statuses: Vec<Status> = hosts
             .iter()
+            .filter(|h| members.contains(&h.id))
             .filter_map(|h| h.raft.as_ref().map(RawNode::status))
             .collect();
         let Some(first) = statuses.first() else {
@@ -375,8 +403,10 @@ impl ProtocolHost for RaftNodes {
 
     fn finish(sim: &mut Sim<Self>) {
         let hosts = &sim.nodes.hosts;
+        let members = sim.nodes.members().unwrap_or_default();
         let logs: Vec<FinalLog> = hosts
             .iter()
+            .filter(|h| members.contains(&h.id))
             .filter_map(|h| {
                 let raft = h.raft.as_ref()?;
                 let commit = raft.status().commit;
@@ -421,8 +451,15 @@ impl Simulator {
     /// If the configuration is unusable (fewer than one node or client, no keys).
     #[must_use]
     pub fn new(config: SimConfig) -> Simulator {
+        let spares = if config.faults.membership() {
+            config.spares.max(MEMBERSHIP_SPARES)
+        } else {
+            config.spares
+        };
         Sim::build(config, |config, rng, _| RaftNodes {
-            hosts: (0..config.nodes)
+            initial_voters: config.nodes,
+            membership_changes: 0,
+            hosts: (0..config.nodes + spares)
                 .map(|i| Host {
                     id: NodeId(i as u64 + 1),
                     raft: None,
@@ -446,7 +483,15 @@ impl Simulator {
     }
 
     fn raft_config(&self, node: usize) -> Config {
-        let voters = self.nodes.hosts.iter().map(|h| h.id).collect();
+        // Spares join with no configuration: they learn it from the leader once added.
+        let voters = if node < self.nodes.initial_voters {
+            self.nodes.hosts[..self.nodes.initial_voters]
+                .iter()
+                .map(|h| h.id)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut config = Config::new(self.nodes.hosts[node].id, voters);
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
@@ -564,6 +609,118 @@ impl Simulator {
         raft.propose(envelope.encode())?;
         self.drive(index);
         Ok(())
+    }
+
+    /// Proposes a membership change at `leader` (as an operator's `chorus admin`).
+    ///
+    /// # Errors
+    /// The node's refusal, or [`MembershipError::NotLeader`] if it is down.
+    pub fn change_membership(
+        &mut self,
+        leader: NodeId,
+        change: MembershipChange,
+    ) -> Result<LogIndex, MembershipError> {
+        let index = self.host_index(leader);
+        let raft = self.nodes.hosts[index]
+            .raft
+            .as_mut()
+            .ok_or(MembershipError::NotLeader)?;
+        let at = raft.propose_membership(change)?;
+        self.log(|| format!("{leader} proposes {change:?} at {at}"));
+        self.drive(index);
+        Ok(at)
+    }
+
+    /// Asks `leader` to hand leadership to `target`.
+    ///
+    /// # Errors
+    /// The node's refusal, or [`TransferError::NotLeader`] if it is down.
+    pub fn transfer_leadership(
+        &mut self,
+        leader: NodeId,
+        target: NodeId,
+    ) -> Result<(), TransferError> {
+        let index = self.host_index(leader);
+        let raft = self.nodes.hosts[index]
+            .raft
+            .as_mut()
+            .ok_or(TransferError::NotLeader)?;
+        raft.transfer_leadership(target)?;
+        self.log(|| format!("{leader} transfers leadership to {target}"));
+        self.drive(index);
+        Ok(())
+    }
+
+    /// Membership changes and transfers the nemesis had accepted so far.
+    #[must_use]
+    pub fn membership_changes(&self) -> u64 {
+        self.nodes.membership_changes
+    }
+
+    /// The nemesis's membership move: at the leader, add a learner, promote one, remove a
+    /// voter (the leader itself now and then) or a learner, or transfer leadership. Changes
+    /// the core refuses (one in progress, a learner behind, no commit in the term yet) are
+    /// simply skipped, as an operator would retry.
+    fn churn(&mut self) {
+        let Some(leader) = self.nodes.leader() else {
+            return;
+        };
+        let leader_id = self.nodes.hosts[leader].id;
+        let membership = self.nodes.hosts[leader]
+            .raft
+            .as_ref()
+            .expect("invariant: the leader is up")
+            .membership()
+            .clone();
+        let voters: Vec<NodeId> = membership.voters.iter().copied().collect();
+        let learners: Vec<NodeId> = membership.learners.iter().copied().collect();
+        let outsiders: Vec<NodeId> = self
+            .nodes
+            .hosts
+            .iter()
+            .map(|h| h.id)
+            .filter(|&id| !membership.contains(id))
+            .collect();
+        let roll = self.rng_nemesis.range(0, 100);
+        let pick = |rng: &mut Prng, ids: &[NodeId]| ids[rng.index(ids.len())];
+        let others: Vec<NodeId> = voters.iter().copied().filter(|&v| v != leader_id).collect();
+        if roll < 20 && !others.is_empty() {
+            let target = pick(&mut self.rng_nemesis, &others);
+            if self.transfer_leadership(leader_id, target).is_ok() {
+                self.nodes.membership_changes += 1;
+            }
+            return;
+        }
+        let change = if !learners.is_empty() && roll < 60 {
+            MembershipChange::Promote(pick(&mut self.rng_nemesis, &learners))
+        } else if !outsiders.is_empty() && roll < 70 && voters.len() + learners.len() < 6 {
+            MembershipChange::AddLearner(pick(&mut self.rng_nemesis, &outsiders))
+        } else if voters.len() > 3 || (voters.len() == 3 && !learners.is_empty()) {
+            // Removing the leader itself a third of the time.
+            let victim = if self.rng_nemesis.chance(0.33) {
+                leader_id
+            } else {
+                pick(&mut self.rng_nemesis, &voters)
+            };
+            MembershipChange::Remove(victim)
+        } else if !learners.is_empty() {
+            MembershipChange::Remove(pick(&mut self.rng_nemesis, &learners))
+        } else if !outsiders.is_empty() {
+            MembershipChange::AddLearner(pick(&mut self.rng_nemesis, &outsiders))
+        } else {
+            return;
+        };
+        if self.change_membership(leader_id, change).is_ok() {
+            self.nodes.membership_changes += 1;
+            // Now and then an impatient operator asks for a second change at once: a correct
+            // leader refuses it while the first is uncommitted (one change at a time).
+            if self.rng_nemesis.chance(0.5) && !outsiders.is_empty() {
+                let next = MembershipChange::AddLearner(pick(&mut self.rng_nemesis, &outsiders));
+                if self.change_membership(leader_id, next).is_ok() {
+                    self.nodes.membership_changes += 1;
+                }
+            }
+        }
     }
 
     // ---- nodes -------------------------------------------------------------------------
@@ -745,7 +902,19 @@ impl Simulator {
             return;
         }
         let image = host.store.snapshot_bytes();
-        let encoder = MemStorage::create_snapshot(meta, &[]).and_then(|mut encoder| {
+        // The configuration as of the snapshot's index travels in its header.
+        let Some(membership) = raft.membership_at(meta.index) else {
+            raft.on_snapshot_failed();
+            let detail = format!(
+                "n{} does not know its configuration at its snapshot's index {}",
+                node + 1,
+                meta.index
+            );
+            self.checkers.report("snapshot", self.time, detail);
+            return;
+        };
+        let extra = membership_extra(membership);
+        let encoder = MemStorage::create_snapshot(meta, &extra).and_then(|mut encoder| {
             encoder
                 .write_all(&image)
                 .map_err(|error| chorus_storage::StorageError::InvalidWrite(error.to_string()))?;
@@ -975,6 +1144,8 @@ impl Simulator {
             .as_ref()
             .expect("invariant: checked above");
         self.checkers.observe_status(self.time, &status, raft);
+        self.checkers
+            .observe_configuration(self.time, &status, raft);
     }
 
     // ---- clients -----------------------------------------------------------------------

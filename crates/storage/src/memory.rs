@@ -113,10 +113,18 @@ impl MemStorage {
     /// snapshot or from index 1.
     #[must_use]
     pub fn durable(&self) -> DurableState {
-        match self.durable.durable_state(self.newest_snapshot()) {
+        let mut durable = match self.durable.durable_state(self.newest_snapshot()) {
             Ok(durable) => durable,
             Err(reason) => panic!("invariant: the in-memory log fits its snapshots: {reason}"),
-        }
+        };
+        // The snapshot's configuration is in its header.
+        durable.membership = durable.snapshot.and_then(|meta| {
+            let reader = self.open_snapshot(meta).ok()?;
+            snapshot::membership_from_extra(reader.extra(), "memory")
+                .ok()
+                .flatten()
+        });
+        durable
     }
 
     fn newest_snapshot(&self) -> Option<SnapshotMeta> {

@@ -545,6 +545,8 @@ impl Replay {
             },
             snapshot,
             entries: entries.to_vec(),
+            // Read from the snapshot's header by the storage that holds it.
+            membership: None,
         })
     }
 }

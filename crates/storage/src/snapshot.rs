@@ -80,7 +80,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chorus_core::{LogIndex, Term};
-use chorus_raft::SnapshotMeta;
+use chorus_raft::{Membership, SnapshotMeta};
 
 use crate::StorageError;
 use crate::array;
@@ -107,6 +107,33 @@ const TEMPORARY_SUFFIX: &str = ".tmp";
 
 /// Tells apart the temporary files of writers running at once in one process.
 static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The header `extra` that stores a snapshot's configuration (the cluster membership as of
+/// its index): the [postcard] encoding of the [`Membership`].
+#[must_use]
+pub fn membership_extra(membership: &Membership) -> Vec<u8> {
+    postcard::to_allocvec(membership).expect("invariant: a membership always encodes")
+}
+
+/// The configuration a snapshot header's `extra` stores: `None` for an empty `extra` (a
+/// snapshot written before configurations were stored).
+///
+/// # Errors
+/// [`StorageError::Corrupt`] naming `file` if the bytes do not decode to a valid
+/// configuration.
+pub fn membership_from_extra(extra: &[u8], file: &str) -> Result<Option<Membership>, StorageError> {
+    if extra.is_empty() {
+        return Ok(None);
+    }
+    match postcard::from_bytes::<Membership>(extra) {
+        Ok(membership) if membership.is_valid() => Ok(Some(membership)),
+        _ => Err(StorageError::Corrupt {
+            file: file.into(),
+            offset: HEADER_FIXED_BYTES,
+            reason: "the header's configuration does not decode".to_string(),
+        }),
+    }
+}
 
 /// The file name of the finished snapshot `meta`.
 #[must_use]

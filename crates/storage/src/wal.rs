@@ -137,6 +137,10 @@ pub(crate) fn entry_bytes_bound(entry: &Entry) -> u64 {
     let payload = match &entry.payload {
         chorus_raft::EntryPayload::NoOp => 0,
         chorus_raft::EntryPayload::Command(command) => command.len() as u64,
+        // Two set lengths, then one varint per member.
+        chorus_raft::EntryPayload::Membership(membership) => {
+            (2 + membership.voters.len() + membership.learners.len()) as u64 * VARINT_BYTES_MAX
+        }
     };
     // Term, index, payload variant and command length, each at most one varint.
     4 * VARINT_BYTES_MAX + payload

@@ -174,6 +174,7 @@ fn append_sync_and_reopen_round_trip(harness: &mut impl Harness) {
         snapshot: None,
         hard_state: hard_state(1, Some(2), 0),
         entries: log,
+        membership: None,
     };
     assert_eq!(storage.durable_state().expect("reads"), expected);
     let (storage, durable) = harness.restart(storage);
@@ -388,6 +389,7 @@ fn compaction_then_restart_reads_the_snapshot_and_the_tail(harness: &mut impl Ha
         hard_state: hard_state(1, Some(1), 15),
         snapshot: Some(meta),
         entries: entries(11..=20, 1),
+        membership: None,
     };
     assert_eq!(storage.durable_state().expect("reads"), expected);
     let (mut storage, durable) = harness.restart(storage);

@@ -119,7 +119,7 @@ pub fn commands(entries: &[Entry]) -> Vec<String> {
         .iter()
         .filter_map(|entry| match &entry.payload {
             EntryPayload::Command(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-            EntryPayload::NoOp => None,
+            EntryPayload::NoOp | EntryPayload::Membership(_) => None,
         })
         .collect()
 }
@@ -184,6 +184,23 @@ impl Network {
             network.rejected_reads.insert(*voter, Vec::new());
         }
         network
+    }
+
+    /// Starts node `node`, empty, joining the cluster: it knows no configuration until the
+    /// leader's log (or snapshot) tells it.
+    pub fn add_node(&mut self, node: NodeId, configure: impl Fn(&mut Config)) {
+        let mut config = Config::new(node, Vec::new());
+        config.seed = 42;
+        configure(&mut config);
+        let raft = RawNode::new(config.clone()).expect("valid joining node");
+        self.nodes.insert(node, raft);
+        self.configs.insert(node, config);
+        self.disks.insert(node, DurableState::default());
+        self.applied.insert(node, Vec::new());
+        self.machines.insert(node, Machine::default());
+        self.snapshots.insert(node, Vec::new());
+        self.read_states.insert(node, Vec::new());
+        self.rejected_reads.insert(node, Vec::new());
     }
 
     pub fn with_chaos(mut self, chaos: Chaos, seed: u64) -> Network {
@@ -295,6 +312,11 @@ impl Network {
             disk.entries.clear();
         }
         disk.snapshot = Some(meta);
+        disk.membership = self.nodes[&node].membership_at(meta.index).cloned();
+        assert!(
+            disk.membership.is_some(),
+            "an installed snapshot has a configuration"
+        );
         self.snapshots
             .get_mut(&node)
             .expect("known node")
@@ -318,7 +340,11 @@ impl Network {
             .get_mut(&node)
             .expect("known node")
             .push((meta, bytes));
-        self.disks.get_mut(&node).expect("known node").snapshot = Some(meta);
+        let membership = self.nodes[&node].membership_at(meta.index).cloned();
+        assert!(membership.is_some(), "a snapshot's configuration is known");
+        let disk = self.disks.get_mut(&node).expect("known node");
+        disk.snapshot = Some(meta);
+        disk.membership = membership;
         *self.snapshots_taken.entry(node).or_default() += 1;
         let raft = self.nodes.get_mut(&node).expect("known node");
         raft.on_snapshot_taken(meta)
@@ -493,6 +519,7 @@ impl Network {
                 return;
             };
             if self.cut.contains(&(from, to))
+                || !self.nodes.contains_key(&to)
                 || self.crashed.contains(&from)
                 || self.crashed.contains(&to)
             {

@@ -3,6 +3,7 @@
 
 mod election;
 mod harness;
+mod membership;
 mod read_index;
 mod replication;
 mod robustness;

@@ -177,6 +177,7 @@ fn fast_rollback_skips_a_long_conflicting_log_in_few_round_trips() {
             commit: LogIndex(1),
         },
         entries: log_with_terms(terms),
+        membership: None,
     };
     let mut network =
         Network::with_durable(vec![state(&long), state(&short), state(&short)], |config| {
@@ -234,16 +235,19 @@ fn figure_8_network(configure: impl Fn(&mut chorus_raft::Config)) -> Network {
                 snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
+                membership: None,
             },
             DurableState {
                 snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
+                membership: None,
             },
             DurableState {
                 snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1]),
+                membership: None,
             },
         ],
         configure,
@@ -301,6 +305,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
             commit: LogIndex(9),
         },
         entries: log_with_terms(&[1, 3]),
+        membership: None,
     };
     let mut node = RawNode::restart(config.clone(), durable).expect("valid");
     let status = node.status();
@@ -338,6 +343,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
             commit: LogIndex(1),
         },
         entries: log_with_terms(&[1, 3]),
+        membership: None,
     };
     let node = RawNode::restart(config.clone(), durable).expect("valid");
     assert_eq!(node.status().vote, Some(id(2)));
@@ -350,6 +356,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
         snapshot: None,
         hard_state: HardState::default(),
         entries,
+        membership: None,
     };
     assert!(matches!(
         RawNode::restart(config, corrupt),

@@ -80,18 +80,21 @@ fn malformed_messages_are_refused_and_change_nothing() {
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
             pre_vote: false,
+            transfer: false,
         }),
         Message::RequestVote(RequestVote {
             term: Term(3),
             last_log_index: LogIndex(5),
             last_log_term: Term(4),
             pre_vote: false,
+            transfer: false,
         }),
         Message::RequestVote(RequestVote {
             term: Term(3),
             last_log_index: LogIndex(5),
             last_log_term: Term(0),
             pre_vote: true,
+            transfer: false,
         }),
         Message::Propose(Propose {
             term: Term(1),
@@ -131,14 +134,20 @@ fn malformed_messages_are_refused_and_change_nothing() {
     assert_refused(leader, id(2), append(term, (0, 0), vec![], 0));
 }
 
+/// Nodes outside the configuration may talk (a new leader the node has not heard of yet, a
+/// joining learner), but a second leader of a known term, itself, or node 0 may not.
 #[test]
-fn messages_from_unknown_peers_or_from_itself_are_refused() {
+fn messages_from_itself_node_0_or_a_second_leader_are_refused() {
     let mut network = settled();
     let node = network.node_mut(id(2));
     let heartbeat = append(1, (0, 0), vec![], 0);
-    assert_eq!(
+    assert!(matches!(
         assert_refused(node, id(9), heartbeat.clone()),
-        StepError::UnknownPeer(id(9))
+        StepError::Malformed(_)
+    ));
+    assert_eq!(
+        assert_refused(node, NodeId(0), heartbeat.clone()),
+        StepError::UnknownPeer(NodeId(0))
     );
     assert_eq!(
         assert_refused(node, id(2), heartbeat),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{
     Config, ConfigError, DurableState, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Message, RawNode, SnapshotError, SnapshotMeta, StepError,
+    InstallSnapshotResponse, Membership, Message, RawNode, SnapshotError, SnapshotMeta, StepError,
 };
 
 use crate::harness::{Chaos, Network, SnapshotFault, id};
@@ -231,6 +231,7 @@ fn d18_a_restart_from_a_snapshot_and_its_tail_replays_only_what_follows() {
         },
         snapshot: Some(meta(10, 2)),
         entries,
+        membership: None,
     };
     let config = Config::new(id(1), vec![id(1), id(2), id(3)]);
     let mut node = RawNode::restart(config.clone(), durable.clone()).expect("valid");
@@ -382,6 +383,7 @@ fn follower_configured(term: u64, commit: u64, configure: impl Fn(&mut Config)) 
         },
         snapshot: None,
         entries,
+        membership: None,
     };
     let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
     small_snapshots(&mut config);
@@ -406,6 +408,7 @@ fn chunk(term: u64, snapshot: SnapshotMeta, offset: u64, data: &[u8], done: bool
         offset,
         Bytes::copy_from_slice(data),
         done,
+        Membership::with_voters([id(1), id(2), id(3)]),
     ))
 }
 
@@ -542,10 +545,23 @@ fn the_injected_old_snapshot_bug_is_caught() {
 fn damaged_or_oversized_chunks_are_refused() {
     let mut node = follower_with(1, 3);
     let status = node.status();
-    let mut flipped =
-        InstallSnapshot::new(Term(2), meta(20, 2), 0, Bytes::from_static(b"data"), false);
+    let mut flipped = InstallSnapshot::new(
+        Term(2),
+        meta(20, 2),
+        0,
+        Bytes::from_static(b"data"),
+        false,
+        Membership::with_voters([id(1), id(2), id(3)]),
+    );
     flipped.crc32c ^= 1;
-    let mut huge = InstallSnapshot::new(Term(2), meta(20, 2), 0, Bytes::new(), false);
+    let mut huge = InstallSnapshot::new(
+        Term(2),
+        meta(20, 2),
+        0,
+        Bytes::new(),
+        false,
+        Membership::with_voters([id(1), id(2), id(3)]),
+    );
     huge.data = Bytes::from(vec![0u8; 17]);
     huge.crc32c = crc32c::crc32c(&huge.data);
     let refused = [

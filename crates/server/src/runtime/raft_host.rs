@@ -576,7 +576,10 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 }
                 // The core's queue is full: the periodic re-send tries again later.
                 Err(chorus_raft::ProposeError::TooManyPending) => break,
-                Err(chorus_raft::ProposeError::NoLeader) => {
+                Err(
+                    chorus_raft::ProposeError::NoLeader
+                    | chorus_raft::ProposeError::TransferInProgress,
+                ) => {
                     self.wait_for_leader(Kind::Write, request);
                 }
             }
@@ -997,7 +1000,12 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             Ok(()) => {
                 cx.shared.metrics.proposals.inc();
             }
-            Err(chorus_raft::ProposeError::NoLeader) => self.wait_for_leader(Kind::Write, request),
+            // A transfer hands leadership over within an election timeout: wait for the next
+            // leader as when none is known (an abandoned transfer is retried by the periodic
+            // re-send).
+            Err(
+                chorus_raft::ProposeError::NoLeader | chorus_raft::ProposeError::TransferInProgress,
+            ) => self.wait_for_leader(Kind::Write, request),
             Err(chorus_raft::ProposeError::TooManyPending) => {
                 let Some(held) = cx.requests.cancel(Kind::Write, request) else {
                     return;

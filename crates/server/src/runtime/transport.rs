@@ -309,6 +309,7 @@ mod tests {
             last_log_index: chorus_core::LogIndex(9),
             last_log_term: Term(2),
             pre_vote: false,
+            transfer: false,
         }));
         let frame = encode_message(&message).unwrap();
         assert_eq!(frame[1], KIND_MESSAGE);

@@ -8,6 +8,7 @@
 //! and once at the end. A checker never panics; it records a [`Violation`] with the simulated
 //! time and enough detail to start debugging, and the run goes on.
 
+mod m_configurations;
 mod pb_views;
 mod s1_election_safety;
 mod s2_log_matching;
@@ -46,6 +47,10 @@ pub fn payload_hash(payload: &EntryPayload) -> u64 {
         EntryPayload::Command(command) => {
             1u8.hash(&mut hasher);
             command.hash(&mut hasher);
+        }
+        EntryPayload::Membership(membership) => {
+            2u8.hash(&mut hasher);
+            membership.hash(&mut hasher);
         }
     }
     hasher.finish()
@@ -94,6 +99,7 @@ pub struct Checkers {
     s5: s5_monotonicity::Monotonicity,
     s6: s6_acknowledged_writes::AcknowledgedWrites,
     s8: s8_exactly_once::ExactlyOnce,
+    configurations: m_configurations::Configurations,
     pb: pb_views::PbViews,
     violations: Vec<Violation>,
 }
@@ -143,6 +149,13 @@ impl Checkers {
         if let Some(v) = self.s3.observe_leader(status, raft) {
             found.push(("S3", v));
         }
+        self.record(time, found);
+    }
+
+    /// A Raft node's status and configuration after an event touched it: S1 across
+    /// configurations, M1 (one change at a time) and M2 (in force on append).
+    pub fn observe_configuration(&mut self, time: u64, status: &Status, raft: &RawNode) {
+        let found = self.configurations.observe(status, raft);
         self.record(time, found);
     }
 
@@ -202,6 +215,7 @@ impl Checkers {
 
     /// A node sent a granted (real) vote.
     pub fn observe_vote(&mut self, time: u64, node: NodeId, term: Term, candidate: NodeId) {
+        self.configurations.observe_vote(node, term, candidate);
         if let Some(v) = self.s5.observe_vote(node, term, candidate) {
             self.record(time, vec![("S5", v)]);
         }

@@ -36,7 +36,7 @@ pub(super) struct ExactlyOnce {
 impl ExactlyOnce {
     pub(super) fn observe(&mut self, applied: &Applied<'_>) -> Option<String> {
         let command = match &applied.entry.payload {
-            EntryPayload::NoOp => None,
+            EntryPayload::NoOp | EntryPayload::Membership(_) => None,
             EntryPayload::Command(bytes) => Some(
                 Envelope::decode(bytes)
                     .map(|envelope| envelope.command)

@@ -19,6 +19,7 @@ mod determinism;
 mod durability;
 mod election;
 mod expiry;
+mod membership;
 mod replication;
 mod snapshots;
 
