@@ -26,11 +26,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, Prng};
-use rpds::RedBlackTreeMapSync;
 use serde::{Deserialize, Serialize};
 
-/// The key space: every key with its typed value, in key order.
-pub type Map = RedBlackTreeMapSync<Bytes, Value>;
+pub use crate::keyspace::Map;
 
 /// Redis's error for an operation on a key holding another type.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -1063,7 +1061,7 @@ fn run(data: &mut Map, index: LogIndex, op: TypedOp) -> Outcome<Reply> {
             ])
         }
         TypedOp::FlushAll => {
-            *data = Map::new_sync();
+            data.clear();
             Reply::ok()
         }
         TypedOp::HSet {
