@@ -1322,4 +1322,93 @@ mod tests {
             )]
         );
     }
+
+    fn read_x() -> Bytes {
+        chorus_kv::Query::Get {
+            key: Bytes::from_static(b"x"),
+        }
+        .encode()
+    }
+
+    fn ack(applied: u64, read_round: u64) -> Message {
+        Message::Ack {
+            view: ViewNumber(2),
+            applied: LogIndex(applied),
+            read_round,
+        }
+    }
+
+    /// Proves a read never reports a write the backup does not hold yet: the primary executed
+    /// the write (its state holds it), the backup confirmed the read's round, and still the
+    /// read waits until the write is acknowledged, then answers with it.
+    #[test]
+    fn a_read_waits_until_the_writes_it_saw_are_acknowledged() {
+        let mut primary = primary_with_ready_backup();
+        let write = Envelope {
+            origin: C,
+            request: 1,
+            command: put("x", "1"),
+            session: None,
+        };
+        primary.propose(write).expect("acting primary");
+        primary.read(ReadId(9), read_x()).expect("acting primary");
+        let ready = take(&mut primary);
+        assert!(ready.messages.iter().any(|(_, m)| matches!(
+            m,
+            Message::ReadConfirm { round: 1, .. }
+        )));
+        primary.step(B, ack(0, 1)).expect("the round confirmed");
+        let ready = take(&mut primary);
+        assert!(ready.reads.is_empty(), "the write it saw is not acknowledged");
+        assert!(ready.committed.is_empty());
+        primary.step(B, ack(1, 1)).expect("the write acknowledged");
+        let ready = take(&mut primary);
+        assert_eq!(ready.committed.len(), 1);
+        assert_eq!(
+            ready.reads,
+            vec![ReadOutput {
+                id: ReadId(9),
+                output: Response::Value(Some(Bytes::from_static(b"1"))).encode(),
+            }]
+        );
+    }
+
+    /// Proves a held read is rejected, and the write in flight aborted (outcome unknown), when
+    /// the primary learns it was replaced; its state keeps the executed write, which it would
+    /// transfer if it acted again.
+    #[test]
+    fn a_replaced_primary_rejects_held_reads_and_aborts_its_writes() {
+        let mut primary = primary_with_ready_backup();
+        let write = Envelope {
+            origin: C,
+            request: 1,
+            command: put("x", "1"),
+            session: None,
+        };
+        let index = primary.propose(write).expect("acting primary");
+        primary.read(ReadId(9), read_x()).expect("acting primary");
+        let _confirm = take(&mut primary);
+        primary.step(B, ack(0, 1)).expect("the round confirmed");
+        assert!(take(&mut primary).reads.is_empty());
+        primary
+            .step(
+                B,
+                Message::Rejected {
+                    view: ViewNumber(3),
+                },
+            )
+            .expect("replaced");
+        let ready = take(&mut primary);
+        assert_eq!(ready.rejected_reads, vec![ReadId(9)]);
+        assert_eq!(
+            ready.aborted,
+            vec![Aborted {
+                index,
+                origin: C,
+                request: 1,
+            }]
+        );
+        assert_eq!(primary.status().applied, index);
+        assert_eq!(primary.status().pending, 0);
+    }
 }

@@ -32,18 +32,19 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash};
 
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
+use chorus_core::{Execution, LogIndex, NodeId, Prng, StateMachine};
 use chorus_hybrid::{
     ConfigCommand, ConfigStateMachine, DataReplica, DataStatus, Durable, HybridConfig, LocalTime,
     Message, ReadId, View,
 };
-use chorus_kv::{KvConfig, KvStore, Query};
+use chorus_kv::Query;
 use chorus_raft::{Config, EntryPayload, RawNode, Role};
 use chorus_storage::{MemStorage, Storage};
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, Phase, ProtocolHost, Sim, Waiting};
 use crate::visual::LaneState;
+use crate::witness::{Witnessed, unwitness};
 use crate::workload::{ReplyBody, RequestBody};
 
 /// Readies a node may produce in one drive before the driver stops.
@@ -134,7 +135,7 @@ impl ProtocolHost for HybridNodes {
         config.incarnation = server.incarnation + 1;
         config.min_replicas = sim.nodes.min_replicas;
         let now = sim.clock(node);
-        let store = Box::new(KvStore::new(KvConfig::default()));
+        let store = Box::new(Witnessed::new(None));
         let replica = DataReplica::restart(config, server.disk.clone(), store, now)
             .expect("invariant: the simulator's data-server configuration is valid");
         sim.nodes.servers[node].replica = Some(replica);
@@ -621,9 +622,13 @@ impl HybridSimulator {
                 {
                     self.checkers.report("S4", self.time, v);
                 }
+                // The entry carries the primary's execution; its witness names the command
+                // (see `witness`), which the exactly-once model runs.
                 let command = Envelope::decode(&applied.command)
-                    .map(|envelope| envelope.command)
-                    .unwrap_or_else(|_| applied.command.clone());
+                    .ok()
+                    .and_then(|envelope| Execution::decode(&envelope.command).ok())
+                    .and_then(|execution| unwitness(&execution.effect))
+                    .map_or_else(|| applied.command.clone(), |(command, _, _)| command);
                 self.checkers.observe_replicated_apply(
                     self.time,
                     id,
@@ -678,6 +683,12 @@ impl HybridSimulator {
             for (read, output) in ready.reads {
                 if let Some(waiting) = self.nodes.servers[node].reads.remove(&read) {
                     self.reply(waiting, ReplyBody::Done(output));
+                }
+            }
+            for read in ready.rejected_reads {
+                if let Some(waiting) = self.nodes.servers[node].reads.remove(&read) {
+                    let hint = self.nodes.leader_hint(node);
+                    self.reply(waiting, ReplyBody::Retry(hint));
                 }
             }
             if let Some(replica) = &mut self.nodes.servers[node].replica {

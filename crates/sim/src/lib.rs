@@ -56,6 +56,7 @@ pub mod pb;
 mod queue;
 pub mod raft;
 pub mod report;
+mod witness;
 mod workload;
 
 /// The client-history format, the linearizability checker and the visual trace, re-exported
