@@ -871,7 +871,14 @@ impl DataReplica {
             return;
         };
         follower.last_ack_at = now;
-        follower.lease_until = follower.lease_until.max(sent_at.plus(lease));
+        if success {
+            // Only a follower that took the Append as its primary's (and so restarted its
+            // grace period) grants a lease. A refusal may come from a follower that fenced
+            // an Append of an older epoch, answering with its own epoch, which this primary
+            // may have reached meanwhile: that Append's send time promises nothing (sweep
+            // seed 404: the lease outlived the backup's grace, H5).
+            follower.lease_until = follower.lease_until.max(sent_at.plus(lease));
+        }
         let resend = if success {
             follower.matched = follower.matched.max(lsn.min(last));
             follower.next = follower.next.max(follower.matched.next());

@@ -47,7 +47,9 @@ use std::io::{Read, Write};
 use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition};
 use crate::typed::{self, Map, Score, SortedSet, Value};
 use bytes::Bytes;
-use chorus_core::{EffectError, Execution, LogIndex, RestoreError, SnapshotImage, StateMachine};
+use chorus_core::{
+    EffectError, Execution, LogIndex, Prng, RestoreError, SnapshotImage, StateMachine,
+};
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -131,7 +133,23 @@ pub struct KvStore {
     /// While [`StateMachine::execute`] runs: the sessions the command registered, changed or
     /// expired (the keys it wrote are noted by the [`Map`] itself). `None` otherwise.
     sessions_written: Option<BTreeSet<ClientId>>,
+    /// This replica's own randomness for commands executed passively (see
+    /// [`KvStore::set_entropy`]); not replicated state.
+    entropy: Entropy,
 }
+
+/// A replica's own source of randomness: never part of the replicated state, so it takes no
+/// part in equality.
+#[derive(Clone, Debug, Default)]
+struct Entropy(Option<Prng>);
+
+impl PartialEq for Entropy {
+    fn eq(&self, _other: &Entropy) -> bool {
+        true
+    }
+}
+
+impl Eq for Entropy {}
 
 /// A snapshot of a [`KvStore`]: the roots of its persistent maps at one applied index. Taking
 /// it copies nothing; writing it streams the maps in key order.
@@ -400,7 +418,18 @@ impl KvStore {
             sessions_by_use: RedBlackTreeSetSync::new_sync(),
             last_applied: LogIndex(0),
             sessions_written: None,
+            entropy: Entropy::default(),
         }
+    }
+
+    /// Gives this replica its own randomness, seeded by `seed` (a runtime seeds it from the
+    /// operating system). It is used only by [`StateMachine::execute`], which the passive
+    /// schemes (primary-backup, the hybrid) run on the primary alone and whose effect the
+    /// backups apply: there `SPOP` pops members drawn from it, as Redis does. Raft applies
+    /// every command on every replica with [`StateMachine::apply`], which ignores it: there
+    /// `SPOP` stays seeded by the log index, so every replica pops the same members.
+    pub fn set_entropy(&mut self, seed: u64) {
+        self.entropy = Entropy(Some(Prng::new(seed)));
     }
 
     /// The configuration this store was built with.
@@ -694,7 +723,15 @@ impl KvStore {
                 let removed = keys.iter().filter(|key| self.data.remove_mut(*key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
-            Op::Typed(op) => Response::Reply(typed::execute(&mut self.data, index, op)),
+            Op::Typed(op) => {
+                // Executing passively (effects shipped), the replica's own randomness may
+                // decide; applied actively, only the log index may.
+                let seed = match (&mut self.entropy.0, &self.sessions_written) {
+                    (Some(entropy), Some(_)) => entropy.next_u64(),
+                    _ => index.0,
+                };
+                Response::Reply(typed::execute_seeded(&mut self.data, index, op, seed))
+            }
         })
     }
 
@@ -800,6 +837,7 @@ impl KvStore {
             sessions_by_use,
             last_applied,
             sessions_written: None,
+            entropy: Entropy::default(),
         })
     }
 }
@@ -935,7 +973,10 @@ impl StateMachine for KvStore {
     /// bytes, a number not in its shortest form) or describe an impossible state (unsorted
     /// keys, a session used after the last applied index); the state is then left unchanged.
     fn restore(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
-        *self = KvStore::read_image(self.config, input)?;
+        let restored = KvStore::read_image(self.config, input)?;
+        let entropy = std::mem::take(&mut self.entropy);
+        *self = restored;
+        self.entropy = entropy;
         Ok(())
     }
 }
@@ -2084,5 +2125,47 @@ mod tests {
                 assert_eq!(scratch, before);
             }
         }
+    }
+
+    /// Proves `SPOP` executed passively draws from the replica's own randomness (two
+    /// primaries with different entropy pop different members from equal sets), that the
+    /// backup reaches the primary's state through the effect alone, and that applied actively
+    /// it stays seeded by the log index whatever the entropy.
+    #[test]
+    fn spop_draws_real_randomness_only_where_effects_are_shipped() {
+        use crate::typed::TypedOp;
+        let members: Vec<Bytes> = (0..64).map(|i| b(&format!("m{i}"))).collect();
+        let fill = Command::Unsessioned(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members,
+        }))
+        .encode();
+        let pop = Command::Unsessioned(Op::Typed(TypedOp::SPop {
+            key: b("s"),
+            count: Some(8),
+        }))
+        .encode();
+        let popped_by = |seed: u64| {
+            let mut primary = KvStore::new(KvConfig::default());
+            primary.set_entropy(seed);
+            let mut backup = KvStore::new(KvConfig::default());
+            for (index, command) in [(1, &fill), (2, &pop)] {
+                let execution = StateMachine::execute(&mut primary, LogIndex(index), command);
+                backup
+                    .apply_effect(LogIndex(index), &execution.effect)
+                    .expect("applies");
+            }
+            assert_eq!(backup, primary);
+            primary.snapshot_bytes()
+        };
+        assert_ne!(popped_by(1), popped_by(2), "each primary draws its own members");
+        let applied_by = |seed: u64| {
+            let mut replica = KvStore::new(KvConfig::default());
+            replica.set_entropy(seed);
+            replica.apply(LogIndex(1), &fill);
+            replica.apply(LogIndex(2), &pop);
+            replica.snapshot_bytes()
+        };
+        assert_eq!(applied_by(1), applied_by(2), "active replicas agree");
     }
 }

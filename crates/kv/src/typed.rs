@@ -662,7 +662,8 @@ pub enum TypedOp {
         key: Bytes,
     },
     /// `SPOP key [count]`: the members popped are drawn with a PRNG seeded by the log index,
-    /// so every replica pops the same ones.
+    /// so every replica pops the same ones, unless the store executes it passively with its
+    /// own randomness (see `KvStore::set_entropy`).
     SPop {
         /// The set.
         key: Bytes,
@@ -976,12 +977,18 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 
 /// Executes `op` on `data` at log `index` (the seed of `SPOP`'s choices).
 pub fn execute(data: &mut Map, index: LogIndex, op: TypedOp) -> Reply {
-    match run(data, index, op) {
+    execute_seeded(data, index, op, index.0)
+}
+
+/// Executes `op` on `data` at log `index`, drawing `SPOP`'s choices from `seed`: a replica
+/// that ships effects may seed it with real randomness, since no other replica executes.
+pub fn execute_seeded(data: &mut Map, index: LogIndex, op: TypedOp, seed: u64) -> Reply {
+    match run(data, index, op, seed) {
         Ok(reply) | Err(reply) => reply,
     }
 }
 
-fn run(data: &mut Map, index: LogIndex, op: TypedOp) -> Outcome<Reply> {
+fn run(data: &mut Map, _index: LogIndex, op: TypedOp, seed: u64) -> Outcome<Reply> {
     Ok(match op {
         TypedOp::Type { key } => {
             Reply::Status(data.get(&key).map_or("none", Value::type_name).to_owned())
@@ -1341,7 +1348,7 @@ fn run(data: &mut Map, index: LogIndex, op: TypedOp) -> Outcome<Reply> {
             Reply::count(read::<BTreeSet<Bytes>>(data, &key)?.map_or(0, BTreeSet::len))
         }
         TypedOp::SPop { key, count } => {
-            let mut prng = Prng::new(index.0);
+            let mut prng = Prng::new(seed);
             let popped = update(data, &key, false, |set: &mut BTreeSet<Bytes>| {
                 let wanted = count.map_or(1, |count| usize::try_from(count).unwrap_or(usize::MAX));
                 if wanted >= set.len() {

@@ -9,6 +9,22 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// The state machine a simulated run replicates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Machine {
+    /// The key-value store: deterministic, and shipping effects under passive replication.
+    #[default]
+    Kv,
+    /// The key-value store plus a random number each node draws from its own source inside
+    /// every apply: the non-deterministic state machine of the determinism lesson. With
+    /// `ship_effects` its effect carries the number drawn (passive replication copies it);
+    /// without, its effect is its command, which every backup re-executes.
+    Stamped {
+        /// Whether the effect carries the number drawn.
+        ship_effects: bool,
+    },
+}
+
 /// Which faults the nemesis injects during the safety phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultProfile {
@@ -188,6 +204,9 @@ pub struct SimConfig {
     /// Hybrid: each data server's clock drifts by a rate drawn from `±clock_drift_ppm` parts
     /// per million (the stated bound is 50 000; beyond it leases are unsafe, on purpose).
     pub clock_drift_ppm: u64,
+    /// The state machine the nodes replicate (the key-value store by default; the stamped
+    /// store for the determinism lesson, see `crate::machine`).
+    pub machine: Machine,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -223,6 +242,7 @@ impl SimConfig {
             compaction_tail_entries: 8,
             snapshot_chunk_bytes: 64,
             clock_drift_ppm: 50_000,
+            machine: Machine::Kv,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
         }

@@ -50,6 +50,7 @@ mod dispatch;
 pub mod engine;
 pub mod gallery;
 pub mod hybrid;
+mod machine;
 mod nemesis;
 pub mod network;
 pub mod pb;
@@ -63,7 +64,7 @@ mod workload;
 /// from [`chorus_check`] (their home since tools that check real clusters use them too) so that
 /// `chorus_sim::history`, `chorus_sim::linearizability` and `chorus_sim::visual` work.
 pub use chorus_check::{history, linearizability, visual};
-pub use config::{FaultProfile, Protocol, SimConfig};
+pub use config::{FaultProfile, Machine, Protocol, SimConfig};
 pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};
 pub use hybrid::{HybridNodes, HybridSimulator};

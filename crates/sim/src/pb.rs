@@ -76,6 +76,7 @@ use chorus_pb::{
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
 use crate::visual::LaneState;
+use crate::machine::{SimStore, stamp_seed};
 use crate::witness::{Change, ChangeLog, Witnessed};
 use crate::workload::{ReplyBody, RequestBody};
 
@@ -150,7 +151,11 @@ impl ProtocolHost for PbNodes {
 
     fn start(sim: &mut Sim<Self>, node: usize) {
         let log: ChangeLog = Arc::default();
-        let store = Witnessed::new(Some(Arc::clone(&log)));
+        let seed = stamp_seed(sim.config.seed, node, sim.nodes.hosts[node].incarnation);
+        let store = Witnessed::new(
+            SimStore::new(sim.config.machine, seed),
+            Some(Arc::clone(&log)),
+        );
         let mut config = PbConfig::new(sim.nodes.hosts[node].id, sim.view_service_id());
         // Every start of a server pings with a larger incarnation.
         config.incarnation = sim.nodes.hosts[node].incarnation + 1;

@@ -36,7 +36,7 @@ use std::io::Write as _;
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
-use chorus_kv::{KvConfig, KvStore, Query};
+use chorus_kv::Query;
 use chorus_raft::{
     Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
     SnapshotChunkRequest, SnapshotMeta, Status,
@@ -47,6 +47,7 @@ use crate::checkers::{Applied, FinalLog, state_hash};
 use crate::config::SimConfig;
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
 use crate::report::SnapshotStats;
+use crate::machine::{SimStore, stamp_seed};
 use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
 
@@ -56,7 +57,7 @@ struct Host {
     id: NodeId,
     raft: Option<RawNode>,
     incarnation: u64,
-    store: KvStore,
+    store: SimStore,
     disk: MemStorage,
     outstanding: Option<Ready>,
     applied: LogIndex,
@@ -140,7 +141,10 @@ impl ProtocolHost for RaftNodes {
         let status = raft.status();
         let host = &mut sim.nodes.hosts[node];
         host.raft = Some(raft);
-        host.store = KvStore::new(KvConfig::default());
+        host.store = SimStore::new(
+            sim.config.machine,
+            stamp_seed(sim.config.seed, node, host.incarnation),
+        );
         host.applied = LogIndex(0);
         host.outstanding = None;
         host.snapshot_job = None;
@@ -410,7 +414,7 @@ impl Simulator {
                     id: NodeId(i as u64 + 1),
                     raft: None,
                     incarnation: 0,
-                    store: KvStore::new(KvConfig::default()),
+                    store: SimStore::new(config.machine, stamp_seed(config.seed, i, 0)),
                     disk: MemStorage::new(),
                     outstanding: None,
                     applied: LogIndex(0),
@@ -667,13 +671,16 @@ impl Simulator {
     /// Restores node `node`'s state machine from its durable snapshot `meta` (at a restart or
     /// an install), and shows the checkers the state it now stands at.
     fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
+        let machine = self.config.machine;
+        let seed = stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation)
+            ^ meta.index.0;
         let host = &mut self.nodes.hosts[node];
         let restored = host
             .disk
             .open_snapshot(meta)
             .map_err(|error| error.to_string())
             .and_then(|mut reader| {
-                let mut store = KvStore::new(KvConfig::default());
+                let mut store = SimStore::new(machine, seed);
                 store.restore(&mut reader).map_err(|error| error.reason)?;
                 reader.verify_to_end().map_err(|error| error.to_string())?;
                 Ok(store)

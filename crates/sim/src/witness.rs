@@ -18,7 +18,8 @@ use bytes::Bytes;
 use chorus_core::{
     EffectError, Execution, LogIndex, RestoreError, SnapshotImage, StateMachine,
 };
-use chorus_kv::{KvConfig, KvStore};
+
+use crate::machine::SimStore;
 
 /// One change of a witnessed store, in order.
 #[derive(Clone, Debug)]
@@ -40,18 +41,15 @@ pub(crate) type ChangeLog = Arc<Mutex<Vec<Change>>>;
 
 /// The key-value store with its changes recorded (see the module docs).
 pub(crate) struct Witnessed {
-    store: KvStore,
+    store: SimStore,
     log: Option<ChangeLog>,
 }
 
 impl Witnessed {
-    /// A fresh store recording into `log`, if given (a host that reads its outputs elsewhere
-    /// needs only the witness in the effect).
-    pub(crate) fn new(log: Option<ChangeLog>) -> Witnessed {
-        Witnessed {
-            store: KvStore::new(KvConfig::default()),
-            log,
-        }
+    /// `store`, recording into `log` if given (a host that reads its outputs elsewhere needs
+    /// only the witness in the effect).
+    pub(crate) fn new(store: SimStore, log: Option<ChangeLog>) -> Witnessed {
+        Witnessed { store, log }
     }
 
     fn record(&self, change: Change) {
