@@ -26,9 +26,7 @@ use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{
-    EffectError, Execution, LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine,
-};
+use crate::{EffectError, Execution, LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
 
 const VERSION_PLAIN: u8 = 1;
 const VERSION_SESSION: u8 = 2;

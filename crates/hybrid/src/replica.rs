@@ -972,7 +972,11 @@ impl DataReplica {
     /// primary of a fenced epoch that no correct server could have written; the state
     /// comparisons of the simulator would show it).
     fn apply_effect_at(&mut self, lsn: Lsn) {
-        assert_eq!(lsn, self.state_lsn.next(), "invariant: effects apply in order");
+        assert_eq!(
+            lsn,
+            self.state_lsn.next(),
+            "invariant: effects apply in order"
+        );
         let index = usize::try_from(lsn.0 - 1).unwrap_or(usize::MAX);
         let execution = execution_of(&self.log[index].command);
         let _refused = self

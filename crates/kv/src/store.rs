@@ -892,14 +892,10 @@ impl StateMachine for KvStore {
         self.data.start_recording();
         self.sessions_written = Some(BTreeSet::new());
         let output = self.apply(index, command);
-        let keys = self
-            .data
-            .stop_recording()
-            .expect("invariant: the key space is changed in place, never replaced, while executing");
-        let sessions = self
-            .sessions_written
-            .take()
-            .expect("invariant: set above");
+        let keys = self.data.stop_recording().expect(
+            "invariant: the key space is changed in place, never replaced, while executing",
+        );
+        let sessions = self.sessions_written.take().expect("invariant: set above");
         Execution {
             output,
             effect: self.encode_effect(&keys, &sessions),
@@ -2158,7 +2154,11 @@ mod tests {
             assert_eq!(backup, primary);
             primary.snapshot_bytes()
         };
-        assert_ne!(popped_by(1), popped_by(2), "each primary draws its own members");
+        assert_ne!(
+            popped_by(1),
+            popped_by(2),
+            "each primary draws its own members"
+        );
         let applied_by = |seed: u64| {
             let mut replica = KvStore::new(KvConfig::default());
             replica.set_entropy(seed);

@@ -1353,13 +1353,18 @@ mod tests {
         primary.propose(write).expect("acting primary");
         primary.read(ReadId(9), read_x()).expect("acting primary");
         let ready = take(&mut primary);
-        assert!(ready.messages.iter().any(|(_, m)| matches!(
-            m,
-            Message::ReadConfirm { round: 1, .. }
-        )));
+        assert!(
+            ready
+                .messages
+                .iter()
+                .any(|(_, m)| matches!(m, Message::ReadConfirm { round: 1, .. }))
+        );
         primary.step(B, ack(0, 1)).expect("the round confirmed");
         let ready = take(&mut primary);
-        assert!(ready.reads.is_empty(), "the write it saw is not acknowledged");
+        assert!(
+            ready.reads.is_empty(),
+            "the write it saw is not acknowledged"
+        );
         assert!(ready.committed.is_empty());
         primary.step(B, ack(1, 1)).expect("the write acknowledged");
         let ready = take(&mut primary);

@@ -44,8 +44,8 @@ use chorus_storage::{MemStorage, Storage};
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, Phase, ProtocolHost, Sim, Waiting};
-use crate::visual::LaneState;
 use crate::machine::{SimStore, stamp_seed};
+use crate::visual::LaneState;
 use crate::witness::{Witnessed, unwitness};
 use crate::workload::{ReplyBody, RequestBody};
 
@@ -630,8 +630,8 @@ impl HybridSimulator {
                 }
                 // The entry carries the primary's execution; its witness names the command
                 // (see `witness`), which the exactly-once model runs.
-                let command = entry_command(&applied.command)
-                    .unwrap_or_else(|| applied.command.clone());
+                let command =
+                    entry_command(&applied.command).unwrap_or_else(|| applied.command.clone());
                 self.checkers.observe_replicated_apply(
                     self.time,
                     id,

@@ -134,11 +134,12 @@ impl StateMachine for SimStore {
         let Some(stamp) = &mut self.stamp else {
             return self.kv.apply_effect(index, effect);
         };
-        let (value, rest) = effect
-            .split_first_chunk::<STAMP_BYTES>()
-            .ok_or_else(|| EffectError {
-                reason: "a stamped effect shorter than its stamp".to_owned(),
-            })?;
+        let (value, rest) =
+            effect
+                .split_first_chunk::<STAMP_BYTES>()
+                .ok_or_else(|| EffectError {
+                    reason: "a stamped effect shorter than its stamp".to_owned(),
+                })?;
         self.kv.apply_effect(index, rest)?;
         stamp.value = u64::from_be_bytes(*value);
         Ok(())

@@ -75,8 +75,8 @@ use chorus_pb::{
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
-use crate::visual::LaneState;
 use crate::machine::{SimStore, stamp_seed};
+use crate::visual::LaneState;
 use crate::witness::{Change, ChangeLog, Witnessed};
 use crate::workload::{ReplyBody, RequestBody};
 

@@ -46,8 +46,8 @@ use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
 use crate::checkers::{Applied, FinalLog, state_hash};
 use crate::config::SimConfig;
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
-use crate::report::SnapshotStats;
 use crate::machine::{SimStore, stamp_seed};
+use crate::report::SnapshotStats;
 use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
 
@@ -672,8 +672,8 @@ impl Simulator {
     /// an install), and shows the checkers the state it now stands at.
     fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
         let machine = self.config.machine;
-        let seed = stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation)
-            ^ meta.index.0;
+        let seed =
+            stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation) ^ meta.index.0;
         let host = &mut self.nodes.hosts[node];
         let restored = host
             .disk

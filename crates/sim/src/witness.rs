@@ -15,9 +15,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chorus_core::{
-    EffectError, Execution, LogIndex, RestoreError, SnapshotImage, StateMachine,
-};
+use chorus_core::{EffectError, Execution, LogIndex, RestoreError, SnapshotImage, StateMachine};
 
 use crate::machine::SimStore;
 

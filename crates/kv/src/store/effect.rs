@@ -85,7 +85,9 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
     let mut reader = ImageReader { input: &mut input };
     let version = reader.byte().map_err(|e| refused(e.reason))?;
     if version != EFFECT_VERSION {
-        return Err(refused(format!("version {version} is not {EFFECT_VERSION}")));
+        return Err(refused(format!(
+            "version {version} is not {EFFECT_VERSION}"
+        )));
     }
     let flags = reader.byte().map_err(|e| refused(e.reason))?;
     if flags & !FLAG_CLEARED != 0 {
@@ -107,7 +109,10 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
     let mut sessions: Vec<(ClientId, Option<Session>)> = Vec::new();
     for _ in 0..reader.varint().map_err(|e| refused(e.reason))? {
         let client = ClientId(reader.varint().map_err(|e| refused(e.reason))?);
-        if sessions.last().is_some_and(|(previous, _)| *previous >= client) {
+        if sessions
+            .last()
+            .is_some_and(|(previous, _)| *previous >= client)
+        {
             return Err(refused("sessions are not strictly increasing"));
         }
         let session = match reader.byte().map_err(|e| refused(e.reason))? {
@@ -123,7 +128,9 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
                     return Err(refused("a session's last use is outside its lifetime"));
                 }
                 if (session.last_seq == 0) != session.last_response.is_none() {
-                    return Err(refused("a session's cached response does not match its seq"));
+                    return Err(refused(
+                        "a session's cached response does not match its seq",
+                    ));
                 }
                 Some(session)
             }

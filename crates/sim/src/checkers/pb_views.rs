@@ -212,7 +212,11 @@ impl PbViews {
         node: NodeId,
         index: LogIndex,
     ) -> Result<Option<PbApply>, String> {
-        let Some(apply) = self.local.get_mut(&node).and_then(|local| local.remove(&index)) else {
+        let Some(apply) = self
+            .local
+            .get_mut(&node)
+            .and_then(|local| local.remove(&index))
+        else {
             return Ok(None);
         };
         match self.make_official(node, index, &apply) {
