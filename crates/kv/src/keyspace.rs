@@ -17,6 +17,7 @@
 //! - A clone never records, and equality compares the entries only: the recording is scratch
 //!   state of one execution, not part of the replicated state.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
@@ -71,12 +72,20 @@ impl Map {
 
     /// A key's value.
     #[must_use]
-    pub fn get(&self, key: &[u8]) -> Option<&Value> {
+    pub fn get<K>(&self, key: &K) -> Option<&Value>
+    where
+        Bytes: Borrow<K>,
+        K: Ord + AsRef<[u8]> + ?Sized,
+    {
         self.entries.get(key)
     }
 
     /// A key's value, to change in place (noted as written while recording).
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
+    pub fn get_mut<K>(&mut self, key: &K) -> Option<&mut Value>
+    where
+        Bytes: Borrow<K>,
+        K: Ord + AsRef<[u8]> + ?Sized,
+    {
         self.note(key);
         self.entries.get_mut(key)
     }
@@ -88,7 +97,11 @@ impl Map {
     }
 
     /// Removes a key; whether it was there.
-    pub fn remove_mut(&mut self, key: &[u8]) -> bool {
+    pub fn remove_mut<K>(&mut self, key: &K) -> bool
+    where
+        Bytes: Borrow<K>,
+        K: Ord + AsRef<[u8]> + ?Sized,
+    {
         self.note(key);
         self.entries.remove_mut(key)
     }
@@ -104,7 +117,11 @@ impl Map {
 
     /// Whether the key exists.
     #[must_use]
-    pub fn contains_key(&self, key: &[u8]) -> bool {
+    pub fn contains_key<K>(&self, key: &K) -> bool
+    where
+        Bytes: Borrow<K>,
+        K: Ord + AsRef<[u8]> + ?Sized,
+    {
         self.entries.contains_key(key)
     }
 
@@ -141,11 +158,15 @@ impl Map {
         self.written.take().map(|written| *written)
     }
 
-    fn note(&mut self, key: &[u8]) {
+    fn note<K>(&mut self, key: &K)
+    where
+        Bytes: Borrow<K>,
+        K: Ord + AsRef<[u8]> + ?Sized,
+    {
         if let Some(written) = &mut self.written
             && !written.keys.contains(key)
         {
-            written.keys.insert(Bytes::copy_from_slice(key));
+            written.keys.insert(Bytes::copy_from_slice(key.as_ref()));
         }
     }
 }
@@ -168,8 +189,8 @@ mod tests {
         map.insert_mut(b("a"), Value::String(b("1")));
         let clone = map.clone();
         assert_eq!(clone, map);
-        let _ = map.get_mut(b"before");
-        assert!(!map.remove_mut(b"absent"));
+        let _ = map.get_mut(&b"before"[..]);
+        assert!(!map.remove_mut(&b"absent"[..]));
         let written = map.stop_recording().expect("recording");
         assert!(!written.cleared);
         assert_eq!(
