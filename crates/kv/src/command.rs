@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::typed::{Reply, TypedOp};
+use crate::typed::{Deadline, Reply, TypedOp};
 
 /// A client session's id: the log index of the `Register` command that opened it, so every
 /// replica assigns the same id.
@@ -33,6 +33,54 @@ pub enum Command {
     },
     /// An operation outside any session (no exactly-once guarantee on retry).
     Unsessioned(Op),
+    /// An operation outside any session, stamped with the Unix time (milliseconds) of the
+    /// node that took it: the log clock moves up to `now_ms` (never back) before the
+    /// operation runs, and relative expiry times count from the log clock.
+    UnsessionedAt {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+        /// What to do.
+        op: Op,
+    },
+    /// Moves the log clock up to `now_ms`, removing every key whose expiry time has come
+    /// (active expiry, proposed by the leader when a key is due). Answered with
+    /// [`Response::Ok`].
+    Tick {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+    },
+    /// A read served through the log: the log clock moves up to `now_ms`, due keys are
+    /// removed, then `query` is answered as [`chorus_core::StateMachine::query`] would. A node
+    /// sends a read this way when its state holds a key whose expiry its own clock has
+    /// passed, so that no read returns a key that has expired.
+    ReadAt {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+        /// The read.
+        query: Query,
+    },
+    /// A transaction (Redis `MULTI` … `EXEC`), applied at one log position: if every
+    /// `watched` key still has the version it had when it was watched (`WATCH`; 0 for an
+    /// absent key), the steps run in order, nothing between them; otherwise none runs.
+    /// Answered with [`Response::Transaction`]. The log clock moves up to `now_ms` first.
+    TransactionAt {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+        /// The watched keys with the versions they had when watched.
+        watched: Vec<(Bytes, u64)>,
+        /// The commands, in order.
+        steps: Vec<Step>,
+    },
+}
+
+/// One command of a transaction. (An [`Op`] never holds a transaction, so transactions do
+/// not nest and decoding one cannot recurse.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// A change, answered as [`Command::Unsessioned`] would be.
+    Write(Op),
+    /// A read, answered as [`chorus_core::StateMachine::query`] would be.
+    Read(Query),
 }
 
 /// An operation on the key-value map.
@@ -105,6 +153,28 @@ pub enum Op {
     /// A Redis command on typed values (hashes, lists, sets, sorted sets, the key space).
     /// Answered with [`Response::Reply`].
     Typed(TypedOp),
+    /// [`Op::Set`] that also sets the key's expiry when it writes (Redis `SET` with `EX`,
+    /// `PX`, `EXAT`, `PXAT` or `KEEPTTL`). Answered with [`Response::Set`].
+    SetExpiring {
+        /// The key.
+        key: Bytes,
+        /// The new value.
+        value: Bytes,
+        /// When the set takes effect.
+        condition: SetCondition,
+        /// The key's expiry after the write.
+        expiry: SetExpiry,
+    },
+}
+
+/// The expiry an [`Op::SetExpiring`] leaves on the key it writes. (A plain [`Op::Set`]
+/// removes any expiry, as Redis's `SET` does.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SetExpiry {
+    /// The key keeps the expiry it had (`KEEPTTL`).
+    Keep,
+    /// The key expires then (`EX`, `PX`, `EXAT`, `PXAT`).
+    At(Deadline),
 }
 
 /// When an [`Op::Set`] takes effect.
@@ -144,6 +214,12 @@ pub enum Query {
     /// A read-only Redis command on typed values ([`TypedOp::is_write`] is false; a write is
     /// refused with [`KvError::Malformed`]). Answered with [`Response::Reply`].
     Typed(TypedOp),
+    /// Each key's version: the log index of the command that last wrote it, 0 if absent
+    /// (what Redis's `WATCH` remembers). Answered with [`Response::Versions`].
+    Versions {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
 }
 
 /// The answer to a command or query.
@@ -176,6 +252,11 @@ pub enum Response {
     },
     /// The answer to a [`TypedOp`], shaped like Redis's reply (errors included).
     Reply(Reply),
+    /// The keys' versions, in the order asked ([`Query::Versions`]).
+    Versions(Vec<u64>),
+    /// The answers to a transaction's steps, in order; `None` if a watched key had changed
+    /// and nothing ran ([`Command::TransactionAt`]).
+    Transaction(Option<Vec<Response>>),
 }
 
 /// Why a command was refused. Each is a definite answer: the command had no effect.

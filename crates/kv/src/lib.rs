@@ -30,4 +30,4 @@ pub mod typed;
 pub use codec::CODEC_VERSION;
 pub use command::*;
 pub use store::{EFFECT_VERSION, KvConfig, KvStore, SNAPSHOT_VERSION};
-pub use typed::{Reply, TypedOp, Value};
+pub use typed::{Deadline, ExpireCondition, GetExChange, Reply, TypedOp, Value};

@@ -44,8 +44,10 @@ use std::cmp::Ordering;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 
-use crate::command::{ClientId, Command, KvError, Op, Query, Response, SetCondition};
-use crate::typed::{self, Map, Score, SortedSet, Value};
+use crate::command::{
+    ClientId, Command, KvError, Op, Query, Response, SetCondition, SetExpiry, Step,
+};
+use crate::typed::{Map, Record, Score, SortedSet, Value};
 use bytes::Bytes;
 use chorus_core::{
     EffectError, Execution, LogIndex, Prng, RestoreError, SnapshotImage, StateMachine,
@@ -61,16 +63,21 @@ pub use effect::EFFECT_VERSION;
 
 /// The format version written in front of every snapshot. [`KvStore::restore`] refuses others.
 ///
-/// Version 3 is written record by record (so it streams): the version byte, then as varints
-/// the last applied index and the number of keys; each key as a varint length and its bytes,
-/// then its value as a type tag byte and the value's records (see `put_value`); then the
-/// number of sessions, and each session as its client id, a varint length and the postcard
-/// encoding of the session.
+/// Version 4 is written record by record (so it streams): the version byte, then as varints
+/// the last applied index, the log clock (milliseconds) and the number of keys; each key as a
+/// varint length and its bytes, its expiry as a varint (0 for none, else the expiry time plus
+/// one), its version (the log index that last wrote it) as a varint, then its value as a type tag byte and the value's records (see `put_value`); then
+/// the number of sessions, and each session as its client id, a varint length and the
+/// postcard encoding of the session.
 ///
-/// Version 2, written before typed values existed, is still restored: it is version 3 with
-/// every value a string and no type tags. Version 1 was one postcard value and was never
+/// Version 3, written before expiry existed, is still restored: it is version 4 without the
+/// log clock, the expiries and the versions. Version 2, written before typed values existed, is version 3
+/// with every value a string and no type tags. Version 1 was one postcard value and was never
 /// written to disk.
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
+
+/// The snapshot version before expiry, still accepted by restore.
+const SNAPSHOT_VERSION_NO_EXPIRY: u8 = 3;
 
 /// The snapshot version before typed values, still accepted by restore.
 const SNAPSHOT_VERSION_STRINGS_ONLY: u8 = 2;
@@ -91,6 +98,10 @@ pub struct KvConfig {
     /// The most sessions kept; registering one more expires the least recently used.
     /// Default 100,000. Zero behaves as one: a registration always keeps its own session.
     pub sessions_max: usize,
+    /// TESTING ONLY, a deliberate bug: restore forgets every key's expiry time, so a replica
+    /// restored from a snapshot keeps keys the others remove.
+    #[cfg(feature = "inject-bugs")]
+    pub restore_drops_expiry: bool,
 }
 
 impl Default for KvConfig {
@@ -98,6 +109,8 @@ impl Default for KvConfig {
         KvConfig {
             session_expiry_entries: 1_000_000,
             sessions_max: 100_000,
+            #[cfg(feature = "inject-bugs")]
+            restore_drops_expiry: false,
         }
     }
 }
@@ -136,6 +149,10 @@ pub struct KvStore {
     /// This replica's own randomness for commands executed passively (see
     /// [`KvStore::set_entropy`]); not replicated state.
     entropy: Entropy,
+    /// The log clock: the largest wall-clock time (Unix milliseconds) any applied command
+    /// carried; 0 before the first. Keys expire by it, so every replica removes the same keys
+    /// at the same log position.
+    clock_ms: u64,
 }
 
 /// A replica's own source of randomness: never part of the replicated state, so it takes no
@@ -156,6 +173,7 @@ impl Eq for Entropy {}
 #[derive(Clone, Debug)]
 pub struct KvSnapshot {
     last_applied: LogIndex,
+    clock_ms: u64,
     data: Map,
     sessions: RedBlackTreeMapSync<ClientId, Session>,
 }
@@ -164,8 +182,8 @@ impl SnapshotImage for KvSnapshot {
     fn write_to(&self, out: &mut dyn Write) -> std::io::Result<()> {
         write_image(
             out,
-            self.last_applied,
-            (self.data.size(), self.data.iter()),
+            (self.last_applied, self.clock_ms),
+            (self.data.size(), self.data.records()),
             (self.sessions.size(), self.sessions.iter()),
         )
     }
@@ -179,17 +197,24 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// them.
 fn write_image<'a>(
     out: &mut dyn Write,
-    last_applied: LogIndex,
-    data: (usize, impl Iterator<Item = (&'a Bytes, &'a Value)>),
+    (last_applied, clock_ms): (LogIndex, u64),
+    data: (usize, impl Iterator<Item = (&'a Bytes, &'a Record)>),
     sessions: (usize, impl Iterator<Item = (&'a ClientId, &'a Session)>),
 ) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(WRITE_BUFFER_BYTES);
     buffer.push(SNAPSHOT_VERSION);
     put_varint(&mut buffer, last_applied.0);
+    put_varint(&mut buffer, clock_ms);
     put_varint(&mut buffer, data.0 as u64);
-    for (key, value) in data.1 {
+    for (key, record) in data.1 {
         put_bytes(&mut buffer, key);
-        put_value(&mut buffer, value);
+        // Expiry times are at most i64::MAX, so the one added never overflows.
+        put_varint(
+            &mut buffer,
+            record.expires_at.map_or(0, |at| at.saturating_add(1)),
+        );
+        put_varint(&mut buffer, record.version);
+        put_value(&mut buffer, &record.value);
         if buffer.len() >= WRITE_BUFFER_BYTES {
             out.write_all(&buffer)?;
             buffer.clear();
@@ -419,6 +444,7 @@ impl KvStore {
             last_applied: LogIndex(0),
             sessions_written: None,
             entropy: Entropy::default(),
+            clock_ms: 0,
         }
     }
 
@@ -489,6 +515,33 @@ impl KvStore {
         self.last_applied
     }
 
+    /// The log clock, in Unix milliseconds: the largest time any applied command carried.
+    #[must_use]
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// A key's expiry time in log-clock milliseconds, `None` if it never expires or is
+    /// absent.
+    #[must_use]
+    pub fn expires_at(&self, key: &[u8]) -> Option<u64> {
+        self.data.expires_at(key)
+    }
+
+    /// A key's version: the log index of the command that last wrote it, 0 if absent.
+    #[must_use]
+    pub fn version(&self, key: &[u8]) -> u64 {
+        self.data.version(key)
+    }
+
+    /// The soonest expiry time of any key: once a node's wall clock passes it, the key is
+    /// due, and the node should move the log clock (a [`Command::Tick`]) and serve reads
+    /// through the log ([`Command::ReadAt`]) until the key is gone.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.data.next_deadline()
+    }
+
     /// A deterministic hash of the map and the session table (cached responses and
     /// last-used indexes included), so that a simulator can compare replicas cheaply.
     ///
@@ -501,10 +554,11 @@ impl KvStore {
         // a process, and every run of one binary, hashes alike. The lengths go first so that
         // entries cannot shift from one collection into the other with the same digest.
         let mut hasher = DefaultHasher::new();
+        self.clock_ms.hash(&mut hasher);
         self.data.size().hash(&mut hasher);
-        for (key, value) in self.data.iter() {
+        for (key, record) in self.data.records() {
             key.hash(&mut hasher);
-            value.hash(&mut hasher);
+            record.hash(&mut hasher);
         }
         self.sessions.size().hash(&mut hasher);
         for (client, session) in &self.sessions {
@@ -520,7 +574,47 @@ impl KvStore {
             Command::Register => self.register(index),
             Command::Request { client, seq, op } => self.apply_request(index, client, seq, op),
             Command::Unsessioned(op) => self.execute(index, op),
+            Command::UnsessionedAt { now_ms, op } => {
+                self.advance_clock(now_ms);
+                self.execute(index, op)
+            }
+            Command::Tick { now_ms } => {
+                self.advance_clock(now_ms);
+                Response::Ok
+            }
+            Command::ReadAt { now_ms, query } => {
+                self.advance_clock(now_ms);
+                self.answer(&query)
+            }
+            Command::TransactionAt {
+                now_ms,
+                watched,
+                steps,
+            } => {
+                self.advance_clock(now_ms);
+                let unchanged = watched
+                    .iter()
+                    .all(|(key, version)| self.data.version(key) == *version);
+                if !unchanged {
+                    return Response::Transaction(None);
+                }
+                let answers = steps
+                    .into_iter()
+                    .map(|step| match step {
+                        Step::Write(op) => self.execute(index, op),
+                        Step::Read(query) => self.answer(&query),
+                    })
+                    .collect();
+                Response::Transaction(Some(answers))
+            }
         }
+    }
+
+    /// Moves the log clock up to `now_ms` (never back) and removes every key whose expiry
+    /// time the clock has reached.
+    fn advance_clock(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        self.data.expire_due(self.clock_ms);
     }
 
     /// Opens a session named after `index`, first expiring least recently used sessions so
@@ -665,7 +759,7 @@ impl KvStore {
                 combined.extend_from_slice(&value);
                 let length = combined.len() as u64;
                 self.data
-                    .insert_mut(key, Value::String(Bytes::from(combined)));
+                    .replace_value(key, Value::String(Bytes::from(combined)));
                 Response::Length(length)
             }
             Op::Cas { key, from, to } => {
@@ -684,7 +778,7 @@ impl KvStore {
                 };
                 let updated = current.checked_add(delta).ok_or(KvError::Overflow)?;
                 self.data
-                    .insert_mut(key, Value::String(Bytes::from(updated.to_string())));
+                    .replace_value(key, Value::String(Bytes::from(updated.to_string())));
                 Response::Integer(updated)
             }
             Op::MultiPut { pairs } => {
@@ -698,29 +792,15 @@ impl KvStore {
                 key,
                 value,
                 condition,
-            } => {
-                // A conditional set or `GET` reads the old value as a string (Redis answers
-                // WRONGTYPE for `SET … GET` on a hash); a plain set overwrites any type.
-                let exists = self.data.contains_key(&key);
-                let previous = match condition {
-                    SetCondition::Always | SetCondition::IfAbsent | SetCondition::IfPresent => {
-                        self.string(&key).ok().flatten().cloned()
-                    }
-                    SetCondition::IfEqual(_) => self.string(&key)?.cloned(),
-                };
-                let applied = match &condition {
-                    SetCondition::Always => true,
-                    SetCondition::IfAbsent => !exists,
-                    SetCondition::IfPresent => exists,
-                    SetCondition::IfEqual(expected) => previous.as_ref() == Some(expected),
-                };
-                if applied {
-                    self.data.insert_mut(key, Value::String(value));
-                }
-                Response::Set { applied, previous }
-            }
+            } => self.set(key, value, &condition, None)?,
+            Op::SetExpiring {
+                key,
+                value,
+                condition,
+                expiry,
+            } => self.set(key, value, &condition, Some(expiry))?,
             Op::DeleteMany { keys } => {
-                let removed = keys.iter().filter(|key| self.data.remove_mut(*key)).count();
+                let removed = keys.iter().filter(|key| self.data.remove_mut(key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
             Op::Typed(op) => {
@@ -730,9 +810,53 @@ impl KvStore {
                     (Some(entropy), Some(_)) => entropy.next_u64(),
                     _ => index.0,
                 };
-                Response::Reply(typed::execute_seeded(&mut self.data, index, op, seed))
+                Response::Reply(crate::typed::execute_seeded(
+                    &mut self.data,
+                    index,
+                    self.clock_ms,
+                    op,
+                    seed,
+                ))
             }
         })
+    }
+
+    /// `SET` with its condition, and with the expiry it leaves (`None`: no expiry, as a plain
+    /// `SET` leaves none).
+    fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        condition: &SetCondition,
+        expiry: Option<SetExpiry>,
+    ) -> Result<Response, KvError> {
+        // A conditional set or `GET` reads the old value as a string (Redis answers
+        // WRONGTYPE for `SET … GET` on a hash); a plain set overwrites any type.
+        let exists = self.data.contains_key(&key);
+        let previous = match condition {
+            SetCondition::Always | SetCondition::IfAbsent | SetCondition::IfPresent => {
+                self.string(&key).ok().flatten().cloned()
+            }
+            SetCondition::IfEqual(_) => self.string(&key)?.cloned(),
+        };
+        let applied = match &condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => !exists,
+            SetCondition::IfPresent => exists,
+            SetCondition::IfEqual(expected) => previous.as_ref() == Some(expected),
+        };
+        if applied {
+            let expires_at = match expiry {
+                None => None,
+                Some(SetExpiry::Keep) => self.data.expires_at(&key),
+                // A time already past leaves the key to be removed right after this
+                // command, as Redis's next access would.
+                Some(SetExpiry::At(deadline)) => Some(deadline.resolve(self.clock_ms)),
+            };
+            self.data
+                .insert_record(key, Record::new(Value::String(value), expires_at));
+        }
+        Ok(Response::Set { applied, previous })
     }
 
     /// Answers one decoded query.
@@ -753,16 +877,24 @@ impl KvStore {
             Query::Exists { keys } => {
                 let present = keys
                     .iter()
-                    .filter(|key| self.data.contains_key(*key))
+                    .filter(|key| self.data.contains_key(key))
                     .count();
                 Response::Integer(i64::try_from(present).unwrap_or(i64::MAX))
+            }
+            Query::Versions { keys } => {
+                Response::Versions(keys.iter().map(|key| self.data.version(key)).collect())
             }
             Query::Typed(op) if op.is_write() => Response::Error(KvError::Malformed),
             Query::Typed(op) => {
                 // A read never changes the map, so running it on a clone of the root (O(1))
                 // shares one code path with writes and copies nothing.
                 let mut data = self.data.clone();
-                Response::Reply(typed::execute(&mut data, self.last_applied, op.clone()))
+                Response::Reply(crate::typed::execute(
+                    &mut data,
+                    self.last_applied,
+                    self.clock_ms,
+                    op.clone(),
+                ))
             }
         }
     }
@@ -771,17 +903,49 @@ impl KvStore {
     fn read_image(config: KvConfig, input: &mut dyn Read) -> Result<KvStore, RestoreError> {
         let mut reader = ImageReader { input };
         let version = reader.byte()?;
-        if version != SNAPSHOT_VERSION && version != SNAPSHOT_VERSION_STRINGS_ONLY {
+        if ![
+            SNAPSHOT_VERSION,
+            SNAPSHOT_VERSION_NO_EXPIRY,
+            SNAPSHOT_VERSION_STRINGS_ONLY,
+        ]
+        .contains(&version)
+        {
             return Err(refusal(&format!(
-                "snapshot version {version} is neither {SNAPSHOT_VERSION} nor \
-                 {SNAPSHOT_VERSION_STRINGS_ONLY}"
+                "snapshot version {version} is none of {SNAPSHOT_VERSION}, \
+                 {SNAPSHOT_VERSION_NO_EXPIRY} and {SNAPSHOT_VERSION_STRINGS_ONLY}"
             )));
         }
         let last_applied = LogIndex(reader.varint()?);
+        let clock_ms = if version == SNAPSHOT_VERSION {
+            reader.varint()?
+        } else {
+            0
+        };
         let mut data = Map::new_sync();
         let mut previous_key: Option<Bytes> = None;
         for _ in 0..reader.varint()? {
             let key = Bytes::from(reader.bytes()?);
+            let (expires_at, written_at) = if version == SNAPSHOT_VERSION {
+                let expires_at = match reader.varint()? {
+                    0 => None,
+                    // Applying removes every key the clock has reached, and expiry times
+                    // never exceed i64::MAX: anything else was not written by a store.
+                    stored if stored - 1 <= clock_ms => {
+                        return Err(refusal("a key expired at or before the log clock"));
+                    }
+                    stored if stored - 1 > i64::MAX as u64 => {
+                        return Err(refusal("an expiry time beyond i64::MAX"));
+                    }
+                    stored => Some(stored - 1),
+                };
+                let written_at = reader.varint()?;
+                if written_at > last_applied.0 {
+                    return Err(refusal("a key was written after the last applied index"));
+                }
+                (expires_at, written_at)
+            } else {
+                (None, 0)
+            };
             let value = if version == SNAPSHOT_VERSION_STRINGS_ONLY {
                 Value::String(Bytes::from(reader.bytes()?))
             } else {
@@ -794,7 +958,14 @@ impl KvStore {
                 return Err(refusal("keys are not strictly increasing"));
             }
             previous_key = Some(key.clone());
-            data.insert_mut(key, value);
+            #[cfg(feature = "inject-bugs")]
+            let expires_at = expires_at.filter(|_| !config.restore_drops_expiry);
+            let record = Record {
+                value,
+                expires_at,
+                version: written_at,
+            };
+            data.restore_record(key, record);
         }
         let mut sessions = RedBlackTreeMapSync::new_sync();
         let mut sessions_by_use = RedBlackTreeSetSync::new_sync();
@@ -838,6 +1009,7 @@ impl KvStore {
             last_applied,
             sessions_written: None,
             entropy: Entropy::default(),
+            clock_ms,
         })
     }
 }
@@ -873,11 +1045,15 @@ impl StateMachine for KvStore {
             self.last_applied
         );
         self.last_applied = index;
+        self.data.set_index(index.0);
         self.expire_idle(index);
         let response = match Command::decode(command) {
             Ok(command) => self.apply_command(index, command),
             Err(_) => Response::Error(KvError::Malformed),
         };
+        // A command may have given a key an expiry time already past (`SET … PXAT 1`): it
+        // goes now, so the state never holds a key its own clock has expired.
+        self.data.expire_due(self.clock_ms);
         response.encode()
     }
 
@@ -919,12 +1095,13 @@ impl StateMachine for KvStore {
         );
         let decoded = effect::decode(effect, index)?;
         self.last_applied = index;
+        self.clock_ms = decoded.clock_ms;
         if decoded.cleared {
-            self.data = Map::new_sync();
+            self.data.clear();
         }
-        for (key, value) in decoded.keys {
-            match value {
-                Some(value) => self.data.insert_mut(key, value),
+        for (key, record) in decoded.keys {
+            match record {
+                Some(record) => self.data.restore_record(key, record),
                 None => {
                     self.data.remove_mut(&key);
                 }
@@ -983,6 +1160,7 @@ impl KvStore {
     pub fn image(&self) -> KvSnapshot {
         KvSnapshot {
             last_applied: self.last_applied,
+            clock_ms: self.clock_ms,
             data: self.data.clone(),
             sessions: self.sessions.clone(),
         }
@@ -1568,6 +1746,7 @@ mod tests {
         KvConfig {
             session_expiry_entries: 40,
             sessions_max: 5,
+            ..KvConfig::default()
         }
     }
 
@@ -1698,14 +1877,17 @@ mod tests {
         let encode =
             |last_applied: u64, data: Vec<(Bytes, Bytes)>, sessions: Vec<(ClientId, Session)>| {
                 let mut out = Vec::new();
-                let data: Vec<(Bytes, Value)> = data
+                let data: Vec<(Bytes, Record)> = data
                     .into_iter()
-                    .map(|(key, value)| (key, Value::String(value)))
+                    .map(|(key, value)| {
+                        let record = Record::new(Value::String(value), None);
+                        (key, record)
+                    })
                     .collect();
                 write_image(
                     &mut out,
-                    LogIndex(last_applied),
-                    (data.len(), data.iter().map(|(key, value)| (key, value))),
+                    (LogIndex(last_applied), 0),
+                    (data.len(), data.iter().map(|(key, record)| (key, record))),
                     (
                         sessions.len(),
                         sessions.iter().map(|(client, session)| (client, session)),
@@ -1851,7 +2033,7 @@ mod tests {
     #[test]
     fn restore_refuses_impossible_typed_values() {
         let image = |value: &[u8]| {
-            let mut bytes = vec![SNAPSHOT_VERSION, 1, 1, 1, b'k'];
+            let mut bytes = vec![SNAPSHOT_VERSION, 1, 0, 1, 1, b'k', 0, 0];
             bytes.extend_from_slice(value);
             bytes.push(0);
             bytes
@@ -1871,6 +2053,269 @@ mod tests {
         ] {
             assert!(store.restore_bytes(&image(value)).is_err(), "{value:?}");
         }
+    }
+
+    fn at(now_ms: u64, op: Op) -> Command {
+        Command::UnsessionedAt { now_ms, op }
+    }
+
+    fn set_expiring(key: &str, value: &str, expiry: SetExpiry) -> Op {
+        Op::SetExpiring {
+            key: b(key),
+            value: b(value),
+            condition: SetCondition::Always,
+            expiry,
+        }
+    }
+
+    fn ttl(key: &str, milliseconds: bool) -> Op {
+        typed(crate::typed::TypedOp::Ttl {
+            key: b(key),
+            milliseconds,
+            absolute: false,
+        })
+    }
+
+    fn integer(value: i64) -> Response {
+        Response::Reply(crate::typed::Reply::Integer(value))
+    }
+
+    /// Proves a relative expiry counts from the log clock of the entry that applies it, the
+    /// key is gone from the first entry whose clock reaches its time (a tick, or any stamped
+    /// command), and never before; unstamped commands do not move the clock.
+    #[test]
+    fn keys_expire_by_the_log_clock() {
+        let mut h = Harness::new(KvConfig::default());
+        let expiry = SetExpiry::At(crate::typed::Deadline::After(100));
+        let set = h.apply(at(1_000, set_expiring("k", "v", expiry)));
+        assert!(matches!(set, Response::Set { applied: true, .. }));
+        assert_eq!(h.store.expires_at(b"k"), Some(1_100));
+        assert_eq!(h.store.next_deadline(), Some(1_100));
+        assert_eq!(h.apply(at(1_050, ttl("k", true))), integer(50));
+        assert_eq!(
+            h.apply(at(1_040, ttl("k", false))),
+            integer(0),
+            "the clock never goes back"
+        );
+        assert_eq!(h.store.clock_ms(), 1_050);
+        // An unstamped command does not move the clock, however much later it runs.
+        assert_eq!(h.op(get("k")), value("v"));
+        assert_eq!(h.apply(Command::Tick { now_ms: 1_099 }), Response::Ok);
+        assert_eq!(h.store.get(b"k"), Some(&b("v")));
+        assert_eq!(h.apply(Command::Tick { now_ms: 1_100 }), Response::Ok);
+        assert_eq!(h.store.get(b"k"), None);
+        assert_eq!(h.store.next_deadline(), None);
+        assert_eq!(h.apply(at(1_200, ttl("k", true))), integer(-2));
+    }
+
+    /// Proves which commands keep a key's expiry (APPEND, INCR, KEEPTTL, a refused SET NX)
+    /// and which drop it (SET, MSET, PERSIST), as in Redis.
+    #[test]
+    fn overwrites_drop_the_expiry_and_changes_keep_it() {
+        let mut h = Harness::new(KvConfig::default());
+        let in_a_minute = SetExpiry::At(crate::typed::Deadline::After(60_000));
+        h.apply(at(1_000, set_expiring("k", "1", in_a_minute)));
+        h.apply(at(1_000, append("k", "0")));
+        h.apply(at(1_000, incr("k", 1)));
+        assert_eq!(h.store.get(b"k"), Some(&b("11")));
+        assert_eq!(h.store.expires_at(b"k"), Some(61_000));
+        h.apply(at(2_000, set_expiring("k", "x", SetExpiry::Keep)));
+        assert_eq!(h.store.expires_at(b"k"), Some(61_000));
+        let refused = h.apply(at(
+            2_000,
+            Op::Set {
+                key: b("k"),
+                value: b("y"),
+                condition: SetCondition::IfAbsent,
+            },
+        ));
+        assert!(matches!(refused, Response::Set { applied: false, .. }));
+        assert_eq!(h.store.expires_at(b"k"), Some(61_000));
+        h.apply(at(2_000, put("k", "z")));
+        assert_eq!(h.store.expires_at(b"k"), None);
+        h.apply(at(2_000, set_expiring("k", "x", in_a_minute)));
+        let persist = typed(crate::typed::TypedOp::Persist { key: b("k") });
+        assert_eq!(h.apply(at(2_000, persist.clone())), integer(1));
+        assert_eq!(h.apply(at(2_000, persist)), integer(0));
+        assert_eq!(h.apply(at(2_000, ttl("k", false))), integer(-1));
+        // An absolute time already past removes the key at once.
+        let past = SetExpiry::At(crate::typed::Deadline::At(5));
+        h.apply(at(2_000, set_expiring("k", "x", past)));
+        assert!(h.store.is_empty());
+    }
+
+    /// Proves a snapshot carries the log clock and every key's expiry, and that the restored
+    /// store expires the same keys at the same entry as the original.
+    #[test]
+    fn snapshots_carry_the_clock_and_the_expiries() {
+        let mut h = Harness::new(KvConfig::default());
+        for (key, after) in [("a", 10), ("b", 20), ("c", 30)] {
+            let expiry = SetExpiry::At(crate::typed::Deadline::After(after));
+            h.apply(at(1_000, set_expiring(key, "v", expiry)));
+        }
+        h.apply(at(1_000, put("forever", "v")));
+        let mut restored = KvStore::new(KvConfig::default());
+        restored
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("restores");
+        assert_eq!(restored, h.store);
+        assert_eq!(restored.state_digest(), h.store.state_digest());
+        assert_eq!(restored.clock_ms(), 1_000);
+        assert_eq!(restored.next_deadline(), Some(1_010));
+        let index = h.store.last_applied().next();
+        let tick = Command::Tick { now_ms: 1_020 }.encode();
+        h.store.apply(index, &tick);
+        restored.apply(index, &tick);
+        assert_eq!(restored, h.store);
+        assert_eq!(restored.len(), 2);
+        // A version-3 image (no clock, no expiry) still restores.
+        let mut old = vec![3, 4, 1, 1, b'a', TAG_STRING, 1, b'1', 0];
+        restored.restore_bytes(&old).expect("version 3 restores");
+        assert_eq!(restored.get(b"a"), Some(&b("1")));
+        assert_eq!(restored.clock_ms(), 0);
+        old[0] = 5;
+        assert!(restored.restore_bytes(&old).is_err());
+        // A key whose expiry the image's own clock has reached was never written by a store.
+        // version 4, applied 4, clock 100, one key "a" (expiry, version), a string, no sessions
+        let image = |expiry_plus_one: u8, version: u8| {
+            vec![
+                SNAPSHOT_VERSION,
+                4,
+                100,
+                1,
+                1,
+                b'a',
+                expiry_plus_one,
+                version,
+                TAG_STRING,
+                1,
+                b'1',
+                0,
+            ]
+        };
+        assert!(restored.restore_bytes(&image(101, 0)).is_err());
+        assert!(
+            restored.restore_bytes(&image(102, 5)).is_err(),
+            "written after applied"
+        );
+        restored
+            .restore_bytes(&image(102, 3))
+            .expect("a live expiry restores");
+        assert_eq!(restored.expires_at(b"a"), Some(101));
+    }
+
+    /// Proves a key's version is the index of the last command that wrote it: reads, refused
+    /// writes and writes to other keys leave it, removal resets it, and snapshots carry it.
+    #[test]
+    fn versions_follow_writes() {
+        use crate::typed::TypedOp;
+        let mut h = Harness::new(KvConfig::default());
+        h.op(put("k", "1")); // index 1
+        assert_eq!(h.store.version(b"k"), 1);
+        h.op(get("k"));
+        h.op(put("other", "x"));
+        h.op(Op::Typed(TypedOp::HSet {
+            key: b("k"),
+            pairs: vec![(b("f"), b("v"))],
+            legacy_ok: false,
+        })); // WRONGTYPE, refused
+        assert_eq!(h.store.version(b"k"), 1);
+        h.op(append("k", "2")); // index 5
+        assert_eq!(h.store.version(b"k"), 5);
+        h.op(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members: vec![b("a")],
+        }));
+        h.op(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members: vec![b("b")],
+        })); // index 7
+        assert_eq!(h.store.version(b"s"), 7);
+        let mut restored = KvStore::new(KvConfig::default());
+        restored
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("restores");
+        assert_eq!((restored.version(b"k"), restored.version(b"s")), (5, 7));
+        h.op(Op::Delete { key: b("k") });
+        assert_eq!(h.store.version(b"k"), 0);
+    }
+
+    /// Proves a transaction runs its steps in order at one index when every watched key kept
+    /// its version, and runs nothing when one changed (or appeared, or went).
+    #[test]
+    fn transactions_run_whole_or_not_at_all() {
+        let mut h = Harness::new(KvConfig::default());
+        h.op(put("k", "1")); // index 1
+        let version =
+            |h: &Harness, key: &str| match h.query(&Query::Versions { keys: vec![b(key)] }) {
+                Response::Versions(versions) => versions[0],
+                other => panic!("versions answered {other:?}"),
+            };
+        assert_eq!((version(&h, "k"), version(&h, "absent")), (1, 0));
+        let transaction = |watched: Vec<(Bytes, u64)>| Command::TransactionAt {
+            now_ms: 5,
+            watched,
+            steps: vec![
+                Step::Write(incr("k", 1)),
+                Step::Read(Query::Get { key: b("k") }),
+                Step::Write(incr("k", 1)),
+            ],
+        };
+        let ran = h.apply(transaction(vec![(b("k"), 1), (b("absent"), 0)]));
+        assert_eq!(
+            ran,
+            Response::Transaction(Some(vec![
+                Response::Integer(2),
+                value("2"),
+                Response::Integer(3)
+            ]))
+        );
+        assert_eq!(h.store.version(b"k"), 2);
+        assert_eq!(h.store.clock_ms(), 5);
+        assert_eq!(
+            h.apply(transaction(vec![(b("k"), 1)])),
+            Response::Transaction(None)
+        );
+        h.op(put("absent", "now"));
+        assert_eq!(
+            h.apply(transaction(vec![(b("absent"), 0)])),
+            Response::Transaction(None)
+        );
+        assert_eq!(h.store.get(b"k"), Some(&b("3")));
+    }
+
+    /// Proves `EXPIRE`'s conditions and its removal of a key given a time already past.
+    #[test]
+    fn expire_conditions_follow_redis() {
+        let mut h = Harness::new(KvConfig::default());
+        let expire = |key: &str, after: i64, condition: crate::typed::ExpireCondition| {
+            typed(crate::typed::TypedOp::Expire {
+                key: b(key),
+                deadline: crate::typed::Deadline::After(after),
+                condition,
+            })
+        };
+        let flags = |nx, xx, gt, lt| crate::typed::ExpireCondition { nx, xx, gt, lt };
+        let always = flags(false, false, false, false);
+        let (if_none, if_some) = (
+            flags(true, false, false, false),
+            flags(false, true, false, false),
+        );
+        let (if_later, if_sooner) = (
+            flags(false, false, true, false),
+            flags(false, false, false, true),
+        );
+        assert_eq!(h.apply(at(1_000, expire("k", 10, always))), integer(0));
+        h.apply(at(1_000, put("k", "v")));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_some))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_later))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 500, if_sooner))), integer(1));
+        assert_eq!(h.apply(at(1_000, expire("k", 10, if_none))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 600, if_sooner))), integer(0));
+        assert_eq!(h.apply(at(1_000, expire("k", 600, if_later))), integer(1));
+        assert_eq!(h.store.expires_at(b"k"), Some(1_600));
+        assert_eq!(h.apply(at(1_000, expire("k", 0, always))), integer(1));
+        assert!(h.store.is_empty());
     }
 
     /// Proves `apply` after restore continues from the snapshot's index and refuses older ones.

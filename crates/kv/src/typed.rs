@@ -28,7 +28,7 @@ use bytes::Bytes;
 use chorus_core::{LogIndex, Prng};
 use serde::{Deserialize, Serialize};
 
-pub use crate::keyspace::Map;
+pub use crate::keyspace::{Map, Record};
 
 /// Redis's error for an operation on a key holding another type.
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
@@ -419,6 +419,70 @@ pub enum SetAlgebra {
     Difference,
 }
 
+/// When a key is to expire, as a command states it. A relative time becomes absolute when the
+/// command is applied, from the log clock of its entry, so every replica computes the same
+/// instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Deadline {
+    /// This many milliseconds after the log clock (`EX`, `PX`, `EXPIRE`, `PEXPIRE`); zero or
+    /// negative means now.
+    After(i64),
+    /// At this Unix time in milliseconds (`EXAT`, `PXAT`, `EXPIREAT`, `PEXPIREAT`); a time
+    /// in the past means now.
+    At(i64),
+}
+
+impl Deadline {
+    /// The absolute time in log-clock milliseconds, given the log clock `now`; saturates at
+    /// 0 and at `i64::MAX`, the range of Redis's times.
+    #[must_use]
+    pub fn resolve(self, now: u64) -> u64 {
+        let at = match self {
+            Deadline::After(milliseconds) => i128::from(now) + i128::from(milliseconds),
+            Deadline::At(milliseconds) => i128::from(milliseconds),
+        };
+        u64::try_from(at.clamp(0, i128::from(i64::MAX))).unwrap_or(0)
+    }
+}
+
+/// `EXPIRE`'s options (Redis 7): when the new expiry is set. Several may hold at once
+/// (`XX GT`); the front end refuses the combinations Redis refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExpireCondition {
+    /// Only if the key has no expiry (`NX`).
+    pub nx: bool,
+    /// Only if the key has an expiry (`XX`).
+    pub xx: bool,
+    /// Only if the new expiry is later than the current one; a key without one never
+    /// qualifies (`GT`).
+    pub gt: bool,
+    /// Only if the new expiry is sooner than the current one; a key without one always
+    /// qualifies (`LT`).
+    pub lt: bool,
+}
+
+impl ExpireCondition {
+    /// Whether a key whose expiry is `current` may be given the expiry `at`.
+    #[must_use]
+    pub fn allows(self, current: Option<u64>, at: u64) -> bool {
+        !(self.nx && current.is_some()
+            || self.xx && current.is_none()
+            || self.gt && current.is_none_or(|current| at <= current)
+            || self.lt && current.is_some_and(|current| at >= current))
+    }
+}
+
+/// What `GETEX` does to the key's expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GetExChange {
+    /// Nothing (no option).
+    Keep,
+    /// Removes it (`PERSIST`).
+    Persist,
+    /// Sets it (`EX`, `PX`, `EXAT`, `PXAT`).
+    Expire(Deadline),
+}
+
 /// One Redis command on typed values, its arguments already checked. Each variant names the
 /// Redis command(s) it implements; the reply is Redis's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -759,10 +823,46 @@ pub enum TypedOp {
         /// How many; `None` answers like a count of 1.
         count: Option<u64>,
     },
+    // ----- Expiry ------------------------------------------------------------------------
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT key time [NX|XX|GT|LT]`: 1 if the expiry
+    /// was set (a time already past removes the key), 0 if the key is absent or the
+    /// condition did not hold.
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// The new expiry.
+        deadline: Deadline,
+        /// When to set it.
+        condition: ExpireCondition,
+    },
+    /// `PERSIST key`: 1 if an expiry was removed, else 0.
+    Persist {
+        /// The key.
+        key: Bytes,
+    },
+    /// `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME key`: -2 if the key is absent, -1 if it
+    /// never expires. Answered through the log, because the answer depends on the log clock.
+    Ttl {
+        /// The key.
+        key: Bytes,
+        /// In milliseconds (`PTTL`, `PEXPIRETIME`), else seconds.
+        milliseconds: bool,
+        /// The absolute Unix time (`…EXPIRETIME`), else the time left.
+        absolute: bool,
+    },
+    /// `GETEX key [EX|PX|EXAT|PXAT time | PERSIST]`: the string's value, and its expiry
+    /// changed.
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// What happens to its expiry.
+        change: GetExChange,
+    },
 }
 
 impl TypedOp {
-    /// Whether the operation may change the map, and so must go through the log.
+    /// Whether the operation must go through the log: it may change the map, or its answer
+    /// depends on the log clock (`TTL`).
     #[must_use]
     pub fn is_write(&self) -> bool {
         !matches!(
@@ -862,6 +962,8 @@ fn update<C: Collection, R>(
             let result = change(Arc::make_mut(collection))?;
             if collection.empty() {
                 data.remove_mut(key);
+            } else {
+                data.touch(key);
             }
             result
         }
@@ -975,21 +1077,94 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
-/// Executes `op` on `data` at log `index` (the seed of `SPOP`'s choices).
-pub fn execute(data: &mut Map, index: LogIndex, op: TypedOp) -> Reply {
-    execute_seeded(data, index, op, index.0)
+/// Executes `op` on `data` at log `index` (the seed of `SPOP`'s choices) and log clock `now`
+/// (milliseconds, the base of relative expiry times and of `TTL`). Keys whose expiry is at or
+/// before `now` must already be gone (the store removes them before each command).
+pub fn execute(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Reply {
+    execute_seeded(data, index, now, op, index.0)
 }
 
-/// Executes `op` on `data` at log `index`, drawing `SPOP`'s choices from `seed`: a replica
-/// that ships effects may seed it with real randomness, since no other replica executes.
-pub fn execute_seeded(data: &mut Map, index: LogIndex, op: TypedOp, seed: u64) -> Reply {
-    match run(data, index, op, seed) {
+/// Executes `op` as [`execute`] does, drawing `SPOP`'s choices from `seed`: a replica that
+/// ships effects may seed it with real randomness, since no other replica executes.
+pub fn execute_seeded(data: &mut Map, index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Reply {
+    match run(data, index, now, op, seed) {
         Ok(reply) | Err(reply) => reply,
     }
 }
 
-fn run(data: &mut Map, _index: LogIndex, op: TypedOp, seed: u64) -> Outcome<Reply> {
+fn run(data: &mut Map, _index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Outcome<Reply> {
     Ok(match op {
+        TypedOp::Expire {
+            key,
+            deadline,
+            condition,
+        } => {
+            let Some(record) = data.record(&key) else {
+                return Ok(Reply::Integer(0));
+            };
+            let at = deadline.resolve(now);
+            let current = record.expires_at;
+            if !condition.allows(current, at) {
+                return Ok(Reply::Integer(0));
+            }
+            // A time already past removes the key now, as Redis does.
+            if at <= now {
+                data.remove_mut(&key);
+            } else {
+                data.set_expiry(&key, Some(at));
+            }
+            Reply::Integer(1)
+        }
+        TypedOp::Persist { key } => {
+            let persisted = data.expires_at(&key).is_some() && data.set_expiry(&key, None);
+            Reply::Integer(i64::from(persisted))
+        }
+        TypedOp::Ttl {
+            key,
+            milliseconds,
+            absolute,
+        } => match data.record(&key) {
+            None => Reply::Integer(-2),
+            Some(Record {
+                expires_at: None, ..
+            }) => Reply::Integer(-1),
+            Some(Record {
+                expires_at: Some(at),
+                ..
+            }) => {
+                let at = *at;
+                let answer = match (absolute, milliseconds) {
+                    (true, true) => at,
+                    (true, false) => at / 1000,
+                    (false, true) => at.saturating_sub(now),
+                    // Rounded to the nearest second, as Redis does.
+                    (false, false) => (at.saturating_sub(now) + 500) / 1000,
+                };
+                Reply::Integer(i64::try_from(answer).unwrap_or(i64::MAX))
+            }
+        },
+        TypedOp::GetEx { key, change } => match data.get(&key) {
+            None => Reply::Bulk(None),
+            Some(Value::String(value)) => {
+                let value = value.clone();
+                match change {
+                    GetExChange::Keep => {}
+                    GetExChange::Persist => {
+                        data.set_expiry(&key, None);
+                    }
+                    GetExChange::Expire(deadline) => {
+                        let at = deadline.resolve(now);
+                        if at <= now {
+                            data.remove_mut(&key);
+                        } else {
+                            data.set_expiry(&key, Some(at));
+                        }
+                    }
+                }
+                Reply::bulk(value)
+            }
+            Some(_) => return Err(wrong_type()),
+        },
         TypedOp::Type { key } => {
             Reply::Status(data.get(&key).map_or("none", Value::type_name).to_owned())
         }
@@ -1007,14 +1182,15 @@ fn run(data: &mut Map, _index: LogIndex, op: TypedOp, seed: u64) -> Outcome<Repl
             to,
             only_if_absent,
         } => {
-            let Some(value) = data.get(&from).cloned() else {
+            // The record moves whole: the new name keeps the old one's expiry, as in Redis.
+            let Some(record) = data.record(&from).cloned() else {
                 return Err(Reply::error("ERR no such key"));
             };
             if only_if_absent && data.contains_key(&to) {
                 return Ok(Reply::Integer(0));
             }
             data.remove_mut(&from);
-            data.insert_mut(to, value);
+            data.insert_record(to, record);
             if only_if_absent {
                 Reply::Integer(1)
             } else {
@@ -1031,14 +1207,15 @@ fn run(data: &mut Map, _index: LogIndex, op: TypedOp, seed: u64) -> Outcome<Repl
                     "ERR source and destination objects are the same",
                 ));
             }
-            let Some(value) = data.get(&source).cloned() else {
+            let Some(record) = data.record(&source).cloned() else {
                 return Ok(Reply::Integer(0));
             };
             if !replace && data.contains_key(&destination) {
                 return Ok(Reply::Integer(0));
             }
-            // The copy shares the collection until either side changes (copy on write).
-            data.insert_mut(destination, value);
+            // The copy shares the collection until either side changes (copy on write), and
+            // takes the source's expiry, as in Redis.
+            data.insert_record(destination, record);
             Reply::Integer(1)
         }
         TypedOp::Keys { pattern } => Reply::bulks(
@@ -1629,7 +1806,7 @@ mod tests {
     }
 
     fn run(data: &mut Map, op: TypedOp) -> Reply {
-        execute(data, LogIndex(1), op)
+        execute(data, LogIndex(1), 0, op)
     }
 
     /// Proves scores print as Redis 7.0's `%.17g` does.
@@ -1721,6 +1898,7 @@ mod tests {
             execute(
                 &mut data,
                 LogIndex(1),
+                0,
                 TypedOp::SAdd {
                     key: b("s"),
                     members: (0..50).map(|n| b(&n.to_string())).collect(),
@@ -1729,6 +1907,7 @@ mod tests {
             execute(
                 &mut data,
                 LogIndex(index),
+                0,
                 TypedOp::SPop {
                     key: b("s"),
                     count: Some(5),

@@ -242,6 +242,7 @@ fn kv_config() -> impl Strategy<Value = KvConfig> {
         (1u64..6, 0usize..4).prop_map(|(session_expiry_entries, sessions_max)| KvConfig {
             session_expiry_entries,
             sessions_max,
+            ..KvConfig::default()
         }),
     ]
 }
@@ -466,8 +467,8 @@ fn check_restore(store: &KvStore, bytes: &[u8]) -> Result<(), TestCaseError> {
 #[test]
 fn regression_an_overlong_varint_snapshot_is_not_accepted_as_canonical() {
     let canonical = KvStore::new(KvConfig::default()).snapshot_bytes();
-    assert_eq!(canonical.as_ref(), [SNAPSHOT_VERSION, 0, 0, 0]);
-    let overlong = [SNAPSHOT_VERSION, 0x80, 0x00, 0, 0];
+    assert_eq!(canonical.as_ref(), [SNAPSHOT_VERSION, 0, 0, 0, 0]);
+    let overlong = [SNAPSHOT_VERSION, 0x80, 0x00, 0, 0, 0];
     let store = store_after(
         KvConfig::default(),
         &[

@@ -210,6 +210,9 @@ pub struct SimConfig {
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
+    /// A bug to inject into the key-value store (tests only): restore forgets expiry times.
+    #[cfg(feature = "inject-bugs")]
+    pub kv_restore_drops_expiry: bool,
 }
 
 impl SimConfig {
@@ -245,6 +248,8 @@ impl SimConfig {
             machine: Machine::Kv,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
+            #[cfg(feature = "inject-bugs")]
+            kv_restore_drops_expiry: false,
         }
     }
 

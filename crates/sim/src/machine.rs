@@ -50,7 +50,7 @@ pub(crate) fn stamp_seed(run_seed: u64, node: usize, incarnation: u64) -> u64 {
 impl SimStore {
     /// A fresh store for `machine`; `seed` seeds a stamped store's source (give every node
     /// and every start its own).
-    pub(crate) fn new(machine: Machine, seed: u64) -> SimStore {
+    pub(crate) fn new(machine: Machine, seed: u64, kv: KvConfig) -> SimStore {
         let stamp = match machine {
             Machine::Kv => None,
             Machine::Stamped { ship_effects } => Some(Stamp {
@@ -60,7 +60,7 @@ impl SimStore {
             }),
         };
         SimStore {
-            kv: KvStore::new(KvConfig::default()),
+            kv: KvStore::new(kv),
             stamp,
         }
     }

@@ -85,6 +85,23 @@ impl Host {
     }
 }
 
+/// The key-value store's configuration for a run: the default, with the store bug the run
+/// injects, if any.
+fn kv_config(config: &SimConfig) -> KvConfig {
+    #[cfg(feature = "inject-bugs")]
+    {
+        KvConfig {
+            restore_drops_expiry: config.kv_restore_drops_expiry,
+            ..KvConfig::default()
+        }
+    }
+    #[cfg(not(feature = "inject-bugs"))]
+    {
+        let _ = config;
+        KvConfig::default()
+    }
+}
+
 /// The deterministic Raft simulator.
 pub type Simulator = Sim<RaftNodes>;
 
@@ -144,6 +161,7 @@ impl ProtocolHost for RaftNodes {
         host.store = SimStore::new(
             sim.config.machine,
             stamp_seed(sim.config.seed, node, host.incarnation),
+            kv_config(&sim.config),
         );
         host.applied = LogIndex(0);
         host.outstanding = None;
@@ -414,7 +432,11 @@ impl Simulator {
                     id: NodeId(i as u64 + 1),
                     raft: None,
                     incarnation: 0,
-                    store: SimStore::new(config.machine, stamp_seed(config.seed, i, 0)),
+                    store: SimStore::new(
+                        config.machine,
+                        stamp_seed(config.seed, i, 0),
+                        kv_config(config),
+                    ),
                     disk: MemStorage::new(),
                     outstanding: None,
                     applied: LogIndex(0),
@@ -457,6 +479,13 @@ impl Simulator {
     #[must_use]
     pub fn raft(&self, node: NodeId) -> Option<&RawNode> {
         self.nodes.hosts[self.host_index(node)].raft.as_ref()
+    }
+
+    /// The key-value store of a live node, as it stands now.
+    #[must_use]
+    pub fn store(&self, node: NodeId) -> Option<&KvStore> {
+        let host = &self.nodes.hosts[self.host_index(node)];
+        host.is_up().then_some(&host.store)
     }
 
     /// The status of a live node.
@@ -674,13 +703,14 @@ impl Simulator {
         let machine = self.config.machine;
         let seed =
             stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation) ^ meta.index.0;
+        let kv = kv_config(&self.config);
         let host = &mut self.nodes.hosts[node];
         let restored = host
             .disk
             .open_snapshot(meta)
             .map_err(|error| error.to_string())
             .and_then(|mut reader| {
-                let mut store = SimStore::new(machine, seed);
+                let mut store = SimStore::new(machine, seed, kv);
                 store.restore(&mut reader).map_err(|error| error.reason)?;
                 reader.verify_to_end().map_err(|error| error.to_string())?;
                 Ok(store)

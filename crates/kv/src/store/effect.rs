@@ -10,10 +10,11 @@
 //! the primary's randomness or clock.
 //!
 //! Layout (version [`EFFECT_VERSION`]): the version byte; a flags byte (bit 0: the whole key
-//! space was emptied first, as `FLUSHALL` does); the number of keys as a varint, then each key
-//! in increasing order as a varint length and its bytes, and a presence byte (0 removed, 1
-//! present) followed for a present key by its value as the snapshot writes it (a type tag and
-//! the value's records); the number of sessions, then each in increasing client order as its
+//! space was emptied first, as `FLUSHALL` does); the log clock after the command as a varint;
+//! the number of keys as a varint, then each key in increasing order as a varint length and
+//! its bytes, and a presence byte (0 removed, 1 present) followed for a present key by its
+//! record as the snapshot writes it (the expiry time plus one or 0, the version, then the
+//! value: a type tag and the value's records); the number of sessions, then each in increasing client order as its
 //! client id, a presence byte and, if present, the varint length and postcard encoding of the
 //! session. Nothing may follow.
 
@@ -24,8 +25,7 @@ use chorus_core::{EffectError, LogIndex};
 
 use super::{ImageReader, KvStore, Session, put_bytes, put_value, put_varint};
 use crate::command::ClientId;
-use crate::keyspace::Written;
-use crate::typed::Value;
+use crate::keyspace::{Record, Written};
 
 /// The format version written in front of every effect.
 pub const EFFECT_VERSION: u8 = 1;
@@ -35,7 +35,8 @@ const FLAG_CLEARED: u8 = 1;
 /// An effect, decoded and checked, ready to apply.
 pub(super) struct Decoded {
     pub(super) cleared: bool,
-    pub(super) keys: Vec<(Bytes, Option<Value>)>,
+    pub(super) clock_ms: u64,
+    pub(super) keys: Vec<(Bytes, Option<Record>)>,
     pub(super) sessions: Vec<(ClientId, Option<Session>)>,
 }
 
@@ -43,14 +44,20 @@ impl KvStore {
     /// The after-images of `written` keys and `sessions`, as they stand now.
     pub(super) fn encode_effect(&self, written: &Written, sessions: &BTreeSet<ClientId>) -> Bytes {
         let mut out = vec![EFFECT_VERSION, u8::from(written.cleared) * FLAG_CLEARED];
+        put_varint(&mut out, self.clock_ms);
         put_varint(&mut out, written.keys.len() as u64);
         for key in &written.keys {
             put_bytes(&mut out, key);
-            match self.data.get(key) {
+            match self.data.record(key) {
                 None => out.push(0),
-                Some(value) => {
+                Some(record) => {
                     out.push(1);
-                    put_value(&mut out, value);
+                    put_varint(
+                        &mut out,
+                        record.expires_at.map_or(0, |at| at.saturating_add(1)),
+                    );
+                    put_varint(&mut out, record.version);
+                    put_value(&mut out, &record.value);
                 }
             }
         }
@@ -93,7 +100,8 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
     if flags & !FLAG_CLEARED != 0 {
         return Err(refused(format!("unknown flags {flags:#x}")));
     }
-    let mut keys: Vec<(Bytes, Option<Value>)> = Vec::new();
+    let clock_ms = reader.varint().map_err(|e| refused(e.reason))?;
+    let mut keys: Vec<(Bytes, Option<Record>)> = Vec::new();
     for _ in 0..reader.varint().map_err(|e| refused(e.reason))? {
         let key = Bytes::from(reader.bytes().map_err(|e| refused(e.reason))?);
         if keys.last().is_some_and(|(previous, _)| *previous >= key) {
@@ -101,7 +109,25 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
         }
         let value = match reader.byte().map_err(|e| refused(e.reason))? {
             0 => None,
-            1 => Some(reader.value().map_err(|e| refused(e.reason))?),
+            1 => {
+                let expires_at = match reader.varint().map_err(|e| refused(e.reason))? {
+                    0 => None,
+                    stored if stored - 1 > i64::MAX as u64 => {
+                        return Err(refused("an expiry time beyond i64::MAX"));
+                    }
+                    stored => Some(stored - 1),
+                };
+                let version = reader.varint().map_err(|e| refused(e.reason))?;
+                if version > index.0 {
+                    return Err(refused("a key written after the effect's index"));
+                }
+                let value = reader.value().map_err(|e| refused(e.reason))?;
+                Some(Record {
+                    value,
+                    expires_at,
+                    version,
+                })
+            }
             other => return Err(refused(format!("presence byte {other}"))),
         };
         keys.push((key, value));
@@ -141,6 +167,7 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
     reader.end().map_err(|e| refused(e.reason))?;
     Ok(Decoded {
         cleared: flags & FLAG_CLEARED != 0,
+        clock_ms,
         keys,
         sessions,
     })

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_core::envelope::{Deduplicated, Envelope, OriginSession};
 use chorus_core::{LogIndex, NodeId, StateMachine, Term};
-use chorus_kv::{KvConfig, KvStore};
+use chorus_kv::{Command, KvConfig, KvStore, Query};
 use chorus_raft::{
     Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
     SnapshotChunkRequest, SnapshotMeta,
@@ -40,7 +40,7 @@ use chorus_storage::{
     StorageError,
 };
 
-use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError};
+use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError, wall_clock_ms};
 use super::driver::{Context, Host};
 use super::requests::Kind;
 
@@ -269,7 +269,12 @@ pub struct RaftHost<S: SnapshotStorage> {
     last_role: Role,
     /// The term and vote last made durable.
     synced_vote: (Term, Option<NodeId>),
+    /// Leader: when a time tick was last proposed (see [`RaftHost::propose_time_tick`]).
+    last_time_tick: Option<Instant>,
 }
+
+/// A leader proposes at most one time tick this often while a key is due.
+const TIME_TICK_INTERVAL: Duration = Duration::from_millis(10);
 
 impl<S: SnapshotStorage> RaftHost<S> {
     /// A host for `raft`, restarted from `storage`'s durable state and `state` (restored from
@@ -323,6 +328,7 @@ impl<S: SnapshotStorage> RaftHost<S> {
             last_resend_scan: Instant::now(),
             ready_reads: Vec::new(),
             last_leader: None,
+            last_time_tick: None,
         }
     }
 
@@ -396,19 +402,69 @@ impl<S: SnapshotStorage> RaftHost<S> {
         })
     }
 
+    /// Serves the reads whose index is applied. While this node's clock has passed a key's
+    /// expiry time that the log clock has not reached yet, the state still holds that key:
+    /// reads then go through the log instead ([`Command::ReadAt`], stamped with this clock),
+    /// where the key is removed before the read is answered. So no read answers with a key
+    /// whose expiry time had passed when the read was served.
     fn serve_reads(&mut self, cx: &mut Context) {
         let applied = self.raft.status().applied;
+        let now = wall_clock_ms();
+        let due = self
+            .state
+            .inner()
+            .next_deadline()
+            .is_some_and(|at| at <= now);
         let mut waiting = Vec::new();
         for (index, id) in std::mem::take(&mut self.ready_reads) {
             if index > applied {
                 waiting.push((index, id));
             } else if let Some(read) = cx.requests.take(Kind::Read, id.0) {
                 self.waiting.remove(&(Kind::Read, id.0));
+                if due && let Ok(query) = Query::decode(&read.payload) {
+                    let command = Command::ReadAt { now_ms: now, query };
+                    Host::propose(self, cx, command.encode(), read.reply);
+                    continue;
+                }
                 cx.shared.metrics.reads.inc();
                 let _ = read.reply.send(Ok(self.state.query(&read.payload)));
             }
         }
         self.ready_reads = waiting;
+    }
+
+    /// Leader: once this node's clock has passed a key's expiry time, proposes a time tick
+    /// ([`Command::Tick`]) so that every replica removes the due keys at the same log
+    /// position even when no client writes (active expiry, through the log). At most one per
+    /// [`TIME_TICK_INTERVAL`].
+    fn propose_time_tick(&mut self, cx: &Context) {
+        if self.raft.status().role != Role::Leader {
+            return;
+        }
+        let now = wall_clock_ms();
+        let due = self
+            .state
+            .inner()
+            .next_deadline()
+            .is_some_and(|at| at <= now);
+        if !due
+            || self
+                .last_time_tick
+                .is_some_and(|at| at.elapsed() < TIME_TICK_INTERVAL)
+        {
+            return;
+        }
+        // Outside any origin session: a lost tick is simply proposed again later, and a tick
+        // applied twice changes nothing.
+        let envelope = Envelope {
+            origin: cx.me,
+            request: 0,
+            command: Command::Tick { now_ms: now }.encode(),
+            session: None,
+        };
+        if self.raft.propose(envelope.encode()).is_ok() {
+            self.last_time_tick = Some(Instant::now());
+        }
     }
 
     /// Proposes held write `request` (again, after a change of leader) in an envelope that
@@ -930,6 +986,7 @@ impl<S: SnapshotStorage> Host for RaftHost<S> {
             self.follow_leader(cx);
             self.propose_waiting(cx);
         }
+        self.propose_time_tick(cx);
         self.resend_stale_writes(cx, now);
         self.refuse_leaderless(cx, now);
     }

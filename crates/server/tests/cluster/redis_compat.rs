@@ -259,6 +259,145 @@ fn script() -> Vec<(Compare, Vec<&'static str>)> {
         (Exact, "LMOVE h t LEFT LEFT"),
         (Exact, "SET h plain"),
         (Exact, "TYPE h"),
+        // Expiry: whatever does not depend on the milliseconds a command takes.
+        (Exact, "SET e v EX 100"),
+        (Exact, "TTL e"),
+        (Exact, "EXPIRETIME nothing"),
+        (Exact, "TTL nothing"),
+        (Exact, "PTTL nothing"),
+        (Exact, "PERSIST e"),
+        (Exact, "PERSIST e"),
+        (Exact, "PERSIST nothing"),
+        (Exact, "TTL e"),
+        (Exact, "PTTL e"),
+        (Exact, "EXPIRE nothing 10"),
+        (Exact, "EXPIRE e 100"),
+        (Exact, "TTL e"),
+        (Exact, "EXPIRE e 50 GT"),
+        (Exact, "EXPIRE e 200 gt"),
+        (Exact, "EXPIRE e 10 NX"),
+        (Exact, "EXPIRE e 10 XX LT"),
+        (Exact, "TTL e"),
+        (Exact, "EXPIRE e 10 NX XX"),
+        (Exact, "EXPIRE e 10 GT LT"),
+        (Exact, "EXPIRE e 10 FOO"),
+        (Exact, "EXPIRE e x FOO"),
+        (Exact, "EXPIRE e x"),
+        (Exact, "EXPIRE e"),
+        (Exact, "EXPIRE e 9223372036854775807"),
+        (Exact, "PEXPIRE e 9223372036854775807"),
+        (Exact, "EXPIREAT e 9223372036854775807"),
+        (Exact, "EXPIRE e -9223372036854775808"),
+        (Exact, "SET e v KEEPTTL"),
+        (Exact, "TTL e"),
+        (Exact, "SET e w"),
+        (Exact, "TTL e"),
+        (Exact, "SET e v EX 0"),
+        (Exact, "SET e v EX -1"),
+        (Exact, "SET e v EX"),
+        (Exact, "SET e v EX 10 PX 10"),
+        (Exact, "SET e v KEEPTTL EX 10"),
+        (Exact, "SET e v EX 10 KEEPTTL"),
+        (Exact, "SET e v EX x"),
+        (Exact, "SET e v EX 1.5"),
+        (Exact, "SET e v PX 9223372036854775807"),
+        (Exact, "SET e v EXAT 9223372036854776"),
+        (Exact, "SET e v EXAT 0"),
+        (Exact, "SET e v NX EX 10"),
+        (Exact, "SET e v2 GET EX 100 EX 100"),
+        (Exact, "TTL e"),
+        (Exact, "SET e v EXAT 99999999999"),
+        (Exact, "EXPIRETIME e"),
+        (Exact, "PEXPIRETIME e"),
+        (Exact, "SET e v PXAT 1"),
+        (Exact, "GET e"),
+        (Exact, "EXISTS e"),
+        (Exact, "SET e v"),
+        (Exact, "GETEX e"),
+        (Exact, "GETEX e EX 100"),
+        (Exact, "TTL e"),
+        (Exact, "GETEX e PERSIST"),
+        (Exact, "TTL e"),
+        (Exact, "GETEX e EX 0"),
+        (Exact, "GETEX e EX"),
+        (Exact, "GETEX e PERSIST EX 10"),
+        (Exact, "GETEX e FOO"),
+        (Exact, "GETEX e EX 9223372036854775807"),
+        (Exact, "GETEX e PXAT 1"),
+        (Exact, "EXISTS e"),
+        (Exact, "GETEX nothing"),
+        (Exact, "GETEX"),
+        (Exact, "SET e v"),
+        (Exact, "EXPIRE e -1"),
+        (Exact, "EXISTS e"),
+        (Exact, "SET e v EX 100"),
+        (Exact, "RENAME e e2"),
+        (Exact, "TTL e2"),
+        (Exact, "COPY e2 e3"),
+        (Exact, "TTL e3"),
+        (Exact, "MSET e3 z"),
+        (Exact, "TTL e3"),
+        (Exact, "APPEND e2 x"),
+        (Exact, "TTL e2"),
+        (Exact, "SET c 1 EX 100"),
+        (Exact, "INCR c"),
+        (Exact, "TTL c"),
+        (Exact, "HSET eh f v"),
+        (Exact, "EXPIRE eh 100 LT"),
+        (Exact, "HSET eh g w"),
+        (Exact, "TTL eh"),
+        (Exact, "GETEX eh"),
+        (Exact, "HDEL eh f g"),
+        (Exact, "TTL eh"),
+        (Exact, "HSET eh f v"),
+        (Exact, "TTL eh"),
+        (Exact, "SUNIONSTORE c s2"),
+        (Exact, "TTL c"),
+        (Exact, "DEL e2 e3 c"),
+        // Transactions on one connection (WATCH against another connection is checked
+        // below).
+        (Exact, "EXEC"),
+        (Exact, "DISCARD"),
+        (Exact, "MULTI"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 1"),
+        (Exact, "INCR tx"),
+        (Exact, "GET tx"),
+        (Exact, "HSET tx f v"),
+        (Exact, "PING"),
+        (Exact, "ECHO hi"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 2"),
+        (Exact, "NOSUCH x"),
+        (Exact, "GET tx"),
+        (Exact, "EXEC"),
+        (Exact, "GET tx"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 3"),
+        (Exact, "GET"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "WATCH tx"),
+        (Exact, "SET tx 4"),
+        (Exact, "EXEC"),
+        (Exact, "WATCH tx"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 5"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI"),
+        (Exact, "SET tx 6"),
+        (Exact, "DISCARD"),
+        (Exact, "GET tx"),
+        (Exact, "MULTI"),
+        (Exact, "EXEC"),
+        (Exact, "WATCH"),
+        (Exact, "MULTI"),
+        (Exact, "UNWATCH"),
+        (Exact, "EXEC"),
+        (Exact, "MULTI x"),
+        (Exact, "UNWATCH"),
+        (Exact, "DEL tx"),
         // Arity and syntax errors.
         (Exact, "HGET h"),
         (Exact, "LPUSH l"),
@@ -370,11 +509,114 @@ fn redis_compat_replies_match_a_real_redis_server() {
             ));
         }
     }
+    // WATCH: a key changed by another connection (or created, or expired) between WATCH and
+    // EXEC makes EXEC answer a null array; an untouched one lets it run.
+    let mut redis_other = Resp::connect(redis_address);
+    let mut chorus_other = Resp::connect(cluster.redis(leader));
+    let watch_script: &[(bool, &str)] = &[
+        (false, "SET w 1"),
+        (false, "WATCH w"),
+        (true, "SET w 2"),
+        (false, "MULTI"),
+        (false, "SET w 3"),
+        (false, "EXEC"),
+        (false, "GET w"),
+        (false, "WATCH w"),
+        (true, "SET w 2"),
+        (false, "UNWATCH"),
+        (false, "MULTI"),
+        (false, "SET w 4"),
+        (false, "EXEC"),
+        (false, "WATCH w absent"),
+        (true, "SET absent 1"),
+        (false, "MULTI"),
+        (false, "PING"),
+        (false, "EXEC"),
+        (false, "WATCH w absent2"),
+        (true, "GET w"),
+        (false, "MULTI"),
+        (false, "INCR w"),
+        (false, "EXEC"),
+        (false, "SET wk 1 PX 100"),
+        (false, "WATCH wk"),
+    ];
+    for (other, line) in watch_script {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (expected, actual) = if *other {
+            (redis_other.call(&words), chorus_other.call(&words))
+        } else {
+            (redis.call(&words), chorus.call(&words))
+        };
+        if expected != actual {
+            differences.push(format!(
+                "{line}\n    redis:  {expected:?}\n    chorus: {actual:?}"
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for line in ["MULTI", "GET wk", "EXEC", "DEL w absent"] {
+        let words: Vec<&str> = line.split(' ').collect();
+        let (expected, actual) = (redis.call(&words), chorus.call(&words));
+        if expected != actual {
+            differences.push(format!(
+                "{line}\n    redis:  {expected:?}\n    chorus: {actual:?}"
+            ));
+        }
+    }
+    // Keys expire by time: after their expiry, reads on every node miss them, and the leader
+    // removes a key nobody reads through the log (a time tick) on its own.
+    let timed = [
+        vec!["SET", "t1", "v", "PX", "150"],
+        vec!["SET", "t2", "v", "PX", "150"],
+        vec!["HSET", "t3", "f", "v"],
+        vec!["PEXPIRE", "t3", "150"],
+        vec!["SET", "t4", "v", "PX", "150"],
+    ];
+    for words in &timed {
+        let expected = redis.call(words);
+        let actual = chorus.call(words);
+        if expected != actual {
+            differences.push(format!(
+                "{}\n    redis:  {expected:?}\n    chorus: {actual:?}",
+                words.join(" ")
+            ));
+        }
+    }
+    let applied_before = cluster.status(leader).expect("the leader answers").applied;
+    std::thread::sleep(Duration::from_millis(500));
+    let applied_after = cluster.status(leader).expect("the leader answers").applied;
+    assert!(
+        applied_after > applied_before,
+        "no time tick went through the log while keys were due ({applied_before} → {applied_after})"
+    );
+    for (words, node) in [
+        (vec!["GET", "t1"], follower),
+        (vec!["EXISTS", "t2"], leader),
+        (vec!["HGET", "t3", "f"], follower),
+    ] {
+        let expected = redis.call(&words);
+        let actual = Resp::connect(cluster.redis(node)).call(&words);
+        if expected != actual {
+            differences.push(format!(
+                "{} (after expiry, n{node})\n    redis:  {expected:?}\n    chorus: {actual:?}",
+                words.join(" ")
+            ));
+        }
+    }
+    for node in cluster.ids() {
+        let answer = Resp::connect(cluster.redis(node)).call(&["GET", "t4"]);
+        assert_eq!(
+            answer,
+            Frame::Bulk(None),
+            "n{node} still returns an expired key"
+        );
+    }
+    let script_len = script.len() + timed.len() + 3 + watch_script.len() + 4;
     println!(
         "redis_compat: {} commands covered, {} checks, {} identical, {} different",
         commands.len(),
-        script.len(),
-        script.len() - differences.len(),
+        script_len,
+        script_len - differences.len(),
         differences.len()
     );
     for difference in &differences {
@@ -384,7 +626,7 @@ fn redis_compat_replies_match_a_real_redis_server() {
         differences.is_empty(),
         "{} of {} replies differ from Redis:\n{}",
         differences.len(),
-        script.len(),
+        script_len,
         differences.join("\n")
     );
 }

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId};
-use chorus_kv::{ClientId, Command, KvError, Op, Response, SetCondition};
+use chorus_kv::{
+    ClientId, Command, Deadline, KvError, Op, Query, Response, SetCondition, SetExpiry, Step,
+};
 use chorus_raft::EntryPayload;
 
 use super::Applied;
@@ -21,6 +23,10 @@ use super::Applied;
 #[derive(Debug, Default)]
 pub(super) struct ExactlyOnce {
     data: BTreeMap<Bytes, Bytes>,
+    /// Each expiring key's expiry time, in log-clock milliseconds.
+    expiry: BTreeMap<Bytes, u64>,
+    /// The log clock: the largest time stamped on an applied command.
+    clock: u64,
     /// Each session's latest sequence number and its answer (none before the first request).
     sessions: BTreeMap<ClientId, (u64, Option<Response>)>,
     /// `expected[i]` is the model's answer to the entry at index i + 1 (`None` for no-ops).
@@ -80,7 +86,66 @@ impl ExactlyOnce {
         let Ok(command) = Command::decode(bytes) else {
             return Response::Error(KvError::Malformed);
         };
+        let answer = self.model_command(index, command);
+        // Keys the command gave a time already past go at once.
+        self.advance(0);
+        answer
+    }
+
+    /// Moves the clock up to `now` and drops every key whose expiry it has reached.
+    fn advance(&mut self, now: u64) {
+        self.clock = self.clock.max(now);
+        let clock = self.clock;
+        let due: Vec<Bytes> = self
+            .expiry
+            .iter()
+            .filter(|(_, at)| **at <= clock)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in due {
+            self.expiry.remove(&key);
+            self.data.remove(&key);
+        }
+    }
+
+    fn model_command(&mut self, index: LogIndex, command: Command) -> Response {
         match command {
+            Command::UnsessionedAt { now_ms, op } => {
+                self.advance(now_ms);
+                self.execute(op)
+            }
+            Command::Tick { now_ms } => {
+                self.advance(now_ms);
+                Response::Ok
+            }
+            Command::ReadAt { now_ms, query } => {
+                self.advance(now_ms);
+                match query {
+                    Query::Get { key } => Response::Value(self.data.get(&key).cloned()),
+                    Query::Len => Response::Integer(self.data.len() as i64),
+                    _ => Response::Error(KvError::Malformed),
+                }
+            }
+            // The workload watches no key; a transaction without watches runs its steps.
+            Command::TransactionAt {
+                now_ms,
+                watched,
+                steps,
+            } if watched.is_empty() => {
+                self.advance(now_ms);
+                let answers = steps
+                    .into_iter()
+                    .map(|step| match step {
+                        Step::Write(op) => self.execute(op),
+                        Step::Read(Query::Get { key }) => {
+                            Response::Value(self.data.get(&key).cloned())
+                        }
+                        Step::Read(_) => Response::Error(KvError::Malformed),
+                    })
+                    .collect();
+                Response::Transaction(Some(answers))
+            }
+            Command::TransactionAt { .. } => Response::Error(KvError::Malformed),
             Command::Register => {
                 let client = ClientId(index.0);
                 self.sessions.insert(client, (0, None));
@@ -104,10 +169,14 @@ impl ExactlyOnce {
         match op {
             Op::Get { key } => Response::Value(self.data.get(&key).cloned()),
             Op::Put { key, value } => {
+                self.expiry.remove(&key);
                 self.data.insert(key, value);
                 Response::Ok
             }
-            Op::Delete { key } => Response::Deleted(self.data.remove(&key).is_some()),
+            Op::Delete { key } => {
+                self.expiry.remove(&key);
+                Response::Deleted(self.data.remove(&key).is_some())
+            }
             Op::Append { key, value } => {
                 let mut joined = self.data.get(&key).map(|v| v.to_vec()).unwrap_or_default();
                 joined.extend_from_slice(&value);
@@ -118,6 +187,7 @@ impl ExactlyOnce {
             Op::Cas { key, from, to } => {
                 let swap = self.data.get(&key) == Some(&from);
                 if swap {
+                    self.expiry.remove(&key);
                     self.data.insert(key, to);
                 }
                 Response::Swapped(swap)
@@ -139,8 +209,37 @@ impl ExactlyOnce {
                 }
             }
             Op::MultiPut { pairs } => {
+                for (key, _) in &pairs {
+                    self.expiry.remove(key);
+                }
                 self.data.extend(pairs);
                 Response::Ok
+            }
+            Op::SetExpiring {
+                key,
+                value,
+                condition,
+                expiry,
+            } => {
+                let kept = self.expiry.get(&key).copied();
+                let answer = self.execute(Op::Set {
+                    key: key.clone(),
+                    value,
+                    condition,
+                });
+                if matches!(answer, Response::Set { applied: true, .. }) {
+                    let at = match expiry {
+                        SetExpiry::Keep => kept,
+                        SetExpiry::At(Deadline::After(ms)) => {
+                            Some((i128::from(self.clock) + i128::from(ms)).max(0) as u64)
+                        }
+                        SetExpiry::At(Deadline::At(ms)) => Some(ms.max(0) as u64),
+                    };
+                    if let Some(at) = at {
+                        self.expiry.insert(key, at);
+                    }
+                }
+                answer
             }
             Op::Set {
                 key,
@@ -155,6 +254,7 @@ impl ExactlyOnce {
                     SetCondition::IfEqual(expected) => previous.as_ref() == Some(&expected),
                 };
                 if applied {
+                    self.expiry.remove(&key);
                     self.data.insert(key, value);
                 }
                 Response::Set { applied, previous }
@@ -162,7 +262,10 @@ impl ExactlyOnce {
             Op::DeleteMany { keys } => {
                 let removed = keys
                     .iter()
-                    .filter(|key| self.data.remove(*key).is_some())
+                    .filter(|key| {
+                        self.expiry.remove(*key);
+                        self.data.remove(*key).is_some()
+                    })
                     .count();
                 Response::Integer(removed as i64)
             }

@@ -18,6 +18,7 @@ mod client;
 mod determinism;
 mod durability;
 mod election;
+mod expiry;
 mod replication;
 mod snapshots;
 

@@ -12,6 +12,7 @@
 
 use bytes::Bytes;
 
+use super::data::{ExpiryUnit, option_deadline};
 use super::resp::parse_integer;
 pub use super::spec::{COMMANDS, CommandError, CommandSpec, command_spec};
 
@@ -84,7 +85,7 @@ pub enum RedisCommand {
         /// The key to read.
         key: Bytes,
     },
-    /// `SET key value [NX | XX | IFEQ old] [GET]`. Reply without `GET`: `+OK` if the value
+    /// `SET key value [NX | XX | IFEQ old] [GET] [EX | PX | EXAT | PXAT time | KEEPTTL]`. Reply without `GET`: `+OK` if the value
     /// was written, a null bulk string if `condition` did not hold. Reply with `GET`: the old
     /// value as a bulk string, or a null bulk string if there was none, whether or not the
     /// write happened.
@@ -97,6 +98,9 @@ pub enum RedisCommand {
         condition: SetCondition,
         /// Whether to reply with the old value (`GET`).
         get: bool,
+        /// The key's expiry after the write: `None` removes any (a plain `SET`), else
+        /// `KEEPTTL` or `EX`/`PX`/`EXAT`/`PXAT`.
+        expiry: Option<SetExpiry>,
     },
     /// `DEL key [key ...]`. Reply: an integer, how many of the keys existed and were deleted.
     Del {
@@ -176,6 +180,20 @@ pub enum RedisCommand {
         /// Which view of the cluster.
         what: ClusterView,
     },
+    /// `MULTI`: starts queuing a transaction. Reply: `+OK`; then `+QUEUED` for each command.
+    Multi,
+    /// `EXEC`: runs the queued commands at one log position. Reply: an array of their
+    /// replies; a null array if a watched key changed; `EXECABORT` if one was refused.
+    Exec,
+    /// `DISCARD`: drops the queued commands and the watches. Reply: `+OK`.
+    Discard,
+    /// `WATCH key [key ...]`: `EXEC` then runs only if none of the keys changed. Reply: `+OK`.
+    Watch {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
+    /// `UNWATCH`: forgets the watched keys. Reply: `+OK`.
+    Unwatch,
     /// A command on typed values or the key space (`HSET`, `LPUSH`, `ZADD`, `TYPE`, …),
     /// parsed by [`super::data`]. Reply: the state machine's [`chorus_kv::Reply`].
     Typed {
@@ -201,7 +219,7 @@ pub enum ClusterView {
     MyId,
 }
 
-pub use chorus_kv::SetCondition;
+pub use chorus_kv::{SetCondition, SetExpiry};
 
 /// The attributes `CLIENT SETINFO` may set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,6 +349,25 @@ pub fn parse(arguments: Vec<Bytes>) -> Result<RedisCommand, CommandError> {
             sections: arguments.to_vec(),
         },
         b"config" => parse_config(arguments)?,
+        b"multi" => {
+            let [] = exactly(arguments, "multi")?;
+            RedisCommand::Multi
+        }
+        b"exec" => {
+            let [] = exactly(arguments, "exec")?;
+            RedisCommand::Exec
+        }
+        b"discard" => {
+            let [] = exactly(arguments, "discard")?;
+            RedisCommand::Discard
+        }
+        b"unwatch" => {
+            let [] = exactly(arguments, "unwatch")?;
+            RedisCommand::Unwatch
+        }
+        b"watch" => RedisCommand::Watch {
+            keys: at_least_one(arguments, "watch")?,
+        },
         b"cluster" => parse_cluster(arguments)?,
         typed => match super::data::parse(typed, arguments) {
             Some(parsed) => {
@@ -408,6 +445,11 @@ impl RedisCommand {
             RedisCommand::DbSize => "dbsize",
             RedisCommand::Info { .. } => "info",
             RedisCommand::ConfigGet { .. } => "config|get",
+            RedisCommand::Multi => "multi",
+            RedisCommand::Exec => "exec",
+            RedisCommand::Discard => "discard",
+            RedisCommand::Watch { .. } => "watch",
+            RedisCommand::Unwatch => "unwatch",
             RedisCommand::Typed { name, .. } => name,
             RedisCommand::Cluster { what } => match what {
                 ClusterView::Slots => "cluster|slots",
@@ -426,6 +468,8 @@ fn parse_set(arguments: &[Bytes]) -> Result<RedisCommand, CommandError> {
     };
     let mut condition = SetCondition::Always;
     let mut get = false;
+    let mut keep_ttl = false;
+    let mut expiry: Option<(ExpiryUnit, &Bytes)> = None;
     let mut index = 0;
     // Options are read left to right and the first bad one is reported, as Redis does. A
     // repeated NX, XX or GET is harmless in Redis, so it is here; a second condition of
@@ -452,23 +496,33 @@ fn parse_set(arguments: &[Bytes]) -> Result<RedisCommand, CommandError> {
             }
             condition = SetCondition::IfEqual(expected.clone());
             index += 1;
-        } else if [&b"ex"[..], b"px", b"exat", b"pxat", b"keepttl"]
-            .iter()
-            .any(|expiry| option.eq_ignore_ascii_case(expiry))
+        } else if option.eq_ignore_ascii_case(b"keepttl") && expiry.is_none() {
+            keep_ttl = true;
+        } else if let Some(unit) = ExpiryUnit::option(option)
+            && !keep_ttl
+            && expiry.is_none_or(|(previous, _)| previous == unit)
         {
-            return Err(CommandError::ExpiryNotSupported {
-                option: echoed(option),
-            });
+            // The same option twice is allowed, the later time wins, as in Redis.
+            let time = options.get(index + 1).ok_or(CommandError::Syntax)?;
+            expiry = Some((unit, time));
+            index += 1;
         } else {
             return Err(CommandError::Syntax);
         }
         index += 1;
     }
+    // The time is checked after every option, as Redis does.
+    let expiry = match expiry {
+        Some((unit, time)) => Some(SetExpiry::At(option_deadline(time, unit, "set")?)),
+        None if keep_ttl => Some(SetExpiry::Keep),
+        None => None,
+    };
     Ok(RedisCommand::Set {
         key: key.clone(),
         value: value.clone(),
         condition,
         get,
+        expiry,
     })
 }
 
@@ -1003,6 +1057,7 @@ mod tests {
     #[test]
     fn set_parses_its_conditions() {
         let set = |condition, get| RedisCommand::Set {
+            expiry: None,
             key: bytes("k"),
             value: bytes("v"),
             condition,
@@ -1057,12 +1112,46 @@ mod tests {
         ] {
             assert_eq!(error(request), "ERR syntax error", "{request:?}");
         }
-        for option in ["EX", "px", "EXAT", "pxat", "KEEPTTL"] {
+        for request in [
+            &["SET", "k", "v", "EX"][..],
+            &["SET", "k", "v", "EX", "10", "PX", "10"],
+            &["SET", "k", "v", "KEEPTTL", "EX", "10"],
+            &["SET", "k", "v", "EX", "10", "KEEPTTL"],
+            &["SET", "k", "v", "PXAT", "1", "KEEPTTL"],
+            &["SET", "k", "v", "EX", "x", "NX", "XX"],
+        ] {
+            assert_eq!(error(request), "ERR syntax error", "{request:?}");
+        }
+        for request in [
+            &["SET", "k", "v", "EX", "0"][..],
+            &["SET", "k", "v", "px", "-1"],
+            &["SET", "k", "v", "EXAT", "0"],
+            &["SET", "k", "v", "EX", "9223372036854775807"],
+            &["SET", "k", "v", "PX", "9223372036854775807"],
+            &["SET", "k", "v", "EXAT", "9223372036854776"],
+        ] {
             assert_eq!(
-                error(&["SET", "k", "v", option, "10"]),
-                format!("ERR SET option '{option}' is not supported: Chorus keys do not expire")
+                error(request),
+                "ERR invalid expire time in 'set' command",
+                "{request:?}"
             );
         }
+        assert_eq!(
+            error(&["SET", "k", "v", "EX", "1.5"]),
+            "ERR value is not an integer or out of range"
+        );
+        let RedisCommand::Set { expiry, .. } = ok(&["SET", "k", "v", "ex", "5", "EX", "7"]) else {
+            panic!("SET parses to SET");
+        };
+        assert_eq!(
+            expiry,
+            Some(SetExpiry::At(chorus_kv::Deadline::After(7_000))),
+            "the later time wins"
+        );
+        let RedisCommand::Set { expiry, .. } = ok(&["SET", "k", "v", "KEEPTTL", "keepttl"]) else {
+            panic!("SET parses to SET");
+        };
+        assert_eq!(expiry, Some(SetExpiry::Keep));
         assert_eq!(error(&["SET", "k"]), arity("set"));
         assert_eq!(error(&["SET"]), arity("set"));
     }

@@ -8,7 +8,8 @@
 
 use bytes::Bytes;
 use chorus_kv::typed::{
-    LexBound, RangeBy, Score, ScoreBound, SetAlgebra, TypedOp, ZAddFlags, parse_score,
+    Deadline, ExpireCondition, GetExChange, LexBound, RangeBy, Score, ScoreBound, SetAlgebra,
+    TypedOp, ZAddFlags, parse_score,
 };
 
 use super::resp::parse_integer;
@@ -17,9 +18,13 @@ use super::spec::{CommandError, command_spec};
 /// The typed commands' names, lowercase (each also described in `COMMANDS`).
 const TYPED: &[&str] = &[
     "copy",
+    "expire",
+    "expireat",
+    "expiretime",
     "flushall",
     "flushdb",
     "getdel",
+    "getex",
     "hdel",
     "hexists",
     "hget",
@@ -44,6 +49,11 @@ const TYPED: &[&str] = &[
     "lrem",
     "lset",
     "ltrim",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pexpiretime",
+    "pttl",
     "rename",
     "renamenx",
     "rpop",
@@ -64,6 +74,7 @@ const TYPED: &[&str] = &[
     "srem",
     "sunion",
     "sunionstore",
+    "ttl",
     "type",
     "zadd",
     "zcard",
@@ -147,6 +158,154 @@ fn pairs(words: &[Bytes]) -> Vec<(Bytes, Bytes)> {
         .collect()
 }
 
+/// The wall clock in Unix milliseconds, what Redis checks a relative expiry time's overflow
+/// against. The state machine resolves the time itself, from the log clock; this only
+/// refuses, as Redis does, a time that would overflow.
+fn wall_clock_ms() -> i64 {
+    i64::try_from(crate::runtime::boundary::wall_clock_ms()).unwrap_or(i64::MAX)
+}
+
+/// The units and base of an expiry option or command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ExpiryUnit {
+    /// Seconds (`EX`, `EXAT`, `EXPIRE`, `EXPIREAT`), else milliseconds.
+    pub(super) seconds: bool,
+    /// From now (`EX`, `PX`, `EXPIRE`, `PEXPIRE`), else a Unix time.
+    pub(super) relative: bool,
+}
+
+impl ExpiryUnit {
+    /// The unit of a `SET`/`GETEX` option, if `word` is one.
+    pub(super) fn option(word: &[u8]) -> Option<ExpiryUnit> {
+        let unit = |seconds, relative| Some(ExpiryUnit { seconds, relative });
+        if word.eq_ignore_ascii_case(b"ex") {
+            unit(true, true)
+        } else if word.eq_ignore_ascii_case(b"px") {
+            unit(false, true)
+        } else if word.eq_ignore_ascii_case(b"exat") {
+            unit(true, false)
+        } else if word.eq_ignore_ascii_case(b"pxat") {
+            unit(false, false)
+        } else {
+            None
+        }
+    }
+
+    fn deadline(self, milliseconds: i64) -> Deadline {
+        if self.relative {
+            Deadline::After(milliseconds)
+        } else {
+            Deadline::At(milliseconds)
+        }
+    }
+}
+
+/// The time of a `SET`/`GETEX` expiry option, checked as Redis does: a positive integer
+/// whose absolute time in milliseconds fits an `i64`.
+pub(super) fn option_deadline(
+    word: &[u8],
+    unit: ExpiryUnit,
+    command: &'static str,
+) -> Result<Deadline, CommandError> {
+    let invalid = CommandError::InvalidExpireTime { command };
+    let value = integer(word)?;
+    if value <= 0 {
+        return Err(invalid);
+    }
+    let milliseconds = if unit.seconds {
+        value.checked_mul(1000).ok_or(invalid.clone())?
+    } else {
+        value
+    };
+    if unit.relative && milliseconds.checked_add(wall_clock_ms()).is_none() {
+        return Err(invalid);
+    }
+    Ok(unit.deadline(milliseconds))
+}
+
+/// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT key time [NX|XX|GT|LT]`: the options are read
+/// first, then the time, as Redis does; a time in the past is allowed (it removes the key).
+fn parse_expire(
+    name: &'static str,
+    arguments: &[Bytes],
+    unit: ExpiryUnit,
+) -> Result<TypedOp, CommandError> {
+    let mut condition = ExpireCondition::default();
+    for option in &arguments[2..] {
+        let flag = if option.eq_ignore_ascii_case(b"nx") {
+            &mut condition.nx
+        } else if option.eq_ignore_ascii_case(b"xx") {
+            &mut condition.xx
+        } else if option.eq_ignore_ascii_case(b"gt") {
+            &mut condition.gt
+        } else if option.eq_ignore_ascii_case(b"lt") {
+            &mut condition.lt
+        } else {
+            return Err(CommandError::UnsupportedOption {
+                option: String::from_utf8_lossy(option).chars().take(128).collect(),
+            });
+        };
+        *flag = true;
+    }
+    if condition.nx && (condition.xx || condition.gt || condition.lt) {
+        return Err(invalid(
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if condition.gt && condition.lt {
+        return Err(invalid(
+            "ERR GT and LT options at the same time are not compatible",
+        ));
+    }
+    let invalid_time = CommandError::InvalidExpireTime { command: name };
+    let value = integer(&arguments[1])?;
+    let milliseconds = if unit.seconds {
+        value.checked_mul(1000).ok_or(invalid_time.clone())?
+    } else {
+        value
+    };
+    if unit.relative && milliseconds > 0 && milliseconds.checked_add(wall_clock_ms()).is_none() {
+        return Err(invalid_time);
+    }
+    Ok(TypedOp::Expire {
+        key: arguments[0].clone(),
+        deadline: unit.deadline(milliseconds),
+        condition,
+    })
+}
+
+/// `GETEX key [EX|PX|EXAT|PXAT time | PERSIST]`: the options are read first (a second option
+/// of another kind is a syntax error), then the time.
+fn parse_getex(arguments: &[Bytes]) -> Result<TypedOp, CommandError> {
+    let mut persist = false;
+    let mut expiry: Option<(ExpiryUnit, &Bytes)> = None;
+    let mut index = 1;
+    while let Some(option) = arguments.get(index) {
+        if option.eq_ignore_ascii_case(b"persist") && expiry.is_none() {
+            persist = true;
+        } else if let Some(unit) = ExpiryUnit::option(option)
+            && !persist
+            && expiry.is_none_or(|(previous, _)| previous == unit)
+        {
+            let time = arguments.get(index + 1).ok_or(CommandError::Syntax)?;
+            expiry = Some((unit, time));
+            index += 1;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+        index += 1;
+    }
+    let change = match expiry {
+        Some((unit, time)) => GetExChange::Expire(option_deadline(time, unit, "getex")?),
+        None if persist => GetExChange::Persist,
+        None => GetExChange::Keep,
+    };
+    Ok(TypedOp::GetEx {
+        key: arguments[0].clone(),
+        change,
+    })
+}
+
 /// Parses after the arity check, so `arguments` has at least the fixed words.
 fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, CommandError> {
     let key = arguments.first().cloned().unwrap_or_default();
@@ -154,6 +313,20 @@ fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, Com
     let rest = |from: usize| arguments.get(from..).unwrap_or_default().to_vec();
     Ok(match name {
         "type" => TypedOp::Type { key },
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            let unit = ExpiryUnit {
+                seconds: !name.starts_with('p'),
+                relative: !name.ends_with("at"),
+            };
+            parse_expire(name, arguments, unit)?
+        }
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => TypedOp::Ttl {
+            key,
+            milliseconds: name.starts_with('p'),
+            absolute: name.ends_with("expiretime"),
+        },
+        "persist" => TypedOp::Persist { key },
+        "getex" => parse_getex(arguments)?,
         "getdel" => TypedOp::GetDel { key },
         "rename" | "renamenx" => TypedOp::Rename {
             from: key,

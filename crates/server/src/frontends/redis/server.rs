@@ -31,14 +31,14 @@ use std::sync::mpsc::SyncSender;
 
 use bytes::{Bytes, BytesMut};
 use chorus_core::NodeId;
-use chorus_kv::{Command, KvError, Op, Query, Reply, Response};
+use chorus_kv::{Command, KvError, Op, Query, Reply, Response, Step};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::command::{self, ClusterView, RedisCommand};
 use super::resp::{self, Frame, Limits};
-use crate::runtime::boundary::{Input, RequestError, Shared, offer};
+use crate::runtime::boundary::{Input, RequestError, Shared, offer, wall_clock_ms};
 
 /// Bounds of the RESP server, and the cluster it describes to clients.
 #[derive(Clone, Debug)]
@@ -66,7 +66,32 @@ enum Pending {
     Raw(oneshot::Receiver<Result<Bytes, RequestError>>),
     /// Send this and close the connection.
     Close(Frame),
+    /// A transaction's answer (`EXEC`): one frame per queued command, in order.
+    Exec(oneshot::Receiver<Result<Bytes, RequestError>>, Vec<Slot>),
 }
+
+/// One queued command's place in `EXEC`'s reply.
+enum Slot {
+    /// Answered without the state machine (`PING`, `ECHO`, …), when `EXEC` came.
+    Now(Frame),
+    /// The state machine's answer to the transaction's next step, rendered so.
+    Answer(Render),
+}
+
+/// What `EXEC` answers when a queued command was refused.
+const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+
+/// A connection inside `MULTI`.
+#[derive(Default)]
+struct Transaction {
+    /// The commands queued, in order.
+    queued: Vec<RedisCommand>,
+    /// A command was refused while queuing: `EXEC` aborts.
+    refused: bool,
+}
+
+/// The most commands one transaction may queue: every queue is bounded.
+const TRANSACTION_COMMANDS_MAX: usize = 10_000;
 
 /// Serves RESP clients until the listener fails.
 ///
@@ -138,6 +163,8 @@ async fn connection(
     let mut state = ConnectionState {
         id,
         name: None,
+        transaction: None,
+        watched: Vec::new(),
         me: settings.me,
         redis_addresses: settings.redis_addresses.clone(),
     };
@@ -152,7 +179,7 @@ async fn connection(
                     // Commands of one kind go out together (one batch, one log append); a
                     // read after writes, or a write after reads, waits until every reply
                     // before it is known, so it sees exactly the writes sent before it.
-                    if let Some(access) = request.access() {
+                    if let Some(access) = request.access(state.transaction.is_some()) {
                         if running.is_some_and(|kind| kind != access)
                             && resolved.wait_for(|&done| done >= queued).await.is_err()
                         {
@@ -160,7 +187,17 @@ async fn connection(
                         }
                         running = Some(access);
                     }
-                    let reply = request.execute(&inputs, &shared, &mut state);
+                    let reply = match request {
+                        Request::Redis(RedisCommand::Exec) if state.transaction.is_some() => {
+                            exec(&inputs, &shared, &mut state)
+                        }
+                        Request::Redis(RedisCommand::Watch { keys })
+                            if state.transaction.is_none() =>
+                        {
+                            watch(keys, &inputs, &mut state).await
+                        }
+                        request => request.execute(&inputs, &shared, &mut state),
+                    };
                     let close = matches!(reply, Pending::Close(_));
                     queued += 1;
                     if replies.send(reply).await.is_err() || close {
@@ -191,6 +228,35 @@ async fn resolve(reply: Pending) -> (Frame, bool) {
             Ok(Ok(bytes)) => match Response::decode(&bytes) {
                 Ok(Response::Error(error)) => (kv_error(&error), false),
                 Ok(response) => (render(response), false),
+                Err(error) => (
+                    Frame::error("ERR", &format!("undecodable answer: {error}")),
+                    false,
+                ),
+            },
+            Ok(Err(error)) => (request_error(error), false),
+            Err(_) => (dropped(), false),
+        },
+        Pending::Exec(receiver, slots) => match receiver.await {
+            Ok(Ok(bytes)) => match Response::decode(&bytes) {
+                // A watched key changed: nothing ran, and `EXEC` answers a null array.
+                Ok(Response::Transaction(None)) => (Frame::Array(None), false),
+                Ok(Response::Transaction(Some(answers))) => {
+                    let mut answers = answers.into_iter();
+                    let frames = slots
+                        .into_iter()
+                        .map(|slot| match slot {
+                            Slot::Now(frame) => frame,
+                            Slot::Answer(render) => match answers.next() {
+                                Some(Response::Error(error)) => kv_error(&error),
+                                Some(answer) => render(answer),
+                                None => Frame::error("ERR", "the transaction answered too few"),
+                            },
+                        })
+                        .collect();
+                    (Frame::array(frames), false)
+                }
+                Ok(Response::Error(error)) => (kv_error(&error), false),
+                Ok(other) => (unexpected(&other), false),
                 Err(error) => (
                     Frame::error("ERR", &format!("undecodable answer: {error}")),
                     false,
@@ -244,6 +310,10 @@ fn kv_error(error: &KvError) -> Frame {
 struct ConnectionState {
     id: u64,
     name: Option<Bytes>,
+    /// Inside `MULTI`: what is queued.
+    transaction: Option<Transaction>,
+    /// The keys `WATCH` named, with the versions they had then.
+    watched: Vec<(Bytes, u64)>,
     me: NodeId,
     redis_addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
 }
@@ -269,8 +339,22 @@ fn submit(
     Ok(receiver)
 }
 
+fn write_step(op: Op, render: Render) -> Planned {
+    Planned::Step(Step::Write(op), render)
+}
+
+fn read_step(query: Query, render: Render) -> Planned {
+    Planned::Step(Step::Read(query), render)
+}
+
+/// Proposes `op`, stamped with this node's wall clock: the log clock, by which keys expire,
+/// moves up to it when the command is applied.
 fn write(inputs: &SyncSender<Input>, op: Op, render: Render) -> Pending {
-    match submit(inputs, true, Command::Unsessioned(op).encode()) {
+    let command = Command::UnsessionedAt {
+        now_ms: wall_clock_ms(),
+        op,
+    };
+    match submit(inputs, true, command.encode()) {
         Ok(receiver) => Pending::Later(receiver, render),
         Err(frame) => Pending::Now(frame),
     }
@@ -632,9 +716,14 @@ impl Request {
         }
     }
 
-    /// What the request does to the replicated state, if it touches it.
-    fn access(&self) -> Option<Access> {
+    /// What the request does to the replicated state, if it touches it (`in_multi`: the
+    /// connection is queuing a transaction, and only `EXEC` and `WATCH` touch it).
+    fn access(&self, in_multi: bool) -> Option<Access> {
+        if in_multi {
+            return matches!(self, Request::Redis(RedisCommand::Exec)).then_some(Access::Write);
+        }
         match self {
+            Request::Redis(RedisCommand::Watch { .. }) => Some(Access::Read),
             Request::Native(arguments) if is(arguments, "CHORUS.QUERY") => Some(Access::Read),
             Request::Native(_) => Some(Access::Write),
             Request::Redis(command) if command.is_write() => Some(Access::Write),
@@ -649,12 +738,157 @@ impl Request {
         shared: &Shared,
         state: &mut ConnectionState,
     ) -> Pending {
+        if let Some(transaction) = &mut state.transaction {
+            return match self {
+                // QUIT ends the connection, inside a transaction or not.
+                Request::Redis(RedisCommand::Quit) => Pending::Close(Frame::ok()),
+                Request::Redis(RedisCommand::Discard) => {
+                    state.transaction = None;
+                    state.watched.clear();
+                    Pending::Now(Frame::ok())
+                }
+                Request::Redis(RedisCommand::Multi) => {
+                    Pending::Now(Frame::error("ERR", "MULTI calls can not be nested"))
+                }
+                Request::Redis(RedisCommand::Watch { .. }) => {
+                    Pending::Now(Frame::error("ERR", "WATCH inside MULTI is not allowed"))
+                }
+                Request::Redis(command) if transaction.queued.len() < TRANSACTION_COMMANDS_MAX => {
+                    transaction.queued.push(command);
+                    Pending::Now(Frame::simple("QUEUED"))
+                }
+                Request::Redis(_) => {
+                    transaction.refused = true;
+                    Pending::Now(Frame::error(
+                        "ERR",
+                        &format!(
+                            "a transaction queues at most {TRANSACTION_COMMANDS_MAX} commands"
+                        ),
+                    ))
+                }
+                Request::Native(_) => {
+                    transaction.refused = true;
+                    Pending::Now(Frame::error(
+                        "ERR",
+                        "Chorus's own commands are not allowed in MULTI",
+                    ))
+                }
+                Request::Invalid(frame) => {
+                    transaction.refused = true;
+                    Pending::Now(frame)
+                }
+            };
+        }
         match self {
             Request::Native(arguments) => native(arguments, inputs),
+            Request::Redis(RedisCommand::Multi) => {
+                state.transaction = Some(Transaction::default());
+                Pending::Now(Frame::ok())
+            }
+            Request::Redis(RedisCommand::Exec) => {
+                Pending::Now(Frame::error("ERR", "EXEC without MULTI"))
+            }
+            Request::Redis(RedisCommand::Discard) => {
+                Pending::Now(Frame::error("ERR", "DISCARD without MULTI"))
+            }
             Request::Redis(command) => execute(command, inputs, shared, state),
             Request::Invalid(frame) => Pending::Now(frame),
         }
     }
+}
+
+/// A version no key ever has: a watch whose versions could not be read holds it, so `EXEC`
+/// does not run (as if the key had changed).
+const UNREADABLE: u64 = u64::MAX;
+
+/// `WATCH key [key ...]`: reads the keys' versions (a linearizable read, ordered after this
+/// connection's earlier writes) and answers `OK` once they are known, so that a change another
+/// client makes after this answer is seen by `EXEC`, which compares them at its log position.
+/// The keys watched are bounded like a transaction's commands.
+async fn watch(
+    keys: Vec<Bytes>,
+    inputs: &SyncSender<Input>,
+    state: &mut ConnectionState,
+) -> Pending {
+    if state.watched.len() + keys.len() > TRANSACTION_COMMANDS_MAX {
+        return Pending::Now(Frame::error(
+            "ERR",
+            &format!("a connection watches at most {TRANSACTION_COMMANDS_MAX} keys"),
+        ));
+    }
+    let query = Query::Versions { keys: keys.clone() };
+    let receiver = match submit(inputs, false, query.encode()) {
+        Ok(receiver) => receiver,
+        Err(frame) => {
+            state
+                .watched
+                .extend(keys.into_iter().map(|key| (key, UNREADABLE)));
+            return Pending::Now(frame);
+        }
+    };
+    let answer = match receiver.await {
+        Ok(Ok(bytes)) => match Response::decode(&bytes) {
+            Ok(Response::Versions(versions)) if versions.len() == keys.len() => Ok(versions),
+            Ok(other) => Err(unexpected(&other)),
+            Err(error) => Err(Frame::error("ERR", &format!("undecodable answer: {error}"))),
+        },
+        Ok(Err(error)) => Err(request_error(error)),
+        Err(_) => Err(dropped()),
+    };
+    match answer {
+        Ok(versions) => {
+            state.watched.extend(keys.into_iter().zip(versions));
+            Pending::Now(Frame::ok())
+        }
+        Err(frame) => {
+            state
+                .watched
+                .extend(keys.into_iter().map(|key| (key, UNREADABLE)));
+            Pending::Now(frame)
+        }
+    }
+}
+
+/// `EXEC`: the queued commands as one log entry ([`Command::TransactionAt`]), applied whole
+/// at one log position, unless a watched key changed since `WATCH` (then a null array) or a
+/// command was refused while queuing (`EXECABORT`). Ends the transaction and every watch.
+fn exec(inputs: &SyncSender<Input>, shared: &Shared, state: &mut ConnectionState) -> Pending {
+    let transaction = state.transaction.take().unwrap_or_default();
+    let watched = std::mem::take(&mut state.watched);
+    if transaction.refused {
+        return Pending::Now(Frame::Error(EXECABORT.to_owned()));
+    }
+    let mut steps = Vec::new();
+    let mut slots = Vec::new();
+    for command in transaction.queued {
+        match plan(command, shared, state) {
+            Planned::Now(frame) | Planned::Close(frame) => slots.push(Slot::Now(frame)),
+            Planned::Step(step, render) => {
+                steps.push(step);
+                slots.push(Slot::Answer(render));
+            }
+        }
+    }
+    let command = Command::TransactionAt {
+        now_ms: wall_clock_ms(),
+        watched,
+        steps,
+    };
+    match submit(inputs, true, command.encode()) {
+        Ok(receiver) => Pending::Exec(receiver, slots),
+        Err(frame) => Pending::Now(frame),
+    }
+}
+
+/// What a command comes to: an answer known now, or a step for the state machine with how to
+/// render its answer. A transaction collects the steps of its commands into one entry.
+enum Planned {
+    /// Known now.
+    Now(Frame),
+    /// Send this and close the connection.
+    Close(Frame),
+    /// A change or a read of the replicated state.
+    Step(Step, Render),
 }
 
 fn execute(
@@ -663,6 +897,15 @@ fn execute(
     shared: &Shared,
     state: &mut ConnectionState,
 ) -> Pending {
+    match plan(command, shared, state) {
+        Planned::Now(frame) => Pending::Now(frame),
+        Planned::Close(frame) => Pending::Close(frame),
+        Planned::Step(Step::Write(op), render) => write(inputs, op, render),
+        Planned::Step(Step::Read(query), render) => read(inputs, &query, render),
+    }
+}
+
+fn plan(command: RedisCommand, shared: &Shared, state: &mut ConnectionState) -> Planned {
     tracing::trace!(
         connection = state.id,
         command = command.name(),
@@ -670,13 +913,13 @@ fn execute(
         "request"
     );
     match command {
-        RedisCommand::Ping { message: None } => Pending::Now(Frame::simple("PONG")),
+        RedisCommand::Ping { message: None } => Planned::Now(Frame::simple("PONG")),
         RedisCommand::Ping {
             message: Some(message),
         }
-        | RedisCommand::Echo { message } => Pending::Now(Frame::Bulk(Some(message))),
-        RedisCommand::Quit => Pending::Close(Frame::ok()),
-        RedisCommand::Select => Pending::Now(Frame::ok()),
+        | RedisCommand::Echo { message } => Planned::Now(Frame::Bulk(Some(message))),
+        RedisCommand::Quit => Planned::Close(Frame::ok()),
+        RedisCommand::Select => Planned::Now(Frame::ok()),
         RedisCommand::Hello { client_name } => {
             if client_name.is_some() {
                 state.name = client_name;
@@ -698,12 +941,12 @@ fn execute(
                 items.push(Frame::bulk(Bytes::from_static(name.as_bytes())));
                 items.push(value);
             }
-            Pending::Now(Frame::array(items))
+            Planned::Now(Frame::array(items))
         }
-        RedisCommand::Command => Pending::Now(Frame::array(
+        RedisCommand::Command => Planned::Now(Frame::array(
             command::COMMANDS.iter().map(command_info).collect(),
         )),
-        RedisCommand::CommandInfo { names } => Pending::Now(Frame::array(
+        RedisCommand::CommandInfo { names } => Planned::Now(Frame::array(
             names
                 .iter()
                 .map(|name| {
@@ -711,53 +954,58 @@ fn execute(
                 })
                 .collect(),
         )),
-        RedisCommand::CommandList => Pending::Now(Frame::array(
+        RedisCommand::CommandList => Planned::Now(Frame::array(
             command::COMMANDS
                 .iter()
                 .map(|spec| Frame::bulk(Bytes::from_static(spec.name.as_bytes())))
                 .collect(),
         )),
         // Documentation is optional (redis-cli uses it for hints only).
-        RedisCommand::CommandDocs { .. } => Pending::Now(Frame::array(Vec::new())),
-        RedisCommand::CommandCount => Pending::Now(Frame::integer(
+        RedisCommand::CommandDocs { .. } => Planned::Now(Frame::array(Vec::new())),
+        RedisCommand::CommandCount => Planned::Now(Frame::integer(
             i64::try_from(command::COMMANDS.len()).unwrap_or(i64::MAX),
         )),
         RedisCommand::ClientSetName { name } => {
             state.name = Some(name);
-            Pending::Now(Frame::ok())
+            Planned::Now(Frame::ok())
         }
-        RedisCommand::ClientGetName => Pending::Now(Frame::Bulk(state.name.clone())),
+        RedisCommand::ClientGetName => Planned::Now(Frame::Bulk(state.name.clone())),
         RedisCommand::ClientId => {
-            Pending::Now(Frame::integer(i64::try_from(state.id).unwrap_or(i64::MAX)))
+            Planned::Now(Frame::integer(i64::try_from(state.id).unwrap_or(i64::MAX)))
         }
-        RedisCommand::ClientSetInfo { .. } => Pending::Now(Frame::ok()),
-        RedisCommand::Get { key } => read(inputs, &Query::Get { key }, render_value),
-        RedisCommand::Strlen { key } => read(inputs, &Query::Get { key }, render_strlen),
-        RedisCommand::MGet { keys } => read(inputs, &Query::MultiGet { keys }, render_values),
-        RedisCommand::Exists { keys } => read(inputs, &Query::Exists { keys }, render_integer),
-        RedisCommand::DbSize => read(inputs, &Query::Len, render_integer),
+        RedisCommand::ClientSetInfo { .. } => Planned::Now(Frame::ok()),
+        RedisCommand::Get { key } => read_step(Query::Get { key }, render_value),
+        RedisCommand::Strlen { key } => read_step(Query::Get { key }, render_strlen),
+        RedisCommand::MGet { keys } => read_step(Query::MultiGet { keys }, render_values),
+        RedisCommand::Exists { keys } => read_step(Query::Exists { keys }, render_integer),
+        RedisCommand::DbSize => read_step(Query::Len, render_integer),
         RedisCommand::Set {
             key,
             value,
             condition,
             get,
+            expiry,
         } => {
             let render: Render = if get { render_set_get } else { render_set };
-            write(
-                inputs,
-                Op::Set {
+            let op = match expiry {
+                None => Op::Set {
                     key,
                     value,
                     condition,
                 },
-                render,
-            )
+                Some(expiry) => Op::SetExpiring {
+                    key,
+                    value,
+                    condition,
+                    expiry,
+                },
+            };
+            write_step(op, render)
         }
-        RedisCommand::Del { keys } => write(inputs, Op::DeleteMany { keys }, render_integer),
-        RedisCommand::Incr { key } => write(inputs, Op::IncrBy { key, delta: 1 }, render_integer),
-        RedisCommand::Decr { key } => write(inputs, Op::IncrBy { key, delta: -1 }, render_integer),
-        RedisCommand::IncrBy { key, increment } => write(
-            inputs,
+        RedisCommand::Del { keys } => write_step(Op::DeleteMany { keys }, render_integer),
+        RedisCommand::Incr { key } => write_step(Op::IncrBy { key, delta: 1 }, render_integer),
+        RedisCommand::Decr { key } => write_step(Op::IncrBy { key, delta: -1 }, render_integer),
+        RedisCommand::IncrBy { key, increment } => write_step(
             Op::IncrBy {
                 key,
                 delta: increment,
@@ -765,22 +1013,34 @@ fn execute(
             render_integer,
         ),
         RedisCommand::DecrBy { key, decrement } => match decrement.checked_neg() {
-            Some(delta) => write(inputs, Op::IncrBy { key, delta }, render_integer),
-            None => Pending::Now(Frame::error("ERR", "decrement would overflow")),
+            Some(delta) => write_step(Op::IncrBy { key, delta }, render_integer),
+            None => Planned::Now(Frame::error("ERR", "decrement would overflow")),
         },
         RedisCommand::Append { key, value } => {
-            write(inputs, Op::Append { key, value }, render_integer)
+            write_step(Op::Append { key, value }, render_integer)
         }
-        RedisCommand::MSet { pairs } => write(inputs, Op::MultiPut { pairs }, render_ok),
+        RedisCommand::MSet { pairs } => write_step(Op::MultiPut { pairs }, render_ok),
         RedisCommand::Typed { op, .. } => {
             if op.is_write() {
-                write(inputs, Op::Typed(op), render_reply)
+                write_step(Op::Typed(op), render_reply)
             } else {
-                read(inputs, &Query::Typed(op), render_reply)
+                read_step(Query::Typed(op), render_reply)
             }
         }
-        RedisCommand::Info { sections } => Pending::Now(info(shared, &sections)),
-        RedisCommand::ConfigGet { patterns } => Pending::Now(config_get(shared, &patterns)),
-        RedisCommand::Cluster { what } => Pending::Now(cluster(shared, state, what)),
+        RedisCommand::Info { sections } => Planned::Now(info(shared, &sections)),
+        RedisCommand::ConfigGet { patterns } => Planned::Now(config_get(shared, &patterns)),
+        RedisCommand::Cluster { what } => Planned::Now(cluster(shared, state, what)),
+        RedisCommand::Unwatch => {
+            state.watched.clear();
+            Planned::Now(Frame::ok())
+        }
+        // Handled by the connection (see `Request::execute`); inside a transaction they are
+        // never queued.
+        RedisCommand::Multi | RedisCommand::Exec | RedisCommand::Discard => {
+            Planned::Now(Frame::error("ERR", "not allowed here"))
+        }
+        RedisCommand::Watch { .. } => {
+            Planned::Now(Frame::error("ERR", "WATCH inside MULTI is not allowed"))
+        }
     }
 }

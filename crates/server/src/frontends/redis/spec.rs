@@ -46,10 +46,16 @@ pub enum CommandError {
     /// `DECRBY key -9223372036854775808`, whose negation overflows.
     #[error("ERR decrement would overflow")]
     DecrementOverflow,
-    /// `SET` with an expiry option; Chorus keys never expire.
-    #[error("ERR SET option '{option}' is not supported: Chorus keys do not expire")]
-    ExpiryNotSupported {
-        /// The option as sent (`EX`, `PX`, `EXAT`, `PXAT` or `KEEPTTL`).
+    /// An expiry time out of Redis's range (`SET k v EX 0`, `EXPIRE k 9223372036854775807`).
+    #[error("ERR invalid expire time in '{command}' command")]
+    InvalidExpireTime {
+        /// The lowercase command name.
+        command: &'static str,
+    },
+    /// `EXPIRE` with an option other than `NX`, `XX`, `GT` and `LT`.
+    #[error("ERR Unsupported option {option}")]
+    UnsupportedOption {
+        /// The option as sent, cut to 128 bytes and kept on one line.
         option: String,
     },
     /// An error with a fixed Redis text (`ERR value is not a valid float`, …).
@@ -143,12 +149,28 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("del", -2, &["write"], (1, -1, 1)),
+    spec(
+        "discard",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+    ),
     spec("echo", 2, &["fast"], (0, 0, 0)),
+    spec(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip_slowlog"],
+        (0, 0, 0),
+    ),
     spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("expire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("expireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("expiretime", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("flushall", -1, &["write"], (0, 0, 0)),
     spec("flushdb", -1, &["write"], (0, 0, 0)),
     spec("get", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("getdel", 2, &["write", "fast"], (1, 1, 1)),
+    spec("getex", -2, &["write", "fast"], (1, 1, 1)),
     spec("hdel", -3, &["write", "fast"], (1, 1, 1)),
     spec(
         "hello",
@@ -184,7 +206,18 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("ltrim", 4, &["write"], (1, 1, 1)),
     spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
     spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
+    spec("persist", 2, &["write", "fast"], (1, 1, 1)),
+    spec("pexpire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpiretime", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec(
+        "multi",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+    ),
     spec("ping", -1, &["fast"], (0, 0, 0)),
+    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1)),
     spec(
         "quit",
         -1,
@@ -214,8 +247,21 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("sunion", -2, &["readonly"], (1, -1, 1)),
     spec("sunionstore", -3, &["write", "denyoom"], (1, -1, 1)),
+    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("type", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec(
+        "unwatch",
+        1,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (0, 0, 0),
+    ),
     spec("unlink", -2, &["write", "fast"], (1, -1, 1)),
+    spec(
+        "watch",
+        -2,
+        &["noscript", "loading", "stale", "fast", "allow_busy"],
+        (1, -1, 1),
+    ),
     spec("zadd", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("zcard", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("zcount", 4, &["readonly", "fast"], (1, 1, 1)),
