@@ -65,6 +65,11 @@ impl SimStore {
         }
     }
 
+    /// The key-value store inside.
+    pub(crate) fn kv(&self) -> &KvStore {
+        &self.kv
+    }
+
     /// The index of the last command the key-value store applied.
     pub(crate) fn last_applied(&self) -> LogIndex {
         self.kv.last_applied()

@@ -36,7 +36,7 @@ use std::io::Write as _;
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
-use chorus_kv::Query;
+use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{
     Config, Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
     SnapshotChunkRequest, SnapshotMeta, Status,
@@ -485,7 +485,7 @@ impl Simulator {
     #[must_use]
     pub fn store(&self, node: NodeId) -> Option<&KvStore> {
         let host = &self.nodes.hosts[self.host_index(node)];
-        host.is_up().then_some(&host.store)
+        host.is_up().then_some(host.store.kv())
     }
 
     /// The status of a live node.
