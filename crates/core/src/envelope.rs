@@ -26,7 +26,7 @@ use std::io::Read;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::{LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
+use crate::{EffectError, Execution, LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
 
 const VERSION_PLAIN: u8 = 1;
 const VERSION_SESSION: u8 = 2;
@@ -407,6 +407,15 @@ impl<S: StateMachine> StateMachine for Deduplicated<S> {
     /// Applies a bare command, outside any envelope (no deduplication).
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
         self.inner.apply(index, command)
+    }
+
+    /// Executes a bare command on the inner state machine (no deduplication).
+    fn execute(&mut self, index: LogIndex, command: &[u8]) -> Execution {
+        self.inner.execute(index, command)
+    }
+
+    fn apply_effect(&mut self, index: LogIndex, effect: &[u8]) -> Result<(), EffectError> {
+        self.inner.apply_effect(index, effect)
     }
 
     fn query(&self, query: &[u8]) -> Bytes {

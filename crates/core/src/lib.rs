@@ -10,6 +10,8 @@
 //! - [`Prng`]: the one source of randomness a pure core may use, seeded from its configuration
 //!   so that the same seed gives the same run, bit for bit.
 //!
+//! - [`Execution`]: a command's output and *effect*, what passive replication ships to backups
+//!   instead of the command (see [`StateMachine::execute`]).
 //! - [`envelope::Envelope`]: how a driver tags a proposed command with its origin, so the
 //!   node that took a request can answer it after the entry is applied anywhere.
 //!
@@ -106,6 +108,71 @@ pub struct RestoreError {
     pub reason: String,
 }
 
+/// What [`StateMachine::execute`] returns: the output for the client and the effect for the
+/// other replicas.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Execution {
+    /// The output for the client that proposed the command.
+    pub output: Bytes,
+    /// The deterministic description of the state change, for
+    /// [`StateMachine::apply_effect`].
+    pub effect: Bytes,
+}
+
+/// The largest output or effect [`Execution::decode`] accepts (64 MiB): a damaged length
+/// never makes a decoder allocate without bound.
+pub const EXECUTION_PART_BYTES_MAX: u64 = 64 << 20;
+
+impl Execution {
+    /// Encodes the execution: the output's length (8 bytes, big endian), the output, then the
+    /// effect to the end.
+    #[must_use]
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::with_capacity(8 + self.output.len() + self.effect.len());
+        out.extend_from_slice(&(self.output.len() as u64).to_be_bytes());
+        out.extend_from_slice(&self.output);
+        out.extend_from_slice(&self.effect);
+        Bytes::from(out)
+    }
+
+    /// Decodes an execution encoded by [`Execution::encode`]; output and effect share
+    /// `bytes`' buffer.
+    ///
+    /// # Errors
+    /// [`EffectError`] if the bytes are too short for the length they announce.
+    pub fn decode(bytes: &Bytes) -> Result<Execution, EffectError> {
+        let fail = |reason: &str| EffectError {
+            reason: format!("execution record: {reason}"),
+        };
+        let Some(length) = bytes.get(..8) else {
+            return Err(fail("shorter than its header"));
+        };
+        let mut word = [0u8; 8];
+        word.copy_from_slice(length);
+        let length = u64::from_be_bytes(word);
+        if length > EXECUTION_PART_BYTES_MAX {
+            return Err(fail("output too long"));
+        }
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|length| length.checked_add(8))
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| fail("output truncated"))?;
+        Ok(Execution {
+            output: bytes.slice(8..end),
+            effect: bytes.slice(end..),
+        })
+    }
+}
+
+/// An effect could not be applied: its bytes are not an effect this state machine wrote.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("effect cannot be applied: {reason}")]
+pub struct EffectError {
+    /// Why the effect was refused.
+    pub reason: String,
+}
+
 /// A point-in-time image of a state machine, taken by [`StateMachine::snapshot`].
 ///
 /// Taking one must be cheap (a clone of a persistent map's root, a copy-on-write handle, a
@@ -148,9 +215,16 @@ pub fn read_snapshot_to_end(input: &mut dyn std::io::Read) -> Result<Vec<u8>, Re
 
 /// A deterministic state machine, replicated by the protocol cores.
 ///
-/// Every replica applies the same commands in the same order and must reach the same state and
-/// produce the same outputs. Implementations therefore must not read clocks, draw random
-/// numbers, or iterate hash-ordered collections inside [`StateMachine::apply`].
+/// Two ways to replicate it, and the difference matters:
+///
+/// - **Active** (Raft): every replica calls [`StateMachine::apply`] on every command, in the
+///   same order, and must reach the same state and produce the same outputs. Implementations
+///   therefore must not read clocks, draw random numbers, or iterate hash-ordered collections
+///   inside `apply`.
+/// - **Passive** (primary-backup and the hybrid): only the primary calls
+///   [`StateMachine::execute`]; the backups call [`StateMachine::apply_effect`] with the effect
+///   it returned. Only the effect must be deterministic to apply; the execution may read the
+///   primary's clock or randomness.
 ///
 /// A command that does not decode is still applied (it was committed; every replica sees the
 /// same bytes): the state machine answers it with an error output and leaves its state as it
@@ -160,6 +234,40 @@ pub trait StateMachine {
     /// proposed it. `index` is strictly increasing from call to call; state machines may use it
     /// as a logical clock (for example to expire client sessions).
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes;
+
+    /// Executes the committed command at `index` once and returns its output together with
+    /// its *effect*: a deterministic description of the state change, which
+    /// [`StateMachine::apply_effect`] reproduces on another replica without executing the
+    /// command. This is passive replication: the primary-backup schemes run this on the primary
+    /// only and ship the effect, so a command may draw on the primary's clock or randomness;
+    /// Raft ships commands and calls [`StateMachine::apply`] on every replica instead.
+    ///
+    /// The effect must capture everything the command changed, including anything that
+    /// affects future outputs (a session table's cached replies), so that a replica that applied
+    /// the same effects at the same indexes holds the same state.
+    ///
+    /// The default makes the effect the command itself, and `apply_effect` applies it: a state
+    /// machine that does not override both is replicated actively even by the
+    /// primary-backup schemes, and must then be deterministic there too.
+    fn execute(&mut self, index: LogIndex, command: &[u8]) -> Execution {
+        let output = self.apply(index, command);
+        Execution {
+            output,
+            effect: Bytes::copy_from_slice(command),
+        }
+    }
+
+    /// Applies at `index` an effect that [`StateMachine::execute`] returned on another replica
+    /// (at the same index, from the same state). `index` is strictly increasing, as for
+    /// `apply`.
+    ///
+    /// # Errors
+    /// [`EffectError`] when the bytes are not an effect this state machine wrote; the state is
+    /// then left unchanged. The default (the effect is the command) never fails.
+    fn apply_effect(&mut self, index: LogIndex, effect: &[u8]) -> Result<(), EffectError> {
+        let _output = self.apply(index, effect);
+        Ok(())
+    }
 
     /// Answers a read-only query against the current state. The caller is responsible for
     /// linearizability (for example by waiting for a ReadIndex before calling this).
@@ -273,6 +381,55 @@ mod tests {
             let x = p.range(10, 20);
             assert!((10..20).contains(&x));
         }
+    }
+
+    #[test]
+    fn an_execution_round_trips_and_damage_is_refused() {
+        let execution = Execution {
+            output: Bytes::from_static(b"ok"),
+            effect: Bytes::from_static(b"x=1"),
+        };
+        let bytes = execution.encode();
+        assert_eq!(Execution::decode(&bytes), Ok(execution));
+        assert!(Execution::decode(&bytes.slice(..5)).is_err());
+        assert!(Execution::decode(&bytes.slice(..9)).is_err());
+        let mut huge = bytes.to_vec();
+        huge[0] = 0xff;
+        assert!(Execution::decode(&Bytes::from(huge)).is_err());
+        assert_eq!(
+            Execution::decode(&Execution::default().encode()),
+            Ok(Execution::default())
+        );
+    }
+
+    /// A state machine that overrides neither `execute` nor `apply_effect`: its effect is its
+    /// command, so passive replication degrades to active and stays correct.
+    #[test]
+    fn the_default_effect_is_the_command() {
+        struct Sum(u64);
+        impl StateMachine for Sum {
+            fn apply(&mut self, _index: LogIndex, command: &[u8]) -> Bytes {
+                self.0 += command.len() as u64;
+                Bytes::from(self.0.to_string())
+            }
+            fn query(&self, _query: &[u8]) -> Bytes {
+                Bytes::from(self.0.to_string())
+            }
+            fn snapshot(&self) -> Box<dyn SnapshotImage> {
+                Box::new(BytesImage(Bytes::from(self.0.to_be_bytes().to_vec())))
+            }
+            fn restore(&mut self, _input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
+                Ok(())
+            }
+        }
+        let (mut primary, mut backup) = (Sum(0), Sum(0));
+        let execution = primary.execute(LogIndex(1), b"abc");
+        assert_eq!(execution.output, Bytes::from_static(b"3"));
+        assert_eq!(execution.effect, Bytes::from_static(b"abc"));
+        backup
+            .apply_effect(LogIndex(1), &execution.effect)
+            .expect("the default never fails");
+        assert_eq!(backup.0, primary.0);
     }
 
     #[test]

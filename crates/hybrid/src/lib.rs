@@ -8,8 +8,9 @@
 //!   registered data servers. A view change is a compare-and-swap on the epoch; a new primary
 //!   must come from the last active view and starts *pending* until it re-committed its log
 //!   and proposed [`configuration::ConfigCommand::Activate`] (Vertical Paxos II).
-//! - [`replica::DataReplica`]: one data server. The primary stamps each write with
-//!   `(epoch, lsn)`, sends it to every backup, commits when **every** backup of the view
+//! - [`replica::DataReplica`]: one data server. The primary executes each write once and
+//!   stamps its *effect* with `(epoch, lsn)` (passive replication: the log carries effects,
+//!   backups apply them and never execute), sends it to every backup, commits when **every** backup of the view
 //!   acknowledged it, and serves reads and acknowledges writes only while it holds an unexpired
 //!   lease from every backup (PacificA). A backup that heard nothing for the grace period
 //!   `G ≥ L·(1+ρ)/(1−ρ) + ε` stops acknowledging that epoch (persisted) and proposes itself, so

@@ -11,14 +11,17 @@ use serde::{Deserialize, Serialize};
 use crate::configuration::{ConfigCommand, Configuration, View};
 use crate::{Epoch, LocalTime, Lsn};
 
-/// One entry of a data server's log: an opaque command stamped `(epoch, lsn)`.
+/// One entry of a data server's log, stamped `(epoch, lsn)`: the *effect* of a write, not the
+/// write (passive replication: the primary executed it, nobody else ever does).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataEntry {
     /// The epoch of the primary that first appended it.
     pub epoch: Epoch,
     /// Its position.
     pub lsn: Lsn,
-    /// The command (an encoded [`chorus_core::envelope::Envelope`]).
+    /// The encoded [`chorus_core::envelope::Envelope`] of the write, whose command is the
+    /// primary's encoded [`chorus_core::Execution`] (the output and the effect); the envelope
+    /// keeps the origin and request number, so the server that took the write answers it.
     pub command: Bytes,
 }
 

@@ -29,12 +29,30 @@
 //! - Commit (H3): an entry commits when every backup of the view, and a spare being added,
 //!   holds it; a write is acknowledged only while serving with at least `min_replicas`
 //!   members (H6).
+//!
+//! # Passive replication
+//! The log carries effects, not commands. The primary executes each write once, when it takes
+//! it ([`StateMachine::execute`]), and appends the envelope of the write with its command
+//! replaced by the encoded [`chorus_core::Execution`] (output and effect); every other server
+//! applies the effect ([`StateMachine::apply_effect`]) when the entry commits, and never
+//! executes anything. A write may therefore draw on the primary's clock or randomness.
+//!
+//! So the primary's state machine runs ahead of the commit point: it holds the effects of
+//! every entry up to its last (`state_lsn`). The rules that keep this invisible:
+//! - an entry's output is acknowledged only once it commits, as before;
+//! - a read is evaluated on the state as it stands and answered only once the commit point
+//!   reaches everything that state holds; if the epoch changes first it is rejected
+//!   ([`DataReady::rejected_reads`]): a read never reports a write a failover could lose;
+//! - the state machine always holds exactly the effects of a prefix of the log: if a server
+//!   must truncate entries its state machine holds (a former primary whose uncommitted tail
+//!   the new primary lacks), it rebuilds the state from the initial image and the committed
+//!   log.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, StateMachine};
+use chorus_core::{Execution, LogIndex, NodeId, StateMachine};
 use serde::{Deserialize, Serialize};
 
 use crate::configuration::{ConfigCommand, Configuration, View, ViewReason};
@@ -247,15 +265,19 @@ impl Durable {
 pub struct Applied {
     /// The entry.
     pub lsn: Lsn,
-    /// Its command (an encoded envelope).
+    /// The entry's payload: the encoded envelope of the write, whose command is the
+    /// primary's encoded [`chorus_core::Execution`].
     pub command: Bytes,
-    /// The state machine's output.
+    /// The output the primary's execution gave, for the client.
     pub output: Bytes,
 }
 
 /// What the driver must do now (see the module docs for the order).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataReady {
+    /// Reads taken that can no longer be answered (the epoch changed before what they saw
+    /// committed): the client retries.
+    pub rejected_reads: Vec<ReadId>,
     /// Persist this hard state.
     pub hard_state: Option<HardState>,
     /// Drop every log entry after this lsn, before appending `entries`.
@@ -338,6 +360,13 @@ impl Follower {
 pub struct DataReplica {
     config: HybridConfig,
     state_machine: Box<dyn StateMachine + Send>,
+    /// The state machine's image before anything was applied, to rebuild from.
+    initial_image: Bytes,
+    /// The state machine holds the effects of the log's entries up to here (beyond `applied`
+    /// on a primary, which executes as it appends).
+    state_lsn: Lsn,
+    /// Reads evaluated, waiting for the commit point to reach what they saw.
+    reads_held: Vec<(Lsn, ReadId, Bytes)>,
     now: LocalTime,
     hard: HardState,
     hard_dirty: bool,
@@ -376,9 +405,13 @@ impl DataReplica {
                 "invariant: the log is contiguous"
             );
         }
+        let initial_image = state_machine.snapshot_bytes();
         let mut replica = DataReplica {
             config,
             state_machine,
+            initial_image,
+            state_lsn: Lsn(0),
+            reads_held: Vec::new(),
             now,
             hard: durable.hard_state,
             hard_dirty: false,
@@ -493,10 +526,26 @@ impl DataReplica {
             return Err(ProposeError::BelowMinReplicas);
         }
         let lsn = self.last_lsn().next();
+        // Executed once, here; the log and every other server get the effect.
+        self.catch_up_state();
+        let envelope = Envelope::decode(&command).unwrap_or(Envelope {
+            origin: self.config.id,
+            request: 0,
+            command,
+            session: None,
+        });
+        let execution = self
+            .state_machine
+            .execute(LogIndex(lsn.0), &envelope.command);
+        self.state_lsn = lsn;
         let entry = DataEntry {
             epoch: self.view.epoch,
             lsn,
-            command,
+            command: Envelope {
+                command: execution.encode(),
+                ..envelope
+            }
+            .encode(),
         };
         self.log.push(entry.clone());
         self.ready.entries.push(entry);
@@ -509,8 +558,9 @@ impl DataReplica {
         Ok(lsn)
     }
 
-    /// A client's linearizable read: answered at once from the applied state, by a serving
-    /// primary only (a lease read: no message).
+    /// A client's linearizable read, by a serving primary only (a lease read: no message):
+    /// evaluated at once on the state as executed, and answered once every entry that state
+    /// holds has committed (at once if they all have), or rejected if the epoch changes first.
     ///
     /// # Errors
     /// [`ReadError::NotServing`] otherwise.
@@ -523,8 +573,10 @@ impl DataReplica {
             self.applied, self.hard.commit,
             "invariant: applied to commit"
         );
+        self.catch_up_state();
         let output = self.state_machine.query(query);
-        self.ready.reads.push((id, output));
+        self.reads_held.push((self.state_lsn, id, output));
+        self.release_reads();
         Ok(())
     }
 
@@ -786,6 +838,9 @@ impl DataReplica {
             self.config.id,
             self.hard.commit
         );
+        if self.state_lsn > after {
+            self.rebuild_state();
+        }
         self.log
             .truncate(usize::try_from(after.0).unwrap_or(usize::MAX));
         self.ready.entries.retain(|entry| entry.lsn <= after);
@@ -817,7 +872,14 @@ impl DataReplica {
             return;
         };
         follower.last_ack_at = now;
-        follower.lease_until = follower.lease_until.max(sent_at.plus(lease));
+        if success {
+            // Only a follower that took the Append as its primary's (and so restarted its
+            // grace period) grants a lease. A refusal may come from a follower that fenced
+            // an Append of an older epoch, answering with its own epoch, which this primary
+            // may have reached meanwhile: that Append's send time promises nothing (sweep
+            // seed 404: the lease outlived the backup's grace, H5).
+            follower.lease_until = follower.lease_until.max(sent_at.plus(lease));
+        }
         let resend = if success {
             follower.matched = follower.matched.max(lsn.min(last));
             follower.next = follower.next.max(follower.matched.next());
@@ -885,12 +947,10 @@ impl DataReplica {
             self.applied = self.applied.next();
             let index = usize::try_from(self.applied.0 - 1).unwrap_or(usize::MAX);
             let command = self.log[index].command.clone();
-            let output = match Envelope::decode(&command) {
-                Ok(envelope) => self
-                    .state_machine
-                    .apply(LogIndex(self.applied.0), &envelope.command),
-                Err(_) => self.state_machine.apply(LogIndex(self.applied.0), &command),
-            };
+            let output = execution_of(&command).output;
+            if self.state_lsn < self.applied {
+                self.apply_effect_at(self.applied);
+            }
             let applied = Applied {
                 lsn: self.applied,
                 command,
@@ -905,9 +965,63 @@ impl DataReplica {
             }
             self.ready.applied.push(applied);
         }
+        self.release_reads();
+    }
+
+    /// Applies the effect of the log's entry at `lsn`, the next one the state machine lacks.
+    /// An effect the state machine refuses leaves its state unchanged (the entry came from a
+    /// primary of a fenced epoch that no correct server could have written; the state
+    /// comparisons of the simulator would show it).
+    fn apply_effect_at(&mut self, lsn: Lsn) {
+        assert_eq!(
+            lsn,
+            self.state_lsn.next(),
+            "invariant: effects apply in order"
+        );
+        let index = usize::try_from(lsn.0 - 1).unwrap_or(usize::MAX);
+        let execution = execution_of(&self.log[index].command);
+        let _refused = self
+            .state_machine
+            .apply_effect(LogIndex(lsn.0), &execution.effect);
+        self.state_lsn = lsn;
+    }
+
+    /// Brings the state machine to the last entry of the log (a primary executes on top of
+    /// every entry it holds, committed or not).
+    fn catch_up_state(&mut self) {
+        while self.state_lsn < self.last_lsn() {
+            self.apply_effect_at(self.state_lsn.next());
+        }
+    }
+
+    /// Starts the state machine over from its initial image and the committed log: the
+    /// entries it held beyond the commit point are about to be truncated.
+    fn rebuild_state(&mut self) {
+        self.state_machine
+            .restore_bytes(&self.initial_image)
+            .expect("invariant: the state machine restores its own initial image");
+        self.state_lsn = Lsn(0);
+        while self.state_lsn < self.applied {
+            self.apply_effect_at(self.state_lsn.next());
+        }
+    }
+
+    /// Answers the held reads whose state has committed.
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_held)
+            .into_iter()
+            .partition(|&(seen, _, _)| seen <= applied);
+        self.reads_held = held;
+        self.ready
+            .reads
+            .extend(due.into_iter().map(|(_, id, output)| (id, output)));
     }
 
     fn abort_proposals(&mut self) {
+        for (_, id, _) in std::mem::take(&mut self.reads_held) {
+            self.ready.rejected_reads.push(id);
+        }
         for lsn in std::mem::take(&mut self.proposals).into_keys() {
             let index = usize::try_from(lsn.0 - 1).unwrap_or(usize::MAX);
             if let Some(entry) = self.log.get(index) {
@@ -1059,4 +1173,13 @@ impl DataReplica {
             self.ready.config_commands.push(command);
         }
     }
+}
+
+/// The primary's execution inside an entry's payload (an envelope around it, or, from a
+/// forged or damaged entry, anything: then an empty execution, which changes nothing).
+fn execution_of(payload: &Bytes) -> Execution {
+    Envelope::decode(payload)
+        .ok()
+        .and_then(|envelope| Execution::decode(&envelope.command).ok())
+        .unwrap_or_default()
 }

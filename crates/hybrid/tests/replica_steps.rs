@@ -408,3 +408,35 @@ fn a_pending_primary_does_not_serve_until_its_view_is_activated() {
     assert!(cluster.config.configuration().view.active);
     assert_eq!(cluster.serving(), vec![backup]);
 }
+
+#[test]
+fn a_refused_append_grants_no_lease() {
+    // Regression (hybrid sweep seed 404, found with passive replication's timing): a backup
+    // fenced a stale Append of epoch e by answering with its own epoch e+1; the primary, at
+    // e+1 by then, took that refusal for an acknowledgement and held a lease from the Append's
+    // old send time, which outlived the backup's grace period (H5). Only a success grants one.
+    let mut cluster = Cluster::new(3, 2, 2);
+    cluster.run(400);
+    let view = cluster.config.configuration().view.clone();
+    let primary = usize::try_from(view.primary.unwrap().0 - 1).unwrap();
+    let backup = view.backups[0];
+    let now = cluster.clock(primary);
+    let replica = cluster.nodes[primary].replica.as_mut().unwrap();
+    let before = replica.lease_from(backup);
+    let refusal = Message::AppendAck {
+        epoch: view.epoch,
+        success: false,
+        lsn: Lsn(0),
+        sent_at: now,
+    };
+    replica.step(now, backup, refusal).unwrap();
+    assert_eq!(replica.lease_from(backup), before);
+    let acknowledgement = Message::AppendAck {
+        epoch: view.epoch,
+        success: true,
+        lsn: replica.status().last_lsn,
+        sent_at: now,
+    };
+    replica.step(now, backup, acknowledgement).unwrap();
+    assert!(replica.lease_from(backup) > before);
+}

@@ -27,6 +27,8 @@
 //! `get_mut`, whose caller calls [`Map::touch`] once its change succeeded (a refused change
 //! leaves the record as it was).
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
 
@@ -55,13 +57,41 @@ impl Record {
     }
 }
 
+/// What one command wrote, noted while recording (passive replication ships the after-image
+/// of every key written: see `KvStore`'s `execute`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// The whole key space was emptied (before the writes of `keys`, which came after).
+    pub(crate) cleared: bool,
+    /// Every key inserted, removed, expired or handed out mutably.
+    pub(crate) keys: BTreeSet<Bytes>,
+}
+
 /// The key space: records by key, and the keys that expire by deadline.
-#[derive(Clone, Debug)]
+///
+/// While recording (during `KvStore`'s `execute`), every change notes its key — `get_mut`
+/// conservatively, even if the caller then changes nothing — and [`Map::clear`] notes that the
+/// whole space was emptied; never replace a recording map wholesale (`*map = Map::new_sync()`):
+/// the store asserts that the recording survived the command. A clone never records.
+#[derive(Debug)]
 pub struct Map {
     records: RedBlackTreeMapSync<Bytes, Record>,
     deadlines: RedBlackTreeSetSync<(u64, Bytes)>,
     /// The log index of the command being applied: the version every write stamps.
     index: u64,
+    written: Option<Box<Written>>,
+}
+
+impl Clone for Map {
+    /// The same records; the clone does not record.
+    fn clone(&self) -> Map {
+        Map {
+            records: self.records.clone(),
+            deadlines: self.deadlines.clone(),
+            index: self.index,
+            written: None,
+        }
+    }
 }
 
 impl PartialEq for Map {
@@ -87,6 +117,35 @@ impl Map {
             records: RedBlackTreeMapSync::new_sync(),
             deadlines: RedBlackTreeSetSync::new_sync(),
             index: 0,
+            written: None,
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        self.records = RedBlackTreeMapSync::new_sync();
+        self.deadlines = RedBlackTreeSetSync::new_sync();
+        if let Some(written) = &mut self.written {
+            written.cleared = true;
+            written.keys.clear();
+        }
+    }
+
+    /// Starts noting the keys written.
+    pub(crate) fn start_recording(&mut self) {
+        self.written = Some(Box::default());
+    }
+
+    /// Stops noting and returns what was written; `None` if no recording was running.
+    pub(crate) fn stop_recording(&mut self) -> Option<Written> {
+        self.written.take().map(|written| *written)
+    }
+
+    fn note(&mut self, key: &[u8]) {
+        if let Some(written) = &mut self.written
+            && !written.keys.contains(key)
+        {
+            written.keys.insert(Bytes::copy_from_slice(key));
         }
     }
 
@@ -103,6 +162,7 @@ impl Map {
 
     /// Marks a key as written now (after a change through [`Map::get_mut`]).
     pub fn touch(&mut self, key: &[u8]) {
+        self.note(key);
         let index = self.index;
         if let Some(record) = self.records.get_mut(key) {
             record.version = index;
@@ -118,6 +178,7 @@ impl Map {
     /// A key's value, to change in place; the key keeps its expiry. The caller calls
     /// [`Map::touch`] once the change succeeded.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut Value> {
+        self.note(key);
         self.records.get_mut(key).map(|record| &mut record.value)
     }
 
@@ -141,6 +202,7 @@ impl Map {
     /// Sets a key's value, keeping the expiry of the value it replaces (a change of the
     /// value, such as `APPEND` or `INCR`).
     pub fn replace_value(&mut self, key: Bytes, value: Value) {
+        self.note(&key);
         let index = self.index;
         match self.records.get_mut(&key) {
             Some(record) => {
@@ -162,6 +224,7 @@ impl Map {
 
     /// Stores a record as it is, version included (to rebuild a map from a snapshot).
     pub fn restore_record(&mut self, key: Bytes, record: Record) {
+        self.note(&key);
         self.forget_deadline(&key);
         if let Some(at) = record.expires_at {
             self.deadlines.insert_mut((at, key.clone()));
@@ -171,6 +234,7 @@ impl Map {
 
     /// Removes a key; whether it existed.
     pub fn remove_mut(&mut self, key: &[u8]) -> bool {
+        self.note(key);
         self.forget_deadline(key);
         self.records.remove_mut(key)
     }
@@ -221,6 +285,7 @@ impl Map {
                 break;
             }
             self.deadlines.remove_mut(&(at, key.clone()));
+            self.note(&key);
             self.records.remove_mut(&key);
             expired += 1;
         }

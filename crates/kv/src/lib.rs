@@ -11,7 +11,9 @@
 //! - [`KvStore`], a deterministic [`chorus_core::StateMachine`]: a map of typed values plus the
 //!   replicated session table that answers retried requests from a cache, so that each
 //!   request takes effect at most once, and that expires sessions by log index, never by a
-//!   clock.
+//!   clock. It replicates actively (Raft applies each command on every replica) or passively
+//!   (primary-backup executes once and ships the command's *effect*, the after-image of every
+//!   key and session it changed: `StateMachine::execute` and `apply_effect`).
 //!
 //! Start reading at [`KvStore`]. The semantics of each operation follow the client history
 //! model (HISTORY.md): an append to an absent key treats it as `""`, and a compare-and-set
@@ -27,5 +29,5 @@ pub mod typed;
 
 pub use codec::CODEC_VERSION;
 pub use command::*;
-pub use store::{KvConfig, KvStore, SNAPSHOT_VERSION};
+pub use store::{EFFECT_VERSION, KvConfig, KvStore, SNAPSHOT_VERSION};
 pub use typed::{Deadline, ExpireCondition, GetExChange, Reply, TypedOp, Value};

@@ -49,11 +49,17 @@ use crate::command::{
 };
 use crate::typed::{Map, Record, Score, SortedSet, Value};
 use bytes::Bytes;
-use chorus_core::{LogIndex, RestoreError, SnapshotImage, StateMachine};
+use chorus_core::{
+    EffectError, Execution, LogIndex, Prng, RestoreError, SnapshotImage, StateMachine,
+};
 use rpds::{RedBlackTreeMapSync, RedBlackTreeSetSync};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+
+mod effect;
+
+pub use effect::EFFECT_VERSION;
 
 /// The format version written in front of every snapshot. [`KvStore::restore`] refuses others.
 ///
@@ -137,11 +143,30 @@ pub struct KvStore {
     sessions_by_use: RedBlackTreeSetSync<(LogIndex, ClientId)>,
     /// The index of the latest applied command; `LogIndex(0)` before the first.
     last_applied: LogIndex,
+    /// While [`StateMachine::execute`] runs: the sessions the command registered, changed or
+    /// expired (the keys it wrote are noted by the [`Map`] itself). `None` otherwise.
+    sessions_written: Option<BTreeSet<ClientId>>,
+    /// This replica's own randomness for commands executed passively (see
+    /// [`KvStore::set_entropy`]); not replicated state.
+    entropy: Entropy,
     /// The log clock: the largest wall-clock time (Unix milliseconds) any applied command
     /// carried; 0 before the first. Keys expire by it, so every replica removes the same keys
     /// at the same log position.
     clock_ms: u64,
 }
+
+/// A replica's own source of randomness: never part of the replicated state, so it takes no
+/// part in equality.
+#[derive(Clone, Debug, Default)]
+struct Entropy(Option<Prng>);
+
+impl PartialEq for Entropy {
+    fn eq(&self, _other: &Entropy) -> bool {
+        true
+    }
+}
+
+impl Eq for Entropy {}
 
 /// A snapshot of a [`KvStore`]: the roots of its persistent maps at one applied index. Taking
 /// it copies nothing; writing it streams the maps in key order.
@@ -417,8 +442,20 @@ impl KvStore {
             sessions: RedBlackTreeMapSync::new_sync(),
             sessions_by_use: RedBlackTreeSetSync::new_sync(),
             last_applied: LogIndex(0),
+            sessions_written: None,
+            entropy: Entropy::default(),
             clock_ms: 0,
         }
+    }
+
+    /// Gives this replica its own randomness, seeded by `seed` (a runtime seeds it from the
+    /// operating system). It is used only by [`StateMachine::execute`], which the passive
+    /// schemes (primary-backup, the hybrid) run on the primary alone and whose effect the
+    /// backups apply: there `SPOP` pops members drawn from it, as Redis does. Raft applies
+    /// every command on every replica with [`StateMachine::apply`], which ignores it: there
+    /// `SPOP` stays seeded by the log index, so every replica pops the same members.
+    pub fn set_entropy(&mut self, seed: u64) {
+        self.entropy = Entropy(Some(Prng::new(seed)));
     }
 
     /// The configuration this store was built with.
@@ -591,6 +628,7 @@ impl KvStore {
         while !self.sessions.is_empty() && self.sessions.size() >= self.config.sessions_max {
             self.expire_least_recently_used();
         }
+        self.note_session(client);
         self.sessions.insert_mut(
             client,
             Session {
@@ -634,8 +672,17 @@ impl KvStore {
         response
     }
 
+    /// Notes, while executing, that `client`'s session changed (its after-image goes into
+    /// the effect).
+    fn note_session(&mut self, client: ClientId) {
+        if let Some(written) = &mut self.sessions_written {
+            written.insert(client);
+        }
+    }
+
     /// Marks `client`'s session as used at `index`.
     fn touch(&mut self, client: ClientId, index: LogIndex) {
+        self.note_session(client);
         let session = self
             .sessions
             .get_mut(&client)
@@ -666,6 +713,7 @@ impl KvStore {
     /// Drops the least recently used session.
     fn expire_least_recently_used(&mut self) {
         if let Some(&(last_used, client)) = self.sessions_by_use.first() {
+            self.note_session(client);
             self.sessions_by_use.remove_mut(&(last_used, client));
             let removed = self.sessions.remove_mut(&client);
             assert!(
@@ -755,12 +803,21 @@ impl KvStore {
                 let removed = keys.iter().filter(|key| self.data.remove_mut(key)).count();
                 Response::Integer(i64::try_from(removed).unwrap_or(i64::MAX))
             }
-            Op::Typed(op) => Response::Reply(crate::typed::execute(
-                &mut self.data,
-                index,
-                self.clock_ms,
-                op,
-            )),
+            Op::Typed(op) => {
+                // Executing passively (effects shipped), the replica's own randomness may
+                // decide; applied actively, only the log index may.
+                let seed = match (&mut self.entropy.0, &self.sessions_written) {
+                    (Some(entropy), Some(_)) => entropy.next_u64(),
+                    _ => index.0,
+                };
+                Response::Reply(crate::typed::execute_seeded(
+                    &mut self.data,
+                    index,
+                    self.clock_ms,
+                    op,
+                    seed,
+                ))
+            }
         })
     }
 
@@ -950,6 +1007,8 @@ impl KvStore {
             sessions,
             sessions_by_use,
             last_applied,
+            sessions_written: None,
+            entropy: Entropy::default(),
             clock_ms,
         })
     }
@@ -1000,6 +1059,71 @@ impl StateMachine for KvStore {
 
     /// Answers the encoded [`Query`] with an encoded [`Response`]; bytes that do not decode
     /// are answered with [`KvError::Malformed`].
+    /// Applies the command as [`StateMachine::apply`] does, noting what it changed: the
+    /// effect is the after-image of every key written or removed (the whole stored record,
+    /// as a snapshot writes it) and of every session registered, used or expired, so the
+    /// cached reply of a session travels with it (see [`KvStore::apply_effect`] for the
+    /// layout).
+    fn execute(&mut self, index: LogIndex, command: &[u8]) -> Execution {
+        self.data.start_recording();
+        self.sessions_written = Some(BTreeSet::new());
+        let output = self.apply(index, command);
+        let keys = self.data.stop_recording().expect(
+            "invariant: the key space is changed in place, never replaced, while executing",
+        );
+        let sessions = self.sessions_written.take().expect("invariant: set above");
+        Execution {
+            output,
+            effect: self.encode_effect(&keys, &sessions),
+        }
+    }
+
+    /// Applies an effect written by [`StateMachine::execute`] at the same index on another
+    /// replica: sets or removes each key and session it names, without executing anything.
+    ///
+    /// # Errors
+    /// [`EffectError`] when the bytes do not decode or describe an impossible state (a session
+    /// used after `index`); nothing changes then.
+    ///
+    /// # Panics
+    /// If `index` is not greater than the last applied index, as for `apply`.
+    fn apply_effect(&mut self, index: LogIndex, effect: &[u8]) -> Result<(), EffectError> {
+        assert!(
+            index > self.last_applied,
+            "apply_effect at {index} after {}: indexes must strictly increase",
+            self.last_applied
+        );
+        let decoded = effect::decode(effect, index)?;
+        self.last_applied = index;
+        self.clock_ms = decoded.clock_ms;
+        if decoded.cleared {
+            self.data.clear();
+        }
+        for (key, record) in decoded.keys {
+            match record {
+                Some(record) => self.data.restore_record(key, record),
+                None => {
+                    self.data.remove_mut(&key);
+                }
+            }
+        }
+        for (client, session) in decoded.sessions {
+            if let Some(old) = self.sessions.get(&client) {
+                self.sessions_by_use.remove_mut(&(old.last_used, client));
+            }
+            match session {
+                Some(session) => {
+                    self.sessions_by_use.insert_mut((session.last_used, client));
+                    self.sessions.insert_mut(client, session);
+                }
+                None => {
+                    self.sessions.remove_mut(&client);
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn query(&self, query: &[u8]) -> Bytes {
         let response = match Query::decode(query) {
             Ok(query) => self.answer(&query),
@@ -1022,7 +1146,10 @@ impl StateMachine for KvStore {
     /// bytes, a number not in its shortest form) or describe an impossible state (unsorted
     /// keys, a session used after the last applied index); the state is then left unchanged.
     fn restore(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
-        *self = KvStore::read_image(self.config, input)?;
+        let restored = KvStore::read_image(self.config, input)?;
+        let entropy = std::mem::take(&mut self.entropy);
+        *self = restored;
+        self.entropy = entropy;
         Ok(())
     }
 }
@@ -2204,5 +2331,286 @@ mod tests {
             .expect("restores");
         assert_eq!(restored.last_applied(), LogIndex(10));
         restored.apply(LogIndex(10), &Command::Register.encode());
+    }
+
+    /// A primary that executes each command and a backup that only applies the effects, plus
+    /// an active replica that applies the commands: all three must agree after every command.
+    struct Passive {
+        primary: KvStore,
+        backup: KvStore,
+        active: KvStore,
+        next_index: u64,
+    }
+
+    impl Passive {
+        fn new(config: KvConfig) -> Passive {
+            Passive {
+                primary: KvStore::new(config),
+                backup: KvStore::new(config),
+                active: KvStore::new(config),
+                next_index: 1,
+            }
+        }
+
+        fn run(&mut self, command: &Command) -> Response {
+            let index = LogIndex(self.next_index);
+            self.next_index += 1 + self.next_index % 3;
+            let bytes = command.encode();
+            let execution = StateMachine::execute(&mut self.primary, index, &bytes);
+            let active_output = self.active.apply(index, &bytes);
+            assert_eq!(execution.output, active_output, "{command:?}");
+            assert_eq!(execution.effect[0], EFFECT_VERSION);
+            self.backup
+                .apply_effect(index, &execution.effect)
+                .expect("an effect the primary wrote applies");
+            assert_eq!(self.backup, self.primary, "{command:?}");
+            assert_eq!(self.primary, self.active, "{command:?}");
+            assert_eq!(self.backup.state_digest(), self.primary.state_digest());
+            Response::decode(&execution.output).expect("decodable response")
+        }
+    }
+
+    /// One random operation over a few keys, typed commands included.
+    fn random_op(prng: &mut Prng) -> Op {
+        use crate::typed::{Score, SetAlgebra, TypedOp, ZAddFlags};
+        let keys = ["a", "b", "h", "l", "s", "z"];
+        let key = b(keys[prng.index(keys.len())]);
+        let other = b(keys[prng.index(keys.len())]);
+        let member = b(["x", "y", "z"][prng.index(3)]);
+        let typed = match prng.index(16) {
+            0 => TypedOp::HSet {
+                key,
+                pairs: vec![(member, b("1"))],
+                legacy_ok: false,
+            },
+            1 => TypedOp::HIncrBy {
+                key,
+                field: member,
+                delta: 2,
+            },
+            2 => TypedOp::Push {
+                key,
+                values: vec![member, b("w")],
+                left: prng.chance(0.5),
+                only_if_exists: false,
+            },
+            3 => TypedOp::Pop {
+                key,
+                left: prng.chance(0.5),
+                count: Some(prng.range(1, 3)),
+            },
+            4 => TypedOp::SAdd {
+                key,
+                members: vec![member],
+            },
+            5 => TypedOp::SPop {
+                key,
+                count: Some(prng.range(1, 3)),
+            },
+            6 => TypedOp::ZAdd {
+                key,
+                flags: ZAddFlags::default(),
+                pairs: vec![(Score(prng.range(0, 9) as f64), member)],
+            },
+            7 => TypedOp::ZPop {
+                key,
+                max: prng.chance(0.5),
+                count: None,
+            },
+            8 => TypedOp::Rename {
+                from: key,
+                to: other,
+                only_if_absent: prng.chance(0.5),
+            },
+            9 => TypedOp::Copy {
+                source: key,
+                destination: other,
+                replace: true,
+            },
+            10 => TypedOp::LMove {
+                source: key,
+                destination: other,
+                from_left: true,
+                to_left: false,
+            },
+            11 => TypedOp::SetAlgebra {
+                algebra: SetAlgebra::Union,
+                keys: vec![key, other.clone()],
+                destination: Some(other),
+            },
+            12 if prng.chance(0.2) => TypedOp::FlushAll,
+            12 | 13 => TypedOp::GetDel { key },
+            _ => {
+                return match prng.index(6) {
+                    0 => put(keys[prng.index(keys.len())], "v"),
+                    1 => Op::Delete { key },
+                    2 => append(keys[prng.index(keys.len())], "x"),
+                    3 => incr(keys[prng.index(keys.len())], 1),
+                    4 => Op::DeleteMany {
+                        keys: vec![key, other],
+                    },
+                    _ => get(keys[prng.index(keys.len())]),
+                };
+            }
+        };
+        Op::Typed(typed)
+    }
+
+    /// Proves the effect of every command is its whole state change: a backup that only
+    /// applies effects stays equal (map, sessions, cached replies, last-use order) to the
+    /// primary that executed, and to an active replica, over random workloads of string and
+    /// typed commands, sessions, retries, stale requests and session expiry.
+    #[test]
+    fn a_backup_applying_effects_stays_equal_to_the_primary() {
+        for seed in 0..40 {
+            let mut prng = Prng::new(seed);
+            let mut passive = Passive::new(small_config());
+            let mut clients: Vec<(ClientId, u64)> = Vec::new();
+            for _ in 0..400 {
+                let op = random_op(&mut prng);
+                let command = match prng.index(6) {
+                    0 => Command::Register,
+                    1 => Command::Unsessioned(op),
+                    _ if clients.is_empty() => Command::Unsessioned(op),
+                    _ => {
+                        let (client, seq) = clients[prng.index(clients.len())];
+                        let seq = match prng.index(10) {
+                            0 => seq.saturating_sub(1),
+                            1..=3 => seq,
+                            _ => seq + 1,
+                        };
+                        Command::Request { client, seq, op }
+                    }
+                };
+                let response = passive.run(&command);
+                match (&command, response) {
+                    (Command::Register, Response::Registered(client)) => {
+                        clients.push((client, 0));
+                    }
+                    (Command::Request { client, seq, .. }, _) => {
+                        if let Some(entry) = clients.iter_mut().find(|(c, _)| c == client) {
+                            entry.1 = entry.1.max(*seq);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Proves a retry answered by a backup promoted to primary gets the answer the old primary
+    /// gave: the cached reply travels with the effect.
+    #[test]
+    fn the_cached_reply_travels_with_the_effect() {
+        let mut passive = Passive::new(KvConfig::default());
+        let Response::Registered(client) = passive.run(&Command::Register) else {
+            panic!("register");
+        };
+        let request = Command::Request {
+            client,
+            seq: 1,
+            op: append("k", "abc"),
+        };
+        assert_eq!(passive.run(&request), Response::Length(3));
+        // The backup takes over and answers the retry from its session table.
+        let mut promoted = passive.backup.clone();
+        let retried = promoted.apply(LogIndex(passive.next_index), &request.encode());
+        assert_eq!(Response::decode(&retried), Ok(Response::Length(3)));
+        assert_eq!(promoted.get(b"k"), Some(&b("abc")));
+    }
+
+    /// Proves an effect that does not decode, or describes an impossible state, is refused and
+    /// changes nothing.
+    #[test]
+    fn a_damaged_effect_is_refused_and_changes_nothing() {
+        let mut primary = KvStore::new(KvConfig::default());
+        primary.apply(LogIndex(1), &Command::Register.encode());
+        let execution = StateMachine::execute(
+            &mut primary,
+            LogIndex(2),
+            &Command::Request {
+                client: ClientId(1),
+                seq: 1,
+                op: put("k", "v"),
+            }
+            .encode(),
+        );
+        let mut backup = KvStore::new(KvConfig::default());
+        backup.apply(LogIndex(1), &Command::Register.encode());
+        let before = backup.clone();
+        let effect = execution.effect.to_vec();
+        for cut in 0..effect.len() {
+            assert!(backup.apply_effect(LogIndex(2), &effect[..cut]).is_err());
+        }
+        let mut trailing = effect.clone();
+        trailing.push(0);
+        assert!(backup.apply_effect(LogIndex(2), &trailing).is_err());
+        let mut version = effect.clone();
+        version[0] = 9;
+        assert!(backup.apply_effect(LogIndex(2), &version).is_err());
+        let mut flags = effect.clone();
+        flags[1] = 4;
+        assert!(backup.apply_effect(LogIndex(2), &flags).is_err());
+        assert_eq!(backup, before);
+        backup
+            .apply_effect(LogIndex(2), &effect)
+            .expect("the intact effect applies");
+        assert_eq!(backup, primary);
+        let mut prng = Prng::new(9);
+        for _ in 0..2000 {
+            let mut damaged = effect.clone();
+            let at = prng.index(damaged.len());
+            damaged[at] ^= 1 << prng.index(8);
+            let mut scratch = before.clone();
+            if scratch.apply_effect(LogIndex(2), &damaged).is_err() {
+                assert_eq!(scratch, before);
+            }
+        }
+    }
+
+    /// Proves `SPOP` executed passively draws from the replica's own randomness (two
+    /// primaries with different entropy pop different members from equal sets), that the
+    /// backup reaches the primary's state through the effect alone, and that applied actively
+    /// it stays seeded by the log index whatever the entropy.
+    #[test]
+    fn spop_draws_real_randomness_only_where_effects_are_shipped() {
+        use crate::typed::TypedOp;
+        let members: Vec<Bytes> = (0..64).map(|i| b(&format!("m{i}"))).collect();
+        let fill = Command::Unsessioned(Op::Typed(TypedOp::SAdd {
+            key: b("s"),
+            members,
+        }))
+        .encode();
+        let pop = Command::Unsessioned(Op::Typed(TypedOp::SPop {
+            key: b("s"),
+            count: Some(8),
+        }))
+        .encode();
+        let popped_by = |seed: u64| {
+            let mut primary = KvStore::new(KvConfig::default());
+            primary.set_entropy(seed);
+            let mut backup = KvStore::new(KvConfig::default());
+            for (index, command) in [(1, &fill), (2, &pop)] {
+                let execution = StateMachine::execute(&mut primary, LogIndex(index), command);
+                backup
+                    .apply_effect(LogIndex(index), &execution.effect)
+                    .expect("applies");
+            }
+            assert_eq!(backup, primary);
+            primary.snapshot_bytes()
+        };
+        assert_ne!(
+            popped_by(1),
+            popped_by(2),
+            "each primary draws its own members"
+        );
+        let applied_by = |seed: u64| {
+            let mut replica = KvStore::new(KvConfig::default());
+            replica.set_entropy(seed);
+            replica.apply(LogIndex(1), &fill);
+            replica.apply(LogIndex(2), &pop);
+            replica.snapshot_bytes()
+        };
+        assert_eq!(applied_by(1), applied_by(2), "active replicas agree");
     }
 }

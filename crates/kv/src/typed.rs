@@ -726,7 +726,8 @@ pub enum TypedOp {
         key: Bytes,
     },
     /// `SPOP key [count]`: the members popped are drawn with a PRNG seeded by the log index,
-    /// so every replica pops the same ones.
+    /// so every replica pops the same ones, unless the store executes it passively with its
+    /// own randomness (see `KvStore::set_entropy`).
     SPop {
         /// The set.
         key: Bytes,
@@ -1080,12 +1081,18 @@ pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 /// (milliseconds, the base of relative expiry times and of `TTL`). Keys whose expiry is at or
 /// before `now` must already be gone (the store removes them before each command).
 pub fn execute(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Reply {
-    match run(data, index, now, op) {
+    execute_seeded(data, index, now, op, index.0)
+}
+
+/// Executes `op` as [`execute`] does, drawing `SPOP`'s choices from `seed`: a replica that
+/// ships effects may seed it with real randomness, since no other replica executes.
+pub fn execute_seeded(data: &mut Map, index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Reply {
+    match run(data, index, now, op, seed) {
         Ok(reply) | Err(reply) => reply,
     }
 }
 
-fn run(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Outcome<Reply> {
+fn run(data: &mut Map, _index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Outcome<Reply> {
     Ok(match op {
         TypedOp::Expire {
             key,
@@ -1238,7 +1245,7 @@ fn run(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Outcome<Reply>
             ])
         }
         TypedOp::FlushAll => {
-            *data = Map::new_sync();
+            data.clear();
             Reply::ok()
         }
         TypedOp::HSet {
@@ -1518,7 +1525,7 @@ fn run(data: &mut Map, index: LogIndex, now: u64, op: TypedOp) -> Outcome<Reply>
             Reply::count(read::<BTreeSet<Bytes>>(data, &key)?.map_or(0, BTreeSet::len))
         }
         TypedOp::SPop { key, count } => {
-            let mut prng = Prng::new(index.0);
+            let mut prng = Prng::new(seed);
             let popped = update(data, &key, false, |set: &mut BTreeSet<Bytes>| {
                 let wanted = count.map_or(1, |count| usize::try_from(count).unwrap_or(usize::MAX));
                 if wanted >= set.len() {

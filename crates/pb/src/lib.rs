@@ -4,9 +4,10 @@
 //! - [`ViewService`] decides who is primary and who is backup, from pings and ticks only (rules
 //!   in [`view_service`]). It is also a [`chorus_core::StateMachine`], so the hybrid scheme can
 //!   replicate the same code with Raft. [`ViewServer`] runs it on one node for this scheme.
-//! - [`PbReplica`] is one server: the primary executes client operations, forwards each to the
-//!   backup and answers after the backup acknowledged; a new backup first receives the
-//!   complete state; view numbers fence replaced primaries (rules in [`replica`]).
+//! - [`PbReplica`] is one server: the primary executes client operations, forwards each one's
+//!   *effect* to the backup (passive replication: the backup never executes an operation) and
+//!   answers after the backup acknowledged; a new backup first receives the complete state;
+//!   view numbers fence replaced primaries (rules in [`replica`]).
 //!
 //! # The contract
 //!

@@ -45,14 +45,17 @@ pub enum Message {
         /// The index of the last operation the snapshot includes.
         index: LogIndex,
     },
-    /// Primary → backup: one client operation to apply at `index`.
+    /// Primary → backup: the effect of one client operation, to apply at `index` (passive
+    /// replication: the primary executed it, the backup never does).
     Forward {
         /// The primary's view.
         view: ViewNumber,
         /// The operation's position in the primary's sequence.
         index: LogIndex,
-        /// The encoded [`chorus_core::envelope::Envelope`].
-        command: Bytes,
+        /// The encoded [`chorus_core::envelope::Envelope`] of the operation, whose command is
+        /// the encoded [`chorus_core::Execution`] (output and effect) rather than the
+        /// client's command.
+        execution: Bytes,
     },
     /// Primary → backup: "am I still your primary?", asked before serving reads.
     ReadConfirm {
@@ -84,7 +87,7 @@ impl Message {
     pub fn size_bytes(&self) -> usize {
         let payload = match self {
             Message::StateTransfer { snapshot, .. } => snapshot.len(),
-            Message::Forward { command, .. } => command.len(),
+            Message::Forward { execution, .. } => execution.len(),
             Message::Ping { .. }
             | Message::PingFrom { .. }
             | Message::ViewReply(_)

@@ -28,12 +28,33 @@
 //! Applied operations are numbered by [`LogIndex`] (the primary's sequence); both replicas
 //! apply the same operations at the same indexes, which is what lets a backup become primary
 //! without losing or repeating anything.
+//!
+//! # Passive replication
+//!
+//! Only the primary executes an operation ([`StateMachine::execute`], when it takes the
+//! proposal); it forwards the operation's *effect* with its output (a
+//! [`chorus_core::Execution`] inside the envelope), and the backup applies the effect
+//! ([`StateMachine::apply_effect`]) without executing anything. So an operation may draw on the
+//! primary's clock or randomness, and the backup still holds exactly the primary's state.
+//! The primary's state machine therefore runs ahead of what is acknowledged: it holds the
+//! operations in flight. Two rules keep that invisible to clients:
+//!
+//! - **Answers wait for the backup.** An operation's output is answered only once the backup
+//!   acknowledged it, as before.
+//! - **Reads wait for what they saw.** A read is evaluated when it may be served (its round
+//!   confirmed) on the state as executed so far, and answered only once every operation that
+//!   state holds is acknowledged: a read never reports a write that a failover could still
+//!   lose. If the primary stops acting first, the read is rejected.
+//!
+//! When a primary stops acting with operations in flight, those stay in its state (their
+//! clients are told the outcome is unknown): it either acts again later with that state, which
+//! it then transfers to its next backup, or it receives a new state transfer that replaces it.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, StateMachine};
+use chorus_core::{Execution, LogIndex, NodeId, StateMachine};
 
 use crate::message::Message;
 use crate::ready::{Aborted, Committed, PbReady, ReadId, ReadOutput};
@@ -217,6 +238,14 @@ pub enum StepError {
     Ping(PingError),
 }
 
+/// An operation the primary executed: the envelope it forwards (its command replaced by the
+/// encoded [`chorus_core::Execution`]) and the output its client will get.
+#[derive(Clone, Debug)]
+struct Executed {
+    envelope: Envelope,
+    output: Bytes,
+}
+
 /// One primary-backup server. See the crate docs for the driving contract and the module docs
 /// for its rules.
 ///
@@ -246,12 +275,16 @@ pub struct PbReplica {
     backup_applied: LogIndex,
     /// Acting primary: the highest read round the backup confirmed in `view`.
     backup_read_round: u64,
-    /// Acting primary: operations not yet applied, from `applied + 1` on, contiguous.
-    pending: BTreeMap<LogIndex, Envelope>,
+    /// Acting primary: operations executed but not yet acknowledged, from `applied + 1` on,
+    /// contiguous; the state machine already holds their effects.
+    pending: BTreeMap<LogIndex, Executed>,
     /// Acting primary: reads not yet in a round.
     reads_waiting: Vec<(ReadId, Bytes)>,
     /// Acting primary: reads sent for confirmation, with their round.
     reads_in_round: Vec<(u64, ReadId, Bytes)>,
+    /// Acting primary: reads evaluated, with their answers, waiting until every operation
+    /// the state held when they were evaluated is acknowledged (the index of the last one).
+    reads_held: Vec<(LogIndex, ReadId, Bytes)>,
     /// The latest read round started (never reset, so rounds of old views never match).
     read_round: u64,
 
@@ -259,8 +292,8 @@ pub struct PbReplica {
     ready_in_view: Option<ViewNumber>,
     /// Backup: the highest read round confirmed in `view`.
     confirmed_read_round: u64,
-    /// Backup: operations that arrived ahead of a gap.
-    out_of_order: BTreeMap<LogIndex, Envelope>,
+    /// Backup: effects that arrived ahead of a gap.
+    out_of_order: BTreeMap<LogIndex, Bytes>,
 
     ping_elapsed: u64,
     /// The number of the last ping sent (a new acknowledgement goes out at once).
@@ -308,6 +341,7 @@ impl PbReplica {
             pending: BTreeMap::new(),
             reads_waiting: Vec::new(),
             reads_in_round: Vec::new(),
+            reads_held: Vec::new(),
             read_round: 0,
             ready_in_view: None,
             confirmed_read_round: 0,
@@ -403,6 +437,15 @@ impl PbReplica {
             return Err(ProposeError::TooManyPending);
         }
         let index = self.last_assigned().next();
+        // Executed once, here, on the primary only; the backup gets the effect.
+        let execution = self.state_machine.execute(index, &envelope.command);
+        let executed = Executed {
+            envelope: Envelope {
+                command: execution.encode(),
+                ..envelope
+            },
+            output: execution.output,
+        };
         if self.backup_ready
             && let Some(backup) = self.view.backup
         {
@@ -411,11 +454,11 @@ impl PbReplica {
                 Message::Forward {
                     view: self.view.number,
                     index,
-                    command: envelope.encode(),
+                    execution: executed.envelope.encode(),
                 },
             ));
         }
-        self.pending.insert(index, envelope);
+        self.pending.insert(index, executed);
         self.try_commit();
         Ok(index)
     }
@@ -461,8 +504,8 @@ impl PbReplica {
             Message::Forward {
                 view,
                 index,
-                command,
-            } => self.on_forward(from, view, index, &command),
+                execution,
+            } => self.on_forward(from, view, index, &execution),
             Message::ReadConfirm { view, round } => self.on_read_confirm(from, view, round),
             Message::Ack {
                 view,
@@ -601,12 +644,17 @@ impl PbReplica {
     /// Stops being primary: every operation in flight gets an unknown outcome, every read is
     /// rejected.
     fn abort_all(&mut self) {
-        for (index, envelope) in std::mem::take(&mut self.pending) {
+        // The state machine keeps what it executed: this replica's state now runs to there.
+        self.applied = self.last_assigned();
+        for (index, executed) in std::mem::take(&mut self.pending) {
             self.aborted.push(Aborted {
                 index,
-                origin: envelope.origin,
-                request: envelope.request,
+                origin: executed.envelope.origin,
+                request: executed.envelope.request,
             });
+        }
+        for (_, id, _) in std::mem::take(&mut self.reads_held) {
+            self.rejected_reads.push(id);
         }
         for (id, _) in std::mem::take(&mut self.reads_waiting) {
             self.rejected_reads.push(id);
@@ -655,20 +703,21 @@ impl PbReplica {
             backup,
             Message::StateTransfer {
                 view: self.view.number,
+                // The state holds every operation executed, acknowledged or not.
                 snapshot: self.state_machine.snapshot_bytes(),
-                index: self.applied,
+                index: self.last_assigned(),
             },
         ));
     }
 
     fn send_pending_forwards(&mut self, backup: NodeId) {
-        for (&index, envelope) in self.pending.range(self.backup_applied.next()..) {
+        for (&index, executed) in self.pending.range(self.backup_applied.next()..) {
             self.messages.push((
                 backup,
                 Message::Forward {
                     view: self.view.number,
                     index,
-                    command: envelope.encode(),
+                    execution: executed.envelope.encode(),
                 },
             ));
         }
@@ -723,19 +772,18 @@ impl PbReplica {
             if *entry.key() > limit {
                 break;
             }
-            let (index, envelope) = entry.remove_entry();
+            let (index, executed) = entry.remove_entry();
             assert_eq!(
                 index,
                 self.applied.next(),
                 "pending operations are contiguous"
             );
-            let output = self.state_machine.apply(index, &envelope.command);
             self.applied = index;
             self.committed.push(Committed {
                 index,
-                origin: envelope.origin,
-                request: envelope.request,
-                output,
+                origin: executed.envelope.origin,
+                request: executed.envelope.request,
+                output: executed.output,
             });
         }
         if self.view.backup.is_none() {
@@ -751,11 +799,23 @@ impl PbReplica {
         }
     }
 
+    /// Evaluates `reads` on the state as executed so far and answers each once everything
+    /// that state holds is acknowledged (at once if it already is).
     fn serve(&mut self, reads: impl Iterator<Item = (ReadId, Bytes)>) {
+        let executed = self.last_assigned();
         for (id, query) in reads {
             let output = self.state_machine.query(&query);
-            self.reads.push(ReadOutput { id, output });
+            self.reads_held.push((executed, id, output));
         }
+        let applied = self.applied;
+        let (due, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads_held)
+            .into_iter()
+            .partition(|&(seen, _, _)| seen <= applied);
+        self.reads_held = held;
+        self.reads.extend(
+            due.into_iter()
+                .map(|(_, id, output)| ReadOutput { id, output }),
+        );
     }
 
     fn on_ack(
@@ -884,14 +944,17 @@ impl PbReplica {
         from: NodeId,
         view: ViewNumber,
         index: LogIndex,
-        command: &Bytes,
+        execution: &Bytes,
     ) -> Result<(), StepError> {
         self.check_from_primary(from, view)?;
         if self.ready_in_view != Some(view) {
             return Err(StepError::NotReady(view));
         }
         let envelope =
-            Envelope::decode(command).map_err(|_| StepError::Malformed("not an envelope"))?;
+            Envelope::decode(execution).map_err(|_| StepError::Malformed("not an envelope"))?;
+        let effect = Execution::decode(&envelope.command)
+            .map_err(|_| StepError::Malformed("not an execution record"))?
+            .effect;
         if index == LogIndex(0) {
             return Err(StepError::Malformed("operation index 0"));
         }
@@ -901,19 +964,19 @@ impl PbReplica {
                 .is_ok_and(|ahead| ahead <= self.config.out_of_order_max)
                 && self.out_of_order.len() < self.config.out_of_order_max;
             if fits {
-                self.out_of_order.insert(index, envelope);
+                self.out_of_order.insert(index, effect);
             }
             return Ok(());
         }
         if index == self.applied.next() {
-            self.apply_as_backup(index, &envelope);
+            self.apply_as_backup(index, &effect)?;
             while let Some(entry) = self.out_of_order.first_entry() {
                 if *entry.key() > self.applied.next() {
                     break;
                 }
-                let (next, envelope) = entry.remove_entry();
+                let (next, effect) = entry.remove_entry();
                 if next == self.applied.next() {
-                    self.apply_as_backup(next, &envelope);
+                    self.apply_as_backup(next, &effect)?;
                 }
             }
         }
@@ -922,11 +985,14 @@ impl PbReplica {
         Ok(())
     }
 
-    fn apply_as_backup(&mut self, index: LogIndex, envelope: &Envelope) {
+    /// Applies the primary's effect at `index`: the backup never executes an operation.
+    fn apply_as_backup(&mut self, index: LogIndex, effect: &[u8]) -> Result<(), StepError> {
         assert_eq!(index, self.applied.next(), "backup applies in order");
-        // The backup's output is discarded: only the primary answers clients.
-        let _output = self.state_machine.apply(index, &envelope.command);
+        self.state_machine
+            .apply_effect(index, effect)
+            .map_err(|_| StepError::Malformed("an effect the state machine refuses"))?;
         self.applied = index;
+        Ok(())
     }
 
     fn on_read_confirm(
@@ -1134,6 +1200,9 @@ mod tests {
         };
         let index = primary.propose(envelope.clone()).expect("acting primary");
         assert_eq!(index, LogIndex(1));
+        // What travels is the primary's execution: the output and the effect, never the
+        // command for the backup to run again.
+        let execution = KvStore::new(KvConfig::default()).execute(index, &put("x", "1"));
         assert_eq!(
             take(&mut primary),
             PbReady {
@@ -1142,7 +1211,11 @@ mod tests {
                     Message::Forward {
                         view: ViewNumber(2),
                         index,
-                        command: envelope.encode(),
+                        execution: Envelope {
+                            command: execution.encode(),
+                            ..envelope
+                        }
+                        .encode(),
                     }
                 )],
                 ..PbReady::default()
@@ -1200,7 +1273,7 @@ mod tests {
         let stale = Message::Forward {
             view: ViewNumber(2),
             index: index.next(),
-            command: Envelope {
+            execution: Envelope {
                 origin: A,
                 request: 1,
                 command: put("x", "stale"),
@@ -1248,5 +1321,99 @@ mod tests {
                 }
             )]
         );
+    }
+
+    fn read_x() -> Bytes {
+        chorus_kv::Query::Get {
+            key: Bytes::from_static(b"x"),
+        }
+        .encode()
+    }
+
+    fn ack(applied: u64, read_round: u64) -> Message {
+        Message::Ack {
+            view: ViewNumber(2),
+            applied: LogIndex(applied),
+            read_round,
+        }
+    }
+
+    /// Proves a read never reports a write the backup does not hold yet: the primary executed
+    /// the write (its state holds it), the backup confirmed the read's round, and still the
+    /// read waits until the write is acknowledged, then answers with it.
+    #[test]
+    fn a_read_waits_until_the_writes_it_saw_are_acknowledged() {
+        let mut primary = primary_with_ready_backup();
+        let write = Envelope {
+            origin: C,
+            request: 1,
+            command: put("x", "1"),
+            session: None,
+        };
+        primary.propose(write).expect("acting primary");
+        primary.read(ReadId(9), read_x()).expect("acting primary");
+        let ready = take(&mut primary);
+        assert!(
+            ready
+                .messages
+                .iter()
+                .any(|(_, m)| matches!(m, Message::ReadConfirm { round: 1, .. }))
+        );
+        primary.step(B, ack(0, 1)).expect("the round confirmed");
+        let ready = take(&mut primary);
+        assert!(
+            ready.reads.is_empty(),
+            "the write it saw is not acknowledged"
+        );
+        assert!(ready.committed.is_empty());
+        primary.step(B, ack(1, 1)).expect("the write acknowledged");
+        let ready = take(&mut primary);
+        assert_eq!(ready.committed.len(), 1);
+        assert_eq!(
+            ready.reads,
+            vec![ReadOutput {
+                id: ReadId(9),
+                output: Response::Value(Some(Bytes::from_static(b"1"))).encode(),
+            }]
+        );
+    }
+
+    /// Proves a held read is rejected, and the write in flight aborted (outcome unknown), when
+    /// the primary learns it was replaced; its state keeps the executed write, which it would
+    /// transfer if it acted again.
+    #[test]
+    fn a_replaced_primary_rejects_held_reads_and_aborts_its_writes() {
+        let mut primary = primary_with_ready_backup();
+        let write = Envelope {
+            origin: C,
+            request: 1,
+            command: put("x", "1"),
+            session: None,
+        };
+        let index = primary.propose(write).expect("acting primary");
+        primary.read(ReadId(9), read_x()).expect("acting primary");
+        let _confirm = take(&mut primary);
+        primary.step(B, ack(0, 1)).expect("the round confirmed");
+        assert!(take(&mut primary).reads.is_empty());
+        primary
+            .step(
+                B,
+                Message::Rejected {
+                    view: ViewNumber(3),
+                },
+            )
+            .expect("replaced");
+        let ready = take(&mut primary);
+        assert_eq!(ready.rejected_reads, vec![ReadId(9)]);
+        assert_eq!(
+            ready.aborted,
+            vec![Aborted {
+                index,
+                origin: C,
+                request: 1,
+            }]
+        );
+        assert_eq!(primary.status().applied, index);
+        assert_eq!(primary.status().pending, 0);
     }
 }

@@ -11,6 +11,7 @@
 //! a storage error.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -315,7 +316,14 @@ async fn run_pb(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()
             .map_or(1, |since| since.as_millis() as u64);
         replica_config.incarnation = chorus_storage::next_incarnation(&config.data_dir, now_ms)
             .context("cannot record this start of the node")?;
-        let store = KvStore::new(KvConfig::default());
+        let mut store = KvStore::new(KvConfig::default());
+        // Primary-backup ships effects, so the primary's own randomness may decide what a
+        // command such as SPOP does (Raft's replicas apply every command and stay seeded by
+        // the log index): seeded from the operating system's randomness, through std's
+        // randomly keyed hasher, and this start's time.
+        store.set_entropy(
+            std::collections::hash_map::RandomState::new().hash_one((now_ms, std::process::id())),
+        );
         PbNode::Replica(Box::new(PbReplica::new(replica_config, Box::new(store))?))
     };
     let role = if me == view_service {

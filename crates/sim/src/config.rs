@@ -11,6 +11,21 @@ use std::str::FromStr;
 
 /// Spare Raft nodes a run with membership churn starts beside its voters.
 pub const MEMBERSHIP_SPARES: usize = 1;
+/// The state machine a simulated run replicates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Machine {
+    /// The key-value store: deterministic, and shipping effects under passive replication.
+    #[default]
+    Kv,
+    /// The key-value store plus a random number each node draws from its own source inside
+    /// every apply: the non-deterministic state machine of the determinism lesson. With
+    /// `ship_effects` its effect carries the number drawn (passive replication copies it);
+    /// without, its effect is its command, which every backup re-executes.
+    Stamped {
+        /// Whether the effect carries the number drawn.
+        ship_effects: bool,
+    },
+}
 
 /// Which faults the nemesis injects during the safety phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +218,9 @@ pub struct SimConfig {
     /// no configuration), for membership changes to add. Under a profile with
     /// [`FaultProfile::membership`] at least [`MEMBERSHIP_SPARES`] are started.
     pub spares: usize,
+    /// The state machine the nodes replicate (the key-value store by default; the stamped
+    /// store for the determinism lesson, see `crate::machine`).
+    pub machine: Machine,
     /// Bugs to inject into the Raft core (tests only).
     #[cfg(feature = "inject-bugs")]
     pub injected_bugs: chorus_raft::InjectedBugs,
@@ -242,6 +260,7 @@ impl SimConfig {
             snapshot_chunk_bytes: 64,
             clock_drift_ppm: 50_000,
             spares: 0,
+            machine: Machine::Kv,
             #[cfg(feature = "inject-bugs")]
             injected_bugs: chorus_raft::InjectedBugs::default(),
             #[cfg(feature = "inject-bugs")]

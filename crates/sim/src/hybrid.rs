@@ -31,19 +31,22 @@ mod checks;
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash};
 
+use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
+use chorus_core::{Execution, LogIndex, NodeId, Prng, StateMachine};
 use chorus_hybrid::{
     ConfigCommand, ConfigStateMachine, DataReplica, DataStatus, Durable, HybridConfig, LocalTime,
     Message, ReadId, View,
 };
-use chorus_kv::{KvConfig, KvStore, Query};
+use chorus_kv::Query;
 use chorus_raft::{Config, EntryPayload, RawNode, Role};
 use chorus_storage::{MemStorage, Storage};
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, Phase, ProtocolHost, Sim, Waiting};
+use crate::machine::{SimStore, stamp_seed};
 use crate::visual::LaneState;
+use crate::witness::{Witnessed, unwitness};
 use crate::workload::{ReplyBody, RequestBody};
 
 /// Readies a node may produce in one drive before the driver stops.
@@ -134,7 +137,11 @@ impl ProtocolHost for HybridNodes {
         config.incarnation = server.incarnation + 1;
         config.min_replicas = sim.nodes.min_replicas;
         let now = sim.clock(node);
-        let store = Box::new(KvStore::new(KvConfig::default()));
+        let seed = stamp_seed(sim.config.seed, node, server.incarnation);
+        let store = Box::new(Witnessed::new(
+            SimStore::new(sim.config.machine, seed, chorus_kv::KvConfig::default()),
+            None,
+        ));
         let replica = DataReplica::restart(config, server.disk.clone(), store, now)
             .expect("invariant: the simulator's data-server configuration is valid");
         sim.nodes.servers[node].replica = Some(replica);
@@ -621,9 +628,10 @@ impl HybridSimulator {
                 {
                     self.checkers.report("S4", self.time, v);
                 }
-                let command = Envelope::decode(&applied.command)
-                    .map(|envelope| envelope.command)
-                    .unwrap_or_else(|_| applied.command.clone());
+                // The entry carries the primary's execution; its witness names the command
+                // (see `witness`), which the exactly-once model runs.
+                let command =
+                    entry_command(&applied.command).unwrap_or_else(|| applied.command.clone());
                 self.checkers.observe_replicated_apply(
                     self.time,
                     id,
@@ -678,6 +686,12 @@ impl HybridSimulator {
             for (read, output) in ready.reads {
                 if let Some(waiting) = self.nodes.servers[node].reads.remove(&read) {
                     self.reply(waiting, ReplyBody::Done(output));
+                }
+            }
+            for read in ready.rejected_reads {
+                if let Some(waiting) = self.nodes.servers[node].reads.remove(&read) {
+                    let hint = self.nodes.leader_hint(node);
+                    self.reply(waiting, ReplyBody::Retry(hint));
                 }
             }
             if let Some(replica) = &mut self.nodes.servers[node].replica {
@@ -952,8 +966,44 @@ impl HybridSimulator {
         }
     }
 
+    /// S4 at the end: every live member of the final view whose state machine stands where
+    /// the primary's does (everything applied, nothing beyond) holds the primary's state, byte
+    /// for byte. Under passive replication the backups' states come from effects alone.
+    fn check_final_states(&mut self, primary: &DataStatus) {
+        let settled = |status: &DataStatus| status.applied == status.last_lsn;
+        if !settled(primary) {
+            return;
+        }
+        let image = |sim: &Self, id: NodeId| {
+            sim.nodes.servers[sim.host_index(id)]
+                .replica
+                .as_ref()
+                .map(|replica| replica.state_machine().snapshot_bytes())
+        };
+        let primary_image = image(self, primary.id);
+        for backup in primary.view.backups.clone() {
+            let Some(status) = self.nodes.servers[self.host_index(backup)]
+                .replica
+                .as_ref()
+                .map(DataReplica::status)
+            else {
+                continue;
+            };
+            if settled(&status)
+                && status.applied == primary.applied
+                && image(self, backup) != primary_image
+            {
+                let detail = format!(
+                    "primary {} and backup {backup} hold different states at {}",
+                    primary.id, primary.applied
+                );
+                self.checkers.report("S4", self.time, detail);
+            }
+        }
+    }
+
     /// At the end: S6 against the serving primary's committed log, H3 against the final
-    /// view.
+    /// view, S4 against the final view's states.
     fn finish_checks(&mut self) {
         let Some(primary) = self.serving_primary() else {
             if self.checkers.violations().is_empty() {
@@ -963,6 +1013,7 @@ impl HybridSimulator {
             return;
         };
         self.check_active_view(&primary.view.clone());
+        self.check_final_states(&primary);
         let index = self.host_index(primary.id);
         let commit = usize::try_from(primary.hard_state.commit.0).unwrap_or(usize::MAX);
         let log = &self.nodes.servers[index].disk.log;
@@ -970,8 +1021,7 @@ impl HybridSimulator {
             .iter()
             .take(commit)
             .filter_map(|entry| {
-                let envelope = Envelope::decode(&entry.command).ok()?;
-                match chorus_kv::Command::decode(&envelope.command).ok()? {
+                match chorus_kv::Command::decode(&entry_command(&entry.command)?).ok()? {
                     chorus_kv::Command::Request { client, seq, .. } => Some((client.0, seq)),
                     _ => None,
                 }
@@ -993,4 +1043,12 @@ impl HybridSimulator {
             self.checkers.report("S6", self.time, detail);
         }
     }
+}
+
+/// The key-value command inside a data entry's payload: the envelope holds the primary's
+/// execution, whose witnessed effect names the command (see `witness`).
+fn entry_command(payload: &Bytes) -> Option<Bytes> {
+    let envelope = Envelope::decode(payload).ok()?;
+    let execution = Execution::decode(&envelope.command).ok()?;
+    unwitness(&execution.effect).map(|(command, _, _)| command)
 }

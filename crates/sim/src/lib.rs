@@ -50,19 +50,21 @@ mod dispatch;
 pub mod engine;
 pub mod gallery;
 pub mod hybrid;
+mod machine;
 mod nemesis;
 pub mod network;
 pub mod pb;
 mod queue;
 pub mod raft;
 pub mod report;
+mod witness;
 mod workload;
 
 /// The client-history format, the linearizability checker and the visual trace, re-exported
 /// from [`chorus_check`] (their home since tools that check real clusters use them too) so that
 /// `chorus_sim::history`, `chorus_sim::linearizability` and `chorus_sim::visual` work.
 pub use chorus_check::{history, linearizability, visual};
-pub use config::{FaultProfile, Protocol, SimConfig};
+pub use config::{FaultProfile, Machine, Protocol, SimConfig};
 pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};
 pub use hybrid::{HybridNodes, HybridSimulator};

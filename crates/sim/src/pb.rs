@@ -62,12 +62,12 @@
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, RestoreError, SnapshotImage, StateMachine};
-use chorus_kv::{KvConfig, KvStore, Query};
+use chorus_core::{LogIndex, NodeId};
+use chorus_kv::Query;
 use chorus_pb::{
     Message, PbConfig, PbReplica, PbStatus, ReadId, StepError, View, ViewNumber, ViewServer,
     ViewServiceConfig,
@@ -75,61 +75,14 @@ use chorus_pb::{
 
 use crate::config::{FaultProfile, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
+use crate::machine::{SimStore, stamp_seed};
 use crate::visual::LaneState;
+use crate::witness::{Change, ChangeLog, Witnessed};
 use crate::workload::{ReplyBody, RequestBody};
 
 /// Readies a node may produce in one drive before the driver stops (a core that always has a
 /// Ready would be a bug; this keeps the loop bounded).
 const READIES_PER_DRIVE_MAX: usize = 64;
-
-/// What one server's state machine did, in order.
-#[derive(Clone, Debug)]
-enum Change {
-    /// Applied the key-value command at the index and answered the output.
-    Applied(LogIndex, Bytes, Bytes),
-    /// Installed a state transfer.
-    Restored,
-}
-
-/// Every change of one server's state machine, for the checkers.
-type ApplyLog = Arc<Mutex<Vec<Change>>>;
-
-/// The key-value store, with every apply recorded for the checkers: the replica owns its state
-/// machine, and backups report their applies nowhere else.
-struct Recorded {
-    store: KvStore,
-    log: ApplyLog,
-}
-
-impl StateMachine for Recorded {
-    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
-        let output = self.store.apply(index, command);
-        if let Ok(mut log) = self.log.lock() {
-            log.push(Change::Applied(
-                index,
-                Bytes::copy_from_slice(command),
-                output.clone(),
-            ));
-        }
-        output
-    }
-
-    fn query(&self, query: &[u8]) -> Bytes {
-        self.store.query(query)
-    }
-
-    fn snapshot(&self) -> Box<dyn SnapshotImage> {
-        self.store.snapshot()
-    }
-
-    fn restore(&mut self, input: &mut dyn std::io::Read) -> Result<(), RestoreError> {
-        self.store.restore(input)?;
-        if let Ok(mut log) = self.log.lock() {
-            log.push(Change::Restored);
-        }
-        Ok(())
-    }
-}
 
 /// A request a server took from a client and has not answered yet.
 /// One simulated server.
@@ -137,7 +90,7 @@ struct Host {
     id: NodeId,
     replica: Option<PbReplica>,
     incarnation: u64,
-    log: ApplyLog,
+    log: ChangeLog,
     next_request: u64,
     writes: BTreeMap<u64, Waiting>,
     reads: BTreeMap<ReadId, Waiting>,
@@ -197,11 +150,12 @@ impl ProtocolHost for PbNodes {
     }
 
     fn start(sim: &mut Sim<Self>, node: usize) {
-        let log: ApplyLog = Arc::default();
-        let store = Recorded {
-            store: KvStore::new(KvConfig::default()),
-            log: Arc::clone(&log),
-        };
+        let log: ChangeLog = Arc::default();
+        let seed = stamp_seed(sim.config.seed, node, sim.nodes.hosts[node].incarnation);
+        let store = Witnessed::new(
+            SimStore::new(sim.config.machine, seed, chorus_kv::KvConfig::default()),
+            Some(Arc::clone(&log)),
+        );
         let mut config = PbConfig::new(sim.nodes.hosts[node].id, sim.view_service_id());
         // Every start of a server pings with a larger incarnation.
         config.incarnation = sim.nodes.hosts[node].incarnation + 1;
@@ -671,6 +625,8 @@ impl PbSimulator {
 
     /// Takes the server's Readies and does what they ask: send, answer, advance.
     fn drive(&mut self, node: usize) {
+        let mut committed_indexes = Vec::new();
+        let id = self.nodes.hosts[node].id;
         for _ in 0..READIES_PER_DRIVE_MAX {
             let Some(replica) = &mut self.nodes.hosts[node].replica else {
                 return;
@@ -680,9 +636,14 @@ impl PbSimulator {
             }
             let ready = replica.ready();
             for (to, message) in ready.messages {
+                if let Message::StateTransfer { view, index, .. } = &message {
+                    // What the transfer carries joins what the receiver holds (S4, S8).
+                    self.checkers.observe_pb_transfer(id, to, *view, *index);
+                }
                 self.send(node, to, message);
             }
             for committed in ready.committed {
+                committed_indexes.push(committed.index);
                 let host = &mut self.nodes.hosts[node];
                 if committed.origin != host.id {
                     continue;
@@ -720,11 +681,11 @@ impl PbSimulator {
                 replica.advance();
             }
         }
-        self.observe(node);
+        self.observe(node, &committed_indexes);
     }
 
-    /// Feeds the server's applies and status to the checkers.
-    fn observe(&mut self, node: usize) {
+    /// Feeds the server's applies, status and acknowledged operations to the checkers.
+    fn observe(&mut self, node: usize, committed: &[LogIndex]) {
         let host = &self.nodes.hosts[node];
         let Some(replica) = &host.replica else {
             return;
@@ -744,17 +705,31 @@ impl PbSimulator {
         // Status first: a server that starts acting as primary brings what it applied as a
         // backup into the official sequence before its first apply as primary.
         self.checkers.observe_pb_status(self.time, &status);
+        // What a server executes or applies is its own until acknowledged: a primary's
+        // execution joins the official sequence when the backup acknowledged it (below), a
+        // backup's applies when it is promoted.
         for change in &applies {
             match change {
-                Change::Applied(index, command, output) => self.checkers.observe_pb_apply(
+                Change::Applied {
+                    index,
+                    command,
+                    output,
+                    effect,
+                } => self.checkers.observe_pb_apply(
                     self.time,
                     status.id,
                     *index,
-                    (command, output),
-                    status.acting_primary,
+                    (command, output, effect),
+                    false,
                 ),
-                Change::Restored => self.checkers.observe_pb_restore(status.id),
+                Change::Restored(index) => {
+                    self.checkers
+                        .observe_pb_restore(status.id, status.ready_in_view, *index);
+                }
             }
+        }
+        for &index in committed {
+            self.checkers.observe_pb_commit(self.time, status.id, index);
         }
         if status.acting_primary
             && self

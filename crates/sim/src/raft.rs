@@ -47,6 +47,7 @@ use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
 use crate::checkers::{Applied, FinalLog, state_hash};
 use crate::config::{MEMBERSHIP_SPARES, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
+use crate::machine::{SimStore, stamp_seed};
 use crate::report::SnapshotStats;
 use crate::visual::LaneState;
 use crate::workload::{ReplyBody, RequestBody};
@@ -57,7 +58,7 @@ struct Host {
     id: NodeId,
     raft: Option<RawNode>,
     incarnation: u64,
-    store: KvStore,
+    store: SimStore,
     disk: MemStorage,
     outstanding: Option<Ready>,
     applied: LogIndex,
@@ -179,7 +180,11 @@ impl ProtocolHost for RaftNodes {
         let status = raft.status();
         let host = &mut sim.nodes.hosts[node];
         host.raft = Some(raft);
-        host.store = KvStore::new(kv_config(&sim.config));
+        host.store = SimStore::new(
+            sim.config.machine,
+            stamp_seed(sim.config.seed, node, host.incarnation),
+            kv_config(&sim.config),
+        );
         host.applied = LogIndex(0);
         host.outstanding = None;
         host.snapshot_job = None;
@@ -464,7 +469,11 @@ impl Simulator {
                     id: NodeId(i as u64 + 1),
                     raft: None,
                     incarnation: 0,
-                    store: KvStore::new(kv_config(config)),
+                    store: SimStore::new(
+                        config.machine,
+                        stamp_seed(config.seed, i, 0),
+                        kv_config(config),
+                    ),
                     disk: MemStorage::new(),
                     outstanding: None,
                     applied: LogIndex(0),
@@ -521,7 +530,7 @@ impl Simulator {
     #[must_use]
     pub fn store(&self, node: NodeId) -> Option<&KvStore> {
         let host = &self.nodes.hosts[self.host_index(node)];
-        host.is_up().then_some(&host.store)
+        host.is_up().then_some(host.store.kv())
     }
 
     /// The status of a live node.
@@ -848,6 +857,9 @@ impl Simulator {
     /// Restores node `node`'s state machine from its durable snapshot `meta` (at a restart or
     /// an install), and shows the checkers the state it now stands at.
     fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
+        let machine = self.config.machine;
+        let seed =
+            stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation) ^ meta.index.0;
         let kv = kv_config(&self.config);
         let host = &mut self.nodes.hosts[node];
         let restored = host
@@ -855,7 +867,7 @@ impl Simulator {
             .open_snapshot(meta)
             .map_err(|error| error.to_string())
             .and_then(|mut reader| {
-                let mut store = KvStore::new(kv);
+                let mut store = SimStore::new(machine, seed, kv);
                 store.restore(&mut reader).map_err(|error| error.reason)?;
                 reader.verify_to_end().map_err(|error| error.to_string())?;
                 Ok(store)

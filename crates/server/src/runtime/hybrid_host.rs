@@ -217,6 +217,12 @@ pub fn recover_data(
         let command = match entry.payload {
             EntryPayload::Command(command) => command,
             EntryPayload::NoOp => Bytes::new(),
+            EntryPayload::Membership(_) => {
+                return Err(StorageError::InvalidWrite(format!(
+                    "the data log holds a Raft membership entry at index {}",
+                    entry.index.0
+                )));
+            }
         };
         log.push(DataEntry {
             epoch: Epoch(entry.term.0),

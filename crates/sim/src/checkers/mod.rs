@@ -303,20 +303,23 @@ impl Checkers {
         }
     }
 
-    /// A primary-backup replica applied the key-value `command` at `index`, its state
-    /// machine answered `output`; `acting` says whether it acts as primary (S4, S8).
+    /// A primary-backup replica applied the key-value `command` at `index` (executed it, or
+    /// applied its `effect`), its output was `output`; `acting` says whether the apply joins
+    /// the official sequence at once (S4, S8). Under passive replication nothing does: a
+    /// primary's execution joins when acknowledged ([`Checkers::observe_pb_commit`]).
     pub fn observe_pb_apply(
         &mut self,
         time: u64,
         node: NodeId,
         index: LogIndex,
-        apply: (&Bytes, &Bytes),
+        apply: (&Bytes, &Bytes, &Bytes),
         acting: bool,
     ) {
-        let (command, output) = apply;
+        let (command, output, effect) = apply;
         let apply = pb_views::PbApply {
             command: command.clone(),
             output: output.clone(),
+            effect: effect.clone(),
         };
         match self.pb.observe_apply(node, index, &apply, acting) {
             Err(v) => self.record(time, vec![("S4", v)]),
@@ -332,9 +335,46 @@ impl Checkers {
         }
     }
 
-    /// A primary-backup replica installed a state transfer.
-    pub fn observe_pb_restore(&mut self, node: NodeId) {
-        self.pb.observe_restore(node);
+    /// A primary acknowledged the operation at `index` to its client (the backup holds it):
+    /// what it executed there joins the official sequence (S4, S8).
+    pub fn observe_pb_commit(&mut self, time: u64, node: NodeId, index: LogIndex) {
+        match self.pb.observe_commit(node, index) {
+            Err(v) => self.record(time, vec![("S4", v)]),
+            Ok(None) => {}
+            Ok(Some(apply)) => {
+                if let Some(v) = self.s8.observe_command(
+                    node,
+                    index,
+                    Some(Ok(&apply.command)),
+                    Some(&apply.output),
+                ) {
+                    self.record(time, vec![("S8", v)]);
+                }
+            }
+        }
+    }
+
+    /// A primary sent its state up to `index` to `to` in `view`: the operations it holds
+    /// there go with the state.
+    pub fn observe_pb_transfer(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        view: chorus_pb::ViewNumber,
+        index: LogIndex,
+    ) {
+        self.pb.observe_transfer(from, to, view, index);
+    }
+
+    /// A primary-backup replica installed a state transfer of `view` (if it knows one)
+    /// ending at `index`.
+    pub fn observe_pb_restore(
+        &mut self,
+        node: NodeId,
+        view: Option<chorus_pb::ViewNumber>,
+        index: LogIndex,
+    ) {
+        self.pb.observe_restore(node, view, index);
     }
 
     /// A primary-backup replica crashed (it comes back new and empty).

@@ -5,13 +5,17 @@
 //! - **S1, one primary per view.** Every view number names one view: any two replicas (or the
 //!   view service) that know view V agree on its primary and backup, and a replica acts as
 //!   primary only of a view that names it.
-//! - **S4, one sequence of operations.** The operations acting primaries apply form the
-//!   official sequence: every acting primary applies, at each index, the operation the
-//!   sequence has there. A backup's applies join the sequence only if it becomes primary
-//!   without a new state transfer; then they must agree with it too. (A backup may apply an
-//!   operation that its primary, replaced before it heard the acknowledgement, aborts; if that
-//!   backup is not promoted, its state is discarded by the next state transfer, and the
-//!   client, told the outcome is unknown, retries.)
+//! - **S4, one sequence of operations.** The operations primaries acknowledge form the
+//!   official sequence (an operation is its command and, under passive replication, the
+//!   effect its execution gave): every primary acknowledges, at each index, the operation the
+//!   sequence has there. A primary executes an operation before its backup holds it, so what
+//!   it executed is its own until acknowledged, like a backup's applies; these join the
+//!   sequence when the replica becomes the acting primary without a new state transfer, and
+//!   must agree with it too. A state transfer carries the sender's own operations up to its
+//!   index to the receiver. (A backup may apply an operation that its primary, replaced
+//!   before it heard the acknowledgement, aborts; if that backup is not promoted, its state
+//!   is discarded by the next state transfer, and the client, told the outcome is unknown,
+//!   retries.)
 //! - **S5, views never go backwards.** Within one incarnation a replica's view number never
 //!   decreases, and its applied index never decreases except when it installs a state
 //!   transfer of a newer view (the new primary's state may be shorter than what a former
@@ -40,12 +44,17 @@ pub(super) struct PbApply {
     pub(super) command: Bytes,
     /// The state machine's answer.
     pub(super) output: Bytes,
+    /// The effect the primary's execution gave (empty for an active apply).
+    pub(super) effect: Bytes,
 }
 
 impl PbApply {
+    /// The operation's identity: the command and the effect (under passive replication a
+    /// command with two different effects at one index is two different operations).
     fn hash(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
         self.command.hash(&mut hasher);
+        self.effect.hash(&mut hasher);
         hasher.finish()
     }
 
@@ -70,6 +79,9 @@ pub(super) struct PbViews {
     local: BTreeMap<NodeId, BTreeMap<LogIndex, PbApply>>,
     /// The replicas acting as primary at their last observation.
     acting: BTreeSet<NodeId>,
+    /// State transfers sent, by (receiver, view, last index): the sender's own operations up
+    /// to that index, which the receiver holds once it installs the transfer.
+    carried: BTreeMap<(NodeId, ViewNumber, LogIndex), BTreeMap<LogIndex, PbApply>>,
 }
 
 impl PbViews {
@@ -154,11 +166,63 @@ impl PbViews {
         self.last.remove(&node);
         self.local.remove(&node);
         self.acting.remove(&node);
+        self.carried.retain(|&(to, _, _), _| to != node);
     }
 
-    /// A replica installed a state transfer: what it applied before is replaced.
-    pub(super) fn observe_restore(&mut self, node: NodeId) {
-        self.local.remove(&node);
+    /// A replica installed a state transfer of `view` ending at `index`: what it applied
+    /// before is replaced by the operations the state carries that are not official yet.
+    pub(super) fn observe_restore(
+        &mut self,
+        node: NodeId,
+        view: Option<ViewNumber>,
+        index: LogIndex,
+    ) {
+        let carried = view
+            .and_then(|view| self.carried.remove(&(node, view, index)))
+            .unwrap_or_default();
+        self.carried.retain(|&(to, _, _), _| to != node);
+        self.local.insert(node, carried);
+    }
+
+    /// `from` sent its state up to `index` to `to` in `view`.
+    pub(super) fn observe_transfer(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        view: ViewNumber,
+        index: LogIndex,
+    ) {
+        let held: BTreeMap<LogIndex, PbApply> = self
+            .local
+            .get(&from)
+            .map(|local| {
+                local
+                    .range(..=index)
+                    .map(|(&i, apply)| (i, apply.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.carried.insert((to, view, index), held);
+    }
+
+    /// The primary `node` acknowledged the operation at `index`: what it executed there joins
+    /// the official sequence. Returns an S4 violation, or the operation if it joined now.
+    pub(super) fn observe_commit(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+    ) -> Result<Option<PbApply>, String> {
+        let Some(apply) = self
+            .local
+            .get_mut(&node)
+            .and_then(|local| local.remove(&index))
+        else {
+            return Ok(None);
+        };
+        match self.make_official(node, index, &apply) {
+            Some(v) => Err(v),
+            None => Ok(Some(apply)),
+        }
     }
 
     /// One apply; `acting` says whether the replica acts as primary. Returns an S4 violation,
