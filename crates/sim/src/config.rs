@@ -9,10 +9,12 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::user::UserMachine;
+
 /// Spare Raft nodes a run with membership churn starts beside its voters.
 pub const MEMBERSHIP_SPARES: usize = 1;
 /// The state machine a simulated run replicates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Machine {
     /// The key-value store: deterministic, and shipping effects under passive replication.
     #[default]
@@ -25,6 +27,9 @@ pub enum Machine {
         /// Whether the effect carries the number drawn.
         ship_effects: bool,
     },
+    /// The key-value store and, beside it, a state machine the user supplies with its
+    /// workload and its check (see [`crate::user`]): the clients issue only its commands.
+    User(UserMachine),
 }
 
 /// Which faults the nemesis injects during the safety phase.
