@@ -34,15 +34,6 @@ const BELOW_THE_BAR: &[(&str, &str)] = &[
          random sweep almost never builds; the scripted Figure 8 test catches it every seed",
     ),
     (
-        "read_index_unconfirmed",
-        "needs a deposed leader that still serves reads while a new one takes writes; CheckQuorum \
-         makes it step down within an election timeout, so the sweep rarely sees the window",
-    ),
-    (
-        "ack_before_durable",
-        "needs a crash between an ack and its fsync, of enough nodes to lose a majority",
-    ),
-    (
         "install_older_snapshot",
         "needs a whole old snapshot delivered twice; the sweep sends snapshots in 64-byte \
          chunks, and a restarted transfer starts over (caught with 1 MiB chunks in \

@@ -116,6 +116,43 @@ impl fmt::Display for FaultProfile {
     }
 }
 
+/// How one Raft node's driver orders the work of a Ready. Every combination is an order the
+/// contract of `chorus_raft` allows (its crate docs: step 4 may come before step 2; the core
+/// may be stepped between `ready` and `advance`), and the runtime's order
+/// ([`Interleaving::RUNTIME`]) is one of them. Unless [`SimConfig::interleaving`] fixes one,
+/// each node of each seed draws its own (swarm testing), so that a sweep exercises them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Interleaving {
+    /// Apply the committed entries, serve and fail reads and start a due snapshot as soon as
+    /// the Ready is taken, before this node's own write is durable; otherwise only after it.
+    pub apply_before_sync: bool,
+    /// Step messages, ticks, proposals and reads into the core while a Ready is being made
+    /// durable; otherwise they wait, in arrival order, until `advance`.
+    pub step_during_ready: bool,
+    /// The disk syncs slowly (tens of units rather than a few), so that acks, votes, commits
+    /// and crashes race each sync for long.
+    pub slow_disk: bool,
+}
+
+impl Interleaving {
+    /// The order of the runtime (`crates/server/src/runtime/raft_host.rs`): apply before the
+    /// fsync, step nothing until `advance`.
+    pub const RUNTIME: Interleaving = Interleaving {
+        apply_before_sync: true,
+        step_during_ready: false,
+        slow_disk: false,
+    };
+
+    /// Apply after the sync, step inputs as they come, a fast disk: the one order the
+    /// simulator knew before it drew them, kept for scripted scenarios whose timing a test
+    /// reasons about.
+    pub const SCRIPTED: Interleaving = Interleaving {
+        apply_before_sync: false,
+        step_during_ready: true,
+        slow_disk: false,
+    };
+}
+
 /// The replication scheme a run simulates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Protocol {
@@ -204,6 +241,9 @@ pub struct SimConfig {
     /// (an injected bug) can make nodes chatter forever without time moving on much, and a
     /// sweep must still end. A correct run stays far below it.
     pub events_max: u64,
+    /// Raft: the order every node's driver handles its Readies in; `None` (the default)
+    /// draws one per node from the seed ([`Interleaving`]).
+    pub interleaving: Option<Interleaving>,
     /// End the run as soon as a checker reports a violation (the final checks and the
     /// linearizability check still run on what happened so far). For sweeps that only ask
     /// whether a seed is caught, such as the mutation gate (`examples/mutants.rs`): a broken
@@ -266,6 +306,7 @@ impl SimConfig {
             pb_dead_pings: 5,
             events_max: 2_000_000,
             stop_at_first_violation: false,
+            interleaving: None,
             snapshot_every_entries: 40,
             compaction_tail_entries: 8,
             snapshot_chunk_bytes: 64,

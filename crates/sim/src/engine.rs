@@ -51,6 +51,10 @@ pub trait ProtocolHost: Sized {
     /// [`ProtocolHost::churn`]. Schemes without it draw nothing for it, so their runs stay
     /// as they were.
     const MEMBERSHIP: bool = false;
+    /// Whether the nemesis hunts stale reads under network faults ([`Sim::hunt_stale_reads`]):
+    /// for schemes whose safety must not depend on clocks. Schemes without it draw nothing for
+    /// it, so their runs stay as they were.
+    const STALE_READ_HUNT: bool = false;
     /// Note appended to the trace line of a restart.
     const RESTART_NOTE: &'static str = "";
     /// What the scheme calls its epochs, for the visual trace ("term", "view").
@@ -64,6 +68,8 @@ pub trait ProtocolHost: Sized {
     fn start(sim: &mut Sim<Self>, node: usize);
     /// Counts a new start of node `node` (before [`ProtocolHost::start`] restarts it).
     fn new_incarnation(&mut self, node: usize);
+    /// The liveness phase begins: the scheme heals its own faults (for Raft, slow disks).
+    fn heal(&mut self) {}
     /// Schedules the scheme's own first events, after every node started.
     fn schedule_start(_sim: &mut Sim<Self>) {}
     /// Node `node` ticks (it may be down).
@@ -302,6 +308,9 @@ pub struct Sim<P: ProtocolHost> {
     pub(crate) filter: Option<Filter<P::Message>>,
     /// The run ended in the scheme's documented dead end (see [`RunReport::stuck`]).
     pub(crate) stuck: bool,
+    /// How many times slower than normal each node's clock ticks (missing: normal), while the
+    /// nemesis hunts stale reads.
+    pub(crate) tick_stretch: Vec<u64>,
     /// The scheme's nodes.
     pub(crate) nodes: P,
 }
@@ -348,6 +357,7 @@ impl<P: ProtocolHost> Sim<P> {
             visual: None,
             filter: None,
             stuck: false,
+            tick_stretch: Vec::new(),
             nodes,
         };
         for node in 0..sim.nodes.nodes() {
@@ -599,7 +609,8 @@ impl<P: ProtocolHost> Sim<P> {
         match event {
             Event::Tick { node } => {
                 P::tick(self, node);
-                self.schedule(self.config.tick_units, Event::Tick { node });
+                let stretch = self.tick_stretch.get(node).copied().unwrap_or(1);
+                self.schedule(self.config.tick_units * stretch, Event::Tick { node });
             }
             Event::Deliver { from, to, message } => P::deliver(self, from, to, message),
             Event::Request { node, request } => self.request(node, request),
@@ -804,6 +815,13 @@ impl<P: ProtocolHost> Sim<P> {
         if self.phase != Phase::Safety {
             return;
         }
+        self.end_hunt();
+        if P::STALE_READ_HUNT && self.config.faults.network() && self.rng_nemesis.chance(0.12) {
+            if let Some(pause) = self.hunt_stale_reads() {
+                self.schedule(pause, Event::Nemesis);
+                return;
+            }
+        }
         if P::MEMBERSHIP && self.config.faults.membership() && self.rng_nemesis.chance(0.3) {
             P::churn(self);
             let pause = self.nemesis_pause();
@@ -873,6 +891,51 @@ impl<P: ProtocolHost> Sim<P> {
         self.schedule(pause, Event::Nemesis);
     }
 
+    /// The nemesis hunts stale reads: it cuts the leader off from every other node (not from
+    /// the clients), slows its clock two to five times, and pins about half of the clients to
+    /// it, reading, while the others write through the leader the majority elects. A correct
+    /// leader confirms each read with a quorum (ReadIndex) and so serves none while cut off;
+    /// a leader that does not, and learns late that it was deposed (its clock is slow, and
+    /// safety must not depend on clocks), serves stale values. The hunt lasts four to eight
+    /// election timeouts (the nemesis waits that long); the next move ends it. `None`, and
+    /// nothing done, without a leader.
+    fn hunt_stale_reads(&mut self) -> Option<u64> {
+        let leader = self.nodes.leader()?;
+        let leader_id = NodeId(leader as u64 + 1);
+        let rest: Vec<NodeId> = self
+            .nodes
+            .partition_members()
+            .into_iter()
+            .filter(|&id| id != leader_id)
+            .collect();
+        self.network.heal();
+        self.network.partition(&[vec![leader_id], rest]);
+        self.stats.partitions += 1;
+        let stretch = self.rng_nemesis.range(2, 6);
+        self.tick_stretch = vec![1; self.nodes.nodes()];
+        self.tick_stretch[leader] = stretch;
+        let mut pinned = 0;
+        for client in &mut self.workload.clients {
+            if self.rng_nemesis.chance(0.5) {
+                client.pinned = Some(leader);
+                client.target = leader;
+                pinned += 1;
+            }
+        }
+        self.log(|| {
+            format!("hunt stale reads: {leader_id} cut off, clock {stretch}x slow, {pinned} clients pinned")
+        });
+        Some(self.rng_nemesis.range(4, 9) * self.config.election_timeout_units())
+    }
+
+    /// Ends a stale-read hunt: clocks tick normally, clients go where they like.
+    fn end_hunt(&mut self) {
+        self.tick_stretch.clear();
+        for client in &mut self.workload.clients {
+            client.pinned = None;
+        }
+    }
+
     // ---- phases ------------------------------------------------------------------------
 
     fn advance_phase(&mut self) {
@@ -914,6 +977,8 @@ impl<P: ProtocolHost> Sim<P> {
     }
 
     fn heal_everything(&mut self) {
+        self.end_hunt();
+        self.nodes.heal();
         self.filter = None;
         self.network.heal();
         self.network.set_faults(LinkFaults::RELIABLE);

@@ -68,7 +68,7 @@ mod workload;
 /// from [`chorus_check`] (their home since tools that check real clusters use them too) so that
 /// `chorus_sim::history`, `chorus_sim::linearizability` and `chorus_sim::visual` work.
 pub use chorus_check::{history, linearizability, visual};
-pub use config::{FaultProfile, Machine, Protocol, SimConfig};
+pub use config::{FaultProfile, Interleaving, Machine, Protocol, SimConfig};
 pub use dispatch::{Recording, run, run_recorded, run_traced};
 pub use engine::{ProtocolHost, Sim};
 pub use hybrid::{HybridNodes, HybridSimulator};

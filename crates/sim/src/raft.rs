@@ -45,7 +45,7 @@ use chorus_storage::snapshot::membership_extra;
 use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
 
 use crate::checkers::{Applied, FinalLog, state_hash};
-use crate::config::{MEMBERSHIP_SPARES, SimConfig};
+use crate::config::{Interleaving, MEMBERSHIP_SPARES, SimConfig};
 use crate::engine::{Event, Filter, ProtocolHost, Sim, Waiting};
 use crate::machine::{SimStore, stamp_seed};
 use crate::report::SnapshotStats;
@@ -73,11 +73,28 @@ struct Host {
     /// Follower: the snapshot being received from the leader, the bytes so far (a partial
     /// file, which a crash loses).
     partial: Option<(SnapshotMeta, Vec<u8>)>,
+    /// How this node's driver orders its work ([`Interleaving`]).
+    order: Interleaving,
+    /// Inputs that arrived while a Ready was being made durable, for a node that does not
+    /// step its core until `advance` (`order.step_during_ready` off); a crash loses them.
+    held: Vec<Held>,
+}
+
+/// An input held back until the outstanding Ready is advanced.
+enum Held {
+    Tick,
+    Message { from: usize, message: Message },
+    Request { waiting: Waiting, body: RequestBody },
 }
 
 impl Host {
     fn is_up(&self) -> bool {
         self.raft.is_some()
+    }
+
+    /// Whether an input arriving now waits for `advance` rather than reaching the core.
+    fn holds_inputs(&self) -> bool {
+        !self.order.step_during_ready && self.outstanding.is_some()
     }
 
     fn request_number(&mut self) -> u64 {
@@ -157,6 +174,7 @@ impl ProtocolHost for RaftNodes {
     type Event = RaftEvent;
 
     const MEMBERSHIP: bool = true;
+    const STALE_READ_HUNT: bool = true;
 
     fn churn(sim: &mut Sim<Self>) {
         sim.churn();
@@ -189,6 +207,7 @@ impl ProtocolHost for RaftNodes {
         host.outstanding = None;
         host.snapshot_job = None;
         host.partial = None;
+        host.held.clear();
         if host.incarnation > 0 {
             sim.checkers.observe_restart(sim.time, &status, hard_state);
         }
@@ -201,41 +220,51 @@ impl ProtocolHost for RaftNodes {
         sim.drive(node);
     }
 
+    fn heal(&mut self) {
+        // A slow disk is a fault of the safety phase: the liveness bound assumes a healthy
+        // cluster.
+        for host in &mut self.hosts {
+            host.order.slow_disk = false;
+        }
+    }
+
     fn new_incarnation(&mut self, node: usize) {
         self.hosts[node].incarnation += 1;
     }
 
     fn tick(sim: &mut Sim<Self>, node: usize) {
-        if let Some(raft) = &mut sim.nodes.hosts[node].raft {
+        let host = &mut sim.nodes.hosts[node];
+        if host.holds_inputs() {
+            host.held.push(Held::Tick);
+            return;
+        }
+        if let Some(raft) = &mut host.raft {
             raft.tick();
             sim.drive(node);
         }
     }
 
     fn deliver(sim: &mut Sim<Self>, from: usize, to: usize, message: Message) {
-        let from_id = sim.nodes.hosts[from].id;
-        let Some(raft) = &mut sim.nodes.hosts[to].raft else {
+        let host = &mut sim.nodes.hosts[to];
+        if !host.is_up() {
             return;
-        };
-        let summary = if sim.trace_log.is_some() {
-            format!("{message:?}")
-        } else {
-            String::new()
-        };
-        if let Err(error) = raft.step(from_id, message) {
-            // Every message in the simulator was sent by a correct node, so a refusal means
-            // the core rejected legitimate (if stale or duplicated) input.
-            let detail = format!(
-                "n{} refused a message from {from_id}: {error} {summary}",
-                to + 1
-            );
-            sim.checkers.report("step", sim.time, detail);
         }
+        if host.holds_inputs() {
+            host.held.push(Held::Message { from, message });
+            return;
+        }
+        sim.step_message(from, to, message);
         sim.drive(to);
     }
 
     fn held_requests(&self, node: usize) -> usize {
-        self.hosts[node].writes.len() + self.hosts[node].reads.len()
+        let host = &self.hosts[node];
+        let held = host
+            .held
+            .iter()
+            .filter(|input| matches!(input, Held::Request { .. }))
+            .count();
+        host.writes.len() + host.reads.len() + held
     }
 
     fn leader_hint(&self, node: usize) -> Option<usize> {
@@ -245,32 +274,12 @@ impl ProtocolHost for RaftNodes {
     }
 
     fn accept(sim: &mut Sim<Self>, node: usize, waiting: Waiting, body: RequestBody) -> bool {
-        let number = sim.nodes.hosts[node].request_number();
         let host = &mut sim.nodes.hosts[node];
-        let raft = host.raft.as_mut().expect("invariant: checked is_up");
-        match body {
-            RequestBody::Write(command) => {
-                let envelope = Envelope {
-                    origin: host.id,
-                    request: number,
-                    command,
-                    session: None,
-                };
-                let accepted = raft.propose(envelope.encode()).is_ok();
-                if accepted {
-                    host.writes.insert(number, waiting);
-                }
-                accepted
-            }
-            RequestBody::Read(key) => {
-                let id = ReadId(number);
-                let accepted = raft.read_index(id).is_ok();
-                if accepted {
-                    host.reads.insert(id, (waiting, key));
-                }
-                accepted
-            }
+        if host.holds_inputs() {
+            host.held.push(Held::Request { waiting, body });
+            return true;
         }
+        sim.accept_now(node, waiting, body)
     }
 
     fn drive(sim: &mut Sim<Self>, node: usize) {
@@ -309,6 +318,7 @@ impl ProtocolHost for RaftNodes {
         host.writes.clear();
         host.reads.clear();
         host.ready_reads.clear();
+        host.held.clear();
         // A snapshot still being written and a partial one being received are lost, as the
         // temporary files a restart removes.
         host.snapshot_job = None;
@@ -461,33 +471,47 @@ impl Simulator {
         } else {
             config.spares
         };
-        Sim::build(config, |config, rng, _| RaftNodes {
-            initial_voters: config.nodes,
-            membership_changes: 0,
-            hosts: (0..config.nodes + spares)
-                .map(|i| Host {
-                    id: NodeId(i as u64 + 1),
-                    raft: None,
-                    incarnation: 0,
-                    store: SimStore::new(
-                        &config.machine,
-                        stamp_seed(config.seed, i, 0),
-                        kv_config(config),
-                    ),
-                    disk: MemStorage::new(),
-                    outstanding: None,
-                    applied: LogIndex(0),
-                    next_request: 0,
-                    writes: BTreeMap::new(),
-                    reads: BTreeMap::new(),
-                    ready_reads: Vec::new(),
-                    snapshot_job: None,
-                    partial: None,
-                })
-                .collect(),
-            rng_disk: rng.fork(),
-            leader_terms: BTreeMap::new(),
-            snapshots: SnapshotStats::default(),
+        Sim::build(config, |config, rng, _| {
+            let mut nodes = RaftNodes {
+                initial_voters: config.nodes,
+                membership_changes: 0,
+                hosts: (0..config.nodes + spares)
+                    .map(|i| Host {
+                        id: NodeId(i as u64 + 1),
+                        raft: None,
+                        incarnation: 0,
+                        store: SimStore::new(
+                            &config.machine,
+                            stamp_seed(config.seed, i, 0),
+                            kv_config(config),
+                        ),
+                        disk: MemStorage::new(),
+                        outstanding: None,
+                        applied: LogIndex(0),
+                        next_request: 0,
+                        writes: BTreeMap::new(),
+                        reads: BTreeMap::new(),
+                        ready_reads: Vec::new(),
+                        snapshot_job: None,
+                        partial: None,
+                        order: Interleaving::default(),
+                        held: Vec::new(),
+                    })
+                    .collect(),
+                rng_disk: rng.fork(),
+                leader_terms: BTreeMap::new(),
+                snapshots: SnapshotStats::default(),
+            };
+            // Drawn from a stream of their own, so that every other stream stays as it was.
+            let mut rng_orders = rng.fork();
+            for host in &mut nodes.hosts {
+                host.order = config.interleaving.unwrap_or_else(|| Interleaving {
+                    apply_before_sync: rng_orders.chance(0.5),
+                    step_during_ready: rng_orders.chance(0.5),
+                    slow_disk: rng_orders.chance(0.25),
+                });
+            }
+            nodes
         })
     }
 
@@ -734,6 +758,79 @@ impl Simulator {
 
     // ---- nodes -------------------------------------------------------------------------
 
+    /// Steps a message from `from` into live node `to`'s core (without driving it).
+    fn step_message(&mut self, from: usize, to: usize, message: Message) {
+        let from_id = self.nodes.hosts[from].id;
+        let Some(raft) = &mut self.nodes.hosts[to].raft else {
+            return;
+        };
+        let summary = if self.trace_log.is_some() {
+            format!("{message:?}")
+        } else {
+            String::new()
+        };
+        if let Err(error) = raft.step(from_id, message) {
+            // Every message in the simulator was sent by a correct node, so a refusal means
+            // the core rejected legitimate (if stale or duplicated) input.
+            let detail = format!(
+                "n{} refused a message from {from_id}: {error} {summary}",
+                to + 1
+            );
+            self.checkers.report("step", self.time, detail);
+        }
+    }
+
+    /// Live node `node` takes a client's request into its core now: `false` if it refused.
+    fn accept_now(&mut self, node: usize, waiting: Waiting, body: RequestBody) -> bool {
+        let number = self.nodes.hosts[node].request_number();
+        let host = &mut self.nodes.hosts[node];
+        let raft = host.raft.as_mut().expect("invariant: checked is_up");
+        match body {
+            RequestBody::Write(command) => {
+                let envelope = Envelope {
+                    origin: host.id,
+                    request: number,
+                    command,
+                    session: None,
+                };
+                let accepted = raft.propose(envelope.encode()).is_ok();
+                if accepted {
+                    host.writes.insert(number, waiting);
+                }
+                accepted
+            }
+            RequestBody::Read(key) => {
+                let id = ReadId(number);
+                let accepted = raft.read_index(id).is_ok();
+                if accepted {
+                    host.reads.insert(id, (waiting, key));
+                }
+                accepted
+            }
+        }
+    }
+
+    /// Steps the inputs held while the last Ready was made durable, in arrival order.
+    fn release_held(&mut self, node: usize) {
+        let held = std::mem::take(&mut self.nodes.hosts[node].held);
+        for input in held {
+            match input {
+                Held::Tick => {
+                    if let Some(raft) = &mut self.nodes.hosts[node].raft {
+                        raft.tick();
+                    }
+                }
+                Held::Message { from, message } => self.step_message(from, node, message),
+                Held::Request { waiting, body } => {
+                    if !self.accept_now(node, waiting, body) {
+                        let hint = self.nodes.leader_hint(node);
+                        self.reply(waiting, ReplyBody::Retry(hint));
+                    }
+                }
+            }
+        }
+    }
+
     fn send(&mut self, from: usize, to_id: NodeId, message: Message) {
         let to = usize::try_from(to_id.0 - 1).expect("invariant: node ids are 1..=n");
         self.transmit(from, to, message);
@@ -749,7 +846,7 @@ impl Simulator {
             if host.outstanding.is_some() || !raft.has_ready() {
                 break;
             }
-            let ready = raft.ready();
+            let mut ready = raft.ready();
             if ready
                 .entries
                 .windows(2)
@@ -793,6 +890,11 @@ impl Simulator {
             if let Some(meta) = ready.snapshot {
                 self.install(node, meta);
             }
+            // 4, early (the contract allows it): committed entries are durable on a majority
+            //    already, so applying them and answering never waits on this node's disk.
+            if self.nodes.hosts[node].order.apply_before_sync {
+                self.apply_ready(node, &mut ready);
+            }
             let host = &mut self.nodes.hosts[node];
             if let Err(error) = host.disk.write(ready.hard_state, &ready.entries) {
                 let detail = format!("n{} could not write its Ready: {error}", node + 1);
@@ -800,8 +902,11 @@ impl Simulator {
             }
             let host = &mut self.nodes.hosts[node];
             if host.disk.is_dirty() {
-                // An fsync takes a few units, and now and then far longer.
-                let delay = if self.nodes.rng_disk.chance(0.05) {
+                // An fsync takes a few units, and now and then far longer; a slow disk's
+                // always takes long.
+                let delay = if host.order.slow_disk {
+                    self.nodes.rng_disk.range(5, 60)
+                } else if self.nodes.rng_disk.chance(0.05) {
                     self.nodes.rng_disk.range(10, 60)
                 } else {
                     self.nodes.rng_disk.range(1, 4)
@@ -820,36 +925,44 @@ impl Simulator {
     }
 
     /// The Ready's state is durable: send what promised it, apply, answer, advance.
-    fn complete(&mut self, node: usize, ready: Ready) {
+    fn complete(&mut self, node: usize, mut ready: Ready) {
         if let Err(error) = self.nodes.hosts[node].disk.sync() {
             let detail = format!("n{} could not sync: {error}", node + 1);
             self.checkers.report("storage", self.time, detail);
         }
-        for (to, message) in ready.persisted_messages {
+        for (to, message) in std::mem::take(&mut ready.persisted_messages) {
             self.send(node, to, message);
         }
-        for entry in &ready.committed_entries {
-            self.apply(node, entry);
+        self.apply_ready(node, &mut ready);
+        if let Some(raft) = &mut self.nodes.hosts[node].raft {
+            raft.advance();
         }
-        for state in &ready.read_states {
+        self.release_held(node);
+        self.drive(node);
+    }
+
+    /// Step 4 of the contract: applies the Ready's committed entries, serves the reads now
+    /// applied, fails the rejected ones and starts a due snapshot. Takes them out of the
+    /// Ready, so that a second call does nothing.
+    fn apply_ready(&mut self, node: usize, ready: &mut Ready) {
+        for entry in std::mem::take(&mut ready.committed_entries) {
+            self.apply(node, &entry);
+        }
+        for state in std::mem::take(&mut ready.read_states) {
             self.nodes.hosts[node]
                 .ready_reads
                 .push((state.index, state.id));
         }
         self.serve_reads(node);
-        for id in &ready.rejected_reads {
-            if let Some((waiting, _)) = self.nodes.hosts[node].reads.remove(id) {
+        for id in std::mem::take(&mut ready.rejected_reads) {
+            if let Some((waiting, _)) = self.nodes.hosts[node].reads.remove(&id) {
                 let leader = self.nodes.leader_hint(node);
                 self.reply(waiting, ReplyBody::Retry(leader));
             }
         }
-        if let Some(meta) = ready.snapshot_due {
+        if let Some(meta) = ready.snapshot_due.take() {
             self.start_snapshot(node, meta);
         }
-        if let Some(raft) = &mut self.nodes.hosts[node].raft {
-            raft.advance();
-        }
-        self.drive(node);
     }
 
     // ---- snapshots ---------------------------------------------------------------------

@@ -94,6 +94,9 @@ pub(crate) struct Client {
     /// The last value this client saw for each key, for cas operations that may succeed.
     last_seen: BTreeMap<String, String>,
     counter: u64,
+    /// While the nemesis hunts stale reads, the node this client reads from: each new
+    /// operation is a read sent there first.
+    pub(crate) pinned: Option<usize>,
 }
 
 impl Client {
@@ -107,6 +110,7 @@ impl Client {
             next_op_id: 1,
             last_seen: BTreeMap::new(),
             counter: 0,
+            pinned: None,
         }
     }
 
@@ -137,7 +141,11 @@ impl Client {
         self.counter += 1;
         let key = format!("k{}", rng.index(keys));
         let unique = format!("{}.{}", self.index, self.counter);
-        let roll = rng.range(0, 100);
+        let mut roll = rng.range(0, 100);
+        if let Some(node) = self.pinned {
+            self.target = node;
+            roll = 0;
+        }
         let mut operation = Operation {
             client: self.index as u64,
             kind: OpKind::Get,

@@ -6,7 +6,7 @@
 //!   are sent). Two leaders of one term are caught by S1 itself; this catches a leader that
 //!   counted a majority in the wrong configuration even when no second leader appears.
 //! - **M1, one change at a time**: a leader's log never holds more than one configuration
-//!   above its commit index.
+//!   above its commit index, once that index is of its term.
 //! - **M2, in force on append**: the configuration a node acts on is the newest in its log
 //!   (committed or not).
 
@@ -52,8 +52,12 @@ impl Configurations {
         if status.role != Role::Leader {
             return found;
         }
+        // A leader's commit index is the cluster's only once it committed an entry of its own
+        // term: a new leader restarted with a stale commit index (the commit index is volatile
+        // state, Raft Figure 2) may inherit a committed change and the one after it, both above
+        // what it knows is committed, without any leader having overlapped them.
         let uncommitted = raft.membership_changes_uncommitted();
-        if uncommitted > 1 {
+        if uncommitted > 1 && raft.term_at(status.commit) == Some(status.term) {
             found.push((
                 "M1",
                 format!(

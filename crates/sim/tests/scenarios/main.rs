@@ -34,6 +34,8 @@ fn scripted(seed: u64, nodes: usize) -> SimConfig {
     config.nodes = nodes;
     config.ops = 200;
     config.faults = FaultProfile::None;
+    // The tests reason about when a node applies and answers.
+    config.interleaving = Some(chorus_sim::Interleaving::SCRIPTED);
     config
 }
 
