@@ -2,11 +2,9 @@
 //! cluster.
 
 mod cli;
-mod config;
-mod frontends;
-mod metrics;
-mod node;
-mod runtime;
+
+// The node runtime is the library (`src/lib.rs`); the binary adds the command line.
+use chorus_server::{config, node, runtime};
 
 use std::path::PathBuf;
 

@@ -136,7 +136,7 @@ fn open_storage(config: &NodeConfig) -> anyhow::Result<(FileStorage, chorus_raft
 /// The Raft host of a node replicating `M` among `voters` (every node under Raft, the
 /// configuration group under the hybrid), restarted from its data directory; with this run's
 /// incarnation and the tick.
-fn start_raft<M: Replicated>(
+pub fn start_raft<M: Replicated>(
     config: &NodeConfig,
     voters: Vec<NodeId>,
 ) -> anyhow::Result<(RaftHost<FileStorage, M>, u64, Duration)> {
@@ -361,8 +361,39 @@ fn read_durable_view(data_dir: &std::path::Path) -> anyhow::Result<Option<Durabl
     Ok(Some(durable))
 }
 
-/// Binds the listeners, starts the driver thread for `host` and the transport and frontends
-/// around it, and serves until a stop signal or until the driver stops.
+/// A node started in this process: its driver thread, its input queue and its published
+/// state. [`run_node`] serves until a signal; [`crate::embed`] until the program stops it.
+pub struct Started {
+    /// The node.
+    pub me: NodeId,
+    /// The driver's input queue.
+    pub inputs: SyncSender<Input>,
+    /// What the driver publishes (status, the shutdown flag).
+    pub shared: Arc<Shared>,
+    driver_thread: std::thread::JoinHandle<Result<(), String>>,
+    driver_exit: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Started {
+    /// Asks the driver to stop, and waits for its thread.
+    ///
+    /// # Errors
+    /// If the driver had stopped on a storage error, or panicked.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shared
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.inputs);
+        match self.driver_thread.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
+            Err(_) => bail!("the driver thread panicked"),
+        }
+    }
+}
+
+/// Runs node `config` with its driver `host` until it is asked to stop (a signal, or the
+/// parent's exit).
 async fn run_node<H>(
     config: NodeConfig,
     exit_with_parent: bool,
@@ -375,12 +406,39 @@ where
     H: Host + Send + 'static,
     H::Error: std::fmt::Display + Send + 'static,
 {
+    let mut started = start_node(&config, host, incarnation, tick, thread_prefix).await?;
+    wait_for_stop(
+        started.me,
+        exit_with_parent,
+        &started.shared,
+        &mut started.driver_exit,
+    )
+    .await;
+    started.stop()
+}
+
+/// Binds node `config`'s listeners, starts its driver thread over `host` and serves its peers
+/// and frontends (the RESP frontend only if the configuration gives the node a RESP address).
+///
+/// # Errors
+/// If an address cannot be bound or the thread cannot start.
+pub async fn start_node<H>(
+    config: &NodeConfig,
+    host: H,
+    incarnation: u64,
+    tick: Duration,
+    thread_prefix: &str,
+) -> anyhow::Result<Started>
+where
+    H: Host + Send + 'static,
+    H::Error: std::fmt::Display + Send + 'static,
+{
     let me = config.node_id();
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(config).await?;
     let limits = &config.limits;
     let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
     let shared = Arc::new(Shared::new());
-    let (identity, outboxes) = start_outbound(&config);
+    let (identity, outboxes) = start_outbound(config);
     let context = DriverContext {
         me,
         peers: outboxes,
@@ -400,24 +458,22 @@ where
     let driver_thread = std::thread::Builder::new()
         .name(format!("chorus-{thread_prefix}driver-{}", me.0))
         .spawn(move || {
-            let result = driver.run();
+            let result = driver.run().map_err(|error| error.to_string());
             let _ = driver_done.send(());
             result
         })
         .context("cannot start the driver thread")?;
 
-    serve_frontends(&config, listeners, identity, &inputs, &shared);
-    wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
-    drop(inputs);
-    match driver_thread.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
-        Err(_) => bail!("the driver thread panicked"),
-    }
+    serve_frontends(config, listeners, identity, &inputs, &shared);
+    Ok(Started {
+        me,
+        inputs,
+        shared,
+        driver_thread,
+        driver_exit,
+    })
 }
 
-/// Every listener of a node, bound before anything starts, so a taken address fails the
-/// start clearly.
 struct Listeners {
     peer: TcpListener,
     redis: Option<TcpListener>,
@@ -513,7 +569,7 @@ async fn wait_for_stop(
     me: NodeId,
     exit_with_parent: bool,
     shared: &Shared,
-    driver_exit: tokio::sync::oneshot::Receiver<()>,
+    driver_exit: &mut tokio::sync::oneshot::Receiver<()>,
 ) {
     tokio::select! {
         () = stop_signal(exit_with_parent) => {
