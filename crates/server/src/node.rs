@@ -362,7 +362,7 @@ fn read_durable_view(data_dir: &std::path::Path) -> anyhow::Result<Option<Durabl
 }
 
 /// A node started in this process: its driver thread, its input queue and its published
-/// state. [`run_node`] serves until a signal; [`crate::embed`] until the program stops it.
+/// state. `run_node` serves until a signal; [`crate::embed`] until the program stops it.
 pub struct Started {
     /// The node.
     pub me: NodeId,
