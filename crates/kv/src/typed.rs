@@ -472,6 +472,17 @@ impl ExpireCondition {
     }
 }
 
+/// Which collection `HSCAN`, `SSCAN` or `ZSCAN` walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScanKind {
+    /// A hash's fields and values (`HSCAN`).
+    Hash,
+    /// A set's members (`SSCAN`).
+    Set,
+    /// A sorted set's members and scores (`ZSCAN`).
+    SortedSet,
+}
+
 /// What `GETEX` does to the key's expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum GetExChange {
@@ -858,6 +869,19 @@ pub enum TypedOp {
         /// What happens to its expiry.
         change: GetExChange,
     },
+    /// `HSCAN`, `SSCAN`, `ZSCAN key cursor [MATCH pattern] [COUNT n]`: like [`TypedOp::Scan`],
+    /// one pass answers every matching element with cursor `0` (in byte order of fields and
+    /// members, by score for a sorted set).
+    ScanCollection {
+        /// The collection.
+        key: Bytes,
+        /// Which type it must be.
+        kind: ScanKind,
+        /// The cursor: `0` starts a scan; any other answers nothing more.
+        cursor: u64,
+        /// A glob-style pattern on fields or members.
+        pattern: Option<Bytes>,
+    },
 }
 
 impl TypedOp {
@@ -891,6 +915,7 @@ impl TypedOp {
                 | TypedOp::ZRank { .. }
                 | TypedOp::ZCount { .. }
                 | TypedOp::ZRange { .. }
+                | TypedOp::ScanCollection { .. }
         )
     }
 }
@@ -1114,6 +1139,41 @@ fn run(data: &mut Map, _index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Ou
                 data.set_expiry(&key, Some(at));
             }
             Reply::Integer(1)
+        }
+        TypedOp::ScanCollection {
+            key,
+            kind,
+            cursor,
+            pattern,
+        } => {
+            let wanted =
+                |item: &[u8]| cursor == 0 && pattern.as_ref().is_none_or(|p| glob_match(p, item));
+            let items: Vec<Reply> = match kind {
+                ScanKind::Hash => read::<BTreeMap<Bytes, Bytes>>(data, &key)?
+                    .into_iter()
+                    .flatten()
+                    .filter(|(field, _)| wanted(field))
+                    .flat_map(|(field, value)| {
+                        [Reply::bulk(field.clone()), Reply::bulk(value.clone())]
+                    })
+                    .collect(),
+                ScanKind::Set => read::<BTreeSet<Bytes>>(data, &key)?
+                    .into_iter()
+                    .flatten()
+                    .filter(|member| wanted(member))
+                    .map(|member| Reply::bulk(member.clone()))
+                    .collect(),
+                ScanKind::SortedSet => read::<SortedSet>(data, &key)?
+                    .into_iter()
+                    .flat_map(SortedSet::by_score)
+                    .filter(|(_, member)| wanted(member))
+                    .flat_map(|(score, member)| [Reply::bulk(member.clone()), Reply::score(*score)])
+                    .collect(),
+            };
+            Reply::Array(vec![
+                Reply::bulk(Bytes::from_static(b"0")),
+                Reply::Array(items),
+            ])
         }
         TypedOp::Persist { key } => {
             let persisted = data.expires_at(&key).is_some() && data.set_expiry(&key, None);
@@ -1888,6 +1948,51 @@ mod tests {
             Reply::Integer(1)
         );
         assert!(data.is_empty());
+    }
+
+    /// Proves `ZSCAN` walks by score, filters members by pattern, answers one page, and
+    /// refuses a key of another type.
+    #[test]
+    fn collection_scans_answer_one_page() {
+        let mut data = Map::new_sync();
+        run(
+            &mut data,
+            TypedOp::ZAdd {
+                key: b("z"),
+                flags: ZAddFlags::default(),
+                pairs: vec![
+                    (Score(3.0), b("ab")),
+                    (Score(1.0), b("b")),
+                    (Score(2.0), b("a")),
+                ],
+            },
+        );
+        let scan = |data: &mut Map, kind: ScanKind, cursor: u64, pattern: Option<&str>| {
+            run(
+                data,
+                TypedOp::ScanCollection {
+                    key: b("z"),
+                    kind,
+                    cursor,
+                    pattern: pattern.map(b),
+                },
+            )
+        };
+        let page = |items: Vec<Reply>| Reply::Array(vec![Reply::bulk(b("0")), Reply::Array(items)]);
+        assert_eq!(
+            scan(&mut data, ScanKind::SortedSet, 0, Some("a*")),
+            page(vec![
+                Reply::bulk(b("a")),
+                Reply::score(Score(2.0)),
+                Reply::bulk(b("ab")),
+                Reply::score(Score(3.0)),
+            ])
+        );
+        assert_eq!(scan(&mut data, ScanKind::SortedSet, 7, None), page(vec![]));
+        assert_eq!(
+            scan(&mut data, ScanKind::Hash, 0, None),
+            Reply::error(WRONGTYPE)
+        );
     }
 
     /// Proves `SPOP` depends only on the set and the log index.

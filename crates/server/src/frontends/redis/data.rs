@@ -8,8 +8,8 @@
 
 use bytes::Bytes;
 use chorus_kv::typed::{
-    Deadline, ExpireCondition, GetExChange, LexBound, RangeBy, Score, ScoreBound, SetAlgebra,
-    TypedOp, ZAddFlags, parse_score,
+    Deadline, ExpireCondition, GetExChange, LexBound, RangeBy, ScanKind, Score, ScoreBound,
+    SetAlgebra, TypedOp, ZAddFlags, parse_score,
 };
 
 use super::resp::parse_integer;
@@ -34,6 +34,7 @@ const TYPED: &[&str] = &[
     "hlen",
     "hmget",
     "hmset",
+    "hscan",
     "hset",
     "hsetnx",
     "hstrlen",
@@ -72,6 +73,7 @@ const TYPED: &[&str] = &[
     "smismember",
     "spop",
     "srem",
+    "sscan",
     "sunion",
     "sunionstore",
     "ttl",
@@ -92,6 +94,7 @@ const TYPED: &[&str] = &[
     "zrevrangebylex",
     "zrevrangebyscore",
     "zrevrank",
+    "zscan",
     "zscore",
 ];
 
@@ -306,6 +309,37 @@ fn parse_getex(arguments: &[Bytes]) -> Result<TypedOp, CommandError> {
     })
 }
 
+/// A scan's cursor and options: `MATCH pattern`, `COUNT n` (a hint, at least 1) and, for
+/// `SCAN` only, `TYPE type`.
+fn scan_options(
+    cursor: &[u8],
+    options: &[Bytes],
+    with_type: bool,
+) -> Result<(u64, Option<Bytes>, Option<Bytes>), CommandError> {
+    let cursor = std::str::from_utf8(cursor)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or(invalid("ERR invalid cursor"))?;
+    let mut pattern = None;
+    let mut type_name = None;
+    let mut options = options.iter();
+    while let Some(option) = options.next() {
+        let value = options.next().ok_or(CommandError::Syntax)?;
+        if option.eq_ignore_ascii_case(b"match") {
+            pattern = Some(value.clone());
+        } else if option.eq_ignore_ascii_case(b"count") {
+            if integer(value)? < 1 {
+                return Err(CommandError::Syntax);
+            }
+        } else if with_type && option.eq_ignore_ascii_case(b"type") {
+            type_name = Some(value.clone());
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok((cursor, pattern, type_name))
+}
+
 /// Parses after the arity check, so `arguments` has at least the fixed words.
 fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, CommandError> {
     let key = arguments.first().cloned().unwrap_or_default();
@@ -357,31 +391,25 @@ fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, Com
         }
         "keys" => TypedOp::Keys { pattern: key },
         "scan" => {
-            let cursor = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .ok_or(invalid("ERR invalid cursor"))?;
-            let mut pattern = None;
-            let mut type_name = None;
-            let mut options = arguments[1..].iter();
-            while let Some(option) = options.next() {
-                let value = options.next().ok_or(CommandError::Syntax)?;
-                if option.eq_ignore_ascii_case(b"match") {
-                    pattern = Some(value.clone());
-                } else if option.eq_ignore_ascii_case(b"count") {
-                    if integer(value)? < 1 {
-                        return Err(CommandError::Syntax);
-                    }
-                } else if option.eq_ignore_ascii_case(b"type") {
-                    type_name = Some(value.clone());
-                } else {
-                    return Err(CommandError::Syntax);
-                }
-            }
+            let (cursor, pattern, type_name) = scan_options(&key, &arguments[1..], true)?;
             TypedOp::Scan {
                 cursor,
                 pattern,
                 type_name,
+            }
+        }
+        "hscan" | "sscan" | "zscan" => {
+            let (cursor, pattern, _) = scan_options(&word(1), &arguments[2..], false)?;
+            let kind = match name {
+                "hscan" => ScanKind::Hash,
+                "sscan" => ScanKind::Set,
+                _ => ScanKind::SortedSet,
+            };
+            TypedOp::ScanCollection {
+                key,
+                kind,
+                cursor,
+                pattern,
             }
         }
         "flushall" | "flushdb" => {

@@ -186,6 +186,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("hlen", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("hmget", -3, &["readonly", "fast"], (1, 1, 1)),
     spec("hmset", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("hscan", -3, &["readonly"], (1, 1, 1)),
     spec("hset", -4, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("hsetnx", 4, &["write", "denyoom", "fast"], (1, 1, 1)),
     spec("hstrlen", 3, &["readonly", "fast"], (1, 1, 1)),
@@ -244,6 +245,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("smismember", -3, &["readonly", "fast"], (1, 1, 1)),
     spec("spop", -2, &["write", "fast"], (1, 1, 1)),
     spec("srem", -3, &["write", "fast"], (1, 1, 1)),
+    spec("sscan", -3, &["readonly"], (1, 1, 1)),
     spec("strlen", 2, &["readonly", "fast"], (1, 1, 1)),
     spec("sunion", -2, &["readonly"], (1, -1, 1)),
     spec("sunionstore", -3, &["write", "denyoom"], (1, -1, 1)),
@@ -278,6 +280,7 @@ pub const COMMANDS: &[CommandSpec] = &[
     spec("zrevrangebylex", -4, &["readonly"], (1, 1, 1)),
     spec("zrevrangebyscore", -4, &["readonly"], (1, 1, 1)),
     spec("zrevrank", 3, &["readonly", "fast"], (1, 1, 1)),
+    spec("zscan", -3, &["readonly"], (1, 1, 1)),
     spec("zscore", 3, &["readonly", "fast"], (1, 1, 1)),
 ];
 
