@@ -138,7 +138,7 @@ fn growing_three_to_five_and_shrinking_back_under_load_stays_linearizable() {
             .leader_among(&voters)
             .expect("a leader of five voters");
         voters = remove_voter(cluster, &voters, leader);
-        let other = *voters.iter().rev().next().expect("four voters");
+        let other = *voters.last().expect("four voters");
         voters = remove_voter(cluster, &voters, other);
         assert_eq!(voters.len(), 3);
     });
