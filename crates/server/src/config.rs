@@ -348,9 +348,10 @@ pub struct NodeConfig {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 7] = [
+pub const INJECTABLE_BUGS: [&str; 8] = [
     "commit-without-current-term",
     "read-without-read-index",
+    "read-index-unconfirmed",
     "ack-before-durable",
     "install-older-snapshot",
     "compact-above-commit",
@@ -509,6 +510,7 @@ impl NodeConfig {
         chorus_raft::InjectedBugs {
             commit_without_current_term: on("commit-without-current-term"),
             read_without_read_index: on("read-without-read-index"),
+            read_index_unconfirmed: on("read-index-unconfirmed"),
             ack_before_durable: on("ack-before-durable"),
             install_older_snapshot: on("install-older-snapshot"),
             compact_above_commit: on("compact-above-commit"),

@@ -575,6 +575,10 @@ impl<P: ProtocolHost> Sim<P> {
             self.time = time;
             self.process(event);
             self.advance_phase();
+            if self.config.stop_at_first_violation && !self.checkers.violations().is_empty() {
+                self.log(|| "stop at the first violation".to_string());
+                self.phase = Phase::Done;
+            }
             if self.stats.events >= self.config.events_max && self.phase != Phase::Done {
                 let detail = format!(
                     "stopped after {} events: {}",
@@ -974,9 +978,16 @@ impl<P: ProtocolHost> Sim<P> {
             // counts it apart.
             Verdict::Inconclusive { .. } => {}
         }
+        if let crate::config::Machine::User(user) = &self.config.machine {
+            if let Err(detail) = user.workbench().check(&self.workload.user_history) {
+                let detail = format!("{}: {detail}", user.workbench().name());
+                self.checkers.report("user", self.time, detail);
+            }
+        }
         RunReport {
             seed: self.config.seed,
             history: self.workload.history,
+            user_history: self.workload.user_history,
             violations: self.checkers.violations().to_vec(),
             verdict,
             trace_hash: self.trace.finish(),

@@ -139,7 +139,7 @@ impl ProtocolHost for HybridNodes {
         let now = sim.clock(node);
         let seed = stamp_seed(sim.config.seed, node, server.incarnation);
         let store = Box::new(Witnessed::new(
-            SimStore::new(sim.config.machine, seed, chorus_kv::KvConfig::default()),
+            SimStore::new(&sim.config.machine, seed, chorus_kv::KvConfig::default()),
             None,
         ));
         let replica = DataReplica::restart(config, server.disk.clone(), store, now)

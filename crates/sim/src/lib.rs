@@ -27,6 +27,9 @@
 //! [`PbSimulator`]). A further scheme joins by implementing [`engine::ProtocolHost`] and adding
 //! a [`Protocol`] variant.
 //!
+//! The nodes replicate the key-value store, or, beside it, a state machine a user supplies with
+//! its workload and its check ([`user::Workbench`], run with [`Machine::User`]).
+//!
 //! # Layers
 //!
 //! Imports between the modules run one way, from top to bottom (a tidy test,
@@ -57,6 +60,7 @@ pub mod pb;
 mod queue;
 pub mod raft;
 pub mod report;
+pub mod user;
 mod witness;
 mod workload;
 
@@ -72,3 +76,4 @@ pub use network::LinkFaults;
 pub use pb::{PbMessageFilter, PbNodes, PbSimulator};
 pub use raft::{MessageFilter, RaftNodes, Simulator};
 pub use report::{RunReport, RunStats, SnapshotStats, history_hash};
+pub use user::{UserMachine, UserOperation, Workbench};

@@ -11,6 +11,10 @@
 //! command, re-executed by every backup), and the backups diverge again. The tests in
 //! `crates/sim/tests/determinism_lesson.rs` run all of it.
 //!
+//! Under [`Machine::User`] the store holds a user-supplied state machine beside the key-value
+//! store and routes to it every command and effect tagged for it (see [`crate::user`]); its
+//! image goes first in the store's image, after the index it last applied.
+//!
 //! Each node's source is a [`Prng`] seeded from the run's seed, the node and the start of the
 //! node, so the stamps differ between replicas (as a clock or a random number would) while the
 //! run stays a pure function of its seed.
@@ -24,6 +28,7 @@ use chorus_core::{
 use chorus_kv::{KvConfig, KvStore};
 
 use crate::config::Machine;
+use crate::user::{USER_TAG, is_user};
 
 /// The stamp's bytes in an image and an effect: 8, big endian.
 const STAMP_BYTES: usize = 8;
@@ -35,10 +40,18 @@ struct Stamp {
     ship_effects: bool,
 }
 
-/// The key-value store, with a stamp drawn inside `apply` if the run asks for one.
+/// A user-supplied state machine and the index it last applied.
+struct User {
+    machine: Box<dyn StateMachine + Send>,
+    applied: LogIndex,
+}
+
+/// The key-value store, with a stamp drawn inside `apply` if the run asks for one, or a
+/// user's state machine beside it.
 pub(crate) struct SimStore {
     kv: KvStore,
     stamp: Option<Stamp>,
+    user: Option<User>,
 }
 
 /// The seed of a node's stamp source: the run's seed, the node and its start, mixed.
@@ -50,18 +63,35 @@ pub(crate) fn stamp_seed(run_seed: u64, node: usize, incarnation: u64) -> u64 {
 impl SimStore {
     /// A fresh store for `machine`; `seed` seeds a stamped store's source (give every node
     /// and every start its own).
-    pub(crate) fn new(machine: Machine, seed: u64, kv: KvConfig) -> SimStore {
+    pub(crate) fn new(machine: &Machine, seed: u64, kv: KvConfig) -> SimStore {
         let stamp = match machine {
-            Machine::Kv => None,
+            Machine::Kv | Machine::User(_) => None,
             Machine::Stamped { ship_effects } => Some(Stamp {
                 source: Prng::new(seed),
                 value: 0,
-                ship_effects,
+                ship_effects: *ship_effects,
             }),
+        };
+        let user = match machine {
+            Machine::User(user) => Some(User {
+                machine: user.workbench().machine(),
+                applied: LogIndex(0),
+            }),
+            Machine::Kv | Machine::Stamped { .. } => None,
         };
         SimStore {
             kv: KvStore::new(kv),
             stamp,
+            user,
+        }
+    }
+
+    /// The user's state machine, if `bytes` is tagged for it and the run has one; with the
+    /// bytes untagged.
+    fn user_for<'a>(&mut self, bytes: &'a [u8]) -> Option<(&mut User, &'a [u8])> {
+        match (&mut self.user, bytes.split_first()) {
+            (Some(user), Some((&USER_TAG, rest))) => Some((user, rest)),
+            _ => None,
         }
     }
 
@@ -72,7 +102,8 @@ impl SimStore {
 
     /// The index of the last command the key-value store applied.
     pub(crate) fn last_applied(&self) -> LogIndex {
-        self.kv.last_applied()
+        let user = self.user.as_ref().map_or(LogIndex(0), |user| user.applied);
+        self.kv.last_applied().max(user)
     }
 
     /// Draws a new stamp, if stamped: the non-determinism, read inside apply.
@@ -100,14 +131,52 @@ impl SnapshotImage for StampedImage {
     }
 }
 
+/// The image of a store with a user's state machine: the index the user's machine last
+/// applied (8 bytes, big endian), the length of its image (8 bytes), its image, then the
+/// key-value store's image.
+struct UserImage {
+    applied: LogIndex,
+    user: Vec<u8>,
+    kv: Box<dyn SnapshotImage>,
+}
+
+impl SnapshotImage for UserImage {
+    fn write_to(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.applied.0.to_be_bytes())?;
+        out.write_all(&(self.user.len() as u64).to_be_bytes())?;
+        out.write_all(&self.user)?;
+        self.kv.write_to(out)
+    }
+}
+
+fn read_word(input: &mut dyn Read) -> Result<u64, RestoreError> {
+    let mut word = [0u8; 8];
+    input.read_exact(&mut word).map_err(|error| RestoreError {
+        reason: format!("user image header: {error}"),
+    })?;
+    Ok(u64::from_be_bytes(word))
+}
+
 impl StateMachine for SimStore {
     fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        if let Some((user, command)) = self.user_for(command) {
+            user.applied = index;
+            return user.machine.apply(index, command);
+        }
         let output = self.kv.apply(index, command);
         self.draw();
         output
     }
 
     fn execute(&mut self, index: LogIndex, command: &[u8]) -> Execution {
+        if let Some((user, command)) = self.user_for(command) {
+            user.applied = index;
+            let execution = user.machine.execute(index, command);
+            return Execution {
+                output: execution.output,
+                effect: crate::user::tagged(&execution.effect),
+            };
+        }
         if self.stamp.is_some() && !self.ships_stamp() {
             // The trait's default: the effect is the command, which every backup re-executes.
             let output = self.apply(index, command);
@@ -132,6 +201,11 @@ impl StateMachine for SimStore {
     }
 
     fn apply_effect(&mut self, index: LogIndex, effect: &[u8]) -> Result<(), EffectError> {
+        if let Some((user, effect)) = self.user_for(effect) {
+            user.machine.apply_effect(index, effect)?;
+            user.applied = index;
+            return Ok(());
+        }
         if self.stamp.is_some() && !self.ships_stamp() {
             let _output = self.apply(index, effect);
             return Ok(());
@@ -151,10 +225,20 @@ impl StateMachine for SimStore {
     }
 
     fn query(&self, query: &[u8]) -> Bytes {
-        self.kv.query(query)
+        match (&self.user, is_user(query)) {
+            (Some(user), true) => user.machine.query(&query[1..]),
+            _ => self.kv.query(query),
+        }
     }
 
     fn snapshot(&self) -> Box<dyn SnapshotImage> {
+        if let Some(user) = &self.user {
+            return Box::new(UserImage {
+                applied: user.applied,
+                user: user.machine.snapshot_bytes().to_vec(),
+                kv: self.kv.snapshot(),
+            });
+        }
         match &self.stamp {
             None => self.kv.snapshot(),
             Some(stamp) => Box::new(StampedImage {
@@ -165,6 +249,17 @@ impl StateMachine for SimStore {
     }
 
     fn restore(&mut self, input: &mut dyn Read) -> Result<(), RestoreError> {
+        if let Some(user) = &mut self.user {
+            let applied = LogIndex(read_word(input)?);
+            let length = read_word(input)?;
+            let mut image = (&mut *input).take(length);
+            user.machine.restore(&mut image)?;
+            std::io::copy(&mut image, &mut std::io::sink()).map_err(|error| RestoreError {
+                reason: format!("user image: {error}"),
+            })?;
+            user.applied = applied;
+            return self.kv.restore(input);
+        }
         let Some(stamp) = &mut self.stamp else {
             return self.kv.restore(input);
         };

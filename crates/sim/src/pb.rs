@@ -153,7 +153,7 @@ impl ProtocolHost for PbNodes {
         let log: ChangeLog = Arc::default();
         let seed = stamp_seed(sim.config.seed, node, sim.nodes.hosts[node].incarnation);
         let store = Witnessed::new(
-            SimStore::new(sim.config.machine, seed, chorus_kv::KvConfig::default()),
+            SimStore::new(&sim.config.machine, seed, chorus_kv::KvConfig::default()),
             Some(Arc::clone(&log)),
         );
         let mut config = PbConfig::new(sim.nodes.hosts[node].id, sim.view_service_id());

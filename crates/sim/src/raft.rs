@@ -181,7 +181,7 @@ impl ProtocolHost for RaftNodes {
         let host = &mut sim.nodes.hosts[node];
         host.raft = Some(raft);
         host.store = SimStore::new(
-            sim.config.machine,
+            &sim.config.machine,
             stamp_seed(sim.config.seed, node, host.incarnation),
             kv_config(&sim.config),
         );
@@ -470,7 +470,7 @@ impl Simulator {
                     raft: None,
                     incarnation: 0,
                     store: SimStore::new(
-                        config.machine,
+                        &config.machine,
                         stamp_seed(config.seed, i, 0),
                         kv_config(config),
                     ),
@@ -857,7 +857,7 @@ impl Simulator {
     /// Restores node `node`'s state machine from its durable snapshot `meta` (at a restart or
     /// an install), and shows the checkers the state it now stands at.
     fn restore(&mut self, node: usize, meta: SnapshotMeta, what: &str) {
-        let machine = self.config.machine;
+        let machine = self.config.machine.clone();
         let seed =
             stamp_seed(self.config.seed, node, self.nodes.hosts[node].incarnation) ^ meta.index.0;
         let kv = kv_config(&self.config);
@@ -867,7 +867,7 @@ impl Simulator {
             .open_snapshot(meta)
             .map_err(|error| error.to_string())
             .and_then(|mut reader| {
-                let mut store = SimStore::new(machine, seed, kv);
+                let mut store = SimStore::new(&machine, seed, kv);
                 store.restore(&mut reader).map_err(|error| error.reason)?;
                 reader.verify_to_end().map_err(|error| error.to_string())?;
                 Ok(store)

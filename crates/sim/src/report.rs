@@ -12,6 +12,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use crate::checkers::Violation;
 use crate::history::Operation;
 use crate::linearizability::Verdict;
+use crate::user::UserOperation;
 use crate::visual::{Finding, VisualTrace};
 
 /// Counters of one run.
@@ -60,6 +61,9 @@ pub struct RunReport {
     pub seed: u64,
     /// The client history, in the HISTORY.md model.
     pub history: Vec<Operation>,
+    /// The history of the user's state machine, under [`crate::Machine::User`] (empty
+    /// otherwise).
+    pub user_history: Vec<UserOperation>,
     /// Every invariant violation, liveness failure and linearizability failure found (a
     /// linearizability check that ran out of budget is not one: see [`RunReport::verdict`]).
     pub violations: Vec<Violation>,

@@ -18,11 +18,12 @@ use chorus_core::Prng;
 use chorus_kv::{ClientId, Command, KvError, Op, Response};
 
 use crate::checkers::{AcknowledgedWrite, Checkers};
-use crate::config::SimConfig;
+use crate::config::{Machine, SimConfig};
 use crate::history::{OpKind, OpStatus, Operation, Output};
 use crate::network::Network;
 use crate::queue::EventQueue;
 use crate::report::RunStats;
+use crate::user::{UserMachine, UserOperation, tagged};
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub(crate) enum Purpose {
     Register,
     /// An operation that goes into the history.
     Operation(Operation),
+    /// An operation on the user's state machine, for its history.
+    User(UserOperation),
 }
 
 /// The operation a client has in flight.
@@ -203,6 +206,26 @@ impl Client {
         });
     }
 
+    /// Starts a command of the user's state machine at time `now`; the key-value session
+    /// stays open but unused.
+    fn start_user_operation(&mut self, user: &UserMachine, rng: &mut Prng, now: u64) {
+        let op_id = self.take_op_id();
+        let command = user.workbench().command(self.index, rng);
+        self.current = Some(InFlight {
+            op_id,
+            body: RequestBody::Write(tagged(&command)),
+            purpose: Purpose::User(UserOperation {
+                client: self.index,
+                command,
+                call: now,
+                ret: None,
+                output: None,
+            }),
+            seq: None,
+            attempt: 0,
+        });
+    }
+
     /// Remembers what an operation revealed about its key.
     pub(crate) fn learn(&mut self, operation: &Operation) {
         let seen = match (&operation.kind, &operation.output) {
@@ -261,6 +284,8 @@ impl<E: From<ClientEvent>> ClientIo<'_, E> {
 pub(crate) struct Workload {
     pub(crate) clients: Vec<Client>,
     pub(crate) history: Vec<Operation>,
+    /// The history of the user's state machine's operations (see [`crate::user`]).
+    pub(crate) user_history: Vec<UserOperation>,
     /// Operations started so far.
     pub(crate) issued: usize,
     /// Clients start no new operations.
@@ -272,6 +297,7 @@ impl Workload {
         Workload {
             clients,
             history: Vec::new(),
+            user_history: Vec::new(),
             issued: 0,
             paused: false,
         }
@@ -317,16 +343,17 @@ impl Workload {
     /// The run ended: operations still in flight end as unknown; the history is sorted.
     pub(crate) fn finish(&mut self) {
         for client in 0..self.clients.len() {
-            if let Some(InFlight {
-                purpose: Purpose::Operation(mut operation),
-                ..
-            }) = self.clients[client].current.take()
-            {
-                operation.status = OpStatus::Unknown;
-                self.history.push(operation);
+            match self.clients[client].current.take().map(|c| c.purpose) {
+                Some(Purpose::Operation(mut operation)) => {
+                    operation.status = OpStatus::Unknown;
+                    self.history.push(operation);
+                }
+                Some(Purpose::User(operation)) => self.user_history.push(operation),
+                Some(Purpose::Register) | None => {}
             }
         }
         self.history.sort_by_key(|op| (op.call, op.client));
+        self.user_history.sort_by_key(|op| (op.call, op.client));
     }
 
     /// Sends the current attempt of `client`, if it is still current.
@@ -419,6 +446,13 @@ impl Workload {
                 return;
             }
         }
+        if let (true, Purpose::User(operation)) = (io.safety, &current.purpose) {
+            if io.time.saturating_sub(operation.call) >= io.config.give_up_units {
+                self.user_history.push(operation.clone());
+                self.next_operation(io, client);
+                return;
+            }
+        }
         self.retry(io, client, None, 0);
     }
 
@@ -441,6 +475,13 @@ impl Workload {
                 self.retry(io, client, leader, delay);
             }
             ReplyBody::Done(bytes) => {
+                if let Purpose::User(mut operation) = current.purpose {
+                    operation.ret = Some(io.time);
+                    operation.output = Some(bytes);
+                    self.user_history.push(operation);
+                    self.next_operation(io, client);
+                    return;
+                }
                 let response = Response::decode(&bytes);
                 self.complete_operation(io, client, current, response.ok());
             }
@@ -465,6 +506,12 @@ impl Workload {
                     self.kick(io, client);
                 }
             },
+            // A user operation completes in `reply`, never here; if it came here it stays
+            // unknown.
+            Purpose::User(operation) => {
+                self.user_history.push(operation);
+                self.next_operation(io, client);
+            }
             Purpose::Operation(mut operation) => {
                 operation.ret = Some(io.time);
                 let known = match (&operation.kind, response) {
@@ -527,7 +574,14 @@ impl Workload {
         } else if self.issued < io.config.ops && !self.paused {
             self.issued += 1;
             let keys = io.config.keys;
-            self.clients[client].start_operation(io.rng_workload, keys, io.time);
+            match &io.config.machine {
+                Machine::User(user) => {
+                    self.clients[client].start_user_operation(user, io.rng_workload, io.time);
+                }
+                Machine::Kv | Machine::Stamped { .. } => {
+                    self.clients[client].start_operation(io.rng_workload, keys, io.time);
+                }
+            }
         } else {
             return;
         }

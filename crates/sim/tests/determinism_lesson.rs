@@ -31,7 +31,7 @@ const STAMPED_WITHOUT_EFFECTS: Machine = Machine::Stamped {
 fn diverging(protocol: Protocol, machine: Machine, seeds: std::ops::RangeInclusive<u64>) -> usize {
     seeds
         .filter(|&seed| {
-            let report = run(protocol, machine, FaultProfile::None, seed);
+            let report = run(protocol, machine.clone(), FaultProfile::None, seed);
             report.violations.iter().any(|v| {
                 v.invariant == "S4" && v.detail.contains("differ") && v.detail.contains("state")
             })

@@ -7,6 +7,9 @@
 //! Every node's state machine must answer every entry exactly as the model does. A state
 //! machine that executed a retried append twice, forgot a session across a restart, or
 //! answered a retry with a fresh result, answers differently from the model at that index.
+//!
+//! A command for a user-supplied state machine (see [`crate::user`]) has no model here: the
+//! first answer seen at its index stands, and every other node must answer it alike.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +33,16 @@ pub(super) struct ExactlyOnce {
     /// Each session's latest sequence number and its answer (none before the first request).
     sessions: BTreeMap<ClientId, (u64, Option<Response>)>,
     /// `expected[i]` is the model's answer to the entry at index i + 1 (`None` for no-ops).
-    expected: Vec<Option<Response>>,
+    expected: Vec<Option<Expected>>,
+}
+
+/// The answer every node must give to one entry.
+#[derive(Debug)]
+enum Expected {
+    /// The model's answer to a key-value command.
+    Kv(Response),
+    /// The first answer seen to a user's command, if it had one.
+    Opaque(Option<Bytes>),
 }
 
 impl ExactlyOnce {
@@ -65,10 +77,24 @@ impl ExactlyOnce {
     ) -> Option<String> {
         let slot = usize::try_from(index.0.checked_sub(1)?).ok()?;
         if slot == self.expected.len() {
-            let answer = command.map(|command| self.model_apply(index, command));
+            let answer = command.map(|command| match command {
+                Ok(bytes) if crate::user::is_user(bytes) => Expected::Opaque(output.cloned()),
+                _ => Expected::Kv(self.model_apply(index, command)),
+            });
             self.expected.push(answer);
         }
-        let expected = self.expected.get(slot)?;
+        let expected = match self.expected.get(slot)? {
+            Some(Expected::Opaque(expected)) => {
+                return (expected.as_ref() != output).then(|| {
+                    format!(
+                        "{node} answered the user's command at {index} with {output:?}; another \
+                         node answered {expected:?}"
+                    )
+                });
+            }
+            Some(Expected::Kv(expected)) => Some(expected),
+            None => None,
+        };
         let actual = output.map(|bytes| Response::decode(bytes));
         match (expected, actual) {
             (None, None) => None,
