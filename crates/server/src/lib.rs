@@ -2,9 +2,11 @@
 //! program can run a cluster of its own state machine ([`embed`]).
 //!
 //! The modules other than [`embed`] are the binary's internals, public only so that the
-//! binary (`src/main.rs`, the command line) can use them; they are hidden from the docs and may
+//! binary (`src/main.rs`, which parses the command line and runs `cli`) can use them; they are hidden from the docs and may
 //! change at any time. [`embed`] is the interface meant for users.
 
+#[doc(hidden)]
+pub mod cli;
 #[doc(hidden)]
 pub mod config;
 pub mod embed;
