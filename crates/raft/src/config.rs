@@ -20,6 +20,11 @@ pub struct InjectedBugs {
     /// `read_index` answers at once with the local commit index on any node, without asking
     /// or confirming a leader (breaks thesis §6.4; caught as stale reads).
     pub read_without_read_index: bool,
+    /// A leader serves each ReadIndex round as confirmed at once, without hearing from a
+    /// quorum that it still leads (breaks thesis §6.4 more subtly than
+    /// `read_without_read_index`: only a deposed leader that does not know it yet serves
+    /// stale reads; caught as stale reads while a new leader takes writes).
+    pub read_index_unconfirmed: bool,
     /// Votes and AppendEntries acks are sent before the state they promise is durable
     /// (breaks Raft Figure 2's "persist before responding"; caught after crashes that lose
     /// unsynced writes).

@@ -2169,7 +2169,12 @@ impl RawNode {
 
     /// Leader: serves every read whose round a majority has confirmed.
     fn release_confirmed_reads(&mut self) {
-        let confirmed = self.quorum_value(self.read_round, |progress| progress.read_round_acked);
+        let confirmed = if self.config.injected_bugs().read_index_unconfirmed {
+            // Deliberate bug: every round counts as confirmed by a quorum.
+            self.read_round
+        } else {
+            self.quorum_value(self.read_round, |progress| progress.read_round_acked)
+        };
         let mut remote: BTreeMap<(NodeId, LogIndex), Vec<ReadId>> = BTreeMap::new();
         for (read, index) in self.leader_reads.take_confirmed(confirmed) {
             match read.requester {

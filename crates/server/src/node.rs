@@ -28,9 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::{NodeConfig, Protocol};
-use crate::runtime::boundary::{Input, Outboxes, Shared};
+use crate::runtime::boundary::{Input, MemberAddress, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::hybrid_host::{ConfigHost, DataHost, recover_data};
+use crate::runtime::members::{AddressBook, BOOK_FILE_NAME, Dialer};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
 use crate::runtime::raft_host::{RaftHost, Replicated, SnapshotPacing, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
@@ -80,7 +81,42 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         Protocol::Raft => {}
     }
     let (host, incarnation, tick) = start_raft::<KvStore>(&config, config.voters())?;
+    if let Some(member) = config.join {
+        if host.membership().contains(config.node_id()) {
+            tracing::info!(node = config.id, "a member already: no need to join");
+        } else {
+            spawn_join(&config, member);
+        }
+    }
     run_node(config, exit_with_parent, host, incarnation, tick, "").await
+}
+
+/// Asks the cluster, through the member whose admin endpoint is `member`, to add this node as
+/// a learner, until the leader has (retrying every second while no leader answers).
+fn spawn_join(config: &NodeConfig, member: std::net::SocketAddr) {
+    let me = config.me().clone();
+    let body = crate::frontends::admin::AddLearnerBody {
+        cluster_id: Some(config.cluster_id.clone()),
+        id: me.id,
+        peer: me.peer,
+        redis: me.redis,
+        admin: me.admin,
+    };
+    tracing::info!(node = me.id, %member, "joining a running cluster: asking to be added as a learner");
+    tokio::task::spawn_blocking(move || {
+        loop {
+            match crate::cli::admin::call(&[member], "add-learner", &body) {
+                Ok(answer) => {
+                    tracing::info!(message = ?answer.message, "added to the cluster as a learner");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%member, error = %format!("{error:#}"), "not added yet; asking again in a second");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    });
 }
 
 /// Opens the data directory (replaying the log, cutting a torn tail with a warning), logs
@@ -380,7 +416,16 @@ where
     let limits = &config.limits;
     let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
     let shared = Arc::new(Shared::new());
-    let (identity, outboxes) = start_outbound(&config);
+    let book = AddressBook::open(
+        config.nodes.iter().map(|node| MemberAddress {
+            id: NodeId(node.id),
+            peer: node.peer,
+            redis: node.redis,
+            admin: node.admin,
+        }),
+        Some(config.data_dir.join(BOOK_FILE_NAME)),
+    );
+    let (identity, outboxes) = start_outbound(&config, &book);
     let context = DriverContext {
         me,
         peers: outboxes,
@@ -390,6 +435,12 @@ where
             Duration::from_millis(config.timing.request_timeout_ms),
             limits.requests_pending_max,
         ),
+        book,
+        dialer: Some(Dialer {
+            handle: tokio::runtime::Handle::current(),
+            identity: identity.clone(),
+            queue_max: limits.peer_queue_max,
+        }),
     };
     let pacing = Pacing {
         tick,
@@ -439,24 +490,26 @@ impl Listeners {
     }
 }
 
-/// Starts one outbound connection task per peer; returns who this node is and the peers'
-/// queues.
-fn start_outbound(config: &NodeConfig) -> (Arc<Identity>, Outboxes) {
+/// Starts one outbound connection task per peer in the address book; returns who this node
+/// is and the peers' queues.
+fn start_outbound(config: &NodeConfig, book: &AddressBook) -> (Arc<Identity>, Outboxes) {
     let me = config.node_id();
     let limits = &config.limits;
+    let peers: BTreeMap<NodeId, std::net::SocketAddr> = book
+        .all()
+        .into_iter()
+        .filter(|entry| entry.id != me)
+        .map(|entry| (entry.id, entry.peer))
+        .collect();
     let identity = Arc::new(Identity {
         cluster_id: config.cluster_id.clone(),
         me,
-        peers: config
-            .nodes
-            .iter()
-            .filter(|n| n.id != me.0)
-            .map(|n| (NodeId(n.id), n.peer))
-            .collect(),
+        peers: std::sync::RwLock::new(peers.clone()),
+        accept_unknown: config.join.is_some(),
         frame_bytes_max: limits.frame_bytes_max,
     });
     let mut outboxes = BTreeMap::new();
-    for (&peer, &address) in &identity.peers {
+    for (&peer, &address) in &peers {
         let (sender, receiver) = mpsc::channel(limits.peer_queue_max);
         outboxes.insert(peer, sender);
         tokio::spawn(run_outbound(identity.clone(), peer, address, receiver));
@@ -482,7 +535,11 @@ fn serve_frontends(
     ));
     tokio::spawn(crate::frontends::admin::serve(
         listeners.admin,
-        shared.clone(),
+        crate::frontends::admin::AdminState {
+            shared: shared.clone(),
+            inputs: inputs.clone(),
+            cluster_id: config.cluster_id.clone(),
+        },
     ));
     if let Some(redis) = listeners.redis {
         tokio::spawn(crate::frontends::redis::server::serve(

@@ -204,6 +204,11 @@ pub struct SimConfig {
     /// (an injected bug) can make nodes chatter forever without time moving on much, and a
     /// sweep must still end. A correct run stays far below it.
     pub events_max: u64,
+    /// End the run as soon as a checker reports a violation (the final checks and the
+    /// linearizability check still run on what happened so far). For sweeps that only ask
+    /// whether a seed is caught, such as the mutation gate (`examples/mutants.rs`): a broken
+    /// build often runs on to its event limit. Off by default.
+    pub stop_at_first_violation: bool,
     /// Raft: a node snapshots its state machine once this many entries were applied since its
     /// last snapshot (the core's `snapshot_threshold_entries`). Small, so that every run
     /// compacts many times.
@@ -260,6 +265,7 @@ impl SimConfig {
             liveness_election_timeouts: 30,
             pb_dead_pings: 5,
             events_max: 2_000_000,
+            stop_at_first_violation: false,
             snapshot_every_entries: 40,
             compaction_tail_entries: 8,
             snapshot_chunk_bytes: 64,

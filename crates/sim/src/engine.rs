@@ -575,6 +575,10 @@ impl<P: ProtocolHost> Sim<P> {
             self.time = time;
             self.process(event);
             self.advance_phase();
+            if self.config.stop_at_first_violation && !self.checkers.violations().is_empty() {
+                self.log(|| "stop at the first violation".to_string());
+                self.phase = Phase::Done;
+            }
             if self.stats.events >= self.config.events_max && self.phase != Phase::Done {
                 let detail = format!(
                     "stopped after {} events: {}",
