@@ -299,9 +299,7 @@ fn servers_other_than_the_primary_redirect_resp_clients_to_it() {
     ] {
         // Each server learns the view from the reply to its next ping: wait for that.
         let status = cluster.poll(STARTUP, "the server learns the view", || {
-            cluster
-                .pb_status(node)
-                .filter(|status| status.view == view)
+            cluster.pb_status(node).filter(|status| status.view == view)
         });
         assert_eq!(status.role, role, "node {node}");
         assert_eq!(status.view, view, "node {node}");
