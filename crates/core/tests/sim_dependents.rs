@@ -7,6 +7,9 @@
 //! may, for its `chorus sim` command (`src/cli/sim.rs`) and its tests, and nowhere else in its
 //! sources.
 //!
+//! Examples of a user's own state machine (`examples/`) are not held to it: plugging a state
+//! machine into the simulator (`chorus_sim::Workbench`) is what they show.
+//!
 //! It reads every manifest under `crates/` and `fuzz/` as text: each dependency table
 //! (`[dependencies]`, `[dev-dependencies]`, `[build-dependencies]`, their `[target.…]` forms
 //! and `[dependencies.<name>]` tables), and a dependency named `chorus-sim`, renamed from it

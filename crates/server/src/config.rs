@@ -18,6 +18,11 @@
 //! admin = "10.0.0.1:8100"   # HTTP: /status and /metrics
 //! ```
 //!
+//! A node that joins a running Raft cluster lists only itself in `[[nodes]]` and names any
+//! member's admin address in `join = "10.0.0.1:8100"`: it starts with no configuration, asks
+//! to be added as a learner, and learns every member's addresses from the leader (see
+//! [`NodeConfig::join`] and docs/protocols/raft.md).
+//!
 //! Under `protocol = "pb"` (primary-backup) exactly one node of the table is the view service,
 //! marked `role = "view-service"`; it takes no clients, so it has no `redis` address. Every
 //! other node is a server (primary, backup or spare, as the view service decides). Servers
@@ -326,6 +331,14 @@ pub struct NodeConfig {
     /// The hybrid scheme's view size and lease timing.
     #[serde(default)]
     pub hybrid: HybridSettings,
+    /// Raft only: the admin (HTTP) address of any member of a running cluster this node
+    /// joins. The node starts outside the cluster (no configuration of its own: `nodes` need
+    /// list only itself), asks the cluster to add it as a learner (the member it asks passes
+    /// the request to the leader), and learns every member and its addresses from the
+    /// leader. Once a member, it is promoted with `chorus admin promote`. On a restart the
+    /// node resumes from its data directory, and asks again only if it is still not a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<SocketAddr>,
     /// TESTING ONLY: deliberately broken Raft behaviour to switch on, by name (see
     /// [`INJECTABLE_BUGS`]), so that fault tests can prove they catch it. Honoured only by a
     /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
@@ -448,6 +461,9 @@ impl NodeConfig {
             if self.hybrid.update_interval_ms == 0 {
                 return invalid("hybrid.update_interval_ms must be at least 1".into());
             }
+        }
+        if self.join.is_some() && self.protocol != Protocol::Raft {
+            return invalid("join needs protocol = \"raft\"".into());
         }
         if self.storage.segment_bytes < 4096 {
             return invalid("storage.segment_bytes must be at least 4096".into());
@@ -625,9 +641,13 @@ impl NodeConfig {
             .expect("invariant: validate() checked that id is among the nodes")
     }
 
-    /// Every node's id.
+    /// The voters a new cluster starts with: every node's id; none for a node that joins a
+    /// running cluster (it learns the configuration from the leader).
     #[must_use]
     pub fn voters(&self) -> Vec<NodeId> {
+        if self.join.is_some() {
+            return Vec::new();
+        }
         self.nodes.iter().map(|n| NodeId(n.id)).collect()
     }
 
@@ -659,6 +679,7 @@ impl NodeConfig {
             snapshots: Snapshots::default(),
             storage: StorageSettings::default(),
             hybrid: HybridSettings::default(),
+            join: None,
             inject_bugs: Vec::new(),
         }
     }

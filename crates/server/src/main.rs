@@ -1,12 +1,9 @@
 //! The `chorus` command line: run a node, a local cluster, the simulator, and talk to a
 //! cluster.
 
-mod cli;
-mod config;
-mod frontends;
-mod metrics;
-mod node;
-mod runtime;
+// Everything but `main` is the library (`src/lib.rs`), so that programs can run the node
+// runtime with their own state machine (`chorus_server::embed`).
+use chorus_server::{cli, config, node};
 
 use std::path::PathBuf;
 
@@ -27,11 +24,14 @@ enum Command {
     Up(cli::up::UpArgs),
     /// Run one node of a cluster described in a TOML file.
     Server(ServerArgs),
-    /// Show every node's role, term, leader, commit and applied index.
+    /// Show every node's role, term, leader, commit and applied index, and (Raft) the
+    /// voters and learners.
     Status(cli::status::StatusArgs),
     /// Ask every node (Raft) to snapshot its state now and compact its log; print each
     /// node's snapshot index and size.
     Snapshot(cli::snapshot::SnapshotArgs),
+    /// Change a Raft cluster's membership: add-learner, promote, remove, transfer-leader.
+    Admin(cli::admin::AdminArgs),
     /// Read and write keys through the native client (sessions, exactly-once retries).
     Kv(cli::kv::KvArgs),
     /// Run the deterministic simulator over a range of seeds and check every invariant.
@@ -84,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cli::status::run(&args),
         Command::Snapshot(args) => cli::snapshot::run(&args),
         Command::Kv(args) => cli::kv::run(&args),
+        Command::Admin(args) => cli::admin::run(&args),
         Command::Bench(args) => chorus_bench::main(&args),
     };
     match result {

@@ -28,9 +28,10 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::config::{NodeConfig, Protocol};
-use crate::runtime::boundary::{Input, Outboxes, Shared};
+use crate::runtime::boundary::{Input, MemberAddress, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::hybrid_host::{ConfigHost, DataHost, recover_data};
+use crate::runtime::members::{AddressBook, BOOK_FILE_NAME, Dialer};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
 use crate::runtime::raft_host::{RaftHost, Replicated, SnapshotPacing, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
@@ -80,7 +81,42 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<(
         Protocol::Raft => {}
     }
     let (host, incarnation, tick) = start_raft::<KvStore>(&config, config.voters())?;
+    if let Some(member) = config.join {
+        if host.membership().contains(config.node_id()) {
+            tracing::info!(node = config.id, "a member already: no need to join");
+        } else {
+            spawn_join(&config, member);
+        }
+    }
     run_node(config, exit_with_parent, host, incarnation, tick, "").await
+}
+
+/// Asks the cluster, through the member whose admin endpoint is `member`, to add this node as
+/// a learner, until the leader has (retrying every second while no leader answers).
+fn spawn_join(config: &NodeConfig, member: std::net::SocketAddr) {
+    let me = config.me().clone();
+    let body = crate::frontends::admin::AddLearnerBody {
+        cluster_id: Some(config.cluster_id.clone()),
+        id: me.id,
+        peer: me.peer,
+        redis: me.redis,
+        admin: me.admin,
+    };
+    tracing::info!(node = me.id, %member, "joining a running cluster: asking to be added as a learner");
+    tokio::task::spawn_blocking(move || {
+        loop {
+            match crate::cli::admin::call(&[member], "add-learner", &body) {
+                Ok(answer) => {
+                    tracing::info!(message = ?answer.message, "added to the cluster as a learner");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%member, error = %format!("{error:#}"), "not added yet; asking again in a second");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    });
 }
 
 /// Opens the data directory (replaying the log, cutting a torn tail with a warning), logs
@@ -136,7 +172,7 @@ fn open_storage(config: &NodeConfig) -> anyhow::Result<(FileStorage, chorus_raft
 /// The Raft host of a node replicating `M` among `voters` (every node under Raft, the
 /// configuration group under the hybrid), restarted from its data directory; with this run's
 /// incarnation and the tick.
-fn start_raft<M: Replicated>(
+pub fn start_raft<M: Replicated>(
     config: &NodeConfig,
     voters: Vec<NodeId>,
 ) -> anyhow::Result<(RaftHost<FileStorage, M>, u64, Duration)> {
@@ -361,8 +397,39 @@ fn read_durable_view(data_dir: &std::path::Path) -> anyhow::Result<Option<Durabl
     Ok(Some(durable))
 }
 
-/// Binds the listeners, starts the driver thread for `host` and the transport and frontends
-/// around it, and serves until a stop signal or until the driver stops.
+/// A node started in this process: its driver thread, its input queue and its published
+/// state. `run_node` serves until a signal; [`crate::embed`] until the program stops it.
+pub struct Started {
+    /// The node.
+    pub me: NodeId,
+    /// The driver's input queue.
+    pub inputs: SyncSender<Input>,
+    /// What the driver publishes (status, the shutdown flag).
+    pub shared: Arc<Shared>,
+    driver_thread: std::thread::JoinHandle<Result<(), String>>,
+    driver_exit: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Started {
+    /// Asks the driver to stop, and waits for its thread.
+    ///
+    /// # Errors
+    /// If the driver had stopped on a storage error, or panicked.
+    pub fn stop(self) -> anyhow::Result<()> {
+        self.shared
+            .shutdown
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(self.inputs);
+        match self.driver_thread.join() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
+            Err(_) => bail!("the driver thread panicked"),
+        }
+    }
+}
+
+/// Runs node `config` with its driver `host` until it is asked to stop (a signal, or the
+/// parent's exit).
 async fn run_node<H>(
     config: NodeConfig,
     exit_with_parent: bool,
@@ -375,12 +442,48 @@ where
     H: Host + Send + 'static,
     H::Error: std::fmt::Display + Send + 'static,
 {
+    let mut started = start_node(&config, host, incarnation, tick, thread_prefix).await?;
+    wait_for_stop(
+        started.me,
+        exit_with_parent,
+        &started.shared,
+        &mut started.driver_exit,
+    )
+    .await;
+    started.stop()
+}
+
+/// Binds node `config`'s listeners, starts its driver thread over `host` and serves its peers
+/// and frontends (the RESP frontend only if the configuration gives the node a RESP address).
+///
+/// # Errors
+/// If an address cannot be bound or the thread cannot start.
+pub async fn start_node<H>(
+    config: &NodeConfig,
+    host: H,
+    incarnation: u64,
+    tick: Duration,
+    thread_prefix: &str,
+) -> anyhow::Result<Started>
+where
+    H: Host + Send + 'static,
+    H::Error: std::fmt::Display + Send + 'static,
+{
     let me = config.node_id();
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(config).await?;
     let limits = &config.limits;
     let (inputs, inputs_receiver) = sync_channel::<Input>(limits.driver_queue_max);
     let shared = Arc::new(Shared::new());
-    let (identity, outboxes) = start_outbound(&config);
+    let book = AddressBook::open(
+        config.nodes.iter().map(|node| MemberAddress {
+            id: NodeId(node.id),
+            peer: node.peer,
+            redis: node.redis,
+            admin: node.admin,
+        }),
+        Some(config.data_dir.join(BOOK_FILE_NAME)),
+    );
+    let (identity, outboxes) = start_outbound(config, &book);
     let context = DriverContext {
         me,
         peers: outboxes,
@@ -390,6 +493,12 @@ where
             Duration::from_millis(config.timing.request_timeout_ms),
             limits.requests_pending_max,
         ),
+        book,
+        dialer: Some(Dialer {
+            handle: tokio::runtime::Handle::current(),
+            identity: identity.clone(),
+            queue_max: limits.peer_queue_max,
+        }),
     };
     let pacing = Pacing {
         tick,
@@ -400,24 +509,22 @@ where
     let driver_thread = std::thread::Builder::new()
         .name(format!("chorus-{thread_prefix}driver-{}", me.0))
         .spawn(move || {
-            let result = driver.run();
+            let result = driver.run().map_err(|error| error.to_string());
             let _ = driver_done.send(());
             result
         })
         .context("cannot start the driver thread")?;
 
-    serve_frontends(&config, listeners, identity, &inputs, &shared);
-    wait_for_stop(me, exit_with_parent, &shared, driver_exit).await;
-    drop(inputs);
-    match driver_thread.join() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => bail!("the node stopped because its storage failed: {error}"),
-        Err(_) => bail!("the driver thread panicked"),
-    }
+    serve_frontends(config, listeners, identity, &inputs, &shared);
+    Ok(Started {
+        me,
+        inputs,
+        shared,
+        driver_thread,
+        driver_exit,
+    })
 }
 
-/// Every listener of a node, bound before anything starts, so a taken address fails the
-/// start clearly.
 struct Listeners {
     peer: TcpListener,
     redis: Option<TcpListener>,
@@ -439,24 +546,26 @@ impl Listeners {
     }
 }
 
-/// Starts one outbound connection task per peer; returns who this node is and the peers'
-/// queues.
-fn start_outbound(config: &NodeConfig) -> (Arc<Identity>, Outboxes) {
+/// Starts one outbound connection task per peer in the address book; returns who this node
+/// is and the peers' queues.
+fn start_outbound(config: &NodeConfig, book: &AddressBook) -> (Arc<Identity>, Outboxes) {
     let me = config.node_id();
     let limits = &config.limits;
+    let peers: BTreeMap<NodeId, std::net::SocketAddr> = book
+        .all()
+        .into_iter()
+        .filter(|entry| entry.id != me)
+        .map(|entry| (entry.id, entry.peer))
+        .collect();
     let identity = Arc::new(Identity {
         cluster_id: config.cluster_id.clone(),
         me,
-        peers: config
-            .nodes
-            .iter()
-            .filter(|n| n.id != me.0)
-            .map(|n| (NodeId(n.id), n.peer))
-            .collect(),
+        peers: std::sync::RwLock::new(peers.clone()),
+        accept_unknown: config.join.is_some(),
         frame_bytes_max: limits.frame_bytes_max,
     });
     let mut outboxes = BTreeMap::new();
-    for (&peer, &address) in &identity.peers {
+    for (&peer, &address) in &peers {
         let (sender, receiver) = mpsc::channel(limits.peer_queue_max);
         outboxes.insert(peer, sender);
         tokio::spawn(run_outbound(identity.clone(), peer, address, receiver));
@@ -482,7 +591,11 @@ fn serve_frontends(
     ));
     tokio::spawn(crate::frontends::admin::serve(
         listeners.admin,
-        shared.clone(),
+        crate::frontends::admin::AdminState {
+            shared: shared.clone(),
+            inputs: inputs.clone(),
+            cluster_id: config.cluster_id.clone(),
+        },
     ));
     if let Some(redis) = listeners.redis {
         tokio::spawn(crate::frontends::redis::server::serve(
@@ -513,7 +626,7 @@ async fn wait_for_stop(
     me: NodeId,
     exit_with_parent: bool,
     shared: &Shared,
-    driver_exit: tokio::sync::oneshot::Receiver<()>,
+    driver_exit: &mut tokio::sync::oneshot::Receiver<()>,
 ) {
     tokio::select! {
         () = stop_signal(exit_with_parent) => {

@@ -18,7 +18,9 @@
 //!   state, so primary-backup and the hybrid ship state, not commands) and a snapshot.
 //! - [`check_history`] is its check: what every client history of a correct lock service
 //!   satisfies (see there).
-//! - [`LockBench`] runs it in the simulator under every scheme ([`chorus_sim::Workbench`]).
+//! - [`LockBench`] runs it in the simulator under every scheme ([`chorus_sim::Workbench`]);
+//!   the runtime runs it for real through `chorus_server::embed` (the example's binary,
+//!   `cluster` mode).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -415,6 +417,17 @@ impl LockBench {
         } else {
             Command::Release { lock, owner }
         }
+    }
+}
+
+/// The runtime's Raft host replicates the lock service (see `chorus_server::embed`).
+impl chorus_server::embed::Replicated for LockService {
+    fn fresh() -> LockService {
+        LockService::new()
+    }
+
+    fn keys(&self) -> u64 {
+        self.len() as u64
     }
 }
 

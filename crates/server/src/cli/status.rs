@@ -1,4 +1,6 @@
-//! `chorus status`: one line per node, read from each node's HTTP admin endpoint.
+//! `chorus status`: one line per node, read from each node's HTTP admin endpoint, then (Raft)
+//! the voters and learners of the configuration the leader (or else the first node that
+//! answered) has in force, and where each listens.
 
 use std::net::SocketAddr;
 
@@ -17,7 +19,7 @@ pub struct StatusArgs {
 }
 
 /// Prints one line per node: role, term, leader, commit and applied index, and (Raft) the
-/// snapshot index, its file size and the log held after it.
+/// snapshot index, its file size and the log held after it; then (Raft) the membership.
 ///
 /// # Errors
 /// When no node answers.
@@ -36,10 +38,16 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         "log-len"
     );
     let mut reachable = 0;
+    let mut membership: Option<serde_json::Value> = None;
     for endpoint in &args.endpoints {
         match super::up::fetch_status(*endpoint) {
             Ok(status) => {
                 reachable += 1;
+                if status["voters"].is_array()
+                    && (membership.is_none() || status["role"] == "leader")
+                {
+                    membership = Some(status.clone());
+                }
                 let number = |field: &str| status[field].as_u64().unwrap_or(0);
                 let leader = status["leader"]
                     .as_u64()
@@ -75,5 +83,48 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(reachable > 0, "no node answered");
+    if let Some(status) = membership {
+        print_membership(&status);
+    }
     Ok(())
+}
+
+/// Prints the voters and learners `status` reports, each with its addresses if known.
+fn print_membership(status: &serde_json::Value) {
+    let ids = |field: &str| -> Vec<u64> {
+        status[field]
+            .as_array()
+            .map(|list| list.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let pending = if status["membership_committed"] == false {
+        " (a change is committing)"
+    } else {
+        ""
+    };
+    println!(
+        "\nmembership as node {} ({}) sees it{pending}:",
+        status["id"],
+        status["role"].as_str().unwrap_or("?")
+    );
+    let addresses = status["addresses"].as_array().cloned().unwrap_or_default();
+    for (kind, list) in [("voter", ids("voters")), ("learner", ids("learners"))] {
+        for id in list {
+            let entry = addresses
+                .iter()
+                .find(|entry| entry["id"].as_u64() == Some(id));
+            let show = |field: &str| {
+                entry
+                    .and_then(|entry| entry[field].as_str())
+                    .unwrap_or("-")
+                    .to_string()
+            };
+            println!(
+                "  {kind:<8} {id:<4} peer {:<21} redis {:<21} admin {}",
+                show("peer"),
+                show("redis"),
+                show("admin")
+            );
+        }
+    }
 }

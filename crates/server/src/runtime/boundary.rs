@@ -15,7 +15,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 
 use bytes::Bytes;
 use chorus_core::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -71,7 +71,91 @@ pub enum PeerMessage {
     /// A hybrid message between data servers, or between a data server and the
     /// configuration group (whose nodes talk Raft among themselves).
     Hybrid(chorus_hybrid::Message),
+    /// Where members listen: the Raft leader sends its address book to every member (at
+    /// once when it changes, and every second), so that every node can reach members added
+    /// after it started ([`crate::runtime::members`]). Any scheme's driver takes it.
+    Addresses(Vec<MemberAddress>),
 }
+
+/// Where one member of the cluster listens, as the address book holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddress {
+    /// The node.
+    pub id: NodeId,
+    /// Its peer (protocol) address.
+    pub peer: SocketAddr,
+    /// Its RESP address, if it takes clients.
+    pub redis: Option<SocketAddr>,
+    /// Its HTTP admin address.
+    pub admin: SocketAddr,
+}
+
+/// A membership operation asked through the HTTP admin endpoints (`chorus admin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminRequest {
+    /// Add a node, which listens at these addresses, as a learner.
+    AddLearner(MemberAddress),
+    /// Make a learner a voter.
+    Promote(NodeId),
+    /// Remove a voter or a learner.
+    Remove(NodeId),
+    /// Hand leadership to this voter.
+    TransferLeader(NodeId),
+}
+
+/// An admin operation the leader took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdminAccepted {
+    /// The configuration entry went into the log at `index` in `term`; the change is done
+    /// once that index commits in that term.
+    Proposed {
+        /// Where the entry sits.
+        index: u64,
+        /// The leader's term.
+        term: u64,
+    },
+    /// Nothing needed to change (the node is already that kind of member).
+    AlreadyDone,
+    /// A leadership transfer began in `term`; it is done once the target leads.
+    Transferring {
+        /// The leader's term when the transfer began.
+        term: u64,
+    },
+}
+
+/// Why an admin operation was not taken. Nothing entered the log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// Only the leader changes membership: `leader` (whose admin endpoint is `admin`, if this
+    /// node knows it) does, or no leader is known.
+    #[error("this node is not the leader{}", match (leader, admin) {
+        (Some(leader), Some(admin)) => format!("; node {leader} is, at {admin}"),
+        (Some(leader), None) => format!("; node {leader} is"),
+        _ => "; no leader is known".to_string(),
+    })]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+        /// The leader's admin address.
+        admin: Option<SocketAddr>,
+    },
+    /// Not now (a change or transfer in progress, a learner still catching up, a new
+    /// leader that has not committed in its term): retrying shortly may succeed.
+    #[error("{0}")]
+    Retry(String),
+    /// The operation does not apply (not a member, the last voter, a foreign cluster...).
+    #[error("{0}")]
+    Refused(String),
+    /// This node's scheme has no membership changes.
+    #[error("this node's replication scheme does not change membership")]
+    Unsupported,
+    /// The node's queue is full or it is stopping.
+    #[error("the node is busy or stopping; try again")]
+    Busy,
+}
+
+/// Where the answer to an admin operation goes.
+pub type AdminReply = oneshot::Sender<Result<AdminAccepted, AdminError>>;
 
 /// Something for the driver to do.
 #[derive(Debug)]
@@ -97,6 +181,13 @@ pub enum Input {
         query: Bytes,
         /// Where the answer goes.
         reply: Reply,
+    },
+    /// A membership operation from the admin endpoint.
+    Admin {
+        /// What to do.
+        request: AdminRequest,
+        /// Where the answer goes.
+        reply: AdminReply,
     },
 }
 
@@ -142,6 +233,21 @@ pub struct NodeStatus {
     /// Primary-backup only: the latest view this node knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub view: Option<ViewStatus>,
+    /// Raft: the voters of the configuration in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voters: Option<Vec<u64>>,
+    /// Raft: the learners of the configuration in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learners: Option<Vec<u64>>,
+    /// Raft: whether the configuration in force is committed (no change is in progress).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership_committed: Option<bool>,
+    /// Raft, on a leader: the target of a leadership transfer in progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_target: Option<u64>,
+    /// Raft: where every node in this node's address book listens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<MemberAddress>,
     /// Hybrid only: the epoch, the view, the lease state and the configuration leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hybrid: Option<HybridStatus>,

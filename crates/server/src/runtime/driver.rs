@@ -26,8 +26,10 @@ use bytes::Bytes;
 use chorus_core::NodeId;
 
 use super::boundary::{
-    Input, NodeStatus, Outboxes, PeerMessage, Reply, RequestError, Shared, send_to_peer,
+    AdminAccepted, AdminError, AdminRequest, Input, MemberAddress, NodeStatus, Outboxes,
+    PeerMessage, Reply, RequestError, Shared, send_to_peer,
 };
+use super::members::{AddressBook, Dialer};
 use super::requests::Requests;
 
 /// What a scheme supplies to the one driver loop: how to feed its core and how to carry out
@@ -58,6 +60,20 @@ pub trait Host {
 
     /// The node's status for the admin page (and any metrics that follow from it).
     fn status(&mut self, cx: &Context) -> NodeStatus;
+
+    /// Carries out a membership operation from the admin endpoint, or refuses it. A scheme
+    /// without membership changes refuses every one.
+    ///
+    /// # Errors
+    /// Why the operation was not taken; nothing changed then.
+    fn admin(
+        &mut self,
+        cx: &mut Context,
+        request: AdminRequest,
+    ) -> Result<AdminAccepted, AdminError> {
+        let _ = (cx, request);
+        Err(AdminError::Unsupported)
+    }
 }
 
 /// What the loop lends a host: this node, its peers, the shared state and the request books.
@@ -71,12 +87,30 @@ pub struct Context {
     pub shared: Arc<Shared>,
     /// The client requests held.
     pub requests: Requests,
+    /// Where every known node listens.
+    pub book: AddressBook,
+    /// Connects to peers learned at run time (none in unit tests).
+    pub dialer: Option<Dialer>,
 }
 
 impl Context {
     /// Queues `message` for peer `to` (dropped and counted if its queue is full).
     pub fn send(&self, to: NodeId, message: PeerMessage) {
         send_to_peer(&self.peers, &self.shared, to, message);
+    }
+
+    /// Takes addresses into the book and connects to every peer that is new or moved.
+    pub fn learn_addresses(&mut self, entries: Vec<MemberAddress>) {
+        for entry in self.book.merge(entries) {
+            if entry.id == self.me {
+                continue;
+            }
+            if let Some(dialer) = &self.dialer {
+                tracing::info!(node = entry.id.0, peer = %entry.peer, "learned where a member listens");
+                let outbox = dialer.dial(entry.id, entry.peer);
+                self.peers.insert(entry.id, outbox);
+            }
+        }
     }
 }
 
@@ -161,7 +195,14 @@ impl<H: Host> Driver<H> {
 
     fn handle(&mut self, input: Input) {
         match input {
+            Input::Peer {
+                message: PeerMessage::Addresses(entries),
+                ..
+            } => self.cx.learn_addresses(entries),
             Input::Peer { from, message } => self.host.step(&mut self.cx, from, message),
+            Input::Admin { request, reply } => {
+                let _ = reply.send(self.host.admin(&mut self.cx, request));
+            }
             Input::Write { command, reply } => {
                 if self.cx.requests.has_room() {
                     self.host.propose(&mut self.cx, command, reply);

@@ -9,12 +9,16 @@
 //!   core and carry out its Ready (the hybrid's configuration nodes reuse the Raft host over
 //!   another state machine).
 //! - [`transport`]: TCP between nodes; it knows only the boundary, never a driver.
+//! - [`members`]: the address book (where every member listens) and the dialer that connects
+//!   to members learned at run time.
 //!
-//! Imports run one way: hosts → driver → requests → boundary, and transport → boundary.
+//! Imports run one way: hosts → driver → requests → boundary, driver → members → transport →
+//! boundary.
 
 pub mod boundary;
 pub mod driver;
 pub mod hybrid_host;
+pub mod members;
 pub mod pb_host;
 pub mod raft_host;
 pub mod requests;

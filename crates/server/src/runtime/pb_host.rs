@@ -301,7 +301,7 @@ impl Host for PbHost {
                         backup_ready: is_primary.then_some(status.backup_ready),
                         pending: is_primary.then_some(status.pending as u64),
                     }),
-                    hybrid: None,
+                    ..NodeStatus::default()
                 }
             }
             PbNode::ViewService(service) => {

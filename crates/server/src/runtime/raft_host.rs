@@ -32,15 +32,18 @@ use chorus_core::envelope::{Deduplicated, Envelope, OriginSession};
 use chorus_core::{LogIndex, NodeId, StateMachine, Term};
 use chorus_kv::{Command, KvConfig, KvStore, Query};
 use chorus_raft::{
-    Entry, EntryPayload, Message, RawNode, ReadId, Ready, Role, SnapshotChunk,
-    SnapshotChunkRequest, SnapshotMeta,
+    Entry, EntryPayload, Membership, MembershipChange, MembershipError, Message, RawNode, ReadId,
+    Ready, Role, SnapshotChunk, SnapshotChunkRequest, SnapshotMeta, TransferError,
 };
 use chorus_storage::{
     FileStorage, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter, Storage,
     StorageError,
 };
 
-use super::boundary::{NodeStatus, PeerMessage, Reply, RequestError, wall_clock_ms};
+use super::boundary::{
+    AdminAccepted, AdminError, AdminRequest, NodeStatus, PeerMessage, Reply, RequestError,
+    wall_clock_ms,
+};
 use super::driver::{Context, Host};
 use super::requests::Kind;
 
@@ -310,7 +313,13 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     synced_vote: (Term, Option<NodeId>),
     /// Leader: when a time tick was last proposed (see [`RaftHost::propose_time_tick`]).
     last_time_tick: Option<Instant>,
+    /// Leader: what the address book was last sent for (the book's version, the
+    /// configuration, the term) and when.
+    addresses_sent: Option<(u64, Membership, Term, Instant)>,
 }
+
+/// A leader sends its address book to every member at least this often.
+const ADDRESSES_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A leader proposes at most one time tick this often while a key is due.
 const TIME_TICK_INTERVAL: Duration = Duration::from_millis(10);
@@ -368,6 +377,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             ready_reads: Vec::new(),
             last_leader: None,
             last_time_tick: None,
+            addresses_sent: None,
         }
     }
 
@@ -382,6 +392,12 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     #[must_use]
     pub fn is_leader(&self) -> bool {
         self.raft.status().role == Role::Leader
+    }
+
+    /// The configuration in force on this node.
+    #[must_use]
+    pub fn membership(&self) -> &Membership {
+        self.raft.membership()
     }
 
     /// The leader this node knows, if any.
@@ -676,6 +692,61 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
 
 /// Reads at most `max` bytes of `store`'s snapshot `meta` from `offset`: the bytes and
 /// whether they reach the end of the file.
+impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
+    /// Leader: sends the address book to every other member when the book, the
+    /// configuration or the term changed since it was last sent, and every
+    /// [`ADDRESSES_INTERVAL`] anyway (a member that restarted or missed it hears it again).
+    fn send_addresses(&mut self, cx: &Context, now: Instant) {
+        let status = self.raft.status();
+        if status.role != Role::Leader {
+            self.addresses_sent = None;
+            return;
+        }
+        let membership = self.raft.membership();
+        let due = match &self.addresses_sent {
+            Some((version, sent_for, term, at)) => {
+                *version != cx.book.version()
+                    || sent_for != membership
+                    || *term != status.term
+                    || now.duration_since(*at) >= ADDRESSES_INTERVAL
+            }
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        let book = cx.book.all();
+        for member in membership.members() {
+            if member != cx.me {
+                cx.send(member, PeerMessage::Addresses(book.clone()));
+            }
+        }
+        self.addresses_sent = Some((cx.book.version(), membership.clone(), status.term, now));
+    }
+
+    /// Refuses an admin operation on a node that is not the leader, naming the leader.
+    fn not_leader(&self, cx: &Context) -> AdminError {
+        let leader = self.raft.status().leader;
+        AdminError::NotLeader {
+            leader,
+            admin: leader
+                .and_then(|leader| cx.book.get(leader))
+                .map(|entry| entry.admin),
+        }
+    }
+}
+
+/// An admin error for a refused membership change: worth retrying, or not.
+fn membership_error(error: &MembershipError) -> AdminError {
+    match error {
+        MembershipError::NotCommittedInTerm
+        | MembershipError::ChangePending
+        | MembershipError::TransferPending
+        | MembershipError::LearnerBehind(_) => AdminError::Retry(error.to_string()),
+        _ => AdminError::Refused(error.to_string()),
+    }
+}
+
 fn read_chunk(
     store: &SnapshotStore,
     meta: SnapshotMeta,
@@ -1053,6 +1124,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             self.propose_waiting(cx);
         }
         self.propose_time_tick(cx);
+        self.send_addresses(cx, now);
         self.resend_stale_writes(cx, now);
         self.refuse_leaderless(cx, now);
     }
@@ -1140,6 +1212,68 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         Ok(true)
     }
 
+    fn admin(
+        &mut self,
+        cx: &mut Context,
+        request: AdminRequest,
+    ) -> Result<AdminAccepted, AdminError> {
+        let status = self.raft.status();
+        if status.role != Role::Leader {
+            return Err(self.not_leader(cx));
+        }
+        let change = match request {
+            AdminRequest::TransferLeader(target) => {
+                return match self.raft.transfer_leadership(target) {
+                    Ok(()) => Ok(AdminAccepted::Transferring {
+                        term: status.term.0,
+                    }),
+                    Err(TransferError::NotLeader) => Err(self.not_leader(cx)),
+                    Err(error @ TransferError::Pending(_)) => {
+                        Err(AdminError::Retry(error.to_string()))
+                    }
+                    Err(error) => Err(AdminError::Refused(error.to_string())),
+                };
+            }
+            AdminRequest::AddLearner(entry) => {
+                let membership = self.raft.membership();
+                if membership.is_learner(entry.id) && cx.book.get(entry.id) == Some(&entry) {
+                    return Ok(AdminAccepted::AlreadyDone);
+                }
+                if membership.is_voter(entry.id) {
+                    return Err(AdminError::Refused(format!(
+                        "node {} is already a voter",
+                        entry.id
+                    )));
+                }
+                // Known before the entry goes out, so that replication can reach it and its
+                // connections are accepted; every member hears of it with the next tick.
+                cx.learn_addresses(vec![entry]);
+                if membership.is_learner(entry.id) {
+                    return Ok(AdminAccepted::AlreadyDone);
+                }
+                MembershipChange::AddLearner(entry.id)
+            }
+            AdminRequest::Promote(id) => {
+                if self.raft.membership().is_voter(id) {
+                    return Ok(AdminAccepted::AlreadyDone);
+                }
+                MembershipChange::Promote(id)
+            }
+            AdminRequest::Remove(id) => MembershipChange::Remove(id),
+        };
+        match self.raft.propose_membership(change) {
+            Ok(index) => {
+                tracing::info!(?change, index = index.0, "proposed a membership change");
+                Ok(AdminAccepted::Proposed {
+                    index: index.0,
+                    term: status.term.0,
+                })
+            }
+            Err(MembershipError::NotLeader) => Err(self.not_leader(cx)),
+            Err(error) => Err(membership_error(&error)),
+        }
+    }
+
     fn status(&mut self, cx: &Context) -> NodeStatus {
         let status = self.raft.status();
         let metrics = &cx.shared.metrics;
@@ -1156,6 +1290,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         metrics.apply_lag.set(
             i64::try_from(status.commit.0.saturating_sub(status.applied.0)).unwrap_or(i64::MAX),
         );
+        let membership = self.raft.membership().clone();
         let role = match status.role {
             Role::Leader => "leader",
             Role::Follower => "follower",
@@ -1185,6 +1320,11 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
                     .map_or(0, |file| file.file_bytes),
             ),
             first_index: Some(self.raft.first_index().0),
+            voters: Some(membership.voters.iter().map(|id| id.0).collect()),
+            learners: Some(membership.learners.iter().map(|id| id.0).collect()),
+            membership_committed: Some(self.raft.membership_committed()),
+            transfer_target: self.raft.transfer_target().map(|id| id.0),
+            addresses: cx.book.all(),
             view: None,
             hybrid: None,
         }
@@ -1212,6 +1352,8 @@ mod tests {
             peers: BTreeMap::new(),
             shared: Arc::new(Shared::new()),
             requests: Requests::new(1, Duration::from_secs(60), 64),
+            book: crate::runtime::members::AddressBook::default(),
+            dialer: None,
         }
     }
 

@@ -7,7 +7,8 @@
 //! kind byte, and a postcard-encoded body. The first frame on a connection is a `Hello` (kind 1)
 //! naming the cluster, the sender and the intended receiver; every later frame carries one
 //! protocol message: a Raft message (kind 2), a primary-backup message (kind 3) or a hybrid
-//! data-path message (kind 4), so the transport carries every scheme without knowing any
+//! data-path message (kind 4) or an address book (kind 5: where members listen, see
+//! [`super::members`]), so the transport carries every scheme without knowing any
 //! ([`PeerMessage`]). A frame over the
 //! size limit, a body that does not decode, a foreign cluster id, an unknown sender or a
 //! connection meant for another node closes that connection and is logged; the node keeps
@@ -34,6 +35,7 @@ const KIND_HELLO: u8 = 1;
 const KIND_MESSAGE: u8 = 2;
 const KIND_PB_MESSAGE: u8 = 3;
 const KIND_HYBRID_MESSAGE: u8 = 4;
+const KIND_ADDRESSES: u8 = 5;
 /// How long a new connection may take to introduce itself.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Inbound peer connections held at once (a few per peer, to ride out reconnects).
@@ -101,7 +103,7 @@ pub fn decode_hello(frame: &[u8]) -> Result<Hello, FrameError> {
 }
 
 /// Encodes a message frame (kind 2 for Raft, 3 for primary-backup, 4 for the hybrid's data
-/// path).
+/// path, 5 for an address book).
 ///
 /// # Errors
 /// Never in practice.
@@ -110,6 +112,7 @@ pub fn encode_message(message: &PeerMessage) -> Result<Bytes, FrameError> {
         PeerMessage::Raft(message) => encode_frame(KIND_MESSAGE, message),
         PeerMessage::Pb(message) => encode_frame(KIND_PB_MESSAGE, message),
         PeerMessage::Hybrid(message) => encode_frame(KIND_HYBRID_MESSAGE, message),
+        PeerMessage::Addresses(book) => encode_frame(KIND_ADDRESSES, book),
     }
 }
 
@@ -123,6 +126,9 @@ pub fn decode_message(frame: &[u8]) -> Result<PeerMessage, FrameError> {
         [VERSION, KIND_HYBRID_MESSAGE, ..] => {
             decode_frame(KIND_HYBRID_MESSAGE, frame).map(PeerMessage::Hybrid)
         }
+        [VERSION, KIND_ADDRESSES, ..] => {
+            decode_frame(KIND_ADDRESSES, frame).map(PeerMessage::Addresses)
+        }
         _ => decode_frame(KIND_MESSAGE, frame).map(PeerMessage::Raft),
     }
 }
@@ -135,14 +141,18 @@ fn codec(frame_bytes_max: usize) -> LengthDelimitedCodec {
 }
 
 /// Who this node is, for the transport.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Identity {
     /// The cluster.
     pub cluster_id: String,
     /// This node.
     pub me: NodeId,
-    /// The other nodes and their peer addresses.
-    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// The other nodes and their peer addresses: the TOML's table, grown as the address
+    /// book learns new members (a connection from a node not in it is refused).
+    pub peers: std::sync::RwLock<BTreeMap<NodeId, SocketAddr>>,
+    /// Accept connections from nodes not in `peers` (a node joining a running cluster knows
+    /// no member until the leader's address book reaches it over such a connection).
+    pub accept_unknown: bool,
     /// The largest frame accepted or sent.
     pub frame_bytes_max: usize,
 }
@@ -263,7 +273,11 @@ async fn serve_peer(
     if hello.to != identity.me {
         return Err(format!("connection meant for {}", hello.to));
     }
-    if !identity.peers.contains_key(&hello.from) {
+    let known = identity
+        .peers
+        .read()
+        .is_ok_and(|peers| peers.contains_key(&hello.from));
+    if !known && !identity.accept_unknown {
         return Err(format!("unknown node {}", hello.from));
     }
     while let Some(frame) = framed.next().await {
@@ -336,7 +350,12 @@ mod tests {
             let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if rng.chance(0.5) && bytes.len() >= 2 {
                 bytes[0] = VERSION;
-                bytes[1] = [KIND_MESSAGE, KIND_PB_MESSAGE, KIND_HYBRID_MESSAGE][rng.index(3)];
+                bytes[1] = [
+                    KIND_MESSAGE,
+                    KIND_PB_MESSAGE,
+                    KIND_HYBRID_MESSAGE,
+                    KIND_ADDRESSES,
+                ][rng.index(4)];
             }
             let _ = decode_message(&bytes);
             let _ = decode_hello(&bytes);

@@ -116,6 +116,103 @@ impl TestCluster {
         cluster
     }
 
+    /// Writes the configurations of a Raft cluster that starts with the voters 1..=`founders`
+    /// and may grow to `total` nodes, and starts the founders. Node `k > founders` is
+    /// configured to join the running cluster (`join` = the admin address of node `k - 1`,
+    /// with only itself in its `[[nodes]]` table); start it with [`TestCluster::restart`].
+    pub fn start_growable(founders: usize, total: usize) -> TestCluster {
+        let mut cluster = TestCluster::configure(total, "");
+        let table = |ids: &mut dyn Iterator<Item = u64>| -> String {
+            ids.map(|id| {
+                let node = cluster.addresses(id);
+                format!(
+                    "[[nodes]]\nid = {id}\npeer = \"{}\"\nredis = \"{}\"\nadmin = \"{}\"\n\n",
+                    node.peer, node.redis, node.admin
+                )
+            })
+            .collect()
+        };
+        let founding = table(&mut (1..=founders as u64));
+        for id in 1..=total as u64 {
+            let data = cluster.data_dir(id);
+            let text = if id as usize <= founders {
+                format!(
+                    "cluster_id = \"{CLUSTER_ID}\"\nid = {id}\ndata_dir = \"{}\"\n\n{founding}",
+                    data.display()
+                )
+            } else {
+                format!(
+                    "cluster_id = \"{CLUSTER_ID}\"\nid = {id}\ndata_dir = \"{}\"\njoin = \"{}\"\n\n{}",
+                    data.display(),
+                    cluster.addresses(id - 1).admin,
+                    table(&mut std::iter::once(id))
+                )
+            };
+            std::fs::write(cluster.root.join(format!("node-{id}.toml")), text)
+                .expect("cannot write a node configuration");
+        }
+        for node in 1..=founders as u64 {
+            cluster.restart(node);
+        }
+        cluster
+    }
+
+    /// Runs `chorus admin <arguments>` against the admin endpoints of `through`; returns
+    /// whether it succeeded, and its output.
+    pub fn admin(&self, through: &[u64], arguments: &[&str]) -> (bool, String) {
+        let endpoints: Vec<String> = through
+            .iter()
+            .map(|&node| self.addresses(node).admin.to_string())
+            .collect();
+        let output = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .arg("admin")
+            .args(arguments)
+            .arg("--endpoints")
+            .arg(endpoints.join(","))
+            .output()
+            .expect("cannot run chorus admin");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+
+    /// The voters and learners the node's `/status` reports.
+    pub fn membership(&self, node: u64) -> Option<(Vec<u64>, Vec<u64>)> {
+        let value = self.status_json(node)?;
+        let ids = |field: &str| -> Option<Vec<u64>> {
+            Some(
+                value[field]
+                    .as_array()?
+                    .iter()
+                    .filter_map(serde_json::Value::as_u64)
+                    .collect(),
+            )
+        };
+        Some((ids("voters")?, ids("learners")?))
+    }
+
+    /// A leader that a majority of `voters` (itself included) agree on, in one term, whose
+    /// configuration has exactly these voters; `None` if there is none right now.
+    pub fn leader_among(&self, voters: &[u64]) -> Option<u64> {
+        let statuses: Vec<(u64, Status)> = voters
+            .iter()
+            .filter(|&&node| self.is_running(node))
+            .filter_map(|&node| self.status(node).map(|status| (node, status)))
+            .collect();
+        let (leader, status) = statuses
+            .iter()
+            .find(|(_, status)| status.role == "leader")?;
+        let agreeing = statuses
+            .iter()
+            .filter(|(_, other)| other.term == status.term && other.leader == Some(*leader))
+            .count();
+        let (in_force, _) = self.membership(*leader)?;
+        (agreeing > voters.len() / 2 && in_force == voters).then_some(*leader)
+    }
+
     /// Writes the configurations, with `extra` TOML appended to each (e.g. a `[timing]`
     /// table), without starting anything.
     pub fn configure(count: usize, extra: &str) -> TestCluster {

@@ -297,7 +297,10 @@ fn servers_other_than_the_primary_redirect_resp_clients_to_it() {
         (spare, "idle"),
         (4, "view-service"),
     ] {
-        let status = cluster.pb_status(node).expect("the node answers");
+        // Each server learns the view from the reply to its next ping: wait for that.
+        let status = cluster.poll(STARTUP, "the server learns the view", || {
+            cluster.pb_status(node).filter(|status| status.view == view)
+        });
         assert_eq!(status.role, role, "node {node}");
         assert_eq!(status.view, view, "node {node}");
         assert_eq!(
