@@ -51,7 +51,7 @@ pub trait ProtocolHost: Sized {
     /// [`ProtocolHost::churn`]. Schemes without it draw nothing for it, so their runs stay
     /// as they were.
     const MEMBERSHIP: bool = false;
-    /// Whether the nemesis hunts stale reads under network faults ([`Sim::hunt_stale_reads`]):
+    /// Whether the nemesis hunts stale reads under network faults (see `Sim::hunt_stale_reads`):
     /// for schemes whose safety must not depend on clocks. Schemes without it draw nothing for
     /// it, so their runs stay as they were.
     const STALE_READ_HUNT: bool = false;
