@@ -71,6 +71,54 @@ pub enum Command {
         /// The commands, in order.
         steps: Vec<Step>,
     },
+    /// A write of a Redis connection bound to a named session (`CLIENT SETNAME
+    /// chorus-session:…`): the log clock moves up to `now_ms`, then the state machine decides,
+    /// from the session table alone, whether `write` is a client library's retry of the
+    /// session's previous write, answered from the table, or a new write, executed once (see
+    /// [`crate::KvStore`], "Bound sessions"). Answered as `write` is, or with
+    /// [`KvError::SupersededConnection`].
+    BoundAt {
+        /// The proposing node's wall clock, in Unix milliseconds.
+        now_ms: u64,
+        /// The session, the connection and the request's fingerprint.
+        binding: Binding,
+        /// What to do.
+        write: BoundWrite,
+    },
+}
+
+/// Who sent a [`Command::BoundAt`]: what the state machine needs to recognise a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    /// The session's name, as the client named it (at most [`SESSION_NAME_BYTES_MAX`]
+    /// bytes).
+    pub session: Bytes,
+    /// The connection the write came on: a number no other connection of any node uses
+    /// (the proposing node draws it), so that a write on a new connection is recognisable.
+    pub connection: u64,
+    /// A fingerprint of the request as the client sent it (its argument bytes; for a
+    /// transaction, every queued command's): a retry resends the same bytes, so it carries
+    /// the same fingerprint.
+    pub fingerprint: u64,
+}
+
+/// The longest session name a [`Binding`] may carry; longer ones are refused with
+/// [`KvError::Malformed`].
+pub const SESSION_NAME_BYTES_MAX: usize = 256;
+
+/// The write of a [`Command::BoundAt`]: one operation or one transaction (so that decoding
+/// never recurses).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BoundWrite {
+    /// One operation, answered as [`Command::UnsessionedAt`] would be.
+    Op(Op),
+    /// A transaction, answered as [`Command::TransactionAt`] would be.
+    Transaction {
+        /// The watched keys with the versions they had when watched.
+        watched: Vec<(Bytes, u64)>,
+        /// The commands, in order.
+        steps: Vec<Step>,
+    },
 }
 
 /// One command of a transaction. (An [`Op`] never holds a transaction, so transactions do
@@ -281,6 +329,15 @@ pub enum KvError {
     /// The key holds a value of another type (a hash, a list, …) than the operation needs.
     #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
     WrongType,
+    /// A write came on a connection of a bound session after a write on a newer connection of
+    /// that session was applied: it was not applied, because its client has already moved on
+    /// (and may have resent it there).
+    #[error("this connection's session has moved to a newer connection; the write was not applied")]
+    SupersededConnection,
+    /// A bound session's write was recognised as a retry, but the answer of the write it
+    /// repeats was too large to keep: it was applied once, and its answer is gone.
+    #[error("the command was already applied once; its answer was too large to keep for a retry")]
+    AnswerNotKept,
 }
 
 /// Bytes that do not decode to the expected type.

@@ -29,5 +29,8 @@ pub mod typed;
 
 pub use codec::CODEC_VERSION;
 pub use command::*;
-pub use store::{EFFECT_VERSION, KvConfig, KvStore, SNAPSHOT_VERSION};
+pub use store::{
+    BOUND_ANSWER_BYTES_MAX, BOUND_RETIRED_CONNECTIONS_MAX, EFFECT_VERSION, KvConfig, KvStore,
+    SNAPSHOT_VERSION,
+};
 pub use typed::{Deadline, ExpireCondition, GetExChange, Reply, TypedOp, Value};

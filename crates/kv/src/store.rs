@@ -23,11 +23,43 @@
 //! A session counts as used when it is registered and whenever a request names it (executed,
 //! retried or stale), because any such request proves the client is still alive.
 //!
+//! # Bound sessions: exactly-once for plain Redis clients
+//!
+//! A Redis client library cannot send sequence numbers, but it can name its connection: a
+//! connection whose client name starts with `chorus-session:` is *bound* to the session of
+//! that name, and its writes are proposed as [`Command::BoundAt`], carrying the session's
+//! name, a number of the connection and a fingerprint of the request's bytes. Client
+//! libraries resend the name on every reconnect and then resend the request whose reply they
+//! lost, byte for byte, so at apply time:
+//!
+//! - a session's first write creates its entry, which remembers the connection, the
+//!   write's fingerprint, its answer and the log clock when it was applied;
+//! - a write on the session's current connection is new: it is executed and remembered;
+//! - the first write applied from another connection is a retry if its fingerprint equals
+//!   the remembered one and the log clock has moved by at most
+//!   [`KvConfig::bound_retry_window_ms`] since that write: it is answered with the remembered
+//!   answer and not executed. Otherwise it is executed. Either way, that connection becomes
+//!   the session's current one and the previous one is *superseded*;
+//! - a write from a superseded connection (the last [`BOUND_RETIRED_CONNECTIONS_MAX`] of
+//!   them are remembered), still in flight when its client moved on, is refused with
+//!   [`KvError::SupersededConnection`] and not executed: its client may have resent it on
+//!   the new connection, where it was already decided.
+//!
+//! Everything the decision reads is replicated state and the log clock, so every replica
+//! decides alike, and a retry that lands on another node after a failover is recognised too.
+//! The limit is inherent: a *new* write identical to the session's previous one, sent as the
+//! first write of a new connection within the window, cannot be told from a retry, and is
+//! answered from the table without running. Bound sessions expire like native ones (idle for
+//! `session_expiry_entries` indexes, or least recently used beyond
+//! [`KvConfig::bound_sessions_max`]); an answer longer than [`BOUND_ANSWER_BYTES_MAX`]
+//! encoded is not kept (a retry of it is answered [`KvError::AnswerNotKept`]).
+//!
 //! # Invariants
 //! - `apply` indexes strictly increase (asserted).
 //! - `sessions_by_use` holds exactly one `(last_used, client)` entry per session in `sessions`,
 //!   so the least recently used session is always its first entry.
 //! - Every session's `last_used` is at most `last_applied`, and at least its own id.
+//! - `bound_by_use` holds exactly one `(last_used, name)` entry per bound session.
 //!
 //! # Snapshots off the critical path
 //!
@@ -45,7 +77,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{Read, Write};
 
 use crate::command::{
-    ClientId, Command, KvError, Op, Query, Response, SetCondition, SetExpiry, Step,
+    Binding, BoundWrite, ClientId, Command, KvError, Op, Query, Response, SESSION_NAME_BYTES_MAX,
+    SetCondition, SetExpiry, Step,
 };
 use crate::typed::{Map, Record, Score, SortedSet, Value};
 use bytes::Bytes;
@@ -70,11 +103,19 @@ pub use effect::EFFECT_VERSION;
 /// the number of sessions, and each session as its client id, a varint length and the
 /// postcard encoding of the session.
 ///
-/// Version 3, written before expiry existed, is still restored: it is version 4 without the
+/// Version 5 is version 4 followed by the bound sessions (see the module docs): their number,
+/// then each in increasing name order as a varint length and the name's bytes, a varint
+/// length and the postcard encoding of the session.
+///
+/// Version 4, written before bound sessions existed, is still restored: version 5 without
+/// them. Version 3, written before expiry existed, is still restored: it is version 4 without the
 /// log clock, the expiries and the versions. Version 2, written before typed values existed, is version 3
 /// with every value a string and no type tags. Version 1 was one postcard value and was never
 /// written to disk.
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
+
+/// The snapshot version before bound sessions, still accepted by restore.
+const SNAPSHOT_VERSION_NO_BOUND: u8 = 4;
 
 /// The snapshot version before expiry, still accepted by restore.
 const SNAPSHOT_VERSION_NO_EXPIRY: u8 = 3;
@@ -98,6 +139,14 @@ pub struct KvConfig {
     /// The most sessions kept; registering one more expires the least recently used.
     /// Default 100,000. Zero behaves as one: a registration always keeps its own session.
     pub sessions_max: usize,
+    /// How long after a bound session's write (in log-clock milliseconds) an identical
+    /// write on a new connection of the session counts as its retry. Default 30,000: longer
+    /// than redis-py's default retries take (ten, backing off to at most 1 s each) plus a
+    /// failover.
+    pub bound_retry_window_ms: u64,
+    /// The most bound sessions kept; a write of one more expires the least recently used.
+    /// Default 100,000.
+    pub bound_sessions_max: usize,
     /// TESTING ONLY, a deliberate bug: restore forgets every key's expiry time, so a replica
     /// restored from a snapshot keeps keys the others remove.
     #[cfg(feature = "inject-bugs")]
@@ -109,6 +158,8 @@ impl Default for KvConfig {
         KvConfig {
             session_expiry_entries: 1_000_000,
             sessions_max: 100_000,
+            bound_retry_window_ms: 30_000,
+            bound_sessions_max: 100_000,
             #[cfg(feature = "inject-bugs")]
             restore_drops_expiry: false,
         }
@@ -123,6 +174,31 @@ struct Session {
     /// The response to the request numbered `last_seq`, `None` before the first.
     last_response: Option<Response>,
     /// The log index at which the session was last used (registered or named by a request).
+    last_used: LogIndex,
+}
+
+/// The most superseded connections a bound session remembers (whose late writes it refuses).
+pub const BOUND_RETIRED_CONNECTIONS_MAX: usize = 8;
+
+/// The longest answer (encoded) a bound session keeps for a retry.
+pub const BOUND_ANSWER_BYTES_MAX: usize = 64 * 1024;
+
+/// A session of Redis connections bound by name: what the table remembers to recognise a
+/// client library's retry on a new connection (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct BoundSession {
+    /// The connection whose write was applied last.
+    connection: u64,
+    /// Connections superseded by a newer one, oldest first, at most
+    /// [`BOUND_RETIRED_CONNECTIONS_MAX`].
+    retired: Vec<u64>,
+    /// The fingerprint of the latest executed write.
+    fingerprint: u64,
+    /// Its answer, `None` if longer than [`BOUND_ANSWER_BYTES_MAX`].
+    answer: Option<Response>,
+    /// The log clock when it was executed.
+    executed_at_ms: u64,
+    /// The log index at which a write last named the session.
     last_used: LogIndex,
 }
 
@@ -141,11 +217,18 @@ pub struct KvStore {
     /// O(log n) per expired session instead of scanning the table. Not snapshotted: it is
     /// rebuilt from `sessions` on restore.
     sessions_by_use: RedBlackTreeSetSync<(LogIndex, ClientId)>,
+    /// The bound sessions, by name.
+    bound: RedBlackTreeMapSync<Bytes, BoundSession>,
+    /// The bound sessions ordered by last use, oldest first (rebuilt on restore).
+    bound_by_use: RedBlackTreeSetSync<(LogIndex, Bytes)>,
     /// The index of the latest applied command; `LogIndex(0)` before the first.
     last_applied: LogIndex,
     /// While [`StateMachine::execute`] runs: the sessions the command registered, changed or
     /// expired (the keys it wrote are noted by the [`Map`] itself). `None` otherwise.
     sessions_written: Option<BTreeSet<ClientId>>,
+    /// While [`StateMachine::execute`] runs: the bound sessions the command created, changed
+    /// or expired. `None` otherwise.
+    bound_written: Option<BTreeSet<Bytes>>,
     /// This replica's own randomness for commands executed passively (see
     /// [`KvStore::set_entropy`]); not replicated state.
     entropy: Entropy,
@@ -176,6 +259,7 @@ pub struct KvSnapshot {
     clock_ms: u64,
     data: Map,
     sessions: RedBlackTreeMapSync<ClientId, Session>,
+    bound: RedBlackTreeMapSync<Bytes, BoundSession>,
 }
 
 impl SnapshotImage for KvSnapshot {
@@ -185,6 +269,7 @@ impl SnapshotImage for KvSnapshot {
             (self.last_applied, self.clock_ms),
             (self.data.size(), self.data.records()),
             (self.sessions.size(), self.sessions.iter()),
+            (self.bound.size(), self.bound.iter()),
         )
     }
 }
@@ -200,6 +285,7 @@ fn write_image<'a>(
     (last_applied, clock_ms): (LogIndex, u64),
     data: (usize, impl Iterator<Item = (&'a Bytes, &'a Record)>),
     sessions: (usize, impl Iterator<Item = (&'a ClientId, &'a Session)>),
+    bound: (usize, impl Iterator<Item = (&'a Bytes, &'a BoundSession)>),
 ) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(WRITE_BUFFER_BYTES);
     buffer.push(SNAPSHOT_VERSION);
@@ -223,6 +309,16 @@ fn write_image<'a>(
     put_varint(&mut buffer, sessions.0 as u64);
     for (client, session) in sessions.1 {
         put_varint(&mut buffer, client.0);
+        let encoded = postcard::to_allocvec(session).map_err(std::io::Error::other)?;
+        put_bytes(&mut buffer, &encoded);
+        if buffer.len() >= WRITE_BUFFER_BYTES {
+            out.write_all(&buffer)?;
+            buffer.clear();
+        }
+    }
+    put_varint(&mut buffer, bound.0 as u64);
+    for (name, session) in bound.1 {
+        put_bytes(&mut buffer, name);
         let encoded = postcard::to_allocvec(session).map_err(std::io::Error::other)?;
         put_bytes(&mut buffer, &encoded);
         if buffer.len() >= WRITE_BUFFER_BYTES {
@@ -441,8 +537,11 @@ impl KvStore {
             data: Map::new_sync(),
             sessions: RedBlackTreeMapSync::new_sync(),
             sessions_by_use: RedBlackTreeSetSync::new_sync(),
+            bound: RedBlackTreeMapSync::new_sync(),
+            bound_by_use: RedBlackTreeSetSync::new_sync(),
             last_applied: LogIndex(0),
             sessions_written: None,
+            bound_written: None,
             entropy: Entropy::default(),
             clock_ms: 0,
         }
@@ -500,6 +599,12 @@ impl KvStore {
     #[must_use]
     pub fn sessions_len(&self) -> usize {
         self.sessions.size()
+    }
+
+    /// The number of live bound sessions (see the module docs).
+    #[must_use]
+    pub fn bound_sessions_len(&self) -> usize {
+        self.bound.size()
     }
 
     /// Whether `client` names a live session. Expiry is checked when a command is applied, so
@@ -565,6 +670,11 @@ impl KvStore {
             client.hash(&mut hasher);
             session.hash(&mut hasher);
         }
+        self.bound.size().hash(&mut hasher);
+        for (name, session) in &self.bound {
+            name.hash(&mut hasher);
+            session.hash(&mut hasher);
+        }
         hasher.finish()
     }
 
@@ -592,21 +702,150 @@ impl KvStore {
                 steps,
             } => {
                 self.advance_clock(now_ms);
-                let unchanged = watched
-                    .iter()
-                    .all(|(key, version)| self.data.version(key) == *version);
-                if !unchanged {
-                    return Response::Transaction(None);
-                }
-                let answers = steps
-                    .into_iter()
-                    .map(|step| match step {
-                        Step::Write(op) => self.execute(index, op),
-                        Step::Read(query) => self.answer(&query),
-                    })
-                    .collect();
-                Response::Transaction(Some(answers))
+                self.transaction(index, &watched, steps)
             }
+            Command::BoundAt {
+                now_ms,
+                binding,
+                write,
+            } => {
+                self.advance_clock(now_ms);
+                self.apply_bound(index, binding, write)
+            }
+        }
+    }
+
+    /// Runs a transaction's steps in order if every watched key still has its version.
+    fn transaction(
+        &mut self,
+        index: LogIndex,
+        watched: &[(Bytes, u64)],
+        steps: Vec<Step>,
+    ) -> Response {
+        let unchanged = watched
+            .iter()
+            .all(|(key, version)| self.data.version(key) == *version);
+        if !unchanged {
+            return Response::Transaction(None);
+        }
+        let answers = steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Write(op) => self.execute(index, op),
+                Step::Read(query) => self.answer(&query),
+            })
+            .collect();
+        Response::Transaction(Some(answers))
+    }
+
+    /// Applies a bound session's write: refuses it if it comes from a superseded connection,
+    /// answers it from the table if it is a retry, executes it otherwise (see the module docs).
+    fn apply_bound(&mut self, index: LogIndex, binding: Binding, write: BoundWrite) -> Response {
+        let Binding {
+            session: name,
+            connection,
+            fingerprint,
+        } = binding;
+        if name.len() > SESSION_NAME_BYTES_MAX {
+            return Response::Error(KvError::Malformed);
+        }
+        let window_ms = self.config.bound_retry_window_ms;
+        let clock_ms = self.clock_ms;
+        if let Some(session) = self.bound.get(&name) {
+            if session.connection != connection {
+                if session.retired.contains(&connection) {
+                    self.touch_bound(&name, index);
+                    return Response::Error(KvError::SupersededConnection);
+                }
+                let retry = session.fingerprint == fingerprint
+                    && clock_ms.saturating_sub(session.executed_at_ms) <= window_ms;
+                let answer = retry.then(|| {
+                    session
+                        .answer
+                        .clone()
+                        .unwrap_or(Response::Error(KvError::AnswerNotKept))
+                });
+                let session = self
+                    .bound
+                    .get_mut(&name)
+                    .expect("invariant: the session was found above");
+                if session.retired.len() >= BOUND_RETIRED_CONNECTIONS_MAX {
+                    session.retired.remove(0);
+                }
+                let superseded = session.connection;
+                session.retired.push(superseded);
+                session.connection = connection;
+                self.touch_bound(&name, index);
+                if let Some(answer) = answer {
+                    return answer;
+                }
+            }
+        } else {
+            while !self.bound.is_empty() && self.bound.size() >= self.config.bound_sessions_max {
+                self.expire_least_recently_used_bound();
+            }
+            self.bound.insert_mut(
+                name.clone(),
+                BoundSession {
+                    connection,
+                    retired: Vec::new(),
+                    fingerprint,
+                    answer: None,
+                    executed_at_ms: clock_ms,
+                    last_used: index,
+                },
+            );
+            self.bound_by_use.insert_mut((index, name.clone()));
+            self.note_bound(&name);
+        }
+        let response = match write {
+            BoundWrite::Op(op) => self.execute(index, op),
+            BoundWrite::Transaction { watched, steps } => self.transaction(index, &watched, steps),
+        };
+        let kept = (response.encode().len() <= BOUND_ANSWER_BYTES_MAX).then(|| response.clone());
+        let session = self
+            .bound
+            .get_mut(&name)
+            .expect("invariant: the session exists, and executing never expires one");
+        session.fingerprint = fingerprint;
+        session.answer = kept;
+        session.executed_at_ms = self.clock_ms;
+        self.touch_bound(&name, index);
+        response
+    }
+
+    /// Notes, while executing, that the bound session `name` changed.
+    fn note_bound(&mut self, name: &Bytes) {
+        if let Some(written) = &mut self.bound_written {
+            written.insert(name.clone());
+        }
+    }
+
+    /// Marks the bound session `name` as used at `index`.
+    fn touch_bound(&mut self, name: &Bytes, index: LogIndex) {
+        self.note_bound(name);
+        let session = self
+            .bound
+            .get_mut(name)
+            .expect("invariant: touch_bound is called only for live sessions");
+        let removed = self
+            .bound_by_use
+            .remove_mut(&(session.last_used, name.clone()));
+        assert!(removed, "invariant: every bound session is in bound_by_use");
+        session.last_used = index;
+        self.bound_by_use.insert_mut((index, name.clone()));
+    }
+
+    /// Drops the least recently used bound session.
+    fn expire_least_recently_used_bound(&mut self) {
+        if let Some((last_used, name)) = self.bound_by_use.first().cloned() {
+            self.note_bound(&name);
+            self.bound_by_use.remove_mut(&(last_used, name.clone()));
+            let removed = self.bound.remove_mut(&name);
+            assert!(
+                removed,
+                "invariant: bound_by_use names only live bound sessions"
+            );
         }
     }
 
@@ -707,6 +946,12 @@ impl KvStore {
                 break;
             }
             self.expire_least_recently_used();
+        }
+        while let Some((last_used, _)) = self.bound_by_use.first() {
+            if *last_used >= threshold {
+                break;
+            }
+            self.expire_least_recently_used_bound();
         }
     }
 
@@ -905,6 +1150,7 @@ impl KvStore {
         let version = reader.byte()?;
         if ![
             SNAPSHOT_VERSION,
+            SNAPSHOT_VERSION_NO_BOUND,
             SNAPSHOT_VERSION_NO_EXPIRY,
             SNAPSHOT_VERSION_STRINGS_ONLY,
         ]
@@ -912,20 +1158,18 @@ impl KvStore {
         {
             return Err(refusal(&format!(
                 "snapshot version {version} is none of {SNAPSHOT_VERSION}, \
-                 {SNAPSHOT_VERSION_NO_EXPIRY} and {SNAPSHOT_VERSION_STRINGS_ONLY}"
+                 {SNAPSHOT_VERSION_NO_BOUND}, {SNAPSHOT_VERSION_NO_EXPIRY} and \
+                 {SNAPSHOT_VERSION_STRINGS_ONLY}"
             )));
         }
         let last_applied = LogIndex(reader.varint()?);
-        let clock_ms = if version == SNAPSHOT_VERSION {
-            reader.varint()?
-        } else {
-            0
-        };
+        let with_expiry = version >= SNAPSHOT_VERSION_NO_BOUND;
+        let clock_ms = if with_expiry { reader.varint()? } else { 0 };
         let mut data = Map::new_sync();
         let mut previous_key: Option<Bytes> = None;
         for _ in 0..reader.varint()? {
             let key = Bytes::from(reader.bytes()?);
-            let (expires_at, written_at) = if version == SNAPSHOT_VERSION {
+            let (expires_at, written_at) = if with_expiry {
                 let expires_at = match reader.varint()? {
                     0 => None,
                     // Applying removes every key the clock has reached, and expiry times
@@ -1000,18 +1244,67 @@ impl KvStore {
             sessions_by_use.insert_mut((session.last_used, client));
             sessions.insert_mut(client, session);
         }
+        let mut bound = RedBlackTreeMapSync::new_sync();
+        let mut bound_by_use = RedBlackTreeSetSync::new_sync();
+        if version == SNAPSHOT_VERSION {
+            let mut previous_name: Option<Bytes> = None;
+            for _ in 0..reader.varint()? {
+                let name = Bytes::from(reader.bytes()?);
+                let encoded = reader.bytes()?;
+                let session = decode_bound_session(&name, &encoded, last_applied)
+                    .map_err(|reason| refusal(&reason))?;
+                if previous_name
+                    .as_ref()
+                    .is_some_and(|previous| *previous >= name)
+                {
+                    return Err(refusal("bound session names are not strictly increasing"));
+                }
+                previous_name = Some(name.clone());
+                bound_by_use.insert_mut((session.last_used, name.clone()));
+                bound.insert_mut(name, session);
+            }
+        }
         reader.end()?;
         Ok(KvStore {
             config,
             data,
             sessions,
             sessions_by_use,
+            bound,
+            bound_by_use,
             last_applied,
             sessions_written: None,
+            bound_written: None,
             entropy: Entropy::default(),
             clock_ms,
         })
     }
+}
+
+/// Decodes a bound session as a snapshot or an effect stores it, refusing a non-canonical
+/// encoding and impossible states (a name too long, a use after `last_applied`, too many
+/// superseded connections).
+fn decode_bound_session(
+    name: &[u8],
+    encoded: &[u8],
+    last_applied: LogIndex,
+) -> Result<BoundSession, String> {
+    let session: BoundSession = postcard::from_bytes(encoded)
+        .map_err(|error| format!("a bound session does not decode: {error}"))?;
+    // As for native sessions: only the canonical encoding, so snapshots compare by bytes.
+    if postcard::to_allocvec(&session).ok().as_deref() != Some(encoded) {
+        return Err("a bound session is not in canonical form".to_owned());
+    }
+    if name.len() > SESSION_NAME_BYTES_MAX {
+        return Err("a bound session's name is too long".to_owned());
+    }
+    if session.last_used > last_applied {
+        return Err("a bound session was used after the last applied index".to_owned());
+    }
+    if session.retired.len() > BOUND_RETIRED_CONNECTIONS_MAX {
+        return Err("a bound session remembers too many connections".to_owned());
+    }
+    Ok(session)
 }
 
 /// Reads a stored value as a decimal `i64` (an optional sign, then digits), or `None`.
@@ -1067,14 +1360,16 @@ impl StateMachine for KvStore {
     fn execute(&mut self, index: LogIndex, command: &[u8]) -> Execution {
         self.data.start_recording();
         self.sessions_written = Some(BTreeSet::new());
+        self.bound_written = Some(BTreeSet::new());
         let output = self.apply(index, command);
         let keys = self.data.stop_recording().expect(
             "invariant: the key space is changed in place, never replaced, while executing",
         );
         let sessions = self.sessions_written.take().expect("invariant: set above");
+        let bound = self.bound_written.take().expect("invariant: set above");
         Execution {
             output,
-            effect: self.encode_effect(&keys, &sessions),
+            effect: self.encode_effect(&keys, &sessions, &bound),
         }
     }
 
@@ -1121,6 +1416,21 @@ impl StateMachine for KvStore {
                 }
             }
         }
+        for (name, session) in decoded.bound {
+            if let Some(old) = self.bound.get(&name) {
+                self.bound_by_use.remove_mut(&(old.last_used, name.clone()));
+            }
+            match session {
+                Some(session) => {
+                    self.bound_by_use
+                        .insert_mut((session.last_used, name.clone()));
+                    self.bound.insert_mut(name, session);
+                }
+                None => {
+                    self.bound.remove_mut(&name);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1163,6 +1473,7 @@ impl KvStore {
             clock_ms: self.clock_ms,
             data: self.data.clone(),
             sessions: self.sessions.clone(),
+            bound: self.bound.clone(),
         }
     }
 }
@@ -1892,6 +2203,7 @@ mod tests {
                         sessions.len(),
                         sessions.iter().map(|(client, session)| (client, session)),
                     ),
+                    (0, std::iter::empty()),
                 )
                 .expect("writes to a Vec");
                 out
@@ -2035,7 +2347,8 @@ mod tests {
         let image = |value: &[u8]| {
             let mut bytes = vec![SNAPSHOT_VERSION, 1, 0, 1, 1, b'k', 0, 0];
             bytes.extend_from_slice(value);
-            bytes.push(0);
+            // No sessions, no bound sessions.
+            bytes.extend_from_slice(&[0, 0]);
             bytes
         };
         let mut store = KvStore::new(KvConfig::default());
@@ -2173,13 +2486,13 @@ mod tests {
         restored.restore_bytes(&old).expect("version 3 restores");
         assert_eq!(restored.get(b"a"), Some(&b("1")));
         assert_eq!(restored.clock_ms(), 0);
-        old[0] = 5;
+        old[0] = SNAPSHOT_VERSION + 1;
         assert!(restored.restore_bytes(&old).is_err());
         // A key whose expiry the image's own clock has reached was never written by a store.
         // version 4, applied 4, clock 100, one key "a" (expiry, version), a string, no sessions
         let image = |expiry_plus_one: u8, version: u8| {
             vec![
-                SNAPSHOT_VERSION,
+                SNAPSHOT_VERSION_NO_BOUND,
                 4,
                 100,
                 1,
@@ -2612,5 +2925,269 @@ mod tests {
             replica.snapshot_bytes()
         };
         assert_eq!(applied_by(1), applied_by(2), "active replicas agree");
+    }
+
+    /// A bound session's write of `op` on `connection`, fingerprinted `fingerprint`, stamped
+    /// `now_ms`.
+    fn bound(name: &str, connection: u64, fingerprint: u64, now_ms: u64, op: Op) -> Command {
+        Command::BoundAt {
+            now_ms,
+            binding: Binding {
+                session: b(name),
+                connection,
+                fingerprint,
+            },
+            write: BoundWrite::Op(op),
+        }
+    }
+
+    /// Proves the apply-time decision for bound sessions: writes on one connection all run,
+    /// even identical ones; the first write on a new connection that repeats the previous
+    /// write within the window is answered with its answer and does not run again (a second
+    /// reconnect too); a different first write runs.
+    #[test]
+    fn bound_retry_on_a_new_connection_is_answered_from_the_table() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(
+            h.apply(bound("s", 1, 7, 1_000, incr("n", 1))),
+            Response::Integer(1)
+        );
+        // The same request again on the same connection is a new request: INCR twice.
+        assert_eq!(
+            h.apply(bound("s", 1, 7, 1_010, incr("n", 1))),
+            Response::Integer(2)
+        );
+        // The reply was lost; the library reconnects and resends it: answered, not run.
+        assert_eq!(
+            h.apply(bound("s", 2, 7, 1_500, incr("n", 1))),
+            Response::Integer(2)
+        );
+        assert_eq!(
+            h.apply(bound("s", 3, 7, 2_000, incr("n", 1))),
+            Response::Integer(2)
+        );
+        assert_eq!(h.store.get(b"n"), Some(&b("2")));
+        // Once the new connection has written, its identical writes run again.
+        assert_eq!(
+            h.apply(bound("s", 3, 7, 2_010, incr("n", 1))),
+            Response::Integer(3)
+        );
+        // A different request as a new connection's first write runs.
+        assert_eq!(
+            h.apply(bound("s", 4, 8, 2_020, incr("n", 5))),
+            Response::Integer(8)
+        );
+        assert_eq!(h.store.get(b"n"), Some(&b("8")));
+        assert_eq!(h.store.bound_sessions_len(), 1);
+    }
+
+    /// Proves a repeat on a new connection later than the window after the write it repeats
+    /// runs (it is taken for a new write), and that the window is the log clock's, inclusive.
+    #[test]
+    fn bound_retry_window_is_measured_on_the_log_clock() {
+        let config = KvConfig {
+            bound_retry_window_ms: 100,
+            ..KvConfig::default()
+        };
+        let mut h = Harness::new(config);
+        assert_eq!(
+            h.apply(bound("s", 1, 7, 1_000, incr("n", 1))),
+            Response::Integer(1)
+        );
+        assert_eq!(
+            h.apply(bound("s", 2, 7, 1_100, incr("n", 1))),
+            Response::Integer(1)
+        );
+        // A clock that runs behind does not move the log clock back.
+        h.apply(Command::Tick { now_ms: 1_101 });
+        assert_eq!(
+            h.apply(bound("s", 3, 7, 900, incr("n", 1))),
+            Response::Integer(2)
+        );
+        assert_eq!(h.store.get(b"n"), Some(&b("2")));
+    }
+
+    /// Proves a write still in flight from a connection its session has left is refused and
+    /// does not run, even when it is applied after its own retry (which ran on the new
+    /// connection): the write takes effect once.
+    #[test]
+    fn bound_write_from_a_superseded_connection_is_refused() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(
+            h.apply(bound("s", 1, 7, 1_000, incr("n", 1))),
+            Response::Integer(1)
+        );
+        // Connection 1 sent a second INCR (fingerprint 9) and died before it was applied;
+        // its retry on connection 2 is applied first, and runs.
+        assert_eq!(
+            h.apply(bound("s", 2, 9, 1_100, incr("n", 1))),
+            Response::Integer(2)
+        );
+        assert_eq!(
+            h.apply(bound("s", 1, 9, 1_000, incr("n", 1))),
+            Response::Error(KvError::SupersededConnection)
+        );
+        assert_eq!(h.store.get(b"n"), Some(&b("2")));
+        // Only the last BOUND_RETIRED_CONNECTIONS_MAX superseded connections are remembered.
+        for connection in 3..(3 + BOUND_RETIRED_CONNECTIONS_MAX as u64) {
+            h.apply(bound(
+                "s",
+                connection,
+                connection * 100,
+                1_200,
+                incr("m", 1),
+            ));
+        }
+        assert_eq!(
+            h.apply(bound("s", 2, 1, 1_300, incr("m", 1))),
+            Response::Error(KvError::SupersededConnection)
+        );
+        assert_eq!(
+            h.apply(bound("s", 1, 1, 1_300, incr("m", 1))),
+            Response::Integer(9)
+        );
+    }
+
+    /// Proves sessions are independent, and the decision is replicated state: a replica that
+    /// restored a snapshot taken after the write, and a backup that applied the primary's
+    /// effect, both recognise the retry (as a node does after a failover).
+    #[test]
+    fn bound_retry_is_recognised_after_restore_and_from_effects() {
+        let mut h = Harness::new(KvConfig::default());
+        assert_eq!(
+            h.apply(bound("a", 1, 7, 1_000, incr("n", 1))),
+            Response::Integer(1)
+        );
+        // Another session's identical write is not a retry of this one.
+        assert_eq!(
+            h.apply(bound("b", 2, 7, 1_000, incr("n", 1))),
+            Response::Integer(2)
+        );
+        let retry = bound("a", 3, 7, 1_100, incr("n", 1)).encode();
+
+        let mut restored = KvStore::new(KvConfig::default());
+        restored
+            .restore_bytes(&h.store.snapshot_bytes())
+            .expect("the snapshot restores");
+        assert_eq!(restored, h.store);
+        let answer = restored.apply(LogIndex(3), &retry);
+        assert_eq!(Response::decode(&answer), Ok(Response::Integer(1)));
+        assert_eq!(restored.get(b"n"), Some(&b("2")));
+
+        let mut primary = KvStore::new(KvConfig::default());
+        let mut backup = KvStore::new(KvConfig::default());
+        for (index, command) in [
+            bound("a", 1, 7, 1_000, incr("n", 1)),
+            bound("b", 2, 7, 1_000, incr("n", 1)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let index = LogIndex(index as u64 + 1);
+            let execution = StateMachine::execute(&mut primary, index, &command.encode());
+            backup
+                .apply_effect(index, &execution.effect)
+                .expect("the effect applies");
+        }
+        assert_eq!(backup.state_digest(), primary.state_digest());
+        let answer = backup.apply(LogIndex(3), &retry);
+        assert_eq!(Response::decode(&answer), Ok(Response::Integer(1)));
+        assert_eq!(backup.get(b"n"), Some(&b("2")));
+    }
+
+    /// Proves a transaction retried whole on a new connection is answered whole, without
+    /// running its steps again.
+    #[test]
+    fn bound_transaction_retry_is_answered_whole() {
+        let mut h = Harness::new(KvConfig::default());
+        let transaction = |connection: u64| Command::BoundAt {
+            now_ms: 1_000,
+            binding: Binding {
+                session: b("s"),
+                connection,
+                fingerprint: 42,
+            },
+            write: BoundWrite::Transaction {
+                watched: Vec::new(),
+                steps: vec![
+                    Step::Write(incr("n", 1)),
+                    Step::Read(Query::Get { key: b("n") }),
+                ],
+            },
+        };
+        let answer = Response::Transaction(Some(vec![Response::Integer(1), value("1")]));
+        assert_eq!(h.apply(transaction(1)), answer);
+        assert_eq!(h.apply(transaction(2)), answer);
+        assert_eq!(h.store.get(b"n"), Some(&b("1")));
+    }
+
+    /// Proves an answer too large to keep is not kept: the write ran once, and its retry is
+    /// told so instead of running again.
+    #[test]
+    fn bound_retry_of_a_write_whose_answer_was_too_large_is_refused() {
+        let mut h = Harness::new(KvConfig::default());
+        let large = "x".repeat(BOUND_ANSWER_BYTES_MAX);
+        h.op(put("k", &large));
+        let getset = |connection: u64| {
+            bound(
+                "s",
+                connection,
+                7,
+                1_000,
+                Op::Set {
+                    key: b("k"),
+                    value: b("small"),
+                    condition: SetCondition::Always,
+                },
+            )
+        };
+        assert_eq!(
+            h.apply(getset(1)),
+            Response::Set {
+                applied: true,
+                previous: Some(b(&large))
+            }
+        );
+        h.op(put("k", "other"));
+        assert_eq!(h.apply(getset(2)), Response::Error(KvError::AnswerNotKept));
+        assert_eq!(h.store.get(b"k"), Some(&b("other")));
+    }
+
+    /// Proves the bound-session table stays bounded: idle sessions expire by log index, and
+    /// one more than `bound_sessions_max` expires the least recently used.
+    #[test]
+    fn bound_sessions_expire_and_stay_bounded() {
+        let config = KvConfig {
+            session_expiry_entries: 10,
+            bound_sessions_max: 2,
+            ..KvConfig::default()
+        };
+        let mut h = Harness::new(config);
+        h.apply(bound("a", 1, 1, 1_000, incr("n", 1))); // 1
+        h.apply(bound("b", 2, 1, 1_000, incr("n", 1))); // 2
+        h.apply(bound("a", 1, 2, 1_000, incr("n", 1))); // 3: "a" used last
+        h.apply(bound("c", 3, 1, 1_000, incr("n", 1))); // 4: "b" goes
+        assert_eq!(h.store.bound_sessions_len(), 2);
+        // "b" is forgotten: its retry runs again (the cost of the bound).
+        assert_eq!(
+            h.apply(bound("b", 4, 1, 1_000, incr("n", 1))),
+            Response::Integer(5)
+        );
+        h.skip(20);
+        h.op(get("n"));
+        assert_eq!(h.store.bound_sessions_len(), 0);
+    }
+
+    /// Proves a session name longer than the bound is refused and changes nothing.
+    #[test]
+    fn bound_session_name_too_long_is_refused() {
+        let mut h = Harness::new(KvConfig::default());
+        let name = "s".repeat(SESSION_NAME_BYTES_MAX + 1);
+        assert_eq!(
+            h.apply(bound(&name, 1, 1, 1_000, incr("n", 1))),
+            Response::Error(KvError::Malformed)
+        );
+        assert!(h.store.is_empty());
+        assert_eq!(h.store.bound_sessions_len(), 0);
     }
 }

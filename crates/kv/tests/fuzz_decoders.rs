@@ -20,8 +20,8 @@ use chorus_core::{LogIndex, NodeId, StateMachine};
 use chorus_kv::TypedOp;
 use chorus_kv::typed::{Score, ZAddFlags};
 use chorus_kv::{
-    CODEC_VERSION, ClientId, Command, KvConfig, KvError, KvStore, Op, Query, Response,
-    SNAPSHOT_VERSION,
+    Binding, BoundWrite, CODEC_VERSION, ClientId, Command, KvConfig, KvError, KvStore, Op, Query,
+    Response, SNAPSHOT_VERSION,
 };
 use proptest::prelude::*;
 
@@ -109,6 +109,26 @@ fn command() -> impl Strategy<Value = Command> {
             op,
         }),
         op().prop_map(Command::Unsessioned),
+        // Bound sessions: few names, connections and fingerprints, so retries, superseded
+        // connections and evictions all happen.
+        (
+            prop_oneof![Just("s"), Just("t")],
+            0u64..4,
+            0u64..3,
+            0u64..100,
+            op()
+        )
+            .prop_map(|(name, connection, fingerprint, now_ms, op)| {
+                Command::BoundAt {
+                    now_ms,
+                    binding: Binding {
+                        session: Bytes::from_static(name.as_bytes()),
+                        connection,
+                        fingerprint,
+                    },
+                    write: BoundWrite::Op(op),
+                }
+            }),
     ]
 }
 
@@ -467,8 +487,8 @@ fn check_restore(store: &KvStore, bytes: &[u8]) -> Result<(), TestCaseError> {
 #[test]
 fn regression_an_overlong_varint_snapshot_is_not_accepted_as_canonical() {
     let canonical = KvStore::new(KvConfig::default()).snapshot_bytes();
-    assert_eq!(canonical.as_ref(), [SNAPSHOT_VERSION, 0, 0, 0, 0]);
-    let overlong = [SNAPSHOT_VERSION, 0x80, 0x00, 0, 0, 0];
+    assert_eq!(canonical.as_ref(), [SNAPSHOT_VERSION, 0, 0, 0, 0, 0]);
+    let overlong = [SNAPSHOT_VERSION, 0x80, 0x00, 0, 0, 0, 0];
     let store = store_after(
         KvConfig::default(),
         &[

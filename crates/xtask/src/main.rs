@@ -78,7 +78,7 @@ struct NemesisArgs {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=7))]
     nodes: u64,
-    /// Client workers (half native, half RESP).
+    /// Client workers (half native, half RESP; all redis-py with `--redis-py`).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(2..=64))]
     clients: u64,
     /// Keep the run directory (history, node logs, data) even when the run passes.
@@ -96,6 +96,12 @@ struct NemesisArgs {
     /// Only these faults (comma-separated names from docs/nemesis.md); all when left out.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
+    /// Clients are redis-py 8 (python3 with `redis`), each with redis-py's default retry
+    /// policy and its connections bound to a session (`client_name="chorus-session:…"`):
+    /// checks that library retries across faults stay linearizable. `--redis-py unbound`
+    /// is the control, without binding. See `crates/xtask/scripts/nemesis_redis_py.py`.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "bound")]
+    redis_py: Option<workload::Binding>,
     /// Use this `chorus` binary instead of building one.
     #[arg(long)]
     chorus: Option<PathBuf>,
@@ -383,7 +389,18 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
     let clock = Clock(Instant::now());
     let mut seeds = Prng::new(seed);
     let endpoints = cluster.redis_addresses();
+    let redis_py = match args.redis_py {
+        Some(binding) => Some(workload::RedisPy::start(
+            seed,
+            args.clients,
+            binding,
+            &endpoints,
+            clock,
+        )?),
+        None => None,
+    };
     let workers: Vec<_> = (0..args.clients)
+        .filter(|_| redis_py.is_none())
         .map(|client| {
             let wire = if client % 2 == 0 {
                 Wire::Native
@@ -427,6 +444,9 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
             native_ops += ops.len();
         }
         history.extend(ops);
+    }
+    if let Some(redis_py) = redis_py {
+        history.extend(redis_py.finish()?);
     }
     std::fs::write(dir.join("nemesis.log"), log.join("\n") + "\n")
         .context("cannot write the nemesis log")?;
@@ -500,12 +520,17 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
         && !interrupted;
     let status = |s: OpStatus| findings.by_status.get(s.name()).copied().unwrap_or(0);
     let summary = format!(
-        "nemesis {protocol}: seed={seed} nodes={nodes} duration={}s ops={} (ok={} fail={} unknown={}; native={native_ops} resp={}) faults={faults} ({}; unsynced-caught={}) violations={} lost-writes={} inconclusive-keys={} unread-keys={} converged={} crashes={crashed}{} elapsed={:.1}s{}",
+        "nemesis {protocol}: seed={seed} nodes={nodes} duration={}s ops={} (ok={} fail={} unknown={}; native={native_ops} {}={}) faults={faults} ({}; unsynced-caught={}) violations={} lost-writes={} inconclusive-keys={} unread-keys={} converged={} crashes={crashed}{} elapsed={:.1}s{}",
         args.duration.as_secs(),
         findings.ops,
         status(OpStatus::Ok),
         status(OpStatus::Fail),
         status(OpStatus::Unknown),
+        match args.redis_py {
+            Some(workload::Binding::Bound) => "redis-py",
+            Some(workload::Binding::Unbound) => "redis-py-unbound",
+            None => "resp",
+        },
         findings.ops - native_ops - finals.len(),
         fault_list.join(" "),
         counts.get("lose-unsynced-caught").copied().unwrap_or(0),

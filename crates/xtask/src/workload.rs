@@ -13,6 +13,10 @@
 //!   so that the final value says exactly which appends took effect; every acknowledged one
 //!   must be there ([`lost_appends`]).
 //!
+//! With `--redis-py` the workers are instead threads of one python3 process running redis-py
+//! ([`RedisPy`], `scripts/nemesis_redis_py.py`): the same operations, through redis-py's
+//! default retry policy, each client's connections bound to its own session.
+//!
 //! How outcomes are classified: a read that fails is `fail` (it has no effect). A write that
 //! the cluster refused before proposing it (`UNAVAILABLE`, `BUSY`, `MOVED`, or a connection that
 //! never opened) is `fail`; any other error, a timeout or a lost connection is `unknown`.
@@ -428,4 +432,84 @@ pub fn lost_appends(
         })
         .cloned()
         .collect()
+}
+
+/// Whether the redis-py clients bind their connections to sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Binding {
+    /// Each client's connections are bound to its session (exactly-once retries).
+    Bound,
+    /// No binding: the control, where a retried write may apply twice.
+    Unbound,
+}
+
+/// The redis-py clients of a run: one python3 process, one thread per client (see
+/// `crates/xtask/scripts/nemesis_redis_py.py`), that records the HISTORY.md format with times
+/// since it started.
+pub struct RedisPy {
+    child: std::process::Child,
+    /// The run's clock when the process was started: the script's times count from a moment
+    /// after this, so adding it never moves an operation later than it happened, and keeps
+    /// the order of the script's operations among themselves.
+    started_ns: u64,
+}
+
+impl RedisPy {
+    /// Starts `clients` redis-py clients on `endpoints`.
+    ///
+    /// # Errors
+    /// If python3 cannot be started.
+    pub fn start(
+        seed: u64,
+        clients: u64,
+        binding: Binding,
+        endpoints: &[SocketAddr],
+        clock: Clock,
+    ) -> anyhow::Result<RedisPy> {
+        use anyhow::Context;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/nemesis_redis_py.py");
+        let started_ns = clock.now();
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(seed.to_string())
+            .arg(clients.to_string())
+            .arg(match binding {
+                Binding::Bound => "bound",
+                Binding::Unbound => "unbound",
+            })
+            .args(endpoints.iter().map(ToString::to_string))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("cannot start python3 for the redis-py clients")?;
+        Ok(RedisPy { child, started_ns })
+    }
+
+    /// Stops the clients and returns what they recorded, on the run's clock.
+    ///
+    /// # Errors
+    /// If the script fails or its history does not read.
+    pub fn finish(mut self) -> anyhow::Result<Vec<Operation>> {
+        use anyhow::Context;
+        use std::io::Write;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let output = self
+            .child
+            .wait_with_output()
+            .context("the redis-py clients did not finish")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "the redis-py clients failed: {}",
+            output.status
+        );
+        let mut ops = chorus_check::history::read_jsonl(output.stdout.as_slice())
+            .context("the redis-py clients' history does not read")?;
+        for op in &mut ops {
+            op.call += self.started_ns;
+            op.ret = op.ret.map(|ret| ret + self.started_ns);
+        }
+        Ok(ops)
+    }
 }

@@ -16,19 +16,30 @@
 //! record as the snapshot writes it (the expiry time plus one or 0, the version, then the
 //! value: a type tag and the value's records); the number of sessions, then each in increasing client order as its
 //! client id, a presence byte and, if present, the varint length and postcard encoding of the
-//! session. Nothing may follow.
+//! session; then the number of bound sessions, and each in increasing name order as a varint
+//! length and the name's bytes, a presence byte and, if present, the varint length and
+//! postcard encoding of the bound session. Nothing may follow.
+//!
+//! Version 1, written before bound sessions existed, is still applied: version 2 without
+//! them.
 
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use chorus_core::{EffectError, LogIndex};
 
-use super::{ImageReader, KvStore, Session, put_bytes, put_value, put_varint};
+use super::{
+    BoundSession, ImageReader, KvStore, Session, decode_bound_session, put_bytes, put_value,
+    put_varint,
+};
 use crate::command::ClientId;
 use crate::keyspace::{Record, Written};
 
 /// The format version written in front of every effect.
-pub const EFFECT_VERSION: u8 = 1;
+pub const EFFECT_VERSION: u8 = 2;
+
+/// The effect version before bound sessions, still applied.
+const EFFECT_VERSION_NO_BOUND: u8 = 1;
 
 const FLAG_CLEARED: u8 = 1;
 
@@ -38,11 +49,17 @@ pub(super) struct Decoded {
     pub(super) clock_ms: u64,
     pub(super) keys: Vec<(Bytes, Option<Record>)>,
     pub(super) sessions: Vec<(ClientId, Option<Session>)>,
+    pub(super) bound: Vec<(Bytes, Option<BoundSession>)>,
 }
 
 impl KvStore {
     /// The after-images of `written` keys and `sessions`, as they stand now.
-    pub(super) fn encode_effect(&self, written: &Written, sessions: &BTreeSet<ClientId>) -> Bytes {
+    pub(super) fn encode_effect(
+        &self,
+        written: &Written,
+        sessions: &BTreeSet<ClientId>,
+        bound: &BTreeSet<Bytes>,
+    ) -> Bytes {
         let mut out = vec![EFFECT_VERSION, u8::from(written.cleared) * FLAG_CLEARED];
         put_varint(&mut out, self.clock_ms);
         put_varint(&mut out, written.keys.len() as u64);
@@ -74,6 +91,19 @@ impl KvStore {
                 }
             }
         }
+        put_varint(&mut out, bound.len() as u64);
+        for name in bound {
+            put_bytes(&mut out, name);
+            match self.bound.get(name) {
+                None => out.push(0),
+                Some(session) => {
+                    out.push(1);
+                    let encoded = postcard::to_allocvec(session)
+                        .expect("invariant: a bound session always encodes");
+                    put_bytes(&mut out, &encoded);
+                }
+            }
+        }
         Bytes::from(out)
     }
 }
@@ -91,9 +121,9 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
     let mut input = effect;
     let mut reader = ImageReader { input: &mut input };
     let version = reader.byte().map_err(|e| refused(e.reason))?;
-    if version != EFFECT_VERSION {
+    if version != EFFECT_VERSION && version != EFFECT_VERSION_NO_BOUND {
         return Err(refused(format!(
-            "version {version} is not {EFFECT_VERSION}"
+            "version {version} is neither {EFFECT_VERSION} nor {EFFECT_VERSION_NO_BOUND}"
         )));
     }
     let flags = reader.byte().map_err(|e| refused(e.reason))?;
@@ -164,11 +194,30 @@ pub(super) fn decode(effect: &[u8], index: LogIndex) -> Result<Decoded, EffectEr
         };
         sessions.push((client, session));
     }
+    let mut bound: Vec<(Bytes, Option<BoundSession>)> = Vec::new();
+    if version == EFFECT_VERSION {
+        for _ in 0..reader.varint().map_err(|e| refused(e.reason))? {
+            let name = Bytes::from(reader.bytes().map_err(|e| refused(e.reason))?);
+            if bound.last().is_some_and(|(previous, _)| *previous >= name) {
+                return Err(refused("bound sessions are not strictly increasing"));
+            }
+            let session = match reader.byte().map_err(|e| refused(e.reason))? {
+                0 => None,
+                1 => {
+                    let encoded = reader.bytes().map_err(|e| refused(e.reason))?;
+                    Some(decode_bound_session(&name, &encoded, index).map_err(refused)?)
+                }
+                other => return Err(refused(format!("presence byte {other}"))),
+            };
+            bound.push((name, session));
+        }
+    }
     reader.end().map_err(|e| refused(e.reason))?;
     Ok(Decoded {
         cleared: flags & FLAG_CLEARED != 0,
         clock_ms,
         keys,
         sessions,
+        bound,
     })
 }

@@ -13,4 +13,5 @@ mod hybrid;
 mod membership;
 mod pb;
 mod redis_compat;
+mod redis_sessions;
 mod snapshots;

@@ -172,6 +172,9 @@ impl ExactlyOnce {
                 Response::Transaction(Some(answers))
             }
             Command::TransactionAt { .. } => Response::Error(KvError::Malformed),
+            // The simulator's clients use native sessions; Redis bound sessions are proved by
+            // the store's own tests (crates/kv), so the model does not know them.
+            Command::BoundAt { .. } => Response::Error(KvError::Malformed),
             Command::Register => {
                 let client = ClientId(index.0);
                 self.sessions.insert(client, (0, None));

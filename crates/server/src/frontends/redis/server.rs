@@ -17,6 +17,13 @@
 //! (`chorus-client`): `CHORUS.REGISTER`, `CHORUS.COMMAND <command>` and `CHORUS.QUERY <query>`,
 //! answered with the encoded `chorus_kv::Response`.
 //!
+//! A connection named `chorus-session:<anything>` (`CLIENT SETNAME`, or `HELLO … SETNAME`)
+//! is bound to the replicated session of that name: its writes are proposed as
+//! `Command::BoundAt`, with this connection's number and a fingerprint of the request's
+//! bytes, so that a client library's retry of a write whose reply it lost, resent on a new
+//! connection, is answered from the session table instead of applied twice (the decision
+//! and its limits: `chorus_kv::KvStore`, and docs/redis-compatibility.md).
+//!
 //! Under primary-backup only the primary takes requests. Any other server answers a data
 //! command (read or write) with a Redis Cluster style redirect naming the primary's RESP
 //! address, exactly `-MOVED 0 127.0.0.1:7101`, without proposing anything: `redis-cli -c` follows it,
@@ -31,7 +38,9 @@ use std::sync::mpsc::SyncSender;
 
 use bytes::{Bytes, BytesMut};
 use chorus_core::NodeId;
-use chorus_kv::{Command, KvError, Op, Query, Reply, Response, Step};
+use chorus_kv::{
+    Binding, BoundWrite, Command, KvError, Op, Query, Reply, Response, SESSION_NAME_BYTES_MAX, Step,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -88,6 +97,45 @@ struct Transaction {
     queued: Vec<RedisCommand>,
     /// A command was refused while queuing: `EXEC` aborts.
     refused: bool,
+    /// The fingerprint of the queued commands' bytes, `MULTI` and `EXEC` included, on a
+    /// bound connection (see [`fingerprint`]).
+    fingerprint: u64,
+}
+
+/// A client name with this prefix binds its connection to the session of that name.
+pub const SESSION_NAME_PREFIX: &[u8] = b"chorus-session:";
+
+/// The FNV-1a offset basis: where a [`fingerprint`] starts.
+const FINGERPRINT_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds a request's arguments into `state` with FNV-1a (64 bits), each argument preceded by
+/// its length so that `["ab", "c"]` and `["a", "bc"]` differ. The function is fixed forever
+/// (unlike the standard library's hasher), so nodes of different builds fingerprint a
+/// resent request alike.
+fn fingerprint(mut state: u64, arguments: &[Bytes]) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    for argument in arguments {
+        let length = (argument.len() as u64).to_le_bytes();
+        for &byte in length.iter().chain(argument.iter()) {
+            state ^= u64::from(byte);
+            state = state.wrapping_mul(PRIME);
+        }
+    }
+    state
+}
+
+/// A number for each connection that no other connection of any node uses (as far as 64
+/// random bits go): this process's random base plus its connection counter.
+fn connection_number(id: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        // The standard library seeds `RandomState` from the operating system.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(u64::from(std::process::id()));
+        hasher.finish()
+    });
+    base.wrapping_add(id)
 }
 
 /// The most commands one transaction may queue: every queue is bounded.
@@ -162,6 +210,9 @@ async fn connection(
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let mut state = ConnectionState {
         id,
+        connection: connection_number(id),
+        session: None,
+        fingerprint: FINGERPRINT_START,
         name: None,
         transaction: None,
         watched: Vec::new(),
@@ -175,6 +226,13 @@ async fn connection(
         loop {
             match resp::parse_request(&mut buffer, &limits) {
                 Ok(Some(arguments)) => {
+                    if state.session.is_some() {
+                        state.fingerprint = fingerprint(FINGERPRINT_START, &arguments);
+                        if let Some(transaction) = &mut state.transaction {
+                            transaction.fingerprint =
+                                fingerprint(transaction.fingerprint, &arguments);
+                        }
+                    }
                     let request = Request::parse(arguments);
                     // Commands of one kind go out together (one batch, one log append); a
                     // read after writes, or a write after reads, waits until every reply
@@ -309,6 +367,12 @@ fn kv_error(error: &KvError) -> Frame {
 
 struct ConnectionState {
     id: u64,
+    /// This connection's number in bound sessions' writes (see [`connection_number`]).
+    connection: u64,
+    /// The session this connection is bound to, if its name binds it.
+    session: Option<Bytes>,
+    /// The fingerprint of the request being executed, on a bound connection.
+    fingerprint: u64,
     name: Option<Bytes>,
     /// Inside `MULTI`: what is queued.
     transaction: Option<Transaction>,
@@ -316,6 +380,35 @@ struct ConnectionState {
     watched: Vec<(Bytes, u64)>,
     me: NodeId,
     redis_addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
+}
+
+impl ConnectionState {
+    /// Who proposes a write with this `fingerprint`, if the connection is bound.
+    fn binding(&self, fingerprint: u64) -> Option<Binding> {
+        self.session.as_ref().map(|session| Binding {
+            session: session.clone(),
+            connection: self.connection,
+            fingerprint,
+        })
+    }
+
+    /// Names the connection (`CLIENT SETNAME`, `HELLO … SETNAME`): a name with
+    /// [`SESSION_NAME_PREFIX`] binds it to that session, any other name unbinds it.
+    ///
+    /// # Errors
+    /// A binding name longer than a session name may be: nothing changes.
+    fn set_name(&mut self, name: Bytes) -> Result<(), Frame> {
+        let binds = name.starts_with(SESSION_NAME_PREFIX);
+        if binds && name.len() > SESSION_NAME_BYTES_MAX {
+            return Err(Frame::error(
+                "ERR",
+                &format!("a session name is at most {SESSION_NAME_BYTES_MAX} bytes"),
+            ));
+        }
+        self.session = binds.then(|| name.clone());
+        self.name = Some(name);
+        Ok(())
+    }
 }
 
 fn submit(
@@ -348,11 +441,16 @@ fn read_step(query: Query, render: Render) -> Planned {
 }
 
 /// Proposes `op`, stamped with this node's wall clock: the log clock, by which keys expire,
-/// moves up to it when the command is applied.
-fn write(inputs: &SyncSender<Input>, op: Op, render: Render) -> Pending {
-    let command = Command::UnsessionedAt {
-        now_ms: wall_clock_ms(),
-        op,
+/// moves up to it when the command is applied. On a bound connection, within its session.
+fn write(inputs: &SyncSender<Input>, state: &ConnectionState, op: Op, render: Render) -> Pending {
+    let now_ms = wall_clock_ms();
+    let command = match state.binding(state.fingerprint) {
+        Some(binding) => Command::BoundAt {
+            now_ms,
+            binding,
+            write: BoundWrite::Op(op),
+        },
+        None => Command::UnsessionedAt { now_ms, op },
     };
     match submit(inputs, true, command.encode()) {
         Ok(receiver) => Pending::Later(receiver, render),
@@ -869,10 +967,18 @@ fn exec(inputs: &SyncSender<Input>, shared: &Shared, state: &mut ConnectionState
             }
         }
     }
-    let command = Command::TransactionAt {
-        now_ms: wall_clock_ms(),
-        watched,
-        steps,
+    let now_ms = wall_clock_ms();
+    let command = match state.binding(transaction.fingerprint) {
+        Some(binding) => Command::BoundAt {
+            now_ms,
+            binding,
+            write: BoundWrite::Transaction { watched, steps },
+        },
+        None => Command::TransactionAt {
+            now_ms,
+            watched,
+            steps,
+        },
     };
     match submit(inputs, true, command.encode()) {
         Ok(receiver) => Pending::Exec(receiver, slots),
@@ -900,7 +1006,7 @@ fn execute(
     match plan(command, shared, state) {
         Planned::Now(frame) => Pending::Now(frame),
         Planned::Close(frame) => Pending::Close(frame),
-        Planned::Step(Step::Write(op), render) => write(inputs, op, render),
+        Planned::Step(Step::Write(op), render) => write(inputs, state, op, render),
         Planned::Step(Step::Read(query), render) => read(inputs, &query, render),
     }
 }
@@ -921,8 +1027,8 @@ fn plan(command: RedisCommand, shared: &Shared, state: &mut ConnectionState) -> 
         RedisCommand::Quit => Planned::Close(Frame::ok()),
         RedisCommand::Select => Planned::Now(Frame::ok()),
         RedisCommand::Hello { client_name } => {
-            if client_name.is_some() {
-                state.name = client_name;
+            if let Some(Err(frame)) = client_name.map(|name| state.set_name(name)) {
+                return Planned::Now(frame);
             }
             let pairs: [(&str, Frame); 7] = [
                 ("server", Frame::bulk(Bytes::from_static(b"redis"))),
@@ -965,10 +1071,10 @@ fn plan(command: RedisCommand, shared: &Shared, state: &mut ConnectionState) -> 
         RedisCommand::CommandCount => Planned::Now(Frame::integer(
             i64::try_from(command::COMMANDS.len()).unwrap_or(i64::MAX),
         )),
-        RedisCommand::ClientSetName { name } => {
-            state.name = Some(name);
-            Planned::Now(Frame::ok())
-        }
+        RedisCommand::ClientSetName { name } => match state.set_name(name) {
+            Ok(()) => Planned::Now(Frame::ok()),
+            Err(frame) => Planned::Now(frame),
+        },
         RedisCommand::ClientGetName => Planned::Now(Frame::Bulk(state.name.clone())),
         RedisCommand::ClientId => {
             Planned::Now(Frame::integer(i64::try_from(state.id).unwrap_or(i64::MAX)))
