@@ -51,11 +51,19 @@
 //!    machine restored from it before any of `committed_entries` is applied.)
 //! 3. **One Ready at a time.** Between `ready` and `advance` the driver may keep calling
 //!    `tick`, `step`, `propose`, `read_index`, `send_snapshot_chunk` and `on_snapshot_taken`;
-//!    their output waits for the next Ready. `has_ready` is false while a Ready is
+//!    their output waits for the next Ready, except the messages that do not depend on
+//!    durability: the driver may take those at any time with [`RawNode::take_messages`] and
+//!    send them at once. So a driver that persists on another thread (asynchronous storage
+//!    writes) keeps heartbeating, replicating new proposals, answering ReadIndex rounds,
+//!    pre-voting and forwarding proposals while its disk is slow, and a stalled fsync on a
+//!    leader does not stop its heartbeats. Votes and acks never leave that way: they wait
+//!    for the next Ready's `persisted_messages`. `has_ready` is false while a Ready is
 //!    outstanding, and `ready` panics then.
 //! 4. **Durability.** A leader counts its own log toward a commit majority only up to what
 //!    `advance` confirmed durable. Readies are persisted in the order they were taken, so an
-//!    ack in a later Ready never promises more than is on disk.
+//!    ack in a later Ready never promises more than is on disk. Committed entries may
+//!    therefore advance while the leader's own write is outstanding (a majority of followers
+//!    made them durable), and leave with the next Ready.
 //! 5. **Restart.** After a crash the driver builds a new node with [`RawNode::restart`] from
 //!    what was durable: the hard state, the newest durable snapshot's [`SnapshotMeta`] and
 //!    the durable log (which may keep a tail below the snapshot). It restores the state

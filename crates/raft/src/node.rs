@@ -753,14 +753,7 @@ impl RawNode {
             !self.ready_outstanding,
             "ready() called before the previous Ready was advanced"
         );
-        match self.role {
-            Role::Leader => {
-                self.start_read_round();
-                self.send_appends();
-            }
-            Role::Follower => self.forward_to_leader(),
-            Role::PreCandidate | Role::Candidate => {}
-        }
+        self.queue_outgoing();
         let snapshot = self.install_received_snapshot();
         let hard_state = self.hard_state_current();
         let hard_state = (hard_state != self.hard_state_handed).then(|| {
@@ -787,6 +780,36 @@ impl RawNode {
             snapshot_chunks: std::mem::take(&mut self.snapshot_chunks),
             snapshot,
             snapshot_due,
+        }
+    }
+
+    /// Takes the messages that may leave before anything is durable: a leader's
+    /// AppendEntries and heartbeats (with entries appended since the last Ready, and the
+    /// commit index as it stands), ReadIndex traffic, pre-votes, forwarded proposals and
+    /// reads, and answers that promise nothing. These are what `Ready::messages` would carry.
+    ///
+    /// Meant for the time between [`RawNode::ready`] and [`RawNode::advance`], while the
+    /// driver makes the outstanding Ready durable: a node whose disk is slow keeps its
+    /// followers' election timers reset and keeps replicating (the contract's step 3 in the
+    /// crate docs). May be called at any time; what it takes never reappears in a Ready.
+    /// Messages that promise durable state (votes, acks) are never among them: they wait for
+    /// the next Ready's `persisted_messages`, and a leader's own log still counts toward a
+    /// commit only up to what `advance` confirmed.
+    pub fn take_messages(&mut self) -> Vec<(NodeId, Message)> {
+        self.queue_outgoing();
+        std::mem::take(&mut self.messages)
+    }
+
+    /// Builds the messages that leave with the next Ready or [`RawNode::take_messages`]: a
+    /// leader's read round and AppendEntries, a follower's forwarded proposals and reads.
+    fn queue_outgoing(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.start_read_round();
+                self.send_appends();
+            }
+            Role::Follower => self.forward_to_leader(),
+            Role::PreCandidate | Role::Candidate => {}
         }
     }
 

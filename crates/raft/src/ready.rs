@@ -55,6 +55,9 @@ pub struct ReadState {
 ///    `read_states` whose index is applied, and fail `rejected_reads`; take a snapshot if
 ///    `snapshot_due` says so;
 /// 5. call [`crate::RawNode::advance`].
+///
+/// Between steps 1 and 5 the driver may also send what [`crate::RawNode::take_messages`]
+/// gives: messages of the same kind as `messages`, produced since.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Messages that may be sent before this Ready's state is durable: a leader's

@@ -129,9 +129,16 @@ pub struct Interleaving {
     /// Step messages, ticks, proposals and reads into the core while a Ready is being made
     /// durable; otherwise they wait, in arrival order, until `advance`.
     pub step_during_ready: bool,
-    /// The disk syncs slowly (tens of units rather than a few), so that acks, votes, commits
-    /// and crashes race each sync for long.
+    /// The disk syncs slowly (tens of units rather than a few, and now and then for
+    /// several election timeouts), so that acks, votes, commits and crashes race each sync
+    /// for long.
     pub slow_disk: bool,
+    /// While a Ready is being made durable, take the messages that need no durability from
+    /// the core (`RawNode::take_messages`) and send them at once, as a driver whose storage
+    /// writes run on another thread does: heartbeats, replication of new proposals,
+    /// ReadIndex rounds, pre-votes and forwarded proposals go on while the disk is slow.
+    /// Only with `step_during_ready` (otherwise the core sees no input to answer).
+    pub send_during_ready: bool,
 }
 
 impl Interleaving {
@@ -141,6 +148,7 @@ impl Interleaving {
         apply_before_sync: true,
         step_during_ready: false,
         slow_disk: false,
+        send_during_ready: false,
     };
 
     /// Apply after the sync, step inputs as they come, a fast disk: the one order the
@@ -150,6 +158,7 @@ impl Interleaving {
         apply_before_sync: false,
         step_during_ready: true,
         slow_disk: false,
+        send_during_ready: false,
     };
 }
 

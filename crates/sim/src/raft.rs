@@ -78,6 +78,9 @@ struct Host {
     /// Inputs that arrived while a Ready was being made durable, for a node that does not
     /// step its core until `advance` (`order.step_during_ready` off); a crash loses them.
     held: Vec<Held>,
+    /// The disk hangs until this time ([`Simulator::stall_disk`]): no write becomes durable
+    /// before it. Kept across a crash (it is the disk's), cleared when the run heals.
+    disk_stalled_until: u64,
 }
 
 /// An input held back until the outstanding Ready is advanced.
@@ -225,6 +228,7 @@ impl ProtocolHost for RaftNodes {
         // cluster.
         for host in &mut self.hosts {
             host.order.slow_disk = false;
+            host.disk_stalled_until = 0;
         }
     }
 
@@ -290,6 +294,15 @@ impl ProtocolHost for RaftNodes {
         match event {
             RaftEvent::PersistDone { node, incarnation } => {
                 let host = &mut sim.nodes.hosts[node];
+                if host.disk_stalled_until > sim.time {
+                    // The disk hangs: the sync finishes once it works again.
+                    let delay = host.disk_stalled_until - sim.time;
+                    sim.schedule(
+                        delay,
+                        Event::Protocol(RaftEvent::PersistDone { node, incarnation }),
+                    );
+                    return;
+                }
                 if host.is_up() && host.incarnation == incarnation {
                     if let Some(ready) = host.outstanding.take() {
                         sim.complete(node, ready);
@@ -496,6 +509,7 @@ impl Simulator {
                         partial: None,
                         order: Interleaving::default(),
                         held: Vec::new(),
+                        disk_stalled_until: 0,
                     })
                     .collect(),
                 rng_disk: rng.fork(),
@@ -509,6 +523,7 @@ impl Simulator {
                     apply_before_sync: rng_orders.chance(0.5),
                     step_during_ready: rng_orders.chance(0.5),
                     slow_disk: rng_orders.chance(0.25),
+                    send_during_ready: rng_orders.chance(0.5),
                 });
             }
             nodes
@@ -607,6 +622,17 @@ impl Simulator {
             raft.request_snapshot();
             self.drive(index);
         }
+    }
+
+    /// Makes a node's disk hang for `units` from now (also while the node is down): every
+    /// write it takes becomes durable only afterwards, as when an fsync stalls. The run's
+    /// healing ends it early.
+    pub fn stall_disk(&mut self, node: NodeId, units: u64) {
+        let index = self.host_index(node);
+        let until = self.time + units;
+        let host = &mut self.nodes.hosts[index];
+        host.disk_stalled_until = host.disk_stalled_until.max(until);
+        self.log(|| format!("{node}'s disk hangs for {units} units"));
     }
 
     /// Makes a node start an election now.
@@ -843,7 +869,16 @@ impl Simulator {
             let Some(raft) = &mut host.raft else {
                 return;
             };
-            if host.outstanding.is_some() || !raft.has_ready() {
+            if host.outstanding.is_some() {
+                if host.order.send_during_ready && host.order.step_during_ready {
+                    // The Ready's write is under way: what needs no durability leaves now.
+                    for (to, message) in raft.take_messages() {
+                        self.send(node, to, message);
+                    }
+                }
+                break;
+            }
+            if !raft.has_ready() {
                 break;
             }
             let mut ready = raft.ready();
@@ -905,7 +940,12 @@ impl Simulator {
                 // An fsync takes a few units, and now and then far longer; a slow disk's
                 // always takes long.
                 let delay = if host.order.slow_disk {
-                    self.nodes.rng_disk.range(5, 60)
+                    if self.nodes.rng_disk.chance(0.02) {
+                        // A stall of one to four election timeouts.
+                        self.nodes.rng_disk.range(1, 5) * self.config.election_timeout_units()
+                    } else {
+                        self.nodes.rng_disk.range(5, 60)
+                    }
                 } else if self.nodes.rng_disk.chance(0.05) {
                     self.nodes.rng_disk.range(10, 60)
                 } else {

@@ -6,6 +6,11 @@
 //! restarted from their disk, and a filter can drop chosen messages. After every delivery round
 //! it checks that no two nodes applied different entries at the same index (Raft §5.4.3).
 //!
+//! A node's disk can be stalled ([`Network::stall_disk`]): its driver then holds the Ready it
+//! took outstanding, unpersisted, and meanwhile keeps stepping, ticking and sending what
+//! [`RawNode::take_messages`] gives, as an asynchronous-storage driver does while an fsync
+//! hangs; [`Network::resume_disk`] finishes that Ready.
+//!
 //! It is also a tiny snapshot driver: each node's state machine is the list of commands it
 //! applied (its snapshot is that list as text), it takes a snapshot when a Ready asks for one,
 //! compacts its disk after the core, reads chunks for the leader from its snapshots, writes
@@ -16,8 +21,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Prng, Term};
 use chorus_raft::{
-    Config, DurableState, Entry, EntryPayload, Message, Proposed, RawNode, ReadId, ReadState, Role,
-    SnapshotMeta,
+    Config, DurableState, Entry, EntryPayload, Message, Proposed, RawNode, ReadId, ReadState,
+    Ready, Role, SnapshotMeta,
 };
 
 /// A node's state machine: the index it applied up to and the commands applied, in order.
@@ -103,6 +108,10 @@ pub struct Network {
     pub snapshots_installed: BTreeMap<NodeId, usize>,
     /// Faults to inject into a node's snapshot work (each fires once).
     pub snapshot_faults: BTreeMap<NodeId, SnapshotFault>,
+    /// Nodes whose disk hangs: the Ready they took waits in `outstanding`.
+    stalled: BTreeSet<NodeId>,
+    /// The Ready a stalled node took and has not persisted (lost on a crash).
+    outstanding: BTreeMap<NodeId, Ready>,
 }
 
 pub fn id(n: u64) -> NodeId {
@@ -168,6 +177,8 @@ impl Network {
             snapshots_taken: BTreeMap::new(),
             snapshots_installed: BTreeMap::new(),
             snapshot_faults: BTreeMap::new(),
+            stalled: BTreeSet::new(),
+            outstanding: BTreeMap::new(),
         };
         for (voter, state) in voters.iter().zip(durable) {
             let mut config = Config::new(*voter, voters.clone());
@@ -243,6 +254,25 @@ impl Network {
     /// The node stops: it is not ticked and messages to or from it are lost.
     pub fn crash(&mut self, node: NodeId) {
         self.crashed.insert(node);
+        self.outstanding.remove(&node);
+    }
+
+    /// `node`'s disk hangs from now on: the next Ready it takes stays outstanding (nothing of
+    /// it is persisted, its promises are not sent, its entries not applied) until
+    /// [`Network::resume_disk`].
+    pub fn stall_disk(&mut self, node: NodeId) {
+        self.stalled.insert(node);
+    }
+
+    /// `node`'s disk works again: the Ready it held is persisted and finished.
+    pub fn resume_disk(&mut self, node: NodeId) {
+        self.stalled.remove(&node);
+        self.drive(node);
+    }
+
+    /// Whether `node` holds a Ready its stalled disk has not persisted.
+    pub fn has_outstanding(&self, node: NodeId) -> bool {
+        self.outstanding.contains_key(&node)
     }
 
     /// The node restarts from its disk with a fresh state machine.
@@ -397,22 +427,51 @@ impl Network {
             return;
         }
         loop {
+            if self.outstanding.contains_key(&node) {
+                if self.stalled.contains(&node) {
+                    // The disk hangs: only what needs no durability leaves.
+                    let messages = self.node_mut(node).take_messages();
+                    for (to, message) in messages {
+                        self.send(node, to, message);
+                    }
+                    return;
+                }
+                let ready = self.outstanding.remove(&node).expect("checked above");
+                if !self.finish(node, ready) {
+                    return;
+                }
+                continue;
+            }
             let raft = self.nodes.get_mut(&node).expect("known node");
             if !raft.has_ready() {
                 break;
             }
-            let ready = raft.ready();
+            let mut ready = raft.ready();
             assert!(
                 !raft.has_ready(),
                 "no second Ready while one is outstanding"
             );
             // 1. Send what needs no durability.
-            for (to, message) in ready.messages {
+            for (to, message) in std::mem::take(&mut ready.messages) {
                 self.send(node, to, message);
             }
             for request in &ready.snapshot_chunk_requests {
                 self.read_chunk(node, request.to, request.meta, request.offset);
             }
+            if self.stalled.contains(&node) {
+                self.outstanding.insert(node, ready);
+                continue;
+            }
+            if !self.finish(node, ready) {
+                return;
+            }
+        }
+    }
+
+    /// Steps 2 to 5 of a Ready whose messages were sent: persist, send the promises, apply,
+    /// advance, take a snapshot asked for. Returns false if a fault crashed the node.
+    fn finish(&mut self, node: NodeId, ready: Ready) -> bool {
+        {
             // 2. Persist.
             let disk = self.disks.get_mut(&node).expect("known node");
             if let Some(hard_state) = ready.hard_state {
@@ -436,7 +495,7 @@ impl Network {
             }
             if let Some(meta) = ready.snapshot {
                 if !self.install(node, meta) {
-                    return;
+                    return false;
                 }
             }
             let disk = self.disks.get_mut(&node).expect("known node");
@@ -499,10 +558,11 @@ impl Network {
             if let Some(meta) = ready.snapshot_due {
                 self.take_snapshot(node, meta);
                 if self.crashed.contains(&node) {
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {

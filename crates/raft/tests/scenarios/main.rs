@@ -7,4 +7,5 @@ mod membership;
 mod read_index;
 mod replication;
 mod robustness;
+mod slow_disk;
 mod snapshots;

@@ -21,6 +21,7 @@ mod election;
 mod expiry;
 mod membership;
 mod replication;
+mod slow_disk;
 mod snapshots;
 
 use chorus_core::NodeId;
