@@ -102,7 +102,8 @@ def worker(client):
             if op["op"] == "get":
                 value = text(connection.get(op["key"]))
                 op["output"] = value
-                seen[op["key"]] = value
+                if value is not None:
+                    seen[op["key"]] = value
             elif op["op"] == "put":
                 connection.set(op["key"], op["value"])
             elif op["op"] == "append":
