@@ -44,6 +44,9 @@ pub(crate) struct RaftLog {
     /// While a Ready is outstanding: the last index of its entries that can still become
     /// durable and match this log once `advance` is called (lowered by truncations).
     persisting: Option<LogIndex>,
+    /// The entries the last compaction dropped, until the driver takes them to free off its
+    /// critical path ([`RaftLog::take_compacted`]); the next compaction frees any left here.
+    compacted: Vec<Entry>,
 }
 
 /// Converts a count of entries to a log index.
@@ -134,6 +137,7 @@ impl RaftLog {
             persisted: last,
             unsent_from: last.next(),
             persisting: None,
+            compacted: Vec::new(),
         })
     }
 
@@ -365,12 +369,21 @@ impl RaftLog {
             .expect("invariant: a compaction point inside the window has a term");
         let count = usize::try_from(to.0 - self.offset.0)
             .expect("invariant: the window's length fits in usize");
-        self.entries.drain(..count);
+        // Split rather than drain: the kept tail is short and moves, the long compacted
+        // prefix stays in its allocation for the driver to free elsewhere.
+        let kept = self.entries.split_off(count);
+        self.compacted = std::mem::replace(&mut self.entries, kept);
         self.offset = to;
         self.offset_term = term;
         // Only an injected bug moves these; keep the cursor invariants so nothing panics.
         self.unsent_from = self.unsent_from.max(to.next());
         self.persisted = self.persisted.max(to);
+    }
+
+    /// Takes the entries the last compaction dropped. Freeing hundreds of thousands of
+    /// entries takes a while, so a driver may hand them to another thread.
+    pub(crate) fn take_compacted(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.compacted)
     }
 
     /// Installs a snapshot received from the leader (Raft §7): if the log holds its last entry

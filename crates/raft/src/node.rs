@@ -900,6 +900,14 @@ impl RawNode {
         Ok(())
     }
 
+    /// Takes the entries the last compaction dropped from memory (empty if none since the
+    /// last call). After a large snapshot they can number hundreds of thousands, and freeing
+    /// them takes long enough to delay every request behind it: a driver with a thread to
+    /// spare frees them there. Entries not taken are freed by the next compaction.
+    pub fn take_compacted_entries(&mut self) -> Vec<Entry> {
+        self.log.take_compacted()
+    }
+
     /// Asks for a snapshot at the applied index on the next Ready (`Ready::snapshot_due`),
     /// whatever the thresholds say: an operator forcing one. Nothing happens if nothing was
     /// applied since the last snapshot; a snapshot already asked for and not yet reported

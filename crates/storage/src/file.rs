@@ -66,6 +66,7 @@ use std::path::{Path, PathBuf};
 use chorus_core::LogIndex;
 use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 
+use crate::janitor::Janitor;
 use crate::replay::{Record, Replay, WriteTracker};
 use crate::snapshot::{DamagedSnapshot, SnapshotStore};
 use crate::wal::{self, SEGMENT_HEADER_BYTES};
@@ -164,6 +165,8 @@ pub struct FileStorage {
     snapshots: SnapshotStore,
     /// An I/O error happened; the files' state is unknown until a reopen.
     poisoned: bool,
+    /// Removes the segments a compaction covers, off the driver's thread, if set.
+    janitor: Option<Janitor>,
 }
 
 /// Which entries one segment's records hold: what compaction needs to know to delete it.
@@ -296,6 +299,7 @@ impl FileStorage {
             pending_ranges: Vec::new(),
             snapshots,
             poisoned: false,
+            janitor: None,
         };
         if let Some(marker) = adopted {
             recovered
@@ -333,6 +337,12 @@ impl FileStorage {
         &self.snapshots
     }
 
+    /// From now on, the segments a compaction covers are removed by `janitor`, off the
+    /// caller's thread, once the marker that covers them is durable.
+    pub fn defer_deletions(&mut self, janitor: Janitor) {
+        self.janitor = Some(janitor);
+    }
+
     /// The sequence numbers of the segments on disk, oldest first.
     #[must_use]
     pub fn segment_sequences(&self) -> Vec<u64> {
@@ -345,23 +355,35 @@ impl FileStorage {
     /// Deletes the oldest segments whose every entry is below `keep_from`, never the current
     /// one, oldest first, then syncs the directory.
     fn delete_segments_below(&mut self, keep_from: LogIndex) -> Result<(), StorageError> {
-        let mut deleted = 0;
-        while deleted + 1 < self.segments.len() {
-            let segment = self.segments[deleted];
+        let mut covered = 0;
+        while covered + 1 < self.segments.len() {
+            let segment = self.segments[covered];
             if segment.entries.is_some_and(|(_, last)| last >= keep_from) {
                 break;
             }
-            let path = self
-                .directory
-                .join(wal::segment_file_name(segment.sequence));
-            fs::remove_file(&path).map_err(StorageError::io("remove", &path))?;
-            deleted += 1;
+            covered += 1;
         }
-        self.segments.drain(..deleted);
-        if deleted > 0 {
-            hard_state::sync_directory(&self.directory)?;
+        let files: Vec<PathBuf> = self
+            .segments
+            .drain(..covered)
+            .map(|segment| {
+                self.directory
+                    .join(wal::segment_file_name(segment.sequence))
+            })
+            .collect();
+        if files.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        if let Some(janitor) = &self.janitor {
+            // The marker that covers them is durable: a restart before the janitor gets to
+            // them replays them as it would after a crash just before an inline deletion.
+            janitor.delete(&self.directory, files);
+            return Ok(());
+        }
+        for path in &files {
+            fs::remove_file(path).map_err(StorageError::io("remove", path))?;
+        }
+        hard_state::sync_directory(&self.directory)
     }
 
     /// Encodes the entries as records no larger than `record_bytes_max`. The first record

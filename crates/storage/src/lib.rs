@@ -55,6 +55,7 @@ mod error;
 mod file;
 mod hard_state;
 mod incarnation;
+mod janitor;
 mod memory;
 pub mod record_file;
 mod replay;
@@ -67,6 +68,7 @@ use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 pub use error::StorageError;
 pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
 pub use incarnation::next_incarnation;
+pub use janitor::Janitor;
 pub use memory::MemStorage;
 pub use snapshot::{
     DamagedSnapshot, PartialSnapshot, SnapshotEncoder, SnapshotFile, SnapshotReader, SnapshotStore,

@@ -85,6 +85,7 @@ use chorus_raft::{Membership, SnapshotMeta};
 use crate::StorageError;
 use crate::array;
 use crate::hard_state::sync_directory;
+use crate::janitor::Janitor;
 
 /// The format version this build writes and reads.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
@@ -851,6 +852,29 @@ impl SnapshotStore {
             sync_directory(&self.directory)?;
         }
         Ok(deleted)
+    }
+
+    /// As [`SnapshotStore::retain`], but the files are removed by `janitor`, off the caller's
+    /// thread (removing a large file takes the file system a while). Returns the snapshots
+    /// whose removal was handed over, oldest first. A snapshot handed over but not yet removed
+    /// is still listed; a restart meanwhile keeps it, harmlessly, until the next cleanup.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] if the directory cannot be listed.
+    ///
+    /// # Panics
+    /// If `keep` is 0.
+    pub fn retain_later(
+        &self,
+        keep: usize,
+        janitor: &Janitor,
+    ) -> Result<Vec<SnapshotMeta>, StorageError> {
+        assert!(keep > 0, "retain must keep the newest snapshot");
+        let metas = self.list()?;
+        let doomed: Vec<SnapshotMeta> = metas.iter().skip(keep).rev().copied().collect();
+        let files = doomed.iter().map(|&meta| self.path(meta)).collect();
+        janitor.delete(&self.directory, files);
+        Ok(doomed)
     }
 
     /// Renames a whole, synced temporary file to its final name and syncs the directory.

@@ -36,8 +36,8 @@ use chorus_raft::{
     Ready, Role, SnapshotChunk, SnapshotChunkRequest, SnapshotMeta, TransferError,
 };
 use chorus_storage::{
-    FileStorage, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter, Storage,
-    StorageError,
+    FileStorage, Janitor, MemStorage, PartialSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter,
+    Storage, StorageError,
 };
 
 use super::boundary::{
@@ -158,11 +158,18 @@ pub trait SnapshotStorage: Storage {
     /// The snapshot files, if this storage keeps them on disk (`None`: snapshots are not
     /// taken, sent or installed).
     fn snapshot_store(&self) -> Option<&SnapshotStore>;
+
+    /// Hands the removal of files a compaction covers to `janitor` (nothing to remove: no-op).
+    fn defer_deletions(&mut self, _janitor: Janitor) {}
 }
 
 impl SnapshotStorage for FileStorage {
     fn snapshot_store(&self) -> Option<&SnapshotStore> {
         Some(self.snapshots())
+    }
+
+    fn defer_deletions(&mut self, janitor: Janitor) {
+        FileStorage::defer_deletions(self, janitor);
     }
 }
 
@@ -316,6 +323,9 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     /// Leader: what the address book was last sent for (the book's version, the
     /// configuration, the term) and when.
     addresses_sent: Option<(u64, Membership, Term, Instant)>,
+    /// Frees compacted entries and removes superseded files off the driver's thread (`None`
+    /// if its thread could not start: the driver does it itself).
+    janitor: Option<Janitor>,
 }
 
 /// A leader sends its address book to every member at least this often.
@@ -352,6 +362,15 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 })
             });
         let snapshot_chunk_bytes_max = raft.config().snapshot_chunk_bytes_max;
+        let janitor = Janitor::start("chorus-janitor")
+            .inspect_err(|error| {
+                tracing::warn!(%error, "no janitor thread: compaction cleans up on the driver");
+            })
+            .ok();
+        let mut storage = storage;
+        if let Some(janitor) = &janitor {
+            storage.defer_deletions(janitor.clone());
+        }
         let mut raft = raft;
         raft.set_snapshot_bytes_floor(last_snapshot.as_ref().map_or(0, |file| file.file_bytes));
         RaftHost {
@@ -378,6 +397,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             last_leader: None,
             last_time_tick: None,
             addresses_sent: None,
+            janitor,
         }
     }
 
@@ -1002,11 +1022,17 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         self.snapshot_job = None;
         match result {
             Ok((file, took)) => {
+                let finishing = Instant::now();
                 let previous = self.raft.snapshot();
                 if let Err(error) = self.raft.on_snapshot_taken(meta) {
                     tracing::warn!(%error, index = meta.index.0, "the core refused a snapshot");
                     return Ok(());
                 }
+                let compacted = self.raft.take_compacted_entries();
+                if let Some(janitor) = &self.janitor {
+                    janitor.free(compacted);
+                }
+                let core_us = finishing.elapsed().as_micros() as u64;
                 if self.raft.snapshot() != meta {
                     // Overtaken meanwhile by a newer one (an install from the leader).
                     tracing::info!(
@@ -1020,9 +1046,15 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 // fall back to the previous one and replay the log from there.
                 let keep_from = self.raft.first_index().min(previous.index.next());
                 self.storage.compact(meta, keep_from)?;
-                if let Some(store) = self.storage.snapshot_store()
-                    && let Err(error) = store.retain(2)
-                {
+                let compact_us = finishing.elapsed().as_micros() as u64 - core_us;
+                let retained = self
+                    .storage
+                    .snapshot_store()
+                    .map(|store| match &self.janitor {
+                        Some(janitor) => store.retain_later(2, janitor),
+                        None => store.retain(2),
+                    });
+                if let Some(Err(error)) = retained {
                     tracing::warn!(%error, "cannot remove old snapshots");
                 }
                 let metrics = &cx.shared.metrics;
@@ -1033,6 +1065,9 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                     bytes = file.file_bytes,
                     ms = took.as_millis() as u64,
                     first_index = self.raft.first_index().0,
+                    driver_us = finishing.elapsed().as_micros() as u64,
+                    core_us,
+                    compact_us,
                     "took a snapshot and compacted the log"
                 );
                 self.set_last_snapshot(file);
