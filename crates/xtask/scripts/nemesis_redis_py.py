@@ -114,7 +114,10 @@ def worker(client):
             op["status"] = "ok"
         except Exception as error:  # every failure is classified, none ends the run
             op.pop("output", None)
-            if op["op"] == "get" or (isinstance(error, redis.ResponseError) and refused(error)):
+            # A refusal answers the last attempt only: an earlier attempt that redis-py
+            # retried may still be in flight and take effect, so a write that raised is
+            # never known to have failed.
+            if op["op"] == "get":
                 op["status"] = "fail"
             else:
                 op["status"] = "unknown"
