@@ -157,6 +157,14 @@ impl Lab {
         Ipv4Addr::new(10, 213, self.subnet, 254)
     }
 
+    /// Runs `iptables -w <rule>` in node `node`'s namespace.
+    fn iptables(&self, node: usize, rule: &[&str]) -> anyhow::Result<()> {
+        let ns = self.node_ns(node);
+        let mut args = vec!["netns", "exec", &ns, "iptables", "-w"];
+        args.extend_from_slice(rule);
+        run("ip", &args)
+    }
+
     /// Drops every packet from node `from` arriving at node `to` (both 1-based). Rules live in
     /// `to`'s namespace; the runner's own traffic is never dropped.
     ///
@@ -164,42 +172,35 @@ impl Lab {
     /// If `iptables` fails.
     pub fn cut(&self, from: usize, to: usize) -> anyhow::Result<()> {
         let source = self.node_ip(from).to_string();
-        run(
-            "ip",
+        self.iptables(to, &["-A", "INPUT", "-s", &source, "-j", "DROP"])
+    }
+
+    /// Drops every packet node `node` sends from TCP port `port` to the runner: the replies
+    /// (and acknowledgements) of the clients' connections to that port, while their requests
+    /// still arrive and take effect. A new connection cannot open either (its SYN-ACK is
+    /// dropped). The rule lives in the node's namespace, in its OUTPUT chain.
+    ///
+    /// # Errors
+    /// If `iptables` fails.
+    pub fn drop_replies(&self, node: usize, port: u16) -> anyhow::Result<()> {
+        let runner = self.host_ip().to_string();
+        let port = port.to_string();
+        self.iptables(
+            node,
             &[
-                "netns",
-                "exec",
-                &self.node_ns(to),
-                "iptables",
-                "-w",
-                "-A",
-                "INPUT",
-                "-s",
-                &source,
-                "-j",
-                "DROP",
+                "-A", "OUTPUT", "-p", "tcp", "--sport", &port, "-d", &runner, "-j", "DROP",
             ],
         )
     }
 
-    /// Removes every packet-dropping rule.
+    /// Removes every packet-dropping rule (INPUT and OUTPUT chains of every node).
     ///
     /// # Errors
     /// If `iptables` fails.
     pub fn heal(&self) -> anyhow::Result<()> {
         for node in 1..=self.nodes {
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &self.node_ns(node),
-                    "iptables",
-                    "-w",
-                    "-F",
-                    "INPUT",
-                ],
-            )?;
+            self.iptables(node, &["-F", "INPUT"])?;
+            self.iptables(node, &["-F", "OUTPUT"])?;
         }
         Ok(())
     }

@@ -418,16 +418,26 @@ fn nemesis_command(args: &NemesisArgs) -> anyhow::Result<bool> {
         })
         .collect();
 
-    let faults: Vec<&'static str> = nemesis::FAULTS
-        .iter()
-        .copied()
-        .filter(|f| nemesis::applies(f, scheme))
-        .filter(|f| args.faults.is_empty() || args.faults.iter().any(|g| g == f))
-        .collect();
+    let faults: Vec<&'static str> = if args.faults.is_empty() {
+        nemesis::default_faults(scheme, args.redis_py.is_some())
+    } else {
+        nemesis::FAULTS
+            .iter()
+            .copied()
+            .filter(|f| nemesis::applies(f, scheme))
+            .filter(|f| args.faults.iter().any(|g| g == f))
+            .collect()
+    };
     if faults.is_empty() {
         bail!("none of the faults asked for applies to {protocol}");
     }
-    let mut nemesis = Nemesis::new(&mut cluster, &lab, seed, clock.0, &stop, faults);
+    // redis-py retries a write whose reply was lost; only a lost reply makes that retry resend
+    // a write that took effect, so its runs hold `drop-replies` every second fault.
+    let alternate = faults
+        .iter()
+        .copied()
+        .find(|f| *f == "drop-replies" && args.redis_py.is_some());
+    let mut nemesis = Nemesis::new(&mut cluster, &lab, seed, clock.0, &stop, faults, alternate);
     let outcome = nemesis.run(clock.0 + args.duration);
     let (log, counts) = (std::mem::take(&mut nemesis.log), nemesis.counts.clone());
     let (timeline, notes) = (

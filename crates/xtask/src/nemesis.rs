@@ -19,7 +19,12 @@
 //!   to answer (primary-backup: for a settled view) before the next;
 //! - `pause-view-service` (primary-backup only): SIGSTOP of the view service;
 //! - `kill-config-leader` and `pause-config-leader` (hybrid only): `kill -9` or SIGSTOP of the
-//!   configuration group's leader.
+//!   configuration group's leader;
+//! - `drop-replies`: every server's packets to the clients' RESP connections dropped, so
+//!   requests still arrive and take effect but no reply (and no new connection) gets back
+//!   until the hold ends. This is the fault that makes a client library's retry resend a write
+//!   that was applied; it is in the default set only under `--redis-py` (see
+//!   [`Nemesis::new`]'s `alternate`), since other clients do not retry on their own.
 //!
 //! Under primary-backup, "the leader" is the primary of the view service's latest view, kills
 //! and restarts hit servers only (the view service keeps its views in memory, by design), and
@@ -40,7 +45,7 @@ use crate::lab::Lab;
 use crate::wal;
 
 /// Every fault the nemesis knows, by the name it logs and counts.
-pub const FAULTS: [&str; 11] = [
+pub const FAULTS: [&str; 12] = [
     "partition-majority",
     "isolate-leader",
     "bridge",
@@ -52,7 +57,21 @@ pub const FAULTS: [&str; 11] = [
     "pause-view-service",
     "kill-config-leader",
     "pause-config-leader",
+    "drop-replies",
 ];
+
+/// The faults a run injects when `--faults` names none: every fault that applies to `scheme`,
+/// and `drop-replies` only for clients that retry on their own (`redis_py`), so that the other
+/// runs keep the schedules their seeds always drew.
+#[must_use]
+pub fn default_faults(scheme: Scheme, redis_py: bool) -> Vec<&'static str> {
+    FAULTS
+        .iter()
+        .copied()
+        .filter(|f| applies(f, scheme))
+        .filter(|f| redis_py || *f != "drop-replies")
+        .collect()
+}
 
 /// Whether `fault` applies to a cluster of this scheme.
 #[must_use]
@@ -73,6 +92,10 @@ pub struct Nemesis<'a> {
     start: Instant,
     stop: &'a AtomicBool,
     faults: Vec<&'static str>,
+    /// A fault injected every second time, the first time included (see [`Nemesis::new`]).
+    alternate: Option<&'static str>,
+    /// Faults injected so far.
+    injected: u64,
     /// One line per action, with its time since the start.
     pub log: Vec<String>,
     /// Faults injected, by name.
@@ -108,7 +131,9 @@ pub enum Mark {
 
 impl<'a> Nemesis<'a> {
     /// A nemesis for `cluster` in `lab` that injects `faults` (names from [`FAULTS`]; all of
-    /// them when empty), drawing from `seed`.
+    /// them when empty), drawing from `seed`. With `alternate` (one of `faults`), the first
+    /// fault and every second one after it is `alternate` and the others are drawn: a short
+    /// run is then sure to hold it a few times, as the redis-py runs need for `drop-replies`.
     pub fn new(
         cluster: &'a mut Cluster,
         lab: &'a Lab,
@@ -116,6 +141,7 @@ impl<'a> Nemesis<'a> {
         start: Instant,
         stop: &'a AtomicBool,
         faults: Vec<&'static str>,
+        alternate: Option<&'static str>,
     ) -> Nemesis<'a> {
         let faults = if faults.is_empty() {
             FAULTS.to_vec()
@@ -130,6 +156,8 @@ impl<'a> Nemesis<'a> {
             start,
             stop,
             faults,
+            alternate,
+            injected: 0,
             log: Vec::new(),
             counts: BTreeMap::new(),
             timeline: Vec::new(),
@@ -207,7 +235,12 @@ impl<'a> Nemesis<'a> {
             if !self.sleep(quiet, until) || Instant::now() >= until {
                 break;
             }
-            let fault = self.faults[self.rng.index(self.faults.len())];
+            let drawn = self.faults[self.rng.index(self.faults.len())];
+            let fault = match self.alternate {
+                Some(alternate) if self.injected % 2 == 0 => alternate,
+                _ => drawn,
+            };
+            self.injected += 1;
             let hold = Duration::from_millis(self.rng.range(2_000, 6_000));
             *self.counts.entry(fault).or_default() += 1;
             self.inject(fault, hold, until)?;
@@ -336,6 +369,17 @@ impl<'a> Nemesis<'a> {
                 }
                 self.sleep(hold, until);
             }
+            "drop-replies" => {
+                let servers = self.cluster.servers();
+                let addresses = self.cluster.redis_addresses();
+                self.note(format!(
+                    "{fault}: replies of servers 1..={servers} to the clients dropped"
+                ));
+                for (index, address) in addresses.iter().enumerate() {
+                    self.lab.drop_replies(index + 1, address.port())?;
+                }
+                self.sleep(hold, until);
+            }
             "rolling-restart" => {
                 let servers = self.cluster.servers();
                 let order: Vec<usize> = self
@@ -422,5 +466,26 @@ impl<'a> Nemesis<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves `drop-replies` joins the default faults only for redis-py runs, so the other
+    /// runs' seeds keep drawing the schedules they always drew.
+    #[test]
+    fn drop_replies_is_a_default_fault_only_for_redis_py() {
+        for scheme in [Scheme::Raft, Scheme::Pb, Scheme::Hybrid] {
+            assert!(!default_faults(scheme, false).contains(&"drop-replies"));
+            assert!(default_faults(scheme, true).contains(&"drop-replies"));
+            let without: Vec<_> = FAULTS
+                .iter()
+                .copied()
+                .filter(|f| applies(f, scheme) && *f != "drop-replies")
+                .collect();
+            assert_eq!(default_faults(scheme, false), without);
+        }
     }
 }
