@@ -24,6 +24,7 @@
 mod codec;
 mod command;
 mod keyspace;
+mod long_double;
 mod store;
 pub mod typed;
 

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use crate::long_double::{LongDouble, Parsed};
 use bytes::Bytes;
 use chorus_core::{LogIndex, Prng};
 use serde::{Deserialize, Serialize};
@@ -882,6 +883,62 @@ pub enum TypedOp {
         /// A glob-style pattern on fields or members.
         pattern: Option<Bytes>,
     },
+    // New variants go last: the position is the encoding's tag, and logs and snapshots
+    // written before them must still decode.
+    /// `INCRBYFLOAT key increment`: both numbers read and added as Redis's `long double`s,
+    /// and the sum stored and answered as Redis writes it (see this crate's `long_double.rs`).
+    /// The increment travels as text, so that the state machine checks it in Redis's order
+    /// (the key's type first).
+    IncrByFloat {
+        /// The string.
+        key: Bytes,
+        /// The increment, as the client sent it.
+        increment: Bytes,
+    },
+    /// `HINCRBYFLOAT key field increment`, as [`TypedOp::IncrByFloat`] on a hash's field.
+    HIncrByFloat {
+        /// The hash.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+        /// The increment, as the client sent it.
+        increment: Bytes,
+    },
+    /// `SRANDMEMBER key [count]`: members drawn with a PRNG seeded by the log index of the
+    /// state read, so every replica at that state answers the same.
+    SRandMember {
+        /// The set.
+        key: Bytes,
+        /// `None`: one member (or nil). Otherwise that many distinct members (at most the
+        /// set), or, if negative, that many draws with repetition.
+        count: Option<i64>,
+    },
+    /// `RANDOMKEY`: a key drawn as [`TypedOp::SRandMember`] draws, or nil.
+    RandomKey,
+    /// `LINSERT key BEFORE|AFTER pivot element`.
+    LInsert {
+        /// The list.
+        key: Bytes,
+        /// Before the pivot, else after it.
+        before: bool,
+        /// The first element equal to this is the pivot.
+        pivot: Bytes,
+        /// What to insert.
+        element: Bytes,
+    },
+    /// `LPOS key element [RANK rank] [COUNT count] [MAXLEN len]`.
+    LPos {
+        /// The list.
+        key: Bytes,
+        /// What to look for.
+        element: Bytes,
+        /// Which match to start from: 1 the first, -1 the first from the tail; never 0.
+        rank: i64,
+        /// `None`: answer one index or nil; `Some(0)`: every match; else at most that many.
+        count: Option<u64>,
+        /// Look at most at this many elements (0: all).
+        maxlen: u64,
+    },
 }
 
 impl TypedOp {
@@ -916,7 +973,23 @@ impl TypedOp {
                 | TypedOp::ZCount { .. }
                 | TypedOp::ZRange { .. }
                 | TypedOp::ScanCollection { .. }
+                | TypedOp::SRandMember { .. }
+                | TypedOp::RandomKey
+                | TypedOp::LPos { .. }
         )
+    }
+}
+
+const NOT_A_FLOAT: &str = "ERR value is not a valid float";
+
+/// `current + increment` as Redis's `long double` sum, or its error when not finite.
+fn float_sum(current: Parsed, increment: Parsed) -> Outcome<LongDouble> {
+    let not_finite = || Reply::error("ERR increment would produce NaN or Infinity");
+    match (current, increment) {
+        (Parsed::Finite(current), Parsed::Finite(increment)) => {
+            current.add(increment).map_err(|_| not_finite())
+        }
+        _ => Err(not_finite()),
     }
 }
 
@@ -1139,6 +1212,149 @@ fn run(data: &mut Map, _index: LogIndex, now: u64, op: TypedOp, seed: u64) -> Ou
                 data.set_expiry(&key, Some(at));
             }
             Reply::Integer(1)
+        }
+        TypedOp::IncrByFloat { key, increment } => {
+            let current = match data.get(&key) {
+                None => Parsed::Finite(LongDouble::ZERO),
+                Some(Value::String(value)) => {
+                    LongDouble::parse(value).ok_or_else(|| Reply::error(NOT_A_FLOAT))?
+                }
+                Some(_) => return Err(wrong_type()),
+            };
+            let increment =
+                LongDouble::parse(&increment).ok_or_else(|| Reply::error(NOT_A_FLOAT))?;
+            let text = Bytes::from(float_sum(current, increment)?.to_human());
+            // A change of the value: the key keeps its expiry, as with INCR.
+            data.replace_value(key, Value::String(text.clone()));
+            Reply::bulk(text)
+        }
+        TypedOp::HIncrByFloat {
+            key,
+            field,
+            increment,
+        } => {
+            let increment = match LongDouble::parse(&increment) {
+                Some(Parsed::Finite(increment)) => increment,
+                Some(Parsed::Infinite) => return Err(Reply::error("ERR value is NaN or Infinity")),
+                None => return Err(Reply::error(NOT_A_FLOAT)),
+            };
+            let updated = update(data, &key, true, |hash: &mut BTreeMap<Bytes, Bytes>| {
+                let current = match hash.get(&field) {
+                    None => Parsed::Finite(LongDouble::ZERO),
+                    Some(value) => LongDouble::parse(value)
+                        .ok_or_else(|| Reply::error("ERR hash value is not a float"))?,
+                };
+                let text = Bytes::from(float_sum(current, Parsed::Finite(increment))?.to_human());
+                hash.insert(field, text.clone());
+                Ok(text)
+            })?;
+            Reply::Bulk(updated)
+        }
+        TypedOp::SRandMember { key, count } => {
+            let Some(set) = read::<BTreeSet<Bytes>>(data, &key)? else {
+                return Ok(match count {
+                    None => Reply::Bulk(None),
+                    Some(_) => Reply::Array(Vec::new()),
+                });
+            };
+            let mut prng = Prng::new(seed);
+            let mut draw = || {
+                let position = prng.index(set.len());
+                set.iter()
+                    .nth(position)
+                    .cloned()
+                    .expect("invariant: the position is below the set's size")
+            };
+            match count {
+                None => Reply::bulk(draw()),
+                Some(count) if count < 0 => {
+                    let draws = usize::try_from(count.unsigned_abs()).unwrap_or(usize::MAX);
+                    Reply::Array((0..draws).map(|_| Reply::bulk(draw())).collect())
+                }
+                Some(count) => {
+                    let wanted = usize::try_from(count).unwrap_or(usize::MAX);
+                    let mut members: Vec<&Bytes> = set.iter().collect();
+                    if wanted < members.len() {
+                        // A partial Fisher-Yates shuffle: `wanted` distinct members.
+                        for at in 0..wanted {
+                            let other = at + prng.index(members.len() - at);
+                            members.swap(at, other);
+                        }
+                        members.truncate(wanted);
+                    }
+                    Reply::bulks(members)
+                }
+            }
+        }
+        TypedOp::RandomKey => {
+            if data.is_empty() {
+                Reply::Bulk(None)
+            } else {
+                let position = Prng::new(seed).index(data.size());
+                Reply::Bulk(data.keys().nth(position).cloned())
+            }
+        }
+        TypedOp::LInsert {
+            key,
+            before,
+            pivot,
+            element,
+        } => {
+            let len = update(data, &key, false, |list: &mut VecDeque<Bytes>| {
+                Ok(match list.iter().position(|item| *item == pivot) {
+                    None => -1,
+                    Some(at) => {
+                        list.insert(if before { at } else { at + 1 }, element);
+                        i64::try_from(list.len()).unwrap_or(i64::MAX)
+                    }
+                })
+            })?;
+            Reply::Integer(len.unwrap_or(0))
+        }
+        TypedOp::LPos {
+            key,
+            element,
+            rank,
+            count,
+            maxlen,
+        } => {
+            let Some(list) = read::<VecDeque<Bytes>>(data, &key)? else {
+                return Ok(match count {
+                    None => Reply::Bulk(None),
+                    Some(_) => Reply::Array(Vec::new()),
+                });
+            };
+            let len = list.len();
+            let limit = match usize::try_from(maxlen) {
+                Ok(0) | Err(_) => len,
+                Ok(maxlen) => maxlen.min(len),
+            };
+            // Redis 7.0 negates a negative rank in a C `long`: the smallest one stays
+            // negative, so every match counts from the first one, and a COUNT never ends the
+            // search. Answer the same.
+            let smallest = rank == i64::MIN;
+            let skip = if smallest { 0 } else { rank.unsigned_abs() - 1 };
+            let wanted = match count {
+                None => 1,
+                Some(_) if smallest => u64::MAX,
+                Some(0) => u64::MAX,
+                Some(count) => count,
+            };
+            let positions: Box<dyn Iterator<Item = usize>> = if rank < 0 {
+                Box::new((len - limit..len).rev())
+            } else {
+                Box::new(0..limit)
+            };
+            let found: Vec<Reply> = positions
+                .filter(|&at| list[at] == element)
+                .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+                .take(usize::try_from(wanted).unwrap_or(usize::MAX))
+                .map(Reply::count)
+                .collect();
+            match count {
+                None => found.into_iter().next().unwrap_or(Reply::Bulk(None)),
+                Some(_) => Reply::Array(found),
+            }
         }
         TypedOp::ScanCollection {
             key,
@@ -1993,6 +2209,117 @@ mod tests {
             scan(&mut data, ScanKind::Hash, 0, None),
             Reply::error(WRONGTYPE)
         );
+    }
+
+    /// Proves `SRANDMEMBER` depends only on the set and the log index of the state read, and
+    /// keeps Redis's counts: distinct members for a positive count (the whole set at most),
+    /// draws with repetition for a negative one; it changes nothing.
+    #[test]
+    fn srandmember_is_seeded_by_the_log_index_and_keeps_counts() {
+        let mut data = Map::new_sync();
+        run(
+            &mut data,
+            TypedOp::SAdd {
+                key: b("s"),
+                members: (0..50).map(|n| b(&n.to_string())).collect(),
+            },
+        );
+        let draw = |data: &mut Map, index: u64, count: Option<i64>| {
+            execute(
+                data,
+                LogIndex(index),
+                0,
+                TypedOp::SRandMember { key: b("s"), count },
+            )
+        };
+        let members = |reply: Reply| match reply {
+            Reply::Array(items) => items,
+            other => panic!("not an array: {other:?}"),
+        };
+        assert_eq!(draw(&mut data, 7, Some(5)), draw(&mut data, 7, Some(5)));
+        assert_ne!(draw(&mut data, 7, Some(5)), draw(&mut data, 8, Some(5)));
+        let distinct = members(draw(&mut data, 7, Some(20)));
+        assert_eq!(distinct.len(), 20);
+        assert_eq!(
+            distinct
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            20
+        );
+        assert_eq!(members(draw(&mut data, 7, Some(500))).len(), 50);
+        let repeated = members(draw(&mut data, 7, Some(-200)));
+        assert_eq!(repeated.len(), 200);
+        assert!(
+            repeated
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                < 200
+        );
+        assert!(matches!(draw(&mut data, 7, None), Reply::Bulk(Some(_))));
+        let mut unchanged = Map::new_sync();
+        run(
+            &mut unchanged,
+            TypedOp::SAdd {
+                key: b("s"),
+                members: (0..50).map(|n| b(&n.to_string())).collect(),
+            },
+        );
+        assert_eq!(data, unchanged);
+    }
+
+    /// Proves `LINSERT` and `LPOS` follow Redis 7.0: the first pivot, -1 without one; ranks
+    /// from either end, `COUNT 0` for every match, `MAXLEN` bounding the walk.
+    #[test]
+    fn linsert_and_lpos() {
+        let mut data = Map::new_sync();
+        let list = |words: &str| words.split(' ').map(b).collect::<Vec<_>>();
+        run(
+            &mut data,
+            TypedOp::Push {
+                key: b("l"),
+                values: list("a c b c"),
+                left: false,
+                only_if_exists: false,
+            },
+        );
+        let insert = |data: &mut Map, before: bool, pivot: &str| {
+            run(
+                data,
+                TypedOp::LInsert {
+                    key: b("l"),
+                    before,
+                    pivot: b(pivot),
+                    element: b("x"),
+                },
+            )
+        };
+        assert_eq!(insert(&mut data, true, "c"), Reply::Integer(5));
+        assert_eq!(insert(&mut data, false, "nothing"), Reply::Integer(-1));
+        // a x c b c
+        let lpos = |data: &mut Map, rank: i64, count: Option<u64>, maxlen: u64| {
+            run(
+                data,
+                TypedOp::LPos {
+                    key: b("l"),
+                    element: b("c"),
+                    rank,
+                    count,
+                    maxlen,
+                },
+            )
+        };
+        let indexes =
+            |values: &[i64]| Reply::Array(values.iter().map(|v| Reply::Integer(*v)).collect());
+        assert_eq!(lpos(&mut data, 1, None, 0), Reply::Integer(2));
+        assert_eq!(lpos(&mut data, 2, None, 0), Reply::Integer(4));
+        assert_eq!(lpos(&mut data, -1, None, 0), Reply::Integer(4));
+        assert_eq!(lpos(&mut data, 3, None, 0), Reply::Bulk(None));
+        assert_eq!(lpos(&mut data, 1, Some(0), 0), indexes(&[2, 4]));
+        assert_eq!(lpos(&mut data, -1, Some(0), 0), indexes(&[4, 2]));
+        assert_eq!(lpos(&mut data, 1, Some(0), 3), indexes(&[2]));
+        assert_eq!(lpos(&mut data, i64::MIN, Some(1), 0), indexes(&[4, 2]));
     }
 
     /// Proves `SPOP` depends only on the set and the log index.

@@ -30,6 +30,7 @@ const TYPED: &[&str] = &[
     "hget",
     "hgetall",
     "hincrby",
+    "hincrbyfloat",
     "hkeys",
     "hlen",
     "hmget",
@@ -39,11 +40,14 @@ const TYPED: &[&str] = &[
     "hsetnx",
     "hstrlen",
     "hvals",
+    "incrbyfloat",
     "keys",
     "lindex",
+    "linsert",
     "llen",
     "lmove",
     "lpop",
+    "lpos",
     "lpush",
     "lpushx",
     "lrange",
@@ -55,6 +59,7 @@ const TYPED: &[&str] = &[
     "pexpireat",
     "pexpiretime",
     "pttl",
+    "randomkey",
     "rename",
     "renamenx",
     "rpop",
@@ -72,6 +77,7 @@ const TYPED: &[&str] = &[
     "smembers",
     "smismember",
     "spop",
+    "srandmember",
     "srem",
     "sscan",
     "sunion",
@@ -102,6 +108,12 @@ const NOT_A_FLOAT: &str = "ERR value is not a valid float";
 const BOUND_NOT_A_FLOAT: &str = "ERR min or max is not a float";
 const BOUND_NOT_LEX: &str = "ERR min or max not valid string range item";
 const NOT_POSITIVE: &str = "ERR value is out of range, must be positive";
+const LONG_OUT_OF_RANGE: &str =
+    "ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807";
+/// The most draws `SRANDMEMBER key -count` answers: Redis streams any number, but Chorus
+/// builds a reply in memory, so a huge count must not exhaust a node.
+pub(super) const SRANDMEMBER_DRAWS_MAX: u64 = 1_000_000;
+const TOO_MANY_DRAWS: &str = "ERR value is out of range, Chorus draws at most 1000000 members";
 
 /// Parses a typed command, `name` lowercase: `None` if `name` is not one, else the operation
 /// (and its lowercase Redis name) or Redis's error.
@@ -470,6 +482,49 @@ fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, Com
             field: word(1),
             delta: integer(&word(2))?,
         },
+        "incrbyfloat" => TypedOp::IncrByFloat {
+            key,
+            increment: word(1),
+        },
+        "hincrbyfloat" => TypedOp::HIncrByFloat {
+            key,
+            field: word(1),
+            increment: word(2),
+        },
+        "srandmember" => {
+            let count = match arguments {
+                [_] => None,
+                [_, count_word] => {
+                    let count = integer(count_word)?;
+                    if count == i64::MIN {
+                        return Err(invalid(LONG_OUT_OF_RANGE));
+                    }
+                    if count < 0 && count.unsigned_abs() > SRANDMEMBER_DRAWS_MAX {
+                        return Err(invalid(TOO_MANY_DRAWS));
+                    }
+                    Some(count)
+                }
+                _ => return Err(CommandError::Syntax),
+            };
+            TypedOp::SRandMember { key, count }
+        }
+        "randomkey" => TypedOp::RandomKey,
+        "linsert" => {
+            let before = if word(1).eq_ignore_ascii_case(b"before") {
+                true
+            } else if word(1).eq_ignore_ascii_case(b"after") {
+                false
+            } else {
+                return Err(CommandError::Syntax);
+            };
+            TypedOp::LInsert {
+                key,
+                before,
+                pivot: word(2),
+                element: word(3),
+            }
+        }
+        "lpos" => parse_lpos(key, word(1), &arguments[2..])?,
         "lpush" | "rpush" | "lpushx" | "rpushx" => TypedOp::Push {
             key,
             values: rest(1),
@@ -606,6 +661,47 @@ fn parse_checked(name: &'static str, arguments: &[Bytes]) -> Result<TypedOp, Com
             }
         }
         _ => parse_zrange(name, key, &arguments[1..])?,
+    })
+}
+
+/// `LPOS key element [RANK rank] [COUNT count] [MAXLEN len]`, read as Redis 7.0 reads it:
+/// options in any order, the last of a kind wins, each checked as it is read.
+fn parse_lpos(key: Bytes, element: Bytes, options: &[Bytes]) -> Result<TypedOp, CommandError> {
+    let mut rank = 1;
+    let mut count = None;
+    let mut maxlen = 0;
+    let mut index = 0;
+    while let Some(option) = options.get(index) {
+        let Some(value) = options.get(index + 1) else {
+            return Err(CommandError::Syntax);
+        };
+        if option.eq_ignore_ascii_case(b"rank") {
+            rank = integer(value)?;
+            if rank == 0 {
+                return Err(invalid(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the \
+                     second ... or use negative to start from the end of the list",
+                ));
+            }
+        } else if option.eq_ignore_ascii_case(b"count") {
+            count = Some(
+                u64::try_from(integer(value)?)
+                    .map_err(|_| invalid("ERR COUNT can't be negative"))?,
+            );
+        } else if option.eq_ignore_ascii_case(b"maxlen") {
+            maxlen = u64::try_from(integer(value)?)
+                .map_err(|_| invalid("ERR MAXLEN can't be negative"))?;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+        index += 2;
+    }
+    Ok(TypedOp::LPos {
+        key,
+        element,
+        rank,
+        count,
+        maxlen,
     })
 }
 
