@@ -56,7 +56,10 @@ impl Janitor {
         let (jobs, queue) = mpsc::sync_channel(QUEUE_JOBS_MAX);
         thread::Builder::new()
             .name(name.to_string())
-            .spawn(move || work(&queue))?;
+            .spawn(move || {
+                lower_thread_priority();
+                work(&queue);
+            })?;
         Ok(Janitor { jobs })
     }
 
@@ -92,6 +95,31 @@ impl Janitor {
             Ok(()) => {}
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => run(job),
         }
+    }
+}
+
+/// The cross-platform priority (0–99) of background threads; on Linux it maps to nice 10.
+const BACKGROUND_PRIORITY: u8 = 22;
+
+/// Lowers the calling thread's CPU priority (to nice 10 on Linux), for background work that
+/// must not take the cores from a driver thread: the janitor and the snapshot writer.
+///
+/// On a machine whose cores are all busy a nice-0 background thread gets an equal share
+/// against every driver, and while it runs a driver with a request to answer waits out its
+/// time slice; at nice 10 it gets about a tenth of a core against a busy driver, and all of an
+/// idle one, so a snapshot only takes longer when the node is busy (not starved: the log keeps
+/// growing until it finishes). Failure (a platform without nice values) is logged and ignored.
+pub fn lower_thread_priority() {
+    let lowered = thread_priority::ThreadPriorityValue::try_from(BACKGROUND_PRIORITY)
+        .map_err(|error| format!("{error:?}"))
+        .and_then(|value| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(value),
+            )
+            .map_err(|error| format!("{error:?}"))
+        });
+    if let Err(error) = lowered {
+        tracing::debug!(%error, "cannot lower a background thread's priority");
     }
 }
 
@@ -134,6 +162,28 @@ fn delete_now(directory: &Path, files: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i64 {
+        let stat = fs::read_to_string("/proc/thread-self/stat").expect("the thread's stat");
+        let after_name = stat.rsplit(')').next().expect("a stat line");
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // Field 19 of the line is the 17th after the command name and state.
+        fields[16].parse().expect("a nice value")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_threads_run_at_nice_10() {
+        let nice = thread::spawn(|| {
+            lower_thread_priority();
+            own_nice()
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(nice, 10);
+    }
 
     #[test]
     fn deletes_in_order_tolerates_missing_files_and_flushes() {

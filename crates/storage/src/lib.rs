@@ -68,7 +68,7 @@ use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 pub use error::StorageError;
 pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
 pub use incarnation::next_incarnation;
-pub use janitor::Janitor;
+pub use janitor::{Janitor, lower_thread_priority};
 pub use memory::MemStorage;
 pub use snapshot::{
     DamagedSnapshot, PartialSnapshot, SnapshotEncoder, SnapshotFile, SnapshotReader, SnapshotStore,

@@ -977,6 +977,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         let spawned = std::thread::Builder::new()
             .name("snapshot".to_string())
             .spawn(move || {
+                chorus_storage::lower_thread_priority();
                 let started = Instant::now();
                 let mut writer = writer;
                 let mut paced = PacedWriter {
