@@ -952,7 +952,7 @@ impl RawNode {
         if data.len() > self.config.snapshot_chunk_bytes_max {
             return Err(SnapshotError::ChunkTooLarge(data.len()));
         }
-        let end = offset
+        offset
             .checked_add(data.len() as u64)
             .ok_or(SnapshotError::UnexpectedChunk(to))?;
         let expected = self.role == Role::Leader
@@ -975,13 +975,6 @@ impl RawNode {
             self.report_snapshot_unavailable(to);
             return Err(SnapshotError::UnexpectedChunk(to));
         };
-        if let Some(send) = self
-            .progress
-            .get_mut(&to)
-            .and_then(|progress| progress.snapshot.as_mut())
-        {
-            send.sent_end = send.sent_end.max(end);
-        }
         self.messages.push((
             to,
             Message::InstallSnapshot(InstallSnapshot::new(
@@ -1728,7 +1721,12 @@ impl RawNode {
             // Acknowledged after the install was durable (a persisted message).
             progress.on_snapshot_installed(response.meta.index);
             self.maybe_commit();
-        } else if response.next_offset <= send.sent_end {
+        } else {
+            // The follower holds what it reports of this snapshot, possibly more than this
+            // transfer sent: bytes from an earlier transfer of the same snapshot (by an
+            // earlier leader, or by this one before it started over), which it keeps and
+            // declines to receive again. Continue from there: a transfer that only ever
+            // resent its first chunks would never finish.
             progress.on_snapshot_progress(response.next_offset);
         }
     }

@@ -39,8 +39,6 @@ pub(crate) struct SnapshotSend {
     pub(crate) meta: SnapshotMeta,
     /// Where the next chunk starts: what the follower last reported holding.
     pub(crate) next_offset: u64,
-    /// The end of the furthest chunk sent; a follower cannot hold more.
-    pub(crate) sent_end: u64,
     /// A chunk was asked of the driver (or sent) and not yet answered.
     pub(crate) requested: bool,
     /// The follower answered since the last heartbeat.
@@ -235,7 +233,6 @@ impl Progress {
         self.snapshot = Some(SnapshotSend {
             meta,
             next_offset: 0,
-            sent_end: 0,
             requested: false,
             progressed: false,
         });
