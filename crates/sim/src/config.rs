@@ -9,7 +9,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+use chorus_core::Prng;
+
 use crate::user::UserMachine;
+
+/// The limits on entries per AppendEntries a seed draws from: one entry (a leader sends an
+/// old-term entry alone), or a batch.
+pub const APPEND_ENTRIES_MAX_DRAWS: [usize; 2] = [1, 64];
+/// The snapshot chunk sizes a seed draws from: many small chunks, a few, or the runtime's
+/// 1 MiB (one chunk for the simulator's small states).
+pub const SNAPSHOT_CHUNK_BYTES_DRAWS: [usize; 3] = [64, 512, 1 << 20];
+/// Salts the seed of the stream the per-seed sizes are drawn from ([`SimConfig::drawn`]).
+const SWARM_SALT: u64 = 0x5357_4152_4d5f_5349;
 
 /// Spare Raft nodes a run with membership churn starts beside its voters.
 pub const MEMBERSHIP_SPARES: usize = 1;
@@ -225,9 +236,11 @@ pub struct SimConfig {
     pub election_timeout_ticks: u64,
     /// Raft's heartbeat interval, in ticks.
     pub heartbeat_interval_ticks: u64,
-    /// Raft's limit on entries per AppendEntries; small values split replication into many
-    /// messages, so that acks for old-term entries arrive apart from the new leader's no-op.
-    pub append_entries_max: usize,
+    /// Raft's limit on entries per AppendEntries; `None` (the default) draws it per seed from
+    /// [`APPEND_ENTRIES_MAX_DRAWS`] (swarm testing). One entry per message splits replication
+    /// into many messages, so that a leader sends an old-term entry alone and acks for
+    /// old-term entries arrive apart from the new leader's no-op (Raft's Figure 8).
+    pub append_entries_max: Option<usize>,
     /// The nemesis acts again after a pause drawn from this range of units.
     pub nemesis_pause_units: (u64, u64),
     /// A client's patience for one attempt, in units, before it retries on another node.
@@ -267,9 +280,24 @@ pub struct SimConfig {
     /// an InstallSnapshot.
     pub compaction_tail_entries: u64,
     /// Raft: bytes of snapshot in one InstallSnapshot chunk (the core's
-    /// `snapshot_chunk_bytes_max`). Small, so that a snapshot travels in several chunks, some
-    /// of them lost, duplicated or reordered.
-    pub snapshot_chunk_bytes: usize,
+    /// `snapshot_chunk_bytes_max`); `None` (the default) draws it per seed from
+    /// [`SNAPSHOT_CHUNK_BYTES_DRAWS`]. Small chunks make a snapshot travel in many, some of
+    /// them lost, duplicated or reordered, and transfers interrupted and started over; one
+    /// chunk for the whole snapshot (as a small state is sent by the runtime) lets a
+    /// duplicated or long-delayed InstallSnapshot deliver an old snapshot whole again.
+    pub snapshot_chunk_bytes: Option<usize>,
+    /// Raft: whether the clients' puts set a time to live half of the time (`SET … PX` with
+    /// an expiry far beyond any log clock the run reaches, so that reads see a put), so that
+    /// every copy of the state (snapshots, installs, restarts) must carry expiry times;
+    /// `None` (the default) draws it per seed, on in half of them. Other schemes never set
+    /// one.
+    pub ttl_writes: Option<bool>,
+    /// Raft: whether the nemesis builds Raft's Figure 8 now and then (a leader's entry kept
+    /// to itself, a new leader's entry kept to itself, the old leader back and replicating
+    /// only its old entry, then the new leader back: see `crate::raft`), under a profile
+    /// with both network faults and crashes; `None` (the default) draws it per seed, on in
+    /// half of them.
+    pub figure_8: Option<bool>,
     /// Hybrid: each data server's clock drifts by a rate drawn from `±clock_drift_ppm` parts
     /// per million (the stated bound is 50 000; beyond it leases are unsafe, on purpose).
     pub clock_drift_ppm: u64,
@@ -290,8 +318,9 @@ pub struct SimConfig {
 
 impl SimConfig {
     /// The default run for `seed`: 3 nodes, 1000 operations by 5 clients over 3 keys, all
-    /// faults; Raft nodes snapshot every 40 entries, keep a tail of 8 and send snapshots in
-    /// chunks of 64 bytes.
+    /// faults; Raft nodes snapshot every 40 entries and keep a tail of 8; the sizes of
+    /// AppendEntries and snapshot chunks, whether puts set a time to live and whether the
+    /// nemesis builds Figure 8 are drawn per seed ([`SimConfig::drawn`]).
     #[must_use]
     pub fn new(seed: u64) -> SimConfig {
         SimConfig {
@@ -305,7 +334,7 @@ impl SimConfig {
             tick_units: 10,
             election_timeout_ticks: 10,
             heartbeat_interval_ticks: 2,
-            append_entries_max: 64,
+            append_entries_max: None,
             nemesis_pause_units: (50, 400),
             attempt_timeout_units: 300,
             give_up_units: 2000,
@@ -318,7 +347,9 @@ impl SimConfig {
             interleaving: None,
             snapshot_every_entries: 40,
             compaction_tail_entries: 8,
-            snapshot_chunk_bytes: 64,
+            snapshot_chunk_bytes: None,
+            ttl_writes: None,
+            figure_8: None,
             clock_drift_ppm: 50_000,
             spares: 0,
             machine: Machine::Kv,
@@ -327,6 +358,50 @@ impl SimConfig {
             #[cfg(feature = "inject-bugs")]
             kv_restore_drops_expiry: false,
         }
+    }
+
+    /// The configuration with every per-seed draw made (swarm testing: each seed runs with its
+    /// own sizes, so that a sweep covers them all): the fields left `None` are drawn from a
+    /// stream of their own, so that every other random choice of the run stays as it was.
+    #[must_use]
+    pub fn drawn(mut self) -> SimConfig {
+        let mut rng = Prng::new(self.seed ^ SWARM_SALT);
+        let pick = |rng: &mut Prng, choices: &[usize]| choices[rng.index(choices.len())];
+        let append = pick(&mut rng, &APPEND_ENTRIES_MAX_DRAWS);
+        let chunk = pick(&mut rng, &SNAPSHOT_CHUNK_BYTES_DRAWS);
+        let ttl = rng.chance(0.5);
+        let figure_8 = rng.chance(0.5);
+        self.append_entries_max.get_or_insert(append);
+        self.snapshot_chunk_bytes.get_or_insert(chunk);
+        self.ttl_writes.get_or_insert(ttl);
+        self.figure_8.get_or_insert(figure_8);
+        self
+    }
+
+    /// The configuration with what the simulator used before it drew it per seed: 64 entries
+    /// per AppendEntries, snapshots in 64-byte chunks, no time to live, no Figure 8; for
+    /// scripted scenarios whose timing a test reasons about (as [`Interleaving::SCRIPTED`]).
+    #[must_use]
+    pub fn with_scripted_draws(mut self) -> SimConfig {
+        self.append_entries_max = Some(64);
+        self.snapshot_chunk_bytes = Some(64);
+        self.ttl_writes = Some(false);
+        self.figure_8 = Some(false);
+        self
+    }
+
+    /// Raft's limit on entries per AppendEntries, as drawn ([`SimConfig::drawn`]).
+    #[must_use]
+    pub fn append_entries_max(&self) -> usize {
+        self.append_entries_max
+            .unwrap_or(APPEND_ENTRIES_MAX_DRAWS[APPEND_ENTRIES_MAX_DRAWS.len() - 1])
+    }
+
+    /// The snapshot chunk size, as drawn ([`SimConfig::drawn`]).
+    #[must_use]
+    pub fn snapshot_chunk_bytes(&self) -> usize {
+        self.snapshot_chunk_bytes
+            .unwrap_or(SNAPSHOT_CHUNK_BYTES_DRAWS[0])
     }
 
     /// One election timeout in units.

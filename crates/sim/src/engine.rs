@@ -91,6 +91,12 @@ pub trait ProtocolHost: Sized {
     /// The nemesis changes the membership (add, promote, remove, replace, transfer
     /// leadership), drawing from `sim.rng_nemesis`.
     fn churn(_sim: &mut Sim<Self>) {}
+    /// A fault schedule of the scheme's own, over several of the nemesis's turns (Raft:
+    /// Figure 8): `Some(pause)` if it acted this turn (the nemesis then does nothing else and
+    /// acts again after `pause`), `None` to let the nemesis draw its usual move.
+    fn plan(_sim: &mut Sim<Self>) -> Option<u64> {
+        None
+    }
     /// Something the scheme sees of every message sent (after the filter, before the
     /// network may drop it).
     fn on_sent(_sim: &mut Sim<Self>, _from: usize, _to: usize, _message: &Self::Message) {}
@@ -795,7 +801,7 @@ impl<P: ProtocolHost> Sim<P> {
 
     // ---- the nemesis -------------------------------------------------------------------
 
-    fn nemesis_pause(&mut self) -> u64 {
+    pub(crate) fn nemesis_pause(&mut self) -> u64 {
         let (low, high) = self.config.nemesis_pause_units;
         self.rng_nemesis.range(low, high.max(low + 1))
     }
@@ -816,6 +822,10 @@ impl<P: ProtocolHost> Sim<P> {
             return;
         }
         self.end_hunt();
+        if let Some(pause) = P::plan(self) {
+            self.schedule(pause, Event::Nemesis);
+            return;
+        }
         if P::STALE_READ_HUNT && self.config.faults.network() && self.rng_nemesis.chance(0.12) {
             if let Some(pause) = self.hunt_stale_reads() {
                 self.schedule(pause, Event::Nemesis);

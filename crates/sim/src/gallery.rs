@@ -110,7 +110,7 @@ impl Scenario {
 
 /// A configuration without random faults: the script places them.
 fn scripted(seed: u64, protocol: Protocol, nodes: usize, ops: usize) -> SimConfig {
-    let mut config = SimConfig::new(seed);
+    let mut config = SimConfig::new(seed).with_scripted_draws();
     config.protocol = protocol;
     config.nodes = nodes;
     config.ops = ops;

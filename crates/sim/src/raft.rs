@@ -24,7 +24,7 @@
 //! before it loses the half-written file, as a crash before the rename does). Then the core
 //! compacts its log ([`RawNode::on_snapshot_taken`]) and the disk drops the entries below it.
 //! A leader reads the chunks a lagging follower needs from its disk
-//! ([`SimConfig::snapshot_chunk_bytes`] each); the follower collects them in a partial file
+//! ([`SimConfig::snapshot_chunk_bytes`] each, drawn per seed); the follower collects them in a partial file
 //! that a crash loses, verifies the whole, restores its state machine from it and compacts its
 //! disk to it. A restart restores the state machine from the newest durable snapshot and
 //! replays the log after it. The checkers compare states at every snapshot point (S4).
@@ -35,7 +35,7 @@ use std::io::Write as _;
 
 use bytes::Bytes;
 use chorus_core::envelope::Envelope;
-use chorus_core::{LogIndex, NodeId, Prng, StateMachine};
+use chorus_core::{LogIndex, NodeId, Prng, StateMachine, Term};
 use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{
     Config, Entry, EntryPayload, MembershipChange, MembershipError, Message, RawNode, ReadId,
@@ -130,6 +130,10 @@ pub type Simulator = Sim<RaftNodes>;
 /// drop it. Called with the sender and the receiver.
 pub type MessageFilter = Filter<Message>;
 
+/// The nemesis's turns a step of its Figure 8 waits for its goal (an election, replication)
+/// before it gives up, one election timeout each.
+const FIGURE_8_TURNS_MAX: u64 = 8;
+
 /// The Raft nodes of a simulation, with their disks.
 pub struct RaftNodes {
     hosts: Vec<Host>,
@@ -141,6 +145,41 @@ pub struct RaftNodes {
     rng_disk: Prng,
     leader_terms: BTreeMap<chorus_core::Term, NodeId>,
     snapshots: SnapshotStats,
+    /// The nemesis's Figure 8 under way, if any ([`Simulator::figure_8`]).
+    figure_8: Option<Figure8>,
+}
+
+/// The nemesis's Figure 8 under way (Raft §5.4.2; the scripted twin is
+/// `crate::gallery::figure8`): S1 is the leader the figure starts from, `term` the term of the
+/// entries it keeps to itself, S5 the node elected without it.
+#[derive(Clone, Copy, Debug)]
+struct Figure8 {
+    step: Figure8Step,
+    s1: usize,
+    s5: usize,
+    term: Term,
+    /// The nemesis's turns spent waiting for the current step's goal.
+    waited: u64,
+}
+
+/// A step of the nemesis's Figure 8, named by what holds during it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Figure8Step {
+    /// (a) S1 is cut off from every other node and takes writes nobody else gets; no
+    /// AppendEntries with entries leaves any node, so a leader the others elect keeps its
+    /// entries to itself too.
+    Isolated,
+    /// (b) S1 is down; the others elect S5, whose entries (of a later term than S1's, at the
+    /// same indexes) reach nobody.
+    Muted,
+    /// (c) S5 is down and S1 back, the only candidate; the entries of a later term than
+    /// `term` are lost from its AppendEntries (each arrives as the shorter batch S1 would have
+    /// sent without them), so only its old entries reach the others: a majority holds them,
+    /// but they are not of S1's new term, so they are not committed.
+    OldEntriesOnly,
+    /// (d) S1 is down again; S5 is back, the only candidate, and overwrites the old entries
+    /// everywhere: legal only because (c) did not commit them.
+    Overwrite,
 }
 
 /// The Raft driver's own events.
@@ -181,6 +220,10 @@ impl ProtocolHost for RaftNodes {
 
     fn churn(sim: &mut Sim<Self>) {
         sim.churn();
+    }
+
+    fn plan(sim: &mut Sim<Self>) -> Option<u64> {
+        sim.figure_8()
     }
 
     fn nodes(&self) -> usize {
@@ -479,6 +522,8 @@ impl Simulator {
     /// If the configuration is unusable (fewer than one node or client, no keys).
     #[must_use]
     pub fn new(config: SimConfig) -> Simulator {
+        // The sizes a config leaves open are this seed's own (swarm testing).
+        let config = config.drawn();
         let spares = if config.faults.membership() {
             config.spares.max(MEMBERSHIP_SPARES)
         } else {
@@ -515,6 +560,7 @@ impl Simulator {
                 rng_disk: rng.fork(),
                 leader_terms: BTreeMap::new(),
                 snapshots: SnapshotStats::default(),
+                figure_8: None,
             };
             // Drawn from a stream of their own, so that every other stream stays as it was.
             let mut rng_orders = rng.fork();
@@ -543,10 +589,10 @@ impl Simulator {
         let mut config = Config::new(self.nodes.hosts[node].id, voters);
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
-        config.append_entries_max = self.config.append_entries_max;
+        config.append_entries_max = self.config.append_entries_max();
         config.snapshot_threshold_entries = self.config.snapshot_every_entries;
         config.compaction_tail_entries = self.config.compaction_tail_entries;
-        config.snapshot_chunk_bytes_max = self.config.snapshot_chunk_bytes;
+        config.snapshot_chunk_bytes_max = self.config.snapshot_chunk_bytes();
         config.seed = self.config.seed
             ^ ((node as u64 + 1) << 48)
             ^ (self.nodes.hosts[node].incarnation << 32);
@@ -780,6 +826,199 @@ impl Simulator {
                 }
             }
         }
+    }
+
+    // ---- Figure 8 ----------------------------------------------------------------------
+
+    /// The nemesis's Figure 8 ([`Figure8`]): in seeds that draw it ([`SimConfig::figure_8`])
+    /// and whose faults include the network's and crashes, now and then the nemesis spends
+    /// its turns building the figure instead of drawing random moves, each step once the
+    /// last reached its goal (or giving up after [`FIGURE_8_TURNS_MAX`] turns of waiting).
+    /// Every fault it uses is one of the fault model's (a partition, crashes and restarts,
+    /// messages lost); the losses are chosen, so that the figure's narrow window is hit. A
+    /// leader that commits an entry of an earlier term by counting replicas commits S1's old
+    /// entry in (c), which S5 then overwrites in (d): the checkers see a committed entry lost.
+    /// With batches of AppendEntries (rather than one entry each) S1's old entries travel
+    /// with its new one, and (c) replicates nothing. `None` if the nemesis should draw as
+    /// usual.
+    fn figure_8(&mut self) -> Option<u64> {
+        let Some(mut figure) = self.nodes.figure_8 else {
+            self.start_figure_8()?;
+            return Some(self.config.election_timeout_units());
+        };
+        let reached = match figure.step {
+            Figure8Step::Isolated => self.s1_holds_its_own(figure),
+            Figure8Step::Muted => match self.figure_8_s5(figure) {
+                Some(s5) => {
+                    figure.s5 = s5;
+                    true
+                }
+                None => false,
+            },
+            Figure8Step::OldEntriesOnly => self.old_entries_on_a_majority(figure),
+            Figure8Step::Overwrite => self.nodes.leader() == Some(figure.s5),
+        };
+        if !reached {
+            figure.waited += 1;
+            if figure.waited > FIGURE_8_TURNS_MAX {
+                self.end_figure_8(figure);
+                return Some(self.nemesis_pause());
+            }
+            self.nodes.figure_8 = Some(figure);
+            return Some(self.config.election_timeout_units());
+        }
+        figure.waited = 0;
+        let (s1, s5, term) = (figure.s1, figure.s5, figure.term);
+        let (s1_id, s5_id) = (self.nodes.hosts[s1].id, self.nodes.hosts[s5].id);
+        match figure.step {
+            Figure8Step::Isolated => {
+                RaftNodes::crash(self, s1);
+                self.network.heal();
+                figure.step = Figure8Step::Muted;
+                self.log(|| format!("figure 8 (b): {s1_id} down, entries muted"));
+            }
+            Figure8Step::Muted => {
+                RaftNodes::crash(self, s5);
+                self.schedule(0, Event::Restart { node: s1 });
+                self.filter = Some(Box::new(move |from, _, message: &mut Message| {
+                    match message {
+                        Message::RequestVote(_) => from == s1_id,
+                        Message::AppendEntries(append) if from == s1_id => {
+                            // A log's terms never decrease: what is left is a prefix, the
+                            // message S1 would have sent with a smaller batch.
+                            append.entries.retain(|entry| entry.term <= term);
+                            true
+                        }
+                        _ => true,
+                    }
+                }));
+                figure.step = Figure8Step::OldEntriesOnly;
+                self.log(|| format!("figure 8 (c): {s5_id} down, {s1_id} back"));
+            }
+            Figure8Step::OldEntriesOnly => {
+                RaftNodes::crash(self, s1);
+                self.schedule(0, Event::Restart { node: s5 });
+                self.filter = Some(Box::new(move |from, _, message: &mut Message| {
+                    !matches!(message, Message::RequestVote(_)) || from == s5_id
+                }));
+                figure.step = Figure8Step::Overwrite;
+                self.log(|| format!("figure 8 (d): {s1_id} down, {s5_id} back"));
+            }
+            Figure8Step::Overwrite => {
+                // S5 leads: let it overwrite for a while before S1 returns.
+                self.end_figure_8(figure);
+                return Some(2 * self.config.election_timeout_units());
+            }
+        }
+        self.nodes.figure_8 = Some(figure);
+        Some(self.config.election_timeout_units())
+    }
+
+    /// Step (a) of Figure 8, if the seed draws it now and there is a leader: cuts the leader
+    /// off and mutes every node's entries.
+    fn start_figure_8(&mut self) -> Option<()> {
+        let drawn = self.config.figure_8 == Some(true)
+            && self.config.faults.network()
+            && self.config.faults.crashes()
+            && self.rng_nemesis.chance(0.25);
+        if !drawn {
+            return None;
+        }
+        let s1 = self.nodes.leader()?;
+        let term = self.nodes.hosts[s1].raft.as_ref()?.status().term;
+        let s1_id = self.nodes.hosts[s1].id;
+        let rest: Vec<NodeId> = self
+            .nodes
+            .hosts
+            .iter()
+            .map(|h| h.id)
+            .filter(|&id| id != s1_id)
+            .collect();
+        self.network.heal();
+        self.network.partition(&[vec![s1_id], rest]);
+        self.stats.partitions += 1;
+        // The clients write to S1 while it still believes it leads.
+        for client in &mut self.workload.clients {
+            client.target = s1;
+        }
+        self.filter = Some(Box::new(
+            |_, _, message: &mut Message| !matches!(message, Message::AppendEntries(append) if !append.entries.is_empty()),
+        ));
+        self.nodes.figure_8 = Some(Figure8 {
+            step: Figure8Step::Isolated,
+            s1,
+            s5: s1,
+            term,
+            waited: 0,
+        });
+        self.log(|| format!("figure 8 (a): {s1_id} of {term} cut off"));
+        Some(())
+    }
+
+    /// (b)'s goal: S5, the live node other than S1 whose log ends in the latest term, if
+    /// that is later than S1's `term` (a leader elected without S1 appended it).
+    fn figure_8_s5(&self, figure: Figure8) -> Option<usize> {
+        (0..self.nodes.hosts.len())
+            .filter(|&node| node != figure.s1)
+            .filter_map(|node| {
+                let raft = self.nodes.hosts[node].raft.as_ref()?;
+                let last = raft.term_at(raft.status().last_index)?;
+                (last > figure.term).then_some((last, node))
+            })
+            .max()
+            .map(|(_, node)| node)
+    }
+
+    /// (a)'s goal: S1's log ends in an entry of `term` that no other node holds.
+    fn s1_holds_its_own(&self, figure: Figure8) -> bool {
+        let Some(raft) = self.nodes.hosts[figure.s1].raft.as_ref() else {
+            return false;
+        };
+        let last = raft.status().last_index;
+        raft.term_at(last) == Some(figure.term)
+            && self
+                .nodes
+                .hosts
+                .iter()
+                .filter(|h| h.id != self.nodes.hosts[figure.s1].id)
+                .all(|h| {
+                    h.raft
+                        .as_ref()
+                        .is_none_or(|r| r.term_at(last) != Some(figure.term))
+                })
+    }
+
+    /// (c)'s goal: a majority of S1's voters hold its last entry of `term`.
+    fn old_entries_on_a_majority(&self, figure: Figure8) -> bool {
+        let Some(raft) = self.nodes.hosts[figure.s1].raft.as_ref() else {
+            return false;
+        };
+        let mut old = raft.status().last_index;
+        while raft.term_at(old).is_some_and(|term| term > figure.term) {
+            old = old.prev();
+        }
+        let voters = &raft.membership().voters;
+        let holding = self
+            .nodes
+            .hosts
+            .iter()
+            .filter(|h| voters.contains(&h.id))
+            .filter(|h| {
+                h.raft
+                    .as_ref()
+                    .is_some_and(|r| r.term_at(old) == Some(figure.term))
+            })
+            .count();
+        2 * holding > voters.len()
+    }
+
+    /// Ends the nemesis's Figure 8: messages flow again, S1 and S5 restart if down.
+    fn end_figure_8(&mut self, figure: Figure8) {
+        self.filter = None;
+        self.nodes.figure_8 = None;
+        self.schedule(0, Event::Restart { node: figure.s1 });
+        self.schedule(0, Event::Restart { node: figure.s5 });
+        self.log(|| "figure 8: done".to_string());
     }
 
     // ---- nodes -------------------------------------------------------------------------
@@ -1158,7 +1397,7 @@ impl Simulator {
     /// the core.
     fn send_chunk(&mut self, node: usize, request: SnapshotChunkRequest) {
         let SnapshotChunkRequest { to, meta, offset } = request;
-        let chunk_max = self.config.snapshot_chunk_bytes;
+        let chunk_max = self.config.snapshot_chunk_bytes();
         let host = &mut self.nodes.hosts[node];
         let Some(raft) = &mut host.raft else {
             return;

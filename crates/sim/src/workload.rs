@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use chorus_core::Prng;
-use chorus_kv::{ClientId, Command, KvError, Op, Response};
+use chorus_kv::{ClientId, Command, Deadline, KvError, Op, Response, SetCondition, SetExpiry};
 
 use crate::checkers::{AcknowledgedWrite, Checkers};
 use crate::config::{Machine, SimConfig};
@@ -24,6 +24,10 @@ use crate::network::Network;
 use crate::queue::EventQueue;
 use crate::report::RunStats;
 use crate::user::{UserMachine, UserOperation, tagged};
+
+/// The time to live of a put that sets one ([`SimConfig::ttl_writes`]), in milliseconds of
+/// the log clock: about 30 years.
+const TTL_WRITE_MS: i64 = 1 << 40;
 
 /// What a client asks a node to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +136,15 @@ impl Client {
         });
     }
 
-    /// Starts a new random operation at time `now`.
-    pub(crate) fn start_operation(&mut self, rng: &mut Prng, keys: usize, now: u64) {
+    /// Starts a new random operation at time `now`; with `ttl_writes`, half of the puts set a
+    /// time to live ([`SimConfig::ttl_writes`]).
+    pub(crate) fn start_operation(
+        &mut self,
+        rng: &mut Prng,
+        keys: usize,
+        ttl_writes: bool,
+        now: u64,
+    ) {
         let session = self
             .session
             .expect("invariant: a client opens its session first");
@@ -163,10 +174,22 @@ impl Client {
             30..60 => {
                 operation.kind = OpKind::Put;
                 operation.value = Some(unique.clone());
-                Some(Op::Put {
-                    key: key_bytes.clone(),
-                    value: Bytes::from(unique),
-                })
+                if ttl_writes && rng.chance(0.5) {
+                    // A time to live no log clock of the run reaches (the clients' commands
+                    // do not move it): to a read, the same as a put; to a copy of the state,
+                    // an expiry time it must carry.
+                    Some(Op::SetExpiring {
+                        key: key_bytes.clone(),
+                        value: Bytes::from(unique),
+                        condition: SetCondition::Always,
+                        expiry: SetExpiry::At(Deadline::After(TTL_WRITE_MS)),
+                    })
+                } else {
+                    Some(Op::Put {
+                        key: key_bytes.clone(),
+                        value: Bytes::from(unique),
+                    })
+                }
             }
             60..80 => {
                 let suffix = format!("{unique};");
@@ -528,7 +551,7 @@ impl Workload {
                         operation.output = Output::Value(text);
                         true
                     }
-                    (OpKind::Put, Some(Response::Ok)) => true,
+                    (OpKind::Put, Some(Response::Ok | Response::Set { applied: true, .. })) => true,
                     (OpKind::Append, Some(Response::Length(length))) => {
                         operation.output = Output::Length(length);
                         true
@@ -587,7 +610,8 @@ impl Workload {
                     self.clients[client].start_user_operation(user, io.rng_workload, io.time);
                 }
                 Machine::Kv | Machine::Stamped { .. } => {
-                    self.clients[client].start_operation(io.rng_workload, keys, io.time);
+                    let ttl = io.config.ttl_writes == Some(true);
+                    self.clients[client].start_operation(io.rng_workload, keys, ttl, io.time);
                 }
             }
         } else {

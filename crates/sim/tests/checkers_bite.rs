@@ -38,7 +38,8 @@ const FIGURE_8_SEEDS: std::ops::RangeInclusive<u64> = 1..=5;
 // §5.4.2) commits index 2 in step (c) of Figure 8, which the next leader then overwrites in
 // step (d): the checkers must report it for every seed of the scripted figure, and must stay
 // silent on the same script without the bug (so what they report is the bug, not the script).
-// A random sweep rarely produces the figure's exact shape, hence the script.
+// The default sweep's nemesis builds the figure in some seeds (`SimConfig::figure_8`, measured
+// by the mutation gate); the script builds it in every one.
 #[test]
 fn commit_without_the_current_term_rule_is_caught() {
     for seed in FIGURE_8_SEEDS {
@@ -106,11 +107,11 @@ fn acks_before_durability_are_caught() {
 }
 
 /// The bugs of snapshots and compaction, by name, with the snapshot chunk size each is
-/// swept with. A follower reinstalls an old snapshot only when a whole snapshot arrives again
-/// (a duplicated or long-delayed InstallSnapshot): the core asks a restarted transfer to start
-/// from offset 0, so with many small chunks an old one almost never completes twice. Sent in
-/// one chunk, as a small state is in the runtime (1 MiB chunks), it does.
-fn snapshot_bugs() -> [(&'static str, InjectedBugs, usize); 2] {
+/// swept with (`None`: drawn per seed). A follower reinstalls an old snapshot only when a
+/// whole snapshot arrives again (a duplicated or long-delayed InstallSnapshot): with many
+/// small chunks an old one almost never completes twice. Sent in one chunk, as a small state
+/// is in the runtime (1 MiB chunks), it does.
+fn snapshot_bugs() -> [(&'static str, InjectedBugs, Option<usize>); 2] {
     [
         (
             "install_older_snapshot",
@@ -118,7 +119,7 @@ fn snapshot_bugs() -> [(&'static str, InjectedBugs, usize); 2] {
                 install_older_snapshot: true,
                 ..InjectedBugs::default()
             },
-            1 << 20,
+            Some(1 << 20),
         ),
         (
             "compact_above_commit",
@@ -126,14 +127,14 @@ fn snapshot_bugs() -> [(&'static str, InjectedBugs, usize); 2] {
                 compact_above_commit: true,
                 ..InjectedBugs::default()
             },
-            SimConfig::new(0).snapshot_chunk_bytes,
+            None,
         ),
     ]
 }
 
 /// Runs `seed` with every fault, compaction on (the default) and `bugs`; returns the
 /// invariants broken.
-fn snapshot_run(bugs: InjectedBugs, chunk_bytes: usize, seed: u64) -> Vec<&'static str> {
+fn snapshot_run(bugs: InjectedBugs, chunk_bytes: Option<usize>, seed: u64) -> Vec<&'static str> {
     let mut config = SimConfig::new(seed);
     config.injected_bugs = bugs;
     config.snapshot_chunk_bytes = chunk_bytes;
@@ -164,12 +165,15 @@ fn snapshot_bugs_are_caught_on_fixed_seeds() {
         "an older snapshot rolled a follower back and neither S4 nor S5 noticed in seeds \
          1..={SNAPSHOT_SEEDS_MAX}"
     );
-    let invariants = snapshot_run(above.1, above.2, 1);
-    println!("{}: {invariants:?}", above.0);
+    let caught = (1..=SNAPSHOT_SEEDS_MAX).find_map(|seed| {
+        let invariants = snapshot_run(above.1, above.2, seed);
+        invariants.contains(&"S4").then_some((seed, invariants))
+    });
+    println!("{}: {caught:?}", above.0);
     assert!(
-        invariants.contains(&"S4"),
-        "committed entries were compacted before they were applied and S4 did not notice: \
-         {invariants:?}"
+        caught.is_some(),
+        "committed entries were compacted before they were applied and S4 did not notice in \
+         seeds 1..={SNAPSHOT_SEEDS_MAX}"
     );
 }
 

@@ -167,10 +167,11 @@ pub struct SimArgs {
     /// behind catches up by InstallSnapshot).
     #[arg(long, value_name = "ENTRIES", default_value_t = SimConfig::new(0).compaction_tail_entries)]
     compaction_tail: u64,
-    /// Raft: bytes of snapshot in one InstallSnapshot chunk.
-    #[arg(long, value_name = "BYTES", default_value_t = SimConfig::new(0).snapshot_chunk_bytes as u64,
+    /// Raft: bytes of snapshot in one InstallSnapshot chunk (default: drawn per seed, 64,
+    /// 512 or 1 MiB).
+    #[arg(long, value_name = "BYTES",
           value_parser = clap::value_parser!(u64).range(1..=chorus_raft::SNAPSHOT_CHUNK_BYTES_LIMIT as u64))]
-    snapshot_chunk_bytes: u64,
+    snapshot_chunk_bytes: Option<u64>,
 }
 
 impl SimArgs {
@@ -184,17 +185,22 @@ impl SimArgs {
         config.faults = self.faults;
         config.snapshot_every_entries = self.snapshot_every;
         config.compaction_tail_entries = self.compaction_tail;
-        config.snapshot_chunk_bytes =
-            usize::try_from(self.snapshot_chunk_bytes).unwrap_or(usize::MAX);
+        config.snapshot_chunk_bytes = self
+            .snapshot_chunk_bytes
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
         config.clock_drift_ppm = self.clock_drift;
         config
     }
 
     fn replay_command(&self, seed: u64) -> String {
         let snapshots = if self.protocol == Protocol::Raft {
+            let chunks = self
+                .snapshot_chunk_bytes
+                .map(|bytes| format!(" --snapshot-chunk-bytes {bytes}"))
+                .unwrap_or_default();
             format!(
-                " --snapshot-every {} --compaction-tail {} --snapshot-chunk-bytes {}",
-                self.snapshot_every, self.compaction_tail, self.snapshot_chunk_bytes
+                " --snapshot-every {} --compaction-tail {}{chunks}",
+                self.snapshot_every, self.compaction_tail
             )
         } else {
             String::new()

@@ -286,7 +286,7 @@ pub fn run(config: SimConfig, visual: bool) -> Result<Figure8, String> {
 /// (the script injects them), a short workload for the end of the run.
 #[must_use]
 pub fn config(seed: u64) -> SimConfig {
-    let mut config = SimConfig::new(seed);
+    let mut config = SimConfig::new(seed).with_scripted_draws();
     config.nodes = 5;
     config.clients = 1;
     config.ops = 20;

@@ -31,7 +31,7 @@ use chorus_sim::{FaultProfile, RunReport, SimConfig, Simulator};
 
 /// A fault-free configuration for scripted scenarios: the test injects every fault itself.
 fn scripted(seed: u64, nodes: usize) -> SimConfig {
-    let mut config = SimConfig::new(seed);
+    let mut config = SimConfig::new(seed).with_scripted_draws();
     config.nodes = nodes;
     config.ops = 200;
     config.faults = FaultProfile::None;

@@ -243,7 +243,7 @@ fn crash_while_receiving_a_snapshot_restarts_the_transfer() {
     for seed in 1..=6 {
         let mut config = scripted(seed, 3);
         // Many chunks per snapshot, so a crash lands between two of them.
-        config.snapshot_chunk_bytes = 16;
+        config.snapshot_chunk_bytes = Some(16);
         let unit = config.election_timeout_units();
         let mut sim = Simulator::new(config);
         let leader = await_leader(&mut sim, 30 * unit, seed);
