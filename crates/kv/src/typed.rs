@@ -2243,7 +2243,8 @@ mod tests {
         assert_eq!(
             distinct
                 .iter()
-                .collect::<std::collections::HashSet<_>>()
+                .map(|member| format!("{member:?}"))
+                .collect::<std::collections::BTreeSet<_>>()
                 .len(),
             20
         );
@@ -2253,7 +2254,8 @@ mod tests {
         assert!(
             repeated
                 .iter()
-                .collect::<std::collections::HashSet<_>>()
+                .map(|member| format!("{member:?}"))
+                .collect::<std::collections::BTreeSet<_>>()
                 .len()
                 < 200
         );
