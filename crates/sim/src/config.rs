@@ -14,8 +14,9 @@ use chorus_core::Prng;
 use crate::user::UserMachine;
 
 /// The limits on entries per AppendEntries a seed draws from: one entry (a leader sends an
-/// old-term entry alone), or a batch.
-pub const APPEND_ENTRIES_MAX_DRAWS: [usize; 2] = [1, 64];
+/// old-term entry alone) in a third of the seeds, or a batch (one entry per message costs
+/// events, and so sweep time).
+pub const APPEND_ENTRIES_MAX_DRAWS: [usize; 3] = [1, 64, 64];
 /// The snapshot chunk sizes a seed draws from: many small chunks, a few, or the runtime's
 /// 1 MiB (one chunk for the simulator's small states).
 pub const SNAPSHOT_CHUNK_BYTES_DRAWS: [usize; 3] = [64, 512, 1 << 20];

@@ -838,9 +838,8 @@ impl Simulator {
     /// messages lost); the losses are chosen, so that the figure's narrow window is hit. A
     /// leader that commits an entry of an earlier term by counting replicas commits S1's old
     /// entry in (c), which S5 then overwrites in (d): the checkers see a committed entry lost.
-    /// With batches of AppendEntries (rather than one entry each) S1's old entries travel
-    /// with its new one, and (c) replicates nothing. `None` if the nemesis should draw as
-    /// usual.
+    /// A figure starts at one idle nemesis turn in ten (it costs events: every step waits
+    /// for elections). `None` if the nemesis should draw as usual.
     fn figure_8(&mut self) -> Option<u64> {
         let Some(mut figure) = self.nodes.figure_8 else {
             self.start_figure_8()?;
@@ -920,7 +919,7 @@ impl Simulator {
         let drawn = self.config.figure_8 == Some(true)
             && self.config.faults.network()
             && self.config.faults.crashes()
-            && self.rng_nemesis.chance(0.25);
+            && self.rng_nemesis.chance(0.1);
         if !drawn {
             return None;
         }
