@@ -46,6 +46,12 @@ pub struct InjectedBugs {
     /// "one change at a time", thesis §4.1: configurations two changes apart have disjoint
     /// majorities; caught the same way).
     pub overlapping_membership_changes: bool,
+    /// A follower that receives entries it already holds, all matching, drops the entries
+    /// after them (breaks Raft Figure 2, AppendEntries receiver step 3: truncate only at a
+    /// conflict): a delayed or duplicated AppendEntries takes back entries the follower had
+    /// acknowledged, which the leader may have counted toward a commit; caught as a lost
+    /// committed entry.
+    pub truncate_without_conflict: bool,
 }
 
 /// The configuration of one Raft node.

@@ -299,7 +299,7 @@ impl RaftLog {
     }
 
     /// Drops every entry from `from` on.
-    fn truncate_from(&mut self, from: LogIndex) {
+    pub(crate) fn truncate_from(&mut self, from: LogIndex) {
         let keep = self
             .position(from)
             .expect("invariant: truncation starts inside the window");

@@ -1943,6 +1943,20 @@ impl RawNode {
     /// Stores a leader's entries, keeping the configurations in step with the log: a
     /// truncated suffix takes its configurations back, new membership entries take effect.
     fn store_entries(&mut self, entries: &[Entry]) {
+        if self.config.injected_bugs().truncate_without_conflict
+            && self.log.find_conflict(entries).is_none()
+        {
+            if let Some(last) = entries.last() {
+                let from = last.index.next();
+                if last.index >= self.log.commit() && from <= self.log.last_index() {
+                    if from <= self.configurations.latest_index() {
+                        self.configurations.truncate_from(from);
+                    }
+                    self.log.truncate_from(from);
+                    return;
+                }
+            }
+        }
         if let Some(from) = self.log.find_conflict(entries).map(|entry| entry.index) {
             if from <= self.configurations.latest_index() {
                 self.configurations.truncate_from(from);

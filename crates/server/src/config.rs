@@ -348,7 +348,7 @@ pub struct NodeConfig {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 8] = [
+pub const INJECTABLE_BUGS: [&str; 9] = [
     "commit-without-current-term",
     "read-without-read-index",
     "read-index-unconfirmed",
@@ -357,6 +357,7 @@ pub const INJECTABLE_BUGS: [&str; 8] = [
     "compact-above-commit",
     "membership-on-commit",
     "overlapping-membership-changes",
+    "truncate-without-conflict",
 ];
 
 /// A configuration that cannot work.
@@ -516,6 +517,7 @@ impl NodeConfig {
             compact_above_commit: on("compact-above-commit"),
             membership_on_commit: on("membership-on-commit"),
             overlapping_membership_changes: on("overlapping-membership-changes"),
+            truncate_without_conflict: on("truncate-without-conflict"),
         }
     }
 

@@ -76,6 +76,10 @@ fn mutants() -> Vec<Mutant> {
             inject: |c| raft(c, |b| b.overlapping_membership_changes = true),
         },
         Mutant {
+            name: "truncate_without_conflict",
+            inject: |c| raft(c, |b| b.truncate_without_conflict = true),
+        },
+        Mutant {
             name: "kv_restore_drops_expiry",
             inject: |c| c.kv_restore_drops_expiry = true,
         },

@@ -77,6 +77,24 @@ fn commit_without_the_current_term_rule_is_caught() {
     }
 }
 
+// A follower that drops the entries after a matching AppendEntries (Raft Figure 2 truncates
+// only at a conflict) takes back entries it acknowledged when a delayed or duplicated
+// AppendEntries arrives; a leader that counted them commits an entry a majority no longer
+// holds. The default sweep catches it within a few seeds.
+#[test]
+fn truncation_without_a_conflict_is_caught() {
+    let bugs = InjectedBugs {
+        truncate_without_conflict: true,
+        ..InjectedBugs::default()
+    };
+    let found = first_failure(bugs, FaultProfile::All, 20);
+    println!("{found:?}");
+    assert!(
+        found.is_some(),
+        "acknowledged entries were taken back and no seed of 20 noticed"
+    );
+}
+
 #[test]
 fn reads_without_read_index_are_caught() {
     let bugs = InjectedBugs {
