@@ -151,6 +151,11 @@ pub struct KvConfig {
     /// restored from a snapshot keeps keys the others remove.
     #[cfg(feature = "inject-bugs")]
     pub restore_drops_expiry: bool,
+    /// TESTING ONLY, a deliberate bug: the session table executes a retried request (the
+    /// session's last sequence number again) a second time instead of answering it from its
+    /// cache, so a retry that reaches the log twice takes effect twice.
+    #[cfg(feature = "inject-bugs")]
+    pub retry_reexecutes: bool,
 }
 
 impl Default for KvConfig {
@@ -162,6 +167,8 @@ impl Default for KvConfig {
             bound_sessions_max: 100_000,
             #[cfg(feature = "inject-bugs")]
             restore_drops_expiry: false,
+            #[cfg(feature = "inject-bugs")]
+            retry_reexecutes: false,
         }
     }
 }
@@ -886,7 +893,15 @@ impl KvStore {
         let Some(session) = self.sessions.get(&client) else {
             return Response::Error(KvError::UnknownSession);
         };
-        let response = match seq.cmp(&session.last_seq) {
+        #[cfg(feature = "inject-bugs")]
+        let seq_order = if self.config.retry_reexecutes && seq == session.last_seq && seq > 0 {
+            Ordering::Greater
+        } else {
+            seq.cmp(&session.last_seq)
+        };
+        #[cfg(not(feature = "inject-bugs"))]
+        let seq_order = seq.cmp(&session.last_seq);
+        let response = match seq_order {
             // The answer to an older request was overwritten by a newer one's; re-executing
             // could apply its effect twice, so the only safe answer is a refusal.
             Ordering::Less => Response::Error(KvError::StaleRequest),

@@ -83,6 +83,10 @@ fn mutants() -> Vec<Mutant> {
             name: "kv_restore_drops_expiry",
             inject: |c| c.kv_restore_drops_expiry = true,
         },
+        Mutant {
+            name: "kv_retry_reexecutes",
+            inject: |c| c.kv_retry_reexecutes = true,
+        },
     ]
 }
 

@@ -315,6 +315,10 @@ pub struct SimConfig {
     /// A bug to inject into the key-value store (tests only): restore forgets expiry times.
     #[cfg(feature = "inject-bugs")]
     pub kv_restore_drops_expiry: bool,
+    /// A bug to inject into the key-value store (tests only): a retried request is executed
+    /// again rather than answered from the session table.
+    #[cfg(feature = "inject-bugs")]
+    pub kv_retry_reexecutes: bool,
 }
 
 impl SimConfig {
@@ -358,6 +362,8 @@ impl SimConfig {
             injected_bugs: chorus_raft::InjectedBugs::default(),
             #[cfg(feature = "inject-bugs")]
             kv_restore_drops_expiry: false,
+            #[cfg(feature = "inject-bugs")]
+            kv_retry_reexecutes: false,
         }
     }
 

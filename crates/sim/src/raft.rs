@@ -113,6 +113,7 @@ fn kv_config(config: &SimConfig) -> KvConfig {
     {
         KvConfig {
             restore_drops_expiry: config.kv_restore_drops_expiry,
+            retry_reexecutes: config.kv_retry_reexecutes,
             ..KvConfig::default()
         }
     }

@@ -95,6 +95,25 @@ fn truncation_without_a_conflict_is_caught() {
     );
 }
 
+// A session table that executes a retried request again (rather than answering it from its
+// cache) applies a write twice when both attempts reach the log: S8's exactly-once model sees
+// it within a few seeds of the default sweep.
+#[test]
+fn a_retry_executed_twice_is_caught() {
+    let caught = (1..=20).find_map(|seed| {
+        let mut config = SimConfig::new(seed);
+        config.kv_retry_reexecutes = true;
+        let report = chorus_sim::run(config);
+        let invariants: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+        invariants.contains(&"S8").then_some((seed, invariants))
+    });
+    println!("{caught:?}");
+    assert!(
+        caught.is_some(),
+        "retries took effect twice and S8 did not notice in seeds 1..=20"
+    );
+}
+
 #[test]
 fn reads_without_read_index_are_caught() {
     let bugs = InjectedBugs {
