@@ -344,6 +344,29 @@ pub struct NodeConfig {
     /// `chorus` built with the `inject-bugs` feature; any other build refuses to start with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inject_bugs: Vec<String>,
+    /// TESTING ONLY: fault injection through the admin endpoints (the `[debug]` table).
+    #[serde(default, skip_serializing_if = "DebugSettings::is_off")]
+    pub debug: DebugSettings,
+}
+
+/// TESTING ONLY: faults a test may inject into a running node (the `[debug]` table). Every
+/// switch is off by default, and a node started with one on says so in its log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugSettings {
+    /// Serve `POST /debug/stall-fsync?ms=N` on the admin address: every sync of the durable
+    /// log on this node's storage thread (Raft, and the hybrid's configuration nodes) from
+    /// now until N milliseconds from now waits until then, as when the disk hangs. Off by
+    /// default: the endpoint then answers `404`.
+    pub fault_injection: bool,
+}
+
+impl DebugSettings {
+    /// Whether every switch is off (the table is then left out of a written configuration).
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        *self == DebugSettings::default()
+    }
 }
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
@@ -683,6 +706,7 @@ impl NodeConfig {
             hybrid: HybridSettings::default(),
             join: None,
             inject_bugs: Vec::new(),
+            debug: DebugSettings::default(),
         }
     }
 

@@ -75,6 +75,12 @@ async fn bind(address: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpLi
 /// driver stops on a storage error.
 pub async fn run(config: NodeConfig, exit_with_parent: bool) -> anyhow::Result<()> {
     config.validate()?;
+    if config.debug.fault_injection {
+        tracing::warn!(
+            "TESTING ONLY: fault injection is on ([debug] fault_injection): \
+             POST /debug/stall-fsync stalls this node's disk"
+        );
+    }
     match config.protocol {
         Protocol::Pb => return run_pb(config, exit_with_parent).await,
         Protocol::Hybrid => return run_hybrid(config, exit_with_parent).await,
@@ -246,7 +252,8 @@ pub fn start_raft<M: Replicated>(
     .with_snapshot_pacing(SnapshotPacing {
         bytes_per_second: config.snapshots.write_bytes_per_second,
         sync_bytes: config.snapshots.sync_bytes,
-    });
+    })
+    .with_storage_thread();
     Ok((host, incarnation, tick))
 }
 
@@ -499,6 +506,7 @@ where
             identity: identity.clone(),
             queue_max: limits.peer_queue_max,
         }),
+        waker: Some(inputs.clone()),
     };
     let pacing = Pacing {
         tick,
@@ -595,6 +603,7 @@ fn serve_frontends(
             shared: shared.clone(),
             inputs: inputs.clone(),
             cluster_id: config.cluster_id.clone(),
+            fault_injection: config.debug.fault_injection,
         },
     ));
     if let Some(redis) = listeners.redis {

@@ -1,7 +1,10 @@
 //! The HTTP admin server: `GET /status` (JSON), `GET /metrics` (Prometheus text),
 //! `POST /snapshot` (Raft: take a snapshot of the state machine now), and the membership
 //! operations `POST /admin/add-learner`, `/admin/promote`, `/admin/remove` and
-//! `/admin/transfer-leader` (Raft; what `chorus admin` calls).
+//! `/admin/transfer-leader` (Raft; what `chorus admin` calls). TESTING ONLY, with
+//! `[debug] fault_injection` on: `POST /debug/stall-fsync?ms=N` makes the node's storage
+//! thread hold every sync for the next N milliseconds (a hung disk; answers `404` when fault
+//! injection is off, `400` for a missing or bad `ms`).
 //!
 //! The first two read what the driver last published, so they never wait on the driver or
 //! the disk; `/snapshot` sets a flag the driver reads on its next tick. A membership
@@ -21,7 +24,7 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Json, Response};
@@ -46,7 +49,13 @@ pub struct AdminState {
     pub inputs: SyncSender<Input>,
     /// This node's cluster: a node of another cluster is not added.
     pub cluster_id: String,
+    /// Whether the `/debug` fault-injection endpoints are served (`[debug]
+    /// fault_injection`).
+    pub fault_injection: bool,
 }
+
+/// The longest fsync stall `POST /debug/stall-fsync` takes.
+pub const FSYNC_STALL_MAX: Duration = Duration::from_secs(60);
 
 /// The body of `POST /admin/add-learner`: the new node and where it listens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,6 +321,62 @@ async fn snapshot(State(state): State<AdminState>) -> impl IntoResponse {
     (StatusCode::ACCEPTED, "a snapshot was requested\n")
 }
 
+/// The stall `POST /debug/stall-fsync` asks for: the query's `ms`, or why it is refused.
+fn stall_duration(query: Option<&str>) -> Result<Duration, String> {
+    let mut ms = None;
+    for pair in query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("ms", value)) if ms.is_none() => ms = Some(value),
+            Some(("ms", _)) => return Err("ms is given twice".into()),
+            _ => return Err(format!("unknown parameter {pair:?}; only ms=N is taken")),
+        }
+    }
+    let Some(ms) = ms else {
+        return Err("missing ms: POST /debug/stall-fsync?ms=N (milliseconds)".into());
+    };
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("ms must be a whole number of milliseconds, not {ms:?}"))?;
+    let duration = Duration::from_millis(ms);
+    if duration > FSYNC_STALL_MAX {
+        return Err(format!(
+            "ms must be at most {} (one minute)",
+            FSYNC_STALL_MAX.as_millis()
+        ));
+    }
+    Ok(duration)
+}
+
+async fn stall_fsync(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> impl IntoResponse {
+    if !state.fault_injection {
+        return (
+            StatusCode::NOT_FOUND,
+            "fault injection is off on this node: set [debug] fault_injection = true\n".to_string(),
+        );
+    }
+    match stall_duration(query.as_deref()) {
+        Ok(duration) => {
+            state.shared.fsync_stall.stall_for(duration);
+            tracing::warn!(
+                ms = duration.as_millis() as u64,
+                "TESTING ONLY: the storage thread's syncs are stalled"
+            );
+            (
+                StatusCode::OK,
+                format!("syncs stall until {} ms from now\n", duration.as_millis()),
+            )
+        }
+        Err(error) => (StatusCode::BAD_REQUEST, format!("{error}\n")),
+    }
+}
+
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -322,6 +387,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/promote", post(promote))
         .route("/admin/remove", post(remove))
         .route("/admin/transfer-leader", post(transfer_leader))
+        .route("/debug/stall-fsync", post(stall_fsync))
         .with_state(state)
 }
 
@@ -331,4 +397,33 @@ pub fn router(state: AdminState) -> Router {
 /// If the listener fails.
 pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
     axum::serve(listener, router(state)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stall_takes_only_a_whole_number_of_milliseconds_up_to_a_minute() {
+        assert_eq!(
+            stall_duration(Some("ms=1500")),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(stall_duration(Some("ms=0")), Ok(Duration::ZERO));
+        for bad in [
+            None,
+            Some(""),
+            Some("ms="),
+            Some("ms=-1"),
+            Some("ms=1.5"),
+            Some("ms=abc"),
+            Some("ms=60001"),
+            Some("ms=18446744073709551616"),
+            Some("ms=1&ms=2"),
+            Some("seconds=1"),
+        ] {
+            let refused = stall_duration(bad);
+            assert!(refused.is_err(), "{bad:?} was taken: {refused:?}");
+        }
+    }
 }

@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chorus_core::NodeId;
@@ -189,6 +190,10 @@ pub enum Input {
         /// Where the answer goes.
         reply: AdminReply,
     },
+    /// The node's storage thread finished a job: the driver wakes to take its outcome (it
+    /// looks for outcomes on every turn of its loop, so a wake-up lost to a full queue costs
+    /// nothing).
+    StorageDone,
 }
 
 /// A snapshot of the node for the admin page and the INFO command.
@@ -311,6 +316,36 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Set (by `POST /snapshot`) to ask the driver for a snapshot now; checked every tick.
     pub snapshot_requested: AtomicBool,
+    /// TESTING ONLY: an injected fsync stall (`POST /debug/stall-fsync`, with
+    /// `[debug] fault_injection` on).
+    pub fsync_stall: FsyncStall,
+}
+
+/// TESTING ONLY: a deadline before which the storage thread's syncs do not finish, as when a
+/// disk hangs. Set by `POST /debug/stall-fsync?ms=N` (only with `[debug] fault_injection`
+/// on); honoured by the Raft host's storage thread, which sleeps until the deadline before
+/// each sync (and each compaction, which syncs).
+#[derive(Debug, Default)]
+pub struct FsyncStall {
+    until: Mutex<Option<Instant>>,
+}
+
+impl FsyncStall {
+    /// Makes every sync from now until `duration` from now wait until then (a later
+    /// deadline already set is kept).
+    pub fn stall_for(&self, duration: Duration) {
+        let until = Instant::now() + duration;
+        if let Ok(mut current) = self.until.lock() {
+            *current = Some(current.map_or(until, |current| current.max(until)));
+        }
+    }
+
+    /// The deadline, if one is set and still ahead.
+    #[must_use]
+    pub fn until(&self) -> Option<Instant> {
+        let until = (*self.until.lock().ok()?)?;
+        (until > Instant::now()).then_some(until)
+    }
 }
 
 impl Shared {
@@ -322,6 +357,7 @@ impl Shared {
             metrics: Metrics::new(),
             shutdown: AtomicBool::new(false),
             snapshot_requested: AtomicBool::new(false),
+            fsync_stall: FsyncStall::default(),
         }
     }
 }

@@ -11,15 +11,19 @@
 //!    than firing a burst that would look like a timeout), and expire client requests that
 //!    waited too long;
 //! 3. while the core has a Ready, handle it in the order the scheme's contract demands (the
-//!    host's part: Raft sends, applies, persists with one fsync for the batch, sends what
-//!    promises durability, and advances; primary-backup sends, answers, and advances);
+//!    host's part: Raft sends and applies, hands the batch to its storage thread for one
+//!    fsync, and keeps stepping, ticking and heartbeating while it is out; once the thread
+//!    reports it durable, sends what promises durability and advances. Primary-backup
+//!    persists, sends, answers, and advances);
 //! 4. publish the status for the admin page, and stop if asked to.
 //!
-//! It runs on a plain OS thread, not a tokio task, because fsync blocks.
+//! It runs on a plain OS thread, not a tokio task, because a host may block on its disk (the
+//! primary-backup hosts fsync on it). A host whose storage thread finished a job is woken by
+//! an [`Input::StorageDone`] sent through [`Context::waker`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -51,6 +55,12 @@ pub trait Host {
 
     /// Logical time moved one tick.
     fn tick(&mut self, cx: &mut Context);
+
+    /// Called once on the driver thread before the loop starts (a host starts its helper
+    /// threads here).
+    fn start(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
 
     /// Carries out the core's next Ready, if it has one; returns whether it had.
     ///
@@ -91,6 +101,10 @@ pub struct Context {
     pub book: AddressBook,
     /// Connects to peers learned at run time (none in unit tests).
     pub dialer: Option<Dialer>,
+    /// The driver's own input queue, for a host's helper thread to wake it with
+    /// [`Input::StorageDone`] (none in unit tests). While the driver holds it the queue never
+    /// disconnects: the driver stops on the shutdown flag.
+    pub waker: Option<SyncSender<Input>>,
 }
 
 impl Context {
@@ -143,8 +157,8 @@ impl<H: Host> Driver<H> {
         }
     }
 
-    /// Runs until shutdown or until every input sender is gone; then answers every request
-    /// still held.
+    /// Runs until shutdown (or until every input sender is gone, when the context holds no
+    /// waker); then answers every request still held.
     ///
     /// # Errors
     /// The host's error: the node cannot keep its promises, so it stops.
@@ -157,6 +171,7 @@ impl<H: Host> Driver<H> {
     fn run_loop(&mut self) -> Result<(), H::Error> {
         let tick = self.pacing.tick;
         let mut next_tick = Instant::now() + tick;
+        self.host.start(&mut self.cx);
         self.publish();
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -218,6 +233,8 @@ impl<H: Host> Driver<H> {
                     let _ = reply.send(Err(RequestError::Busy));
                 }
             }
+            // Only a wake-up: the host takes its storage outcomes in `handle_ready`.
+            Input::StorageDone => {}
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`ConfigHost`], a member of the configuration group: the Raft host
 //!   ([`super::raft_host::RaftHost`]) replicating `chorus_hybrid::ConfigStateMachine` instead of
-//!   the key-value store, unchanged otherwise (durable log, group commit, snapshots). Data
+//!   the key-value store, unchanged otherwise (durable log on a storage thread, group commit,
+//!   snapshots). Data
 //!   servers send it their commands (`Register`, `ProposeView`, `Activate`) as
 //!   [`Message::Propose`]; the leader proposes them (followers drop them: every data server
 //!   sends each command to every member and retries until it took effect). The leader sends
@@ -140,6 +141,10 @@ impl Host for ConfigHost {
     fn tick(&mut self, cx: &mut Context) {
         self.raft.tick(cx);
         self.push_configuration(cx);
+    }
+
+    fn start(&mut self, cx: &mut Context) {
+        self.raft.start(cx);
     }
 
     fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, RaftHostError> {

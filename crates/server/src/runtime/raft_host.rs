@@ -7,8 +7,16 @@
 //! node recognises its own request and answers the client. Each Ready is handled in the order
 //! the core's contract (crates/raft/src/lib.rs) demands: send replication → apply committed
 //! entries and answer their clients (they are durable on a majority already, so clients never
-//! wait on this node's fsync) and serve reads whose index is applied → write and fsync the
-//! batch (group commit) → send the messages that promise durability (votes, acks) → advance.
+//! wait on this node's fsync) and serve reads whose index is applied → hand the batch to the
+//! storage thread ([`super::raft_disk`]) for one write and one fsync (group commit) → once it
+//! reports the batch durable, send the messages that promise durability (votes, acks) →
+//! advance. While the batch is out the driver goes on stepping messages, ticking, taking
+//! proposals and sending what needs no durability ([`RawNode::take_messages`]: heartbeats,
+//! AppendEntries, forwards, read rounds), so a stalled fsync delays this node's acks and its
+//! own copy of the log, never its heartbeats: a slow disk cannot cause an election. Snapshot
+//! chunks received from a leader are still written on the driver thread, and a received
+//! snapshot is verified and restored there (the log's compaction to it rides on the Ready's
+//! write); the compaction after a snapshot taken here is queued on the storage thread.
 //!
 //! # Requests survive a change of leader
 //!
@@ -45,6 +53,7 @@ use super::boundary::{
     wall_clock_ms,
 };
 use super::driver::{Context, Host};
+use super::raft_disk::{Disk, DiskDone, DiskJob, ReadyWrite};
 use super::requests::Kind;
 
 /// Why a Raft node stops.
@@ -53,6 +62,9 @@ pub enum RaftHostError {
     /// The disk failed: the node cannot keep its promises.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The storage thread stopped with writes unfinished.
+    #[error(transparent)]
+    StorageThread(#[from] super::raft_disk::DiskStopped),
     /// The log shows that an earlier run of this node had a larger incarnation than this run:
     /// every write of this run would be skipped as a stale duplicate. The counter in the data
     /// directory has been lifted above it, so the next start is sound.
@@ -153,8 +165,8 @@ pub fn restore_state<M: Replicated>(
 }
 
 /// Storage that may hold snapshot files: the runtime takes, sends and installs snapshots
-/// through it.
-pub trait SnapshotStorage: Storage {
+/// through it. It is written on the host's storage thread ([`super::raft_disk`]).
+pub trait SnapshotStorage: Storage + Send + 'static {
     /// The snapshot files, if this storage keeps them on disk (`None`: snapshots are not
     /// taken, sent or installed).
     fn snapshot_store(&self) -> Option<&SnapshotStore>;
@@ -282,7 +294,16 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     raft: RawNode,
     /// The store and the proposals that took effect already: replicated state.
     state: RaftState<M>,
-    storage: S,
+    /// The durable log, written on the storage thread once [`RaftHost::with_storage_thread`]
+    /// asked for it and the driver started (inline before that, and in unit tests).
+    disk: Disk<S>,
+    /// Whether to move the durable log onto a storage thread when the driver starts.
+    storage_thread: bool,
+    /// The outstanding Ready, whose write is out on the disk.
+    writing: Option<Writing>,
+    /// The snapshot files, if the storage keeps them (read and written on the driver and the
+    /// snapshot thread; the storage thread only removes superseded ones).
+    snapshots: Option<SnapshotStore>,
     /// Follower: the snapshot being received from the leader.
     partial: Option<PartialSnapshot>,
     /// The snapshot being written on the snapshot thread, if any (one at a time).
@@ -328,6 +349,17 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     janitor: Option<Janitor>,
 }
 
+/// What the host keeps of the outstanding Ready while its write is out.
+#[derive(Debug)]
+struct Writing {
+    /// Votes and acks: they leave once the write is durable.
+    persisted_messages: Vec<(NodeId, Message)>,
+    /// A snapshot to take once the Ready is done.
+    snapshot_due: Option<SnapshotMeta>,
+    /// Entries in the write (for the batch-size metric).
+    entries: usize,
+}
+
 /// A leader sends its address book to every member at least this often.
 const ADDRESSES_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -351,8 +383,9 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     ) -> RaftHost<S, M> {
         let status = raft.status();
         let snapshot = raft.snapshot();
-        let last_snapshot = storage
-            .snapshot_store()
+        let snapshots = storage.snapshot_store().cloned();
+        let last_snapshot = snapshots
+            .as_ref()
             .filter(|_| snapshot.index > LogIndex(0))
             .and_then(|store| {
                 Some(SnapshotFile {
@@ -378,7 +411,10 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             synced_vote: (status.term, status.vote),
             raft,
             state,
-            storage,
+            disk: Disk::inline(storage, snapshots.clone(), janitor.clone()),
+            storage_thread: false,
+            writing: None,
+            snapshots,
             partial: None,
             snapshot_job: None,
             last_snapshot,
@@ -424,6 +460,15 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     #[must_use]
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.status().leader
+    }
+
+    /// Writes the durable log on a storage thread of its own once the driver starts, so that
+    /// the driver keeps stepping, ticking and heartbeating while an fsync is out (without
+    /// it, the log is written on the driver thread).
+    #[must_use]
+    pub fn with_storage_thread(mut self) -> RaftHost<S, M> {
+        self.storage_thread = true;
+        self
     }
 
     /// Writes snapshots at `pacing` (unpaced by default).
@@ -789,8 +834,8 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     fn send_chunk(&mut self, cx: &Context, request: SnapshotChunkRequest) {
         let SnapshotChunkRequest { to, meta, offset } = request;
         let read = self
-            .storage
-            .snapshot_store()
+            .snapshots
+            .as_ref()
             .map(|store| read_chunk(store, meta, offset, self.snapshot_chunk_bytes_max));
         match read {
             Some(Ok((data, done))) => {
@@ -868,8 +913,8 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     /// Follower: writes a received chunk into the partial snapshot file.
     fn write_chunk(&mut self, chunk: SnapshotChunk) -> Result<(), RaftHostError> {
         let store = self
-            .storage
-            .snapshot_store()
+            .snapshots
+            .as_ref()
             .ok_or(RaftHostError::NoSnapshotStore)?;
         if chunk.offset == 0 {
             if let Some(old) = self.partial.take() {
@@ -911,15 +956,16 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         Ok(())
     }
 
-    /// Follower: installs the received snapshot `meta`: verifies the completed file, restores
-    /// the state from it and compacts the log to it. Any failure stops the node.
+    /// Follower: installs the received snapshot `meta`: verifies the completed file and
+    /// restores the state from it, on the driver. The durable log is compacted to it by the
+    /// Ready's write on the storage thread, before its entries (see `handle_ready`). Any
+    /// failure stops the node.
     fn install(&mut self, cx: &Context, meta: SnapshotMeta) -> Result<(), RaftHostError> {
         let started = Instant::now();
         let store = self
-            .storage
-            .snapshot_store()
-            .ok_or(RaftHostError::NoSnapshotStore)?
-            .clone();
+            .snapshots
+            .clone()
+            .ok_or(RaftHostError::NoSnapshotStore)?;
         let file = match self.partial.take() {
             Some(partial) if partial.meta() == meta => partial.finish()?,
             other => {
@@ -936,9 +982,6 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             }
         };
         self.state = restore_state(&store, meta)?;
-        // Keep the log after the snapshot only if it goes on from it (storage decides, Raft §7).
-        self.storage.compact(meta, meta.index.next())?;
-        let _ = store.retain(2);
         cx.shared.metrics.snapshots_installed.inc();
         tracing::info!(
             index = meta.index.0,
@@ -954,7 +997,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
 
     /// Takes an image of the applied state (cheap) and writes it out on the snapshot thread.
     fn start_snapshot(&mut self, meta: SnapshotMeta) {
-        let Some(store) = self.storage.snapshot_store() else {
+        let Some(store) = &self.snapshots else {
             self.raft.on_snapshot_failed();
             return;
         };
@@ -1007,15 +1050,16 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         }
     }
 
-    /// Reports a snapshot the snapshot thread finished to the core, and compacts the log.
-    fn finish_snapshot(&mut self, cx: &Context) -> Result<(), RaftHostError> {
+    /// Reports a snapshot the snapshot thread finished to the core, and hands the compaction
+    /// of the durable log to the storage thread (after any write already out there).
+    fn finish_snapshot(&mut self, cx: &Context) {
         let Some((meta, outcome)) = &self.snapshot_job else {
-            return Ok(());
+            return;
         };
         let meta = *meta;
         let result = match outcome.try_recv() {
             Ok(result) => result,
-            Err(mpsc::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::TryRecvError::Empty) => return,
             Err(mpsc::TryRecvError::Disconnected) => Err(StorageError::InvalidWrite(
                 "the snapshot thread stopped without an outcome".to_string(),
             )),
@@ -1027,7 +1071,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 let previous = self.raft.snapshot();
                 if let Err(error) = self.raft.on_snapshot_taken(meta) {
                     tracing::warn!(%error, index = meta.index.0, "the core refused a snapshot");
-                    return Ok(());
+                    return;
                 }
                 let compacted = self.raft.take_compacted_entries();
                 if let Some(janitor) = &self.janitor {
@@ -1040,24 +1084,17 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                         index = meta.index.0,
                         "a snapshot was overtaken by a newer one"
                     );
-                    return Ok(());
+                    return;
                 }
-                // The durable log keeps what follows the previous snapshot too (retain(2)
-                // keeps that one), so a restart that finds this new snapshot damaged can
-                // fall back to the previous one and replay the log from there.
+                // The durable log keeps what follows the previous snapshot too (the storage
+                // thread keeps that snapshot's file), so a restart that finds this new
+                // snapshot damaged can fall back to the previous one and replay the log from
+                // there. Queued behind any Ready's write already out: done in order.
                 let keep_from = self.raft.first_index().min(previous.index.next());
-                self.storage.compact(meta, keep_from)?;
-                let compact_us = finishing.elapsed().as_micros() as u64 - core_us;
-                let retained = self
-                    .storage
-                    .snapshot_store()
-                    .map(|store| match &self.janitor {
-                        Some(janitor) => store.retain_later(2, janitor),
-                        None => store.retain(2),
-                    });
-                if let Some(Err(error)) = retained {
-                    tracing::warn!(%error, "cannot remove old snapshots");
-                }
+                self.disk.submit(DiskJob::Compact {
+                    snapshot: meta,
+                    keep_from,
+                });
                 let metrics = &cx.shared.metrics;
                 metrics.snapshots_taken.inc();
                 metrics.snapshot_write_seconds.observe(took.as_secs_f64());
@@ -1068,8 +1105,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                     first_index = self.raft.first_index().0,
                     driver_us = finishing.elapsed().as_micros() as u64,
                     core_us,
-                    compact_us,
-                    "took a snapshot and compacted the log"
+                    "took a snapshot; the log's compaction is queued"
                 );
                 self.set_last_snapshot(file);
             }
@@ -1078,7 +1114,59 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 self.raft.on_snapshot_failed();
             }
         }
-        Ok(())
+    }
+
+    /// Takes what the storage thread finished. A failure stops the node: the storage is
+    /// poisoned and the node cannot keep its promises.
+    fn take_disk_outcomes(&mut self, cx: &mut Context) -> Result<bool, RaftHostError> {
+        let mut any = false;
+        // Bounded: each outcome answers one job out, and at most DISK_JOBS_MAX are.
+        for _ in 0..super::raft_disk::DISK_JOBS_MAX {
+            let Some(done) = self.disk.try_done()? else {
+                break;
+            };
+            any = true;
+            match done {
+                DiskDone::Written(result) => {
+                    let sync_took = result?;
+                    self.finish_ready(cx, sync_took);
+                }
+                DiskDone::Compacted { snapshot, result } => {
+                    let took = result?;
+                    tracing::info!(
+                        index = snapshot.index.0,
+                        compact_us = took.as_micros() as u64,
+                        "compacted the durable log to a snapshot"
+                    );
+                }
+            }
+        }
+        Ok(any)
+    }
+
+    /// The outstanding Ready's write is durable: steps 3 to 5 of the contract (votes and
+    /// acks, a due snapshot, advance).
+    fn finish_ready(&mut self, cx: &mut Context, sync_took: Option<Duration>) {
+        let writing = self
+            .writing
+            .take()
+            .expect("invariant: a write outcome answers the outstanding Ready");
+        if let Some(took) = sync_took {
+            let metrics = &cx.shared.metrics;
+            metrics.fsync_seconds.observe(took.as_secs_f64());
+            if writing.entries > 0 {
+                metrics.batch_entries.observe(writing.entries as f64);
+            }
+        }
+        // 4. Votes and acks.
+        Self::send(cx, writing.persisted_messages);
+        // 4b. A snapshot of what is applied now, written out on the snapshot thread.
+        if let Some(meta) = writing.snapshot_due {
+            self.start_snapshot(meta);
+        }
+        // 5. Done.
+        self.raft.advance();
+        self.finish_snapshot(cx);
     }
 }
 
@@ -1149,11 +1237,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             tracing::info!("a snapshot was requested");
             self.raft.request_snapshot();
         }
-        if let Err(error) = self.finish_snapshot(cx) {
-            // The compaction that follows a snapshot failed: the storage is poisoned, and the
-            // next write reports it and stops the node.
-            tracing::error!(%error, "compacting the log after a snapshot failed");
-        }
+        self.finish_snapshot(cx);
         let now = Instant::now();
         if self.raft.status().leader.is_some() {
             self.follow_leader(cx);
@@ -1165,10 +1249,33 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         self.refuse_leaderless(cx, now);
     }
 
+    fn start(&mut self, cx: &mut Context) {
+        if !self.storage_thread {
+            return;
+        }
+        let name = format!("chorus-storage-{}", cx.me.0);
+        match self
+            .disk
+            .start_thread(name, cx.shared.clone(), cx.waker.clone())
+        {
+            Ok(()) => tracing::debug!("the durable log is written on a storage thread"),
+            Err(error) => {
+                tracing::warn!(%error, "no storage thread: the driver writes the log itself");
+            }
+        }
+    }
+
     fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, RaftHostError> {
         self.follow_leader(cx);
+        let finished = self.take_disk_outcomes(cx)?;
+        if self.writing.is_some() {
+            // The Ready's write is out: heartbeats, replication, forwards and read rounds
+            // need no durability and leave now; votes and acks wait for the disk.
+            Self::send(cx, self.raft.take_messages());
+            return Ok(finished);
+        }
         if !self.raft.has_ready() {
-            return Ok(false);
+            return Ok(finished);
         }
         let Ready {
             messages,
@@ -1189,8 +1296,10 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         for request in snapshot_chunk_requests {
             self.send_chunk(cx, request);
         }
-        // 1b. A follower writes the chunks it received and installs a complete snapshot
-        //     before it persists entries or applies anything after it.
+        // 1b. A follower writes the chunks it received (on this thread: each chunk's file
+        //     write is durable before the Ready's acks leave) and installs a complete snapshot
+        //     (verifies it and restores the state) before it applies anything after it; the
+        //     durable log is compacted to it by this Ready's write, before its entries.
         for chunk in snapshot_chunks {
             self.write_chunk(chunk)?;
         }
@@ -1213,38 +1322,34 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
                 self.wait_for_leader(Kind::Read, id.0);
             }
         }
-        // 3. Durable before anything that promises it. The commit index is volatile state in
-        //    Raft (Figure 2): a Ready that only moves it is written but not synced (it rides
-        //    on the next sync); a restart may find a lower commit and learns the rest from
-        //    the leader. Entries, terms and votes are always synced.
-        if hard_state.is_some() || !entries.is_empty() {
-            self.storage.write(hard_state, &entries)?;
-            let promises = !entries.is_empty()
-                || hard_state.is_some_and(|state| (state.term, state.vote) != self.synced_vote);
-            if promises {
-                let started = Instant::now();
-                self.storage.sync()?;
-                let metrics = &cx.shared.metrics;
-                metrics
-                    .fsync_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                if !entries.is_empty() {
-                    metrics.batch_entries.observe(entries.len() as f64);
-                }
-                if let Some(state) = hard_state {
-                    self.synced_vote = (state.term, state.vote);
-                }
-            }
+        // 3. Durable before anything that promises it, on the storage thread. The commit
+        //    index is volatile state in Raft (Figure 2): a Ready that only moves it is
+        //    written but not synced (it rides on the next sync); a restart may find a lower
+        //    commit and learns the rest from the leader. Entries, terms and votes are always
+        //    synced. Until the thread reports back, the driver keeps stepping, ticking and
+        //    sending what needs no durability (above).
+        let sync = !entries.is_empty()
+            || hard_state.is_some_and(|state| (state.term, state.vote) != self.synced_vote);
+        if sync && let Some(state) = hard_state {
+            // Jobs are done in order: a later write relies on this sync.
+            self.synced_vote = (state.term, state.vote);
         }
-        // 4. Votes and acks.
-        Self::send(cx, persisted_messages);
-        // 4b. A snapshot of what is applied now, written out on the snapshot thread.
-        if let Some(meta) = snapshot_due {
-            self.start_snapshot(meta);
+        let write = ReadyWrite {
+            installed: snapshot,
+            hard_state,
+            entries,
+            sync,
+        };
+        self.writing = Some(Writing {
+            persisted_messages,
+            snapshot_due,
+            entries: write.entries.len(),
+        });
+        if write.is_empty() {
+            self.finish_ready(cx, None);
+        } else {
+            self.disk.submit(DiskJob::Write(write));
         }
-        // 5. Done.
-        self.raft.advance();
-        self.finish_snapshot(cx)?;
         Ok(true)
     }
 
@@ -1390,6 +1495,7 @@ mod tests {
             requests: Requests::new(1, Duration::from_secs(60), 64),
             book: crate::runtime::members::AddressBook::default(),
             dialer: None,
+            waker: None,
         }
     }
 
@@ -1432,7 +1538,7 @@ mod tests {
 
         // The node crashes (losing what was not synced: the last commit index), its
         // incarnation file is lost and the clock is behind: the next run takes 5.
-        let mut storage = later.storage;
+        let mut storage = later.disk.into_storage();
         storage.crash_keeping(0);
         let mut earlier = host(storage, dir.path(), 5);
         let error = run(&mut earlier, &mut context()).unwrap_err();

@@ -508,6 +508,24 @@ impl TestCluster {
         response.body_mut().read_json().ok()
     }
 
+    /// Posts `/debug/stall-fsync` with `query` to the node (fault injection must be on in
+    /// its configuration); returns the HTTP status and the body.
+    pub fn stall_fsync(&self, node: u64, query: &str) -> (u16, String) {
+        let admin = self.addresses(node).admin;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .post(format!("http://{admin}/debug/stall-fsync{query}"))
+            .send_empty()
+            .expect("the admin endpoint answers");
+        let code = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        (code, body)
+    }
+
     /// The node's `/status`, if it answers.
     pub fn status(&self, node: u64) -> Option<Status> {
         let value = self.status_json(node)?;

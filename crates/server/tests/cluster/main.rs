@@ -14,4 +14,5 @@ mod membership;
 mod pb;
 mod redis_compat;
 mod redis_sessions;
+mod slow_disk;
 mod snapshots;
