@@ -56,9 +56,12 @@
 //!    send them at once. So a driver that persists on another thread (asynchronous storage
 //!    writes) keeps heartbeating, replicating new proposals, answering ReadIndex rounds,
 //!    pre-voting and forwarding proposals while its disk is slow, and a stalled fsync on a
-//!    leader does not stop its heartbeats. Votes and acks never leave that way: they wait
-//!    for the next Ready's `persisted_messages`. `has_ready` is false while a Ready is
-//!    outstanding, and `ready` panics then.
+//!    leader does not stop its heartbeats. Votes and acks of what is not durable yet never
+//!    leave that way: they wait for the next Ready's `persisted_messages`. An ack that
+//!    promises only what `advance` already confirmed durable (a heartbeat at the follower's
+//!    durable match index, in a term already durable, with no snapshot install out) is such
+//!    a message, so a follower whose disk hangs still answers heartbeats and read rounds.
+//!    `has_ready` is false while a Ready is outstanding, and `ready` panics then.
 //! 4. **Durability.** A leader counts its own log toward a commit majority only up to what
 //!    `advance` confirmed durable. Readies are persisted in the order they were taken, so an
 //!    ack in a later Ready never promises more than is on disk. Committed entries may

@@ -275,6 +275,11 @@ pub struct RawNode {
 
     /// The hard state most recently handed out (or given at restart).
     hard_state_handed: HardState,
+    /// The term of the hard state `advance` last confirmed durable (or given at restart).
+    term_durable: Term,
+    /// The term of the hard state handed out by the outstanding Ready, and whether that Ready
+    /// installs a received snapshot (durable only once it is advanced).
+    persisting: Option<(Term, bool)>,
     /// A Ready was taken and not yet advanced.
     ready_outstanding: bool,
 }
@@ -401,6 +406,8 @@ impl RawNode {
             snapshot_chunks: Vec::new(),
             snapshot_chunk_requests: Vec::new(),
             hard_state_handed: hard_state,
+            term_durable: hard_state.term,
+            persisting: None,
             ready_outstanding: false,
         };
         node.refresh_membership();
@@ -768,6 +775,7 @@ impl RawNode {
             .saturating_add(applied_bytes as u64);
         let snapshot_due = self.snapshot_due();
         self.ready_outstanding = true;
+        self.persisting = Some((self.hard_state_handed.term, snapshot.is_some()));
         Ready {
             messages: std::mem::take(&mut self.messages),
             hard_state,
@@ -792,9 +800,10 @@ impl RawNode {
     /// driver makes the outstanding Ready durable: a node whose disk is slow keeps its
     /// followers' election timers reset and keeps replicating (the contract's step 3 in the
     /// crate docs). May be called at any time; what it takes never reappears in a Ready.
-    /// Messages that promise durable state (votes, acks) are never among them: they wait for
-    /// the next Ready's `persisted_messages`, and a leader's own log still counts toward a
-    /// commit only up to what `advance` confirmed.
+    /// Messages that promise state not yet durable (votes, acks of new entries) are never
+    /// among them: they wait for the next Ready's `persisted_messages`, and a leader's own
+    /// log still counts toward a commit only up to what `advance` confirmed. An ack of what
+    /// is durable already (a heartbeat at the durable match index) is among them.
     pub fn take_messages(&mut self) -> Vec<(NodeId, Message)> {
         self.queue_outgoing();
         std::mem::take(&mut self.messages)
@@ -1015,6 +1024,9 @@ impl RawNode {
             "advance() called without an outstanding Ready"
         );
         self.ready_outstanding = false;
+        if let Some((term, _)) = self.persisting.take() {
+            self.term_durable = term;
+        }
         self.log.finish_persist();
         if self.role == Role::Leader {
             // The leader's own copy counts toward a majority only once durable.
@@ -1609,17 +1621,34 @@ impl RawNode {
                 if commit > self.log.commit() {
                     self.log.commit_to(commit);
                 }
-                AppendEntriesResponse {
+                let response = AppendEntriesResponse {
                     term: self.term,
                     success: true,
                     match_index,
                     conflict_index: LogIndex(0),
                     conflict_term: None,
                     read_round: request.read_round,
+                };
+                if self.is_durable_here(match_index) {
+                    // It promises only what is durable already (a heartbeat at the match
+                    // index, or entries this node made durable before): it need not wait
+                    // for a write that may be out, so a follower whose disk hangs still
+                    // answers heartbeats and read rounds.
+                    self.messages
+                        .push((from, Message::AppendEntriesResponse(response)));
+                    return;
                 }
+                response
             }
         };
         self.push_promise(from, Message::AppendEntriesResponse(response));
+    }
+
+    /// Whether this node's log up to `index`, and its current term, are durable already:
+    /// confirmed by `advance`, and not truncated or replaced by a snapshot install since.
+    fn is_durable_here(&self, index: LogIndex) -> bool {
+        let installing = self.persisting.is_some_and(|(_, installing)| installing);
+        self.term == self.term_durable && !installing && index <= self.log.persisted()
     }
 
     // ----- Snapshots: follower side (Raft §7) -----------------------------------------------
@@ -2421,6 +2450,75 @@ mod tests {
         assert_eq!(node.status().role, Role::Candidate);
         assert_eq!(node.status().term, Term(1));
         assert_eq!(node.status().vote, Some(id(1)));
+    }
+
+    /// Leader 2's AppendEntries of term 1 after `prev`, with entries `indexes` (term 1).
+    fn append(prev: u64, indexes: &[u64]) -> Message {
+        Message::AppendEntries(AppendEntries {
+            term: Term(1),
+            prev_log_index: LogIndex(prev),
+            prev_log_term: Term(u64::from(prev > 0)),
+            entries: indexes
+                .iter()
+                .map(|&index| Entry {
+                    index: LogIndex(index),
+                    term: Term(1),
+                    payload: EntryPayload::Command(Bytes::from_static(b"x")),
+                })
+                .collect(),
+            leader_commit: LogIndex(0),
+            read_round: 0,
+        })
+    }
+
+    fn ack(match_index: u64) -> (NodeId, Message) {
+        (
+            id(2),
+            Message::AppendEntriesResponse(AppendEntriesResponse {
+                term: Term(1),
+                success: true,
+                match_index: LogIndex(match_index),
+                conflict_index: LogIndex(0),
+                conflict_term: None,
+                read_round: 0,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_heartbeat_at_a_durable_match_index_is_answered_while_a_write_is_out() {
+        let mut node = follower();
+        node.step(id(2), append(0, &[1])).expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.persisted_messages, vec![ack(1)]);
+        node.advance();
+        // Entry 2 arrives; its write is out (the disk hangs).
+        node.step(id(2), append(1, &[2])).expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.persisted_messages, vec![ack(2)]);
+        // A heartbeat at the durable match index promises nothing new: answered at once.
+        node.step(id(2), append(1, &[])).expect("accepted");
+        assert_eq!(node.take_messages(), vec![ack(1)]);
+        // One at entry 2, or one that brings an entry again, promises what is not durable
+        // yet: it waits for the next Ready.
+        node.step(id(2), append(2, &[])).expect("accepted");
+        node.step(id(2), append(1, &[2])).expect("accepted");
+        assert!(node.take_messages().is_empty());
+        node.advance();
+        let ready = node.ready();
+        assert_eq!(ready.persisted_messages, vec![ack(2), ack(2)]);
+        assert!(ready.messages.is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_in_a_term_not_yet_durable_waits_for_the_disk() {
+        let mut node = follower();
+        // The heartbeat moves the follower to term 1: its answer carries a term that is not
+        // durable yet.
+        node.step(id(2), append(0, &[])).expect("accepted");
+        assert!(node.take_messages().is_empty());
+        let ready = node.ready();
+        assert_eq!(ready.persisted_messages, vec![ack(0)]);
     }
 
     #[cfg(feature = "inject-bugs")]

@@ -70,7 +70,8 @@ pub struct Ready {
     /// suffix written by an earlier leader).
     pub entries: Vec<Entry>,
     /// Messages that promise durable state (votes, AppendEntries acks, vote requests carrying
-    /// the candidate's own vote): send them only after step 2 is durable.
+    /// the candidate's own vote): send them only after step 2 is durable. (An ack that
+    /// promises only what an earlier `advance` confirmed durable travels in `messages`.)
     pub persisted_messages: Vec<(NodeId, Message)>,
     /// Committed entries to apply, in log order, each exactly once. They may include entries of
     /// this same Ready, which is why they are applied after step 2.

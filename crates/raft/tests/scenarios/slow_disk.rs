@@ -1,8 +1,9 @@
 //! A slow disk cannot cause an election: a driver that persists on another thread keeps
 //! stepping and ticking while a Ready is outstanding, and sends what
 //! [`chorus_raft::RawNode::take_messages`] gives (heartbeats, AppendEntries, forwarded
-//! proposals), while every promise (acks, votes) waits for the disk (the crate docs'
-//! contract, step 3; Raft Figure 2, thesis §10.2.1).
+//! proposals, and acks that promise only what is durable already), while every new promise
+//! (acks of entries not yet durable, votes) waits for the disk (the crate docs' contract,
+//! step 3; Raft Figure 2, thesis §10.2.1).
 
 use chorus_core::{LogIndex, NodeId, Term};
 use chorus_raft::{Message, Role};
@@ -23,6 +24,26 @@ fn acks_from(network: &Network, from: NodeId) -> usize {
     network.count_delivered(|sender, _, message| {
         sender == from && matches!(message, Message::AppendEntriesResponse(ack) if ack.success)
     })
+}
+
+/// How many successful AppendEntries answers `from` delivered so far that promised entries
+/// beyond `index`.
+fn acks_beyond(network: &Network, from: NodeId, index: LogIndex) -> usize {
+    network.count_delivered(|sender, _, message| {
+        sender == from
+            && matches!(message, Message::AppendEntriesResponse(ack)
+                if ack.success && ack.match_index > index)
+    })
+}
+
+/// What `leader` knows `follower` holds durably.
+fn match_index(network: &Network, leader: NodeId, follower: NodeId) -> Option<LogIndex> {
+    network
+        .node(leader)
+        .match_indexes()
+        .into_iter()
+        .find(|(node, _)| *node == follower)
+        .map(|(_, index)| index)
 }
 
 #[test]
@@ -100,6 +121,7 @@ fn a_follower_whose_disk_hangs_acks_nothing_until_durable() {
     let leader = network.tick_until_leader(100);
     let term = network.node(leader).status().term;
     let slow = others(&network, leader)[0];
+    let durable = match_index(&network, leader, slow).expect("a follower");
     network.stall_disk(slow);
     network.propose(leader, "a");
     network.deliver();
@@ -111,13 +133,19 @@ fn a_follower_whose_disk_hangs_acks_nothing_until_durable() {
         network.propose(leader, &format!("b{round}"));
         network.tick(2);
     }
-    // The follower heard every heartbeat (its election timer stayed reset) but promised
-    // nothing it has not made durable.
+    // The follower heard every heartbeat (its election timer stayed reset) and answered
+    // those that asked only for what it holds durably, but promised nothing it has not made
+    // durable.
+    assert!(
+        acks_from(&network, slow) > acks_before,
+        "heartbeats at the durable match index are answered at once"
+    );
     assert_eq!(
-        acks_from(&network, slow),
-        acks_before,
+        acks_beyond(&network, slow, durable),
+        0,
         "an ack before durable"
     );
+    assert_eq!(match_index(&network, leader, slow), Some(durable));
     assert_eq!(vote_requests(&network), votes_before, "nobody campaigned");
     assert_eq!(network.node(slow).status().role, Role::Follower);
     assert_eq!(network.node(slow).status().term, term);
@@ -126,19 +154,11 @@ fn a_follower_whose_disk_hangs_acks_nothing_until_durable() {
     // Once durable, the acks leave.
     network.resume_disk(slow);
     network.deliver();
-    assert!(acks_from(&network, slow) > acks_before);
+    assert!(acks_beyond(&network, slow, durable) > 0);
     network.tick(3);
     assert_eq!(network.applied_commands(slow).len(), 51);
     let last = network.node(leader).status().last_index;
-    assert_eq!(
-        network
-            .node(leader)
-            .match_indexes()
-            .into_iter()
-            .find(|(node, _)| *node == slow)
-            .map(|(_, index)| index),
-        Some(last)
-    );
+    assert_eq!(match_index(&network, leader, slow), Some(last));
     assert_eq!(network.node(slow).status().term, Term(term.0));
     assert!(last > LogIndex(51));
 }

@@ -80,13 +80,17 @@ fn restart_from_the_snapshot_and_the_log_after_it() {
         for all in [false, true, false] {
             await_leader(&mut sim, 30 * unit, seed);
             let leader = sim.leader().expect("awaited");
+            let victims = if all { sim.node_ids() } else { vec![leader] };
+            // Every node snapshots on its own schedule: wait until each victim holds one to
+            // restart from.
             let compacted = sim.run_until(200 * unit, |sim| {
-                sim.raft(leader)
-                    .is_some_and(|raft| raft.snapshot().index.0 >= every)
-                    && !sim.snapshot_in_progress(leader)
+                victims.iter().all(|&node| {
+                    sim.raft(node)
+                        .is_some_and(|raft| raft.snapshot().index.0 >= every)
+                        && !sim.snapshot_in_progress(node)
+                })
             });
             assert!(compacted, "seed {seed}: no snapshot taken");
-            let victims = if all { sim.node_ids() } else { vec![leader] };
             let snapshots: Vec<_> = victims
                 .iter()
                 .map(|&node| sim.raft(node).expect("up").snapshot())
