@@ -154,13 +154,14 @@ pub struct Interleaving {
 }
 
 impl Interleaving {
-    /// The order of the runtime (`crates/server/src/runtime/raft_host.rs`): apply before the
-    /// fsync, step nothing until `advance`.
+    /// The order of the runtime (`crates/server/src/runtime/raft_host.rs`, which persists on
+    /// a storage thread): apply before the fsync, step inputs and send what needs no
+    /// durability while the write is out.
     pub const RUNTIME: Interleaving = Interleaving {
         apply_before_sync: true,
-        step_during_ready: false,
+        step_during_ready: true,
         slow_disk: false,
-        send_during_ready: false,
+        send_during_ready: true,
     };
 
     /// Apply after the sync, step inputs as they come, a fast disk: the one order the
