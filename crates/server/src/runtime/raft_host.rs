@@ -11,8 +11,9 @@
 //! storage thread ([`super::raft_disk`]) for one write and one fsync (group commit) → once it
 //! reports the batch durable, send the messages that promise durability (votes, acks) →
 //! advance. While the batch is out the driver goes on stepping messages, ticking, taking
-//! proposals and sending what needs no durability ([`RawNode::take_messages`]: heartbeats,
-//! AppendEntries, forwards, read rounds), so a stalled fsync delays this node's acks and its
+//! proposals and sending, once per tick, what needs no durability
+//! ([`RawNode::take_messages`]: heartbeats, AppendEntries, forwards, read rounds), so a
+//! stalled fsync delays this node's acks and its
 //! own copy of the log, never its heartbeats: a slow disk cannot cause an election. Snapshot
 //! chunks received from a leader are still written on the driver thread, and a received
 //! snapshot is verified and restored there (the log's compaction to it rides on the Ready's
@@ -301,6 +302,8 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     storage_thread: bool,
     /// The outstanding Ready, whose write is out on the disk.
     writing: Option<Writing>,
+    /// A tick passed since what needs no durability was last taken while a write was out.
+    ticked: bool,
     /// The snapshot files, if the storage keeps them (read and written on the driver and the
     /// snapshot thread; the storage thread only removes superseded ones).
     snapshots: Option<SnapshotStore>,
@@ -414,6 +417,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             disk: Disk::inline(storage, snapshots.clone(), janitor.clone()),
             storage_thread: false,
             writing: None,
+            ticked: false,
             snapshots,
             partial: None,
             snapshot_job: None,
@@ -1229,6 +1233,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
 
     fn tick(&mut self, cx: &mut Context) {
         self.raft.tick();
+        self.ticked = true;
         if cx
             .shared
             .snapshot_requested
@@ -1270,8 +1275,14 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         let finished = self.take_disk_outcomes(cx)?;
         if self.writing.is_some() {
             // The Ready's write is out: heartbeats, replication, forwards and read rounds
-            // need no durability and leave now; votes and acks wait for the disk.
-            Self::send(cx, self.raft.take_messages());
+            // need no durability and leave once per tick (so a hung disk never stops the
+            // heartbeats); votes and acks wait for the disk. Not after every input: a fast
+            // disk's write is back within the tick, and the Ready after it carries what
+            // arrived meanwhile as one batch, where sending it at once would cost an
+            // AppendEntries (and a follower's step) per input.
+            if std::mem::take(&mut self.ticked) {
+                Self::send(cx, self.raft.take_messages());
+            }
             return Ok(finished);
         }
         if !self.raft.has_ready() {
