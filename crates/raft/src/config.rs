@@ -52,6 +52,11 @@ pub struct InjectedBugs {
     /// acknowledged, which the leader may have counted toward a commit; caught as a lost
     /// committed entry.
     pub truncate_without_conflict: bool,
+    /// A node repairing a log that lost acknowledged entries (damaged synced records,
+    /// [`crate::HardState::repairing`]) votes and campaigns as a healthy one (breaks
+    /// protocol-aware recovery: its vote can elect a leader without a committed entry that
+    /// only it and a minority held; caught as a lost committed entry).
+    pub repairing_node_votes: bool,
 }
 
 /// The configuration of one Raft node.

@@ -61,6 +61,14 @@ pub struct HardState {
     pub vote: Option<NodeId>,
     /// The highest index known to be committed.
     pub commit: LogIndex,
+    /// Set while this node repairs a log that lost acknowledged entries (protocol-aware
+    /// recovery): the storage found synced records damaged and cut them, and this is the
+    /// highest term in which the lost entries could have been acknowledged (the durable term
+    /// when the damage was found). Until the node's commit index reaches an entry of a later
+    /// term (its log then matches a leader elected without it up to that entry, so every
+    /// committed entry is back), it neither votes nor campaigns. `None` on a healthy node.
+    #[serde(default)]
+    pub repairing: Option<Term>,
 }
 
 /// Where a snapshot of the state machine stands in the log: it holds the effect of every entry

@@ -69,6 +69,10 @@ pub struct Status {
     pub last_index: LogIndex,
     /// The index of the last entry `advance` confirmed durable.
     pub persisted_index: LogIndex,
+    /// While the node repairs a log that lost acknowledged entries, the term in which they
+    /// could have been acknowledged (see [`HardState::repairing`]); it neither votes nor
+    /// campaigns until then.
+    pub repairing: Option<Term>,
 }
 
 /// What was durable when a node stopped, given to [`RawNode::restart`].
@@ -282,6 +286,8 @@ pub struct RawNode {
     persisting: Option<(Term, bool)>,
     /// A Ready was taken and not yet advanced.
     ready_outstanding: bool,
+    /// See [`HardState::repairing`].
+    repairing: Option<Term>,
 }
 
 impl RawNode {
@@ -358,10 +364,21 @@ impl RawNode {
                 "a term beyond any reachable value",
             ));
         }
-        let term = hard_state
+        let mut term = hard_state
             .term
             .max(log.last_term())
             .max(log.snapshot().term);
+        // A node that lost acknowledged entries resumes in a term after the one it could have
+        // acknowledged them in: a leader of that term may still count them in this node's
+        // match index, and must step down when it hears of the later term.
+        if let Some(repairing) = hard_state.repairing {
+            if repairing > TERM_MAX {
+                return Err(ConfigError::CorruptDurableState(
+                    "a term beyond any reachable value",
+                ));
+            }
+            term = term.max(repairing.next());
+        }
         // A vote binds only the term it was cast in.
         let vote = hard_state.vote.filter(|_| hard_state.term == term);
 
@@ -409,8 +426,16 @@ impl RawNode {
             term_durable: hard_state.term,
             persisting: None,
             ready_outstanding: false,
+            repairing: hard_state.repairing,
         };
         node.refresh_membership();
+        node.finish_repair_if_done();
+        if node.repairing.is_some() && node.quorum == 1 && node.is_voter() {
+            return Err(ConfigError::CorruptDurableState(
+                "acknowledged log entries were damaged, and a cluster of one voter has no peer \
+                 to repair them from",
+            ));
+        }
         node.reset_election_timer();
         Ok(node)
     }
@@ -428,11 +453,12 @@ impl RawNode {
             return;
         }
         if self.election_elapsed >= self.election_timeout_randomized {
-            if self.is_voter() {
+            if self.is_voter() && !self.abstains() {
                 self.on_election_timeout();
             } else {
                 // Learners and removed nodes never campaign: they cannot win, and a removed
-                // node must not disturb the cluster it left. A silent leader is forgotten, so
+                // node must not disturb the cluster it left. Nor does a node repairing lost
+                // entries: its log may lack committed ones. A silent leader is forgotten, so
                 // that clients go elsewhere.
                 self.set_leader(None);
                 self.reset_election_timer();
@@ -589,7 +615,11 @@ impl RawNode {
     /// Starts an election at once (for tests and leadership hand-over). It skips the pre-vote
     /// round: the caller asks for this election on purpose. Does nothing on a leader.
     pub fn campaign(&mut self) {
-        if self.role != Role::Leader && self.install_pending.is_none() && self.is_voter() {
+        if self.role != Role::Leader
+            && self.install_pending.is_none()
+            && self.is_voter()
+            && !self.abstains()
+        {
             self.become_candidate(false);
         }
     }
@@ -762,6 +792,7 @@ impl RawNode {
         );
         self.queue_outgoing();
         let snapshot = self.install_received_snapshot();
+        self.finish_repair_if_done();
         let hard_state = self.hard_state_current();
         let hard_state = (hard_state != self.hard_state_handed).then(|| {
             self.hard_state_handed = hard_state;
@@ -1048,6 +1079,7 @@ impl RawNode {
             applied: self.log.applied(),
             last_index: self.log.last_index(),
             persisted_index: self.log.persisted(),
+            repairing: self.repairing,
         }
     }
 
@@ -1493,6 +1525,9 @@ impl RawNode {
         let up_to_date = self
             .log
             .is_up_to_date(request.last_log_term, request.last_log_index);
+        // A node repairing lost entries grants nothing: its log may lack a committed entry
+        // that its vote would then let a candidate without it win over.
+        let up_to_date = up_to_date && !self.abstains();
         if request.pre_vote {
             // Thesis §9.6: grant iff we would vote in the proposed term; change nothing.
             let granted = request.term > self.term && up_to_date;
@@ -1964,6 +1999,7 @@ impl RawNode {
             && from_leader
             && self.is_voter()
             && self.install_pending.is_none()
+            && !self.abstains()
         {
             self.become_candidate(true);
         }
@@ -2327,7 +2363,30 @@ impl RawNode {
             term: self.term,
             vote: self.vote,
             commit: self.log.commit(),
+            repairing: self.repairing,
         }
+    }
+
+    /// Ends a repair once the commit index reaches an entry of a term after the one in which
+    /// the lost entries could have been acknowledged: the log up to there is the leader's of
+    /// that term (Log Matching), and that leader was elected without this node's vote, so it
+    /// held every committed entry, the lost ones included.
+    fn finish_repair_if_done(&mut self) {
+        if let Some(repairing) = self.repairing {
+            if self
+                .log
+                .term_at(self.log.commit())
+                .is_some_and(|term| term > repairing)
+            {
+                self.repairing = None;
+            }
+        }
+    }
+
+    /// Whether this node must stay out of elections: it lost acknowledged entries and has
+    /// not repaired them yet (unless the injected bug says otherwise).
+    fn abstains(&self) -> bool {
+        self.repairing.is_some() && !self.config.injected_bugs().repairing_node_votes
     }
 }
 
@@ -2367,6 +2426,7 @@ mod tests {
                     term: Term(1),
                     vote: Some(id(2)),
                     commit: LogIndex(0),
+                    repairing: None,
                 }),
                 persisted_messages: vec![(
                     id(2),

@@ -446,6 +446,7 @@ impl Cluster {
                             term: Term(3),
                             vote: None,
                             commit: LogIndex(2),
+                            repairing: None,
                         },
                         entries,
                         membership: None,

@@ -371,7 +371,7 @@ impl DebugSettings {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 9] = [
+pub const INJECTABLE_BUGS: [&str; 10] = [
     "commit-without-current-term",
     "read-without-read-index",
     "read-index-unconfirmed",
@@ -381,6 +381,7 @@ pub const INJECTABLE_BUGS: [&str; 9] = [
     "membership-on-commit",
     "overlapping-membership-changes",
     "truncate-without-conflict",
+    "repairing-node-votes",
 ];
 
 /// A configuration that cannot work.
@@ -541,6 +542,7 @@ impl NodeConfig {
             membership_on_commit: on("membership-on-commit"),
             overlapping_membership_changes: on("overlapping-membership-changes"),
             truncate_without_conflict: on("truncate-without-conflict"),
+            repairing_node_votes: on("repairing-node-votes"),
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub view_changes: Counter,
     /// Committed entries not yet applied.
     pub apply_lag: Gauge,
+    /// Raft: 1 while the node repairs a log whose synced records a disk fault damaged (it
+    /// neither votes nor campaigns meanwhile), 0 otherwise.
+    pub repairing: Gauge,
     /// Messages to peers dropped because their queue was full.
     pub peer_messages_dropped: Counter,
     /// Messages from peers refused as malformed.
@@ -71,6 +74,7 @@ impl Metrics {
         let leader_changes = Counter::default();
         let view_changes = Counter::default();
         let apply_lag = Gauge::default();
+        let repairing = Gauge::default();
         let peer_messages_dropped = Counter::default();
         let peer_messages_refused = Counter::default();
         let proposals_resent = Counter::default();
@@ -127,6 +131,11 @@ impl Metrics {
             apply_lag.clone(),
         );
         registry.register(
+            "repairing",
+            "1 while the node repairs log records a disk fault damaged",
+            repairing.clone(),
+        );
+        registry.register(
             "peer_messages_dropped",
             "Messages to peers dropped on a full queue",
             peer_messages_dropped.clone(),
@@ -179,6 +188,7 @@ impl Metrics {
             leader_changes,
             view_changes,
             apply_lag,
+            repairing,
             peer_messages_dropped,
             peer_messages_refused,
             proposals_resent,

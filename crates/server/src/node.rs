@@ -127,12 +127,16 @@ fn spawn_join(config: &NodeConfig, member: std::net::SocketAddr) {
 
 /// Opens the data directory (replaying the log, cutting a torn tail with a warning), logs
 /// what the recovery found, and returns the storage and its durable state.
-fn open_storage(config: &NodeConfig) -> anyhow::Result<(FileStorage, chorus_raft::DurableState)> {
+fn open_storage(
+    config: &NodeConfig,
+    repair_synced_damage: bool,
+) -> anyhow::Result<(FileStorage, chorus_raft::DurableState)> {
     let me = config.node_id();
     let (storage, durable, report) = FileStorage::open(
         &config.data_dir,
         FileStorageOptions {
             segment_bytes_max: config.storage.segment_bytes,
+            repair_synced_damage,
             ..FileStorageOptions::default()
         },
     )
@@ -148,6 +152,19 @@ fn open_storage(config: &NodeConfig) -> anyhow::Result<(FileStorage, chorus_raft
             offset = torn.offset,
             bytes = torn.bytes_dropped,
             "cut a torn write off the end of the log (a crash interrupted it; it was never acknowledged)"
+        );
+    }
+    if let Some(damage) = &report.synced_damage {
+        tracing::error!(
+            file = %damage.file.display(),
+            offset = damage.offset,
+            marker = damage.marker,
+            bytes = damage.bytes_dropped,
+            reason = %damage.reason,
+            repairing_term = damage.repairing.0,
+            "the disk damaged log records that were synced (a later sync marker proves it): cut \
+             them; this node repairs its log from its peers and neither votes nor campaigns until \
+             a leader has brought it back"
         );
     }
     for damaged in &report.damaged_snapshots {
@@ -183,7 +200,8 @@ pub fn start_raft<M: Replicated>(
     voters: Vec<NodeId>,
 ) -> anyhow::Result<(RaftHost<FileStorage, M>, u64, Duration)> {
     let me = config.node_id();
-    let (storage, durable) = open_storage(config)?;
+    // A Raft node repairs damaged synced records from its peers (protocol-aware recovery).
+    let (storage, durable) = open_storage(config, true)?;
     let timing = &config.timing;
     let mut raft_config = Config::new(me, voters);
     raft_config.election_timeout_ticks = timing.election_timeout_ticks;
@@ -274,7 +292,8 @@ async fn run_hybrid(config: NodeConfig, exit_with_parent: bool) -> anyhow::Resul
         );
         return run_node(config, exit_with_parent, host, incarnation, tick, "cfg-").await;
     }
-    let (storage, durable) = open_storage(&config)?;
+    // A hybrid data server has no such repair: damage in its synced records refuses to start.
+    let (storage, durable) = open_storage(&config, false)?;
     let durable = recover_data(&config.data_dir, durable)
         .context("cannot read the data server's durable state")?;
     let now_ms = SystemTime::now()

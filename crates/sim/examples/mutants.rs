@@ -80,6 +80,10 @@ fn mutants() -> Vec<Mutant> {
             inject: |c| raft(c, |b| b.truncate_without_conflict = true),
         },
         Mutant {
+            name: "repairing_node_votes",
+            inject: |c| raft(c, |b| b.repairing_node_votes = true),
+        },
+        Mutant {
             name: "kv_restore_drops_expiry",
             inject: |c| c.kv_restore_drops_expiry = true,
         },

@@ -300,6 +300,12 @@ pub struct SimConfig {
     /// with both network faults and crashes; `None` (the default) draws it per seed, on in
     /// half of them.
     pub figure_8: Option<bool>,
+    /// Raft: whether a crash may damage a synced record of the restarting node's log (a bit
+    /// flip in the last segment, which the file storage detects by a later sync marker), on
+    /// at most a minority of nodes at once; the node must repair its log from its peers
+    /// without voting (protocol-aware recovery). `None` (the default) draws it per seed, on
+    /// in half of them.
+    pub synced_damage: Option<bool>,
     /// Hybrid: each data server's clock drifts by a rate drawn from `±clock_drift_ppm` parts
     /// per million (the stated bound is 50 000; beyond it leases are unsafe, on purpose).
     pub clock_drift_ppm: u64,
@@ -356,6 +362,7 @@ impl SimConfig {
             snapshot_chunk_bytes: None,
             ttl_writes: None,
             figure_8: None,
+            synced_damage: None,
             clock_drift_ppm: 50_000,
             spares: 0,
             machine: Machine::Kv,
@@ -379,10 +386,12 @@ impl SimConfig {
         let chunk = pick(&mut rng, &SNAPSHOT_CHUNK_BYTES_DRAWS);
         let ttl = rng.chance(0.5);
         let figure_8 = rng.chance(0.5);
+        let synced_damage = rng.chance(0.5);
         self.append_entries_max.get_or_insert(append);
         self.snapshot_chunk_bytes.get_or_insert(chunk);
         self.ttl_writes.get_or_insert(ttl);
         self.figure_8.get_or_insert(figure_8);
+        self.synced_damage.get_or_insert(synced_damage);
         self
     }
 
@@ -395,6 +404,7 @@ impl SimConfig {
         self.snapshot_chunk_bytes = Some(64);
         self.ttl_writes = Some(false);
         self.figure_8 = Some(false);
+        self.synced_damage = Some(false);
         self
     }
 

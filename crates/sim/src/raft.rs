@@ -29,7 +29,7 @@
 //! disk to it. A restart restores the state machine from the newest durable snapshot and
 //! replays the log after it. The checkers compare states at every snapshot point (S4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash};
 use std::io::Write as _;
 
@@ -134,6 +134,13 @@ pub type MessageFilter = Filter<Message>;
 /// The nemesis's turns a step of its Figure 8 waits for its goal (an election, replication)
 /// before it gives up, one election timeout each.
 const FIGURE_8_TURNS_MAX: u64 = 8;
+
+/// How many of a node's last durable records a disk fault may damage
+/// ([`SimConfig::synced_damage`]): the simulator's last segment.
+const DAMAGE_WINDOW_RECORDS: usize = 32;
+
+/// The chance that a crash, in a seed that draws synced damage, damages a synced record.
+const DAMAGE_CHANCE: f64 = 1.0;
 
 /// The Raft nodes of a simulation, with their disks.
 pub struct RaftNodes {
@@ -369,6 +376,11 @@ impl ProtocolHost for RaftNodes {
         sim.stats.crashes += 1;
         let lost = sim.nodes.hosts[node].disk.crash(&mut sim.nodes.rng_disk);
         sim.stats.records_lost += lost as u64;
+        if let Some(damaged) = damage_synced_on_crash(sim, node) {
+            sim.stats.synced_damages += 1;
+            let id = sim.nodes.hosts[node].id;
+            sim.log(|| format!("crash {id}: the disk damaged a synced record, {damaged} cut"));
+        }
         let host = &mut sim.nodes.hosts[node];
         host.raft = None;
         host.outstanding = None;
@@ -460,8 +472,12 @@ impl ProtocolHost for RaftNodes {
     fn node_state(&self, node: usize) -> Option<String> {
         let raft = self.hosts[node].raft.as_ref()?;
         let s = raft.status();
+        let repairing = s
+            .repairing
+            .map_or(String::new(), |term| format!(" repairing {term}"))
+            + &format!(" voters {:?}", raft.membership().voters);
         Some(format!(
-            "{} {:?} {} commit {} applied {} last {} snapshot {} first {}",
+            "{} {:?} {} commit {} applied {} last {} snapshot {} first {}{repairing}",
             s.id,
             s.role,
             s.term,
@@ -516,6 +532,59 @@ impl ProtocolHost for RaftNodes {
     }
 }
 
+/// In seeds that draw it ([`SimConfig::synced_damage`]), now and then damages a synced
+/// record of a crashed node's disk, if no other node is repairing and the voters keep a
+/// majority that is not: otherwise no leader could be elected without a repairing node's
+/// vote, and the cluster would wait forever (safe, but not live: the design assumes disk
+/// faults on a minority).
+fn damage_synced_on_crash(sim: &mut Sim<RaftNodes>, node: usize) -> Option<usize> {
+    if sim.config.synced_damage != Some(true) || !sim.nodes.rng_disk.chance(DAMAGE_CHANCE) {
+        return None;
+    }
+    let hosts = &sim.nodes.hosts;
+    let damaged = hosts[node].id;
+    let repairing: Vec<NodeId> = hosts
+        .iter()
+        .filter(|host| {
+            host.id == damaged
+                || host.disk.durable_hard_state().repairing.is_some()
+                || host
+                    .raft
+                    .as_ref()
+                    .is_some_and(|raft| raft.status().repairing.is_some())
+        })
+        .map(|host| host.id)
+        .collect();
+    // One node at a time, and only while every node, up or down, knows the same voters (no
+    // change under way, whose end a node's repair could block: a leader that removed a
+    // healthy voter would need the repairing node's vote in its new configuration).
+    let initial: BTreeSet<NodeId> = (1..=sim.nodes.initial_voters as u64).map(NodeId).collect();
+    let mut configurations = hosts.iter().map(|host| match &host.raft {
+        Some(raft) => raft.membership().voters.clone(),
+        None => {
+            let durable = host.disk.durable();
+            durable
+                .entries
+                .iter()
+                .rev()
+                .find_map(|entry| match &entry.payload {
+                    EntryPayload::Membership(membership) => Some(membership.voters.clone()),
+                    _ => None,
+                })
+                .or_else(|| durable.membership.map(|membership| membership.voters))
+                .unwrap_or_else(|| initial.clone())
+        }
+    });
+    let voters = configurations.next()?;
+    let settled = configurations.all(|other| other == voters);
+    let unhealthy = voters.iter().filter(|id| repairing.contains(id)).count();
+    if repairing.len() > 1 || !settled || unhealthy > voters.len().saturating_sub(1) / 2 {
+        return None;
+    }
+    let host = &mut sim.nodes.hosts[node];
+    host.disk.damage_synced(&mut sim.nodes.rng_disk)
+}
+
 impl Simulator {
     /// A cluster of `config.nodes` fresh nodes and `config.clients` clients, nothing run yet.
     ///
@@ -544,7 +613,11 @@ impl Simulator {
                             stamp_seed(config.seed, i, 0),
                             kv_config(config),
                         ),
-                        disk: MemStorage::new(),
+                        disk: if config.synced_damage == Some(true) {
+                            MemStorage::with_damage_window(DAMAGE_WINDOW_RECORDS)
+                        } else {
+                            MemStorage::new()
+                        },
                         outstanding: None,
                         applied: LogIndex(0),
                         next_request: 0,
@@ -635,6 +708,26 @@ impl Simulator {
     #[must_use]
     pub fn disk(&self, node: NodeId) -> &MemStorage {
         &self.nodes.hosts[self.host_index(node)].disk
+    }
+
+    /// Damages a synced record of a crashed node's disk, as a bit flip in its last segment
+    /// would (the run needs [`SimConfig::synced_damage`] on, so that the disks keep apart the
+    /// records a fault may damage): the log is cut there and the restarted node repairs it
+    /// from its peers without voting. Returns how many records were lost, `None` if nothing
+    /// was damaged (see [`MemStorage::damage_synced`]).
+    ///
+    /// # Panics
+    /// If the node is up: a disk is damaged while its node is down.
+    pub fn damage_synced_record(&mut self, node: NodeId) -> Option<usize> {
+        let index = self.host_index(node);
+        assert!(!self.nodes.hosts[index].is_up(), "{node} is up");
+        let lost = self.nodes.hosts[index]
+            .disk
+            .damage_synced(&mut self.nodes.rng_disk);
+        if lost.is_some() {
+            self.stats.synced_damages += 1;
+        }
+        lost
     }
 
     /// The snapshot counters so far.
@@ -766,11 +859,23 @@ impl Simulator {
     /// The nemesis's membership move: at the leader, add a learner, promote one, remove a
     /// voter (the leader itself now and then) or a learner, or transfer leadership. Changes
     /// the core refuses (one in progress, a learner behind, no commit in the term yet) are
-    /// simply skipped, as an operator would retry.
+    /// simply skipped, as an operator would retry. No change while a node repairs its log
+    /// (an operator waits for `/status` to clear `repairing`): removing a healthy voter, or
+    /// promoting a repairing one, could leave a configuration whose healthy voters are no
+    /// majority, and no leader could then be elected.
     fn churn(&mut self) {
         let Some(leader) = self.nodes.leader() else {
             return;
         };
+        if self.nodes.hosts.iter().any(|host| {
+            host.disk.durable_hard_state().repairing.is_some()
+                || host
+                    .raft
+                    .as_ref()
+                    .is_some_and(|raft| raft.status().repairing.is_some())
+        }) {
+            return;
+        }
         let leader_id = self.nodes.hosts[leader].id;
         let membership = self.nodes.hosts[leader]
             .raft

@@ -28,6 +28,9 @@ pub struct RunStats {
     pub partitions: u64,
     /// Unsynced disk records lost in crashes.
     pub records_lost: u64,
+    /// Crashes after which the disk damaged a synced record, so that the node restarted
+    /// repairing its log ([`crate::SimConfig::synced_damage`]).
+    pub synced_damages: u64,
     /// Distinct terms in which a leader was seen (primary-backup: distinct views in which a
     /// primary acted).
     pub leaders: u64,

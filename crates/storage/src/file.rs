@@ -88,6 +88,11 @@ pub struct FileStorageOptions {
     /// Writes past this many buffered bytes go to the segment file before the next sync
     /// (without an fsync), bounding the memory held between syncs.
     pub write_buffer_bytes_max: usize,
+    /// What open does with damage in synced records of the last segment: cut them and mark
+    /// the hard state *repairing*, for a Raft node that repairs its log from its peers
+    /// (`true`, the default), or refuse with [`StorageError::Corrupt`] and change nothing,
+    /// for a user of the log that cannot repair it.
+    pub repair_synced_damage: bool,
 }
 
 impl Default for FileStorageOptions {
@@ -96,6 +101,7 @@ impl Default for FileStorageOptions {
             segment_bytes_max: 64 << 20,
             record_bytes_max: 64 << 20,
             write_buffer_bytes_max: 4 << 20,
+            repair_synced_damage: true,
         }
     }
 }
@@ -107,6 +113,10 @@ pub struct RecoveryReport {
     pub segments_replayed: usize,
     /// The torn tail cut from the last segment, if a crash left one.
     pub torn_tail: Option<TornTail>,
+    /// Damage found in synced records of the last segment, if any: they were cut, and the
+    /// node repairs them from its peers ([`chorus_raft::HardState::repairing`]). The caller
+    /// logs it as an error.
+    pub synced_damage: Option<SyncedDamage>,
     /// Whether a half-written `hardstate.tmp` from an interrupted hard-state replacement was
     /// removed (the replacement never took effect).
     pub removed_temporary_hard_state: bool,
@@ -132,6 +142,24 @@ pub struct TornTail {
     pub offset: u64,
     /// How many bytes were dropped.
     pub bytes_dropped: u64,
+}
+
+/// Records of the last segment that a disk fault damaged after they were synced, cut at open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncedDamage {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the damage starts; the segment was cut here.
+    pub offset: u64,
+    /// The sync marker after the damage that proves it was in synced bytes.
+    pub marker: u64,
+    /// How many bytes were dropped (the damaged record and everything after it).
+    pub bytes_dropped: u64,
+    /// What is wrong at `offset`.
+    pub reason: String,
+    /// The term the lost records could have been acknowledged in: the node abstains from
+    /// elections until it commits an entry of a later term.
+    pub repairing: chorus_core::Term,
 }
 
 /// Durable storage in a directory: a segmented write-ahead log and a hard-state file.
@@ -238,6 +266,25 @@ impl FileStorage {
         report.removed_temporary_snapshots = snapshots.remove_temporary_files()?;
 
         let mut recovered = recover(&directory, &options)?;
+        let mut repairing = None;
+        if let Some((sequence, scan)) = &recovered.last_segment {
+            if let Some(damage) = &scan.synced_damage {
+                if !options.repair_synced_damage {
+                    return Err(StorageError::corrupt(
+                        directory.join(wal::segment_file_name(*sequence)),
+                        scan.good_end,
+                        format!(
+                            "{}, in synced data: the sync marker at byte {} proves it was \
+                             durable",
+                            damage.reason, damage.marker
+                        ),
+                    ));
+                }
+                // Before anything reads the commit index back (see `start_repair`); made
+                // durable below, before the cut.
+                repairing = Some(recovered.replay.start_repair());
+            }
+        }
         report.segments_replayed = recovered.segments.len();
         let (chosen, damaged) = snapshots.latest_valid()?;
         // Check that the chosen snapshot and the log hold everything before writing anything.
@@ -253,13 +300,28 @@ impl FileStorage {
             Some((sequence, scan)) => {
                 let path = directory.join(wal::segment_file_name(sequence));
                 let mut segment_bytes = scan.good_end;
-                if scan.is_torn() {
-                    cut_torn_tail(&path, sequence, scan.good_end)?;
-                    report.torn_tail = Some(TornTail {
+                if let (Some(damage), Some(hard_state)) = (&scan.synced_damage, repairing) {
+                    // Remember the repair before cutting: a crash in between finds the same
+                    // damage again, and a node must never forget that it lost records.
+                    hard_state::replace(&directory, &hard_state)?;
+                    report.synced_damage = Some(SyncedDamage {
                         file: path.clone(),
                         offset: scan.good_end,
+                        marker: damage.marker,
                         bytes_dropped: scan.length - scan.good_end,
+                        reason: damage.reason.clone(),
+                        repairing: hard_state.repairing.unwrap_or_default(),
                     });
+                }
+                if scan.is_torn() {
+                    cut_torn_tail(&path, sequence, scan.good_end)?;
+                    if scan.synced_damage.is_none() {
+                        report.torn_tail = Some(TornTail {
+                            file: path.clone(),
+                            offset: scan.good_end,
+                            bytes_dropped: scan.length - scan.good_end,
+                        });
+                    }
                     segment_bytes = scan.good_end.max(SEGMENT_HEADER_BYTES);
                 }
                 let segment = OpenOptions::new()

@@ -6,7 +6,9 @@
 //! directory. A crash leaves either the old file or the new one, never a mix; a leftover
 //! `hardstate.tmp` is the trace of an interrupted replacement and is removed on open.
 //!
-//! # Format (41 bytes, integers little-endian)
+//! # Format (integers little-endian)
+//!
+//! Version 1, 41 bytes, written whenever the node is not repairing its log:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -17,6 +19,17 @@
 //! | 21 | 8 | vote (node id; `0` when there is no vote) |
 //! | 29 | 8 | commit index |
 //! | 37 | 4 | CRC-32C of bytes 0..37 |
+//!
+//! Version 2, 49 bytes, written only while the node repairs a log that lost acknowledged
+//! entries ([`HardState::repairing`]): bytes 0..37 as in version 1 (with version `2`), then
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 37 | 8 | the term the lost entries could have been acknowledged in (never 0) |
+//! | 45 | 4 | CRC-32C of bytes 0..45 |
+//!
+//! So a healthy node's file is the same as before repairs existed, and an older build refuses
+//! a repairing node's file (an unknown version) rather than letting it vote.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -34,32 +47,42 @@ pub(crate) const FILE_NAME: &str = "hardstate";
 pub(crate) const TEMPORARY_FILE_NAME: &str = "hardstate.tmp";
 
 const MAGIC: &[u8; 8] = b"CHORUSHS";
-const VERSION: u32 = 1;
-const LENGTH: usize = 41;
-const CHECKSUMMED: usize = 37;
+/// The bytes of a version 1 file, and of its checksummed part.
+const LENGTH_V1: usize = 41;
+/// The bytes of a version 2 file.
+const LENGTH_V2: usize = 49;
+/// The largest file of any version.
+const LENGTH_MAX: usize = LENGTH_V2;
 
-/// Encodes a hard state in the file format.
-pub(crate) fn encode(hard_state: &HardState) -> [u8; LENGTH] {
-    let mut bytes = [0u8; LENGTH];
-    bytes[0..8].copy_from_slice(MAGIC);
-    bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    bytes[12..20].copy_from_slice(&hard_state.term.0.to_le_bytes());
-    bytes[20] = u8::from(hard_state.vote.is_some());
+/// Encodes a hard state in the file format: version 1 unless the node is repairing.
+pub(crate) fn encode(hard_state: &HardState) -> Vec<u8> {
+    let version: u32 = if hard_state.repairing.is_some() { 2 } else { 1 };
+    let mut bytes = Vec::with_capacity(LENGTH_MAX);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&version.to_le_bytes());
+    bytes.extend_from_slice(&hard_state.term.0.to_le_bytes());
+    bytes.push(u8::from(hard_state.vote.is_some()));
     let vote = hard_state.vote.map_or(0, |vote| vote.0);
-    bytes[21..29].copy_from_slice(&vote.to_le_bytes());
-    bytes[29..37].copy_from_slice(&hard_state.commit.0.to_le_bytes());
-    let checksum = crc32c::crc32c(&bytes[..CHECKSUMMED]);
-    bytes[37..41].copy_from_slice(&checksum.to_le_bytes());
+    bytes.extend_from_slice(&vote.to_le_bytes());
+    bytes.extend_from_slice(&hard_state.commit.0.to_le_bytes());
+    if let Some(repairing) = hard_state.repairing {
+        bytes.extend_from_slice(&repairing.0.to_le_bytes());
+    }
+    let checksum = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
 }
 
 /// Decodes the file's content; `path` names the file in errors.
 pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageError> {
-    if bytes.len() != LENGTH {
+    if bytes.len() != LENGTH_V1 && bytes.len() != LENGTH_V2 {
         return Err(StorageError::corrupt(
             path,
             0,
-            format!("the hard-state file is {} bytes, not {LENGTH}", bytes.len()),
+            format!(
+                "the hard-state file is {} bytes, not {LENGTH_V1} or {LENGTH_V2}",
+                bytes.len()
+            ),
         ));
     }
     if &bytes[0..8] != MAGIC {
@@ -70,19 +93,34 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageErro
         ));
     }
     let version = u32::from_le_bytes(array(&bytes[8..12]));
-    if version != VERSION {
+    let length = match version {
+        1 => LENGTH_V1,
+        2 => LENGTH_V2,
+        _ => {
+            return Err(StorageError::corrupt(
+                path,
+                8,
+                format!("unknown hard-state format version {version} (this build reads 1 and 2)"),
+            ));
+        }
+    };
+    if bytes.len() != length {
         return Err(StorageError::corrupt(
             path,
-            8,
-            format!("unknown hard-state format version {version} (this build reads {VERSION})"),
+            0,
+            format!(
+                "a version {version} hard-state file is {length} bytes, not {}",
+                bytes.len()
+            ),
         ));
     }
-    let stored = u32::from_le_bytes(array(&bytes[37..41]));
-    let computed = crc32c::crc32c(&bytes[..CHECKSUMMED]);
+    let checksummed = length - 4;
+    let stored = u32::from_le_bytes(array(&bytes[checksummed..length]));
+    let computed = crc32c::crc32c(&bytes[..checksummed]);
     if stored != computed {
         return Err(StorageError::corrupt(
             path,
-            37,
+            checksummed as u64,
             format!("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"),
         ));
     }
@@ -97,10 +135,25 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageErro
             ));
         }
     };
+    let repairing = if version == 2 {
+        match u64::from_le_bytes(array(&bytes[37..45])) {
+            0 => {
+                return Err(StorageError::corrupt(
+                    path,
+                    37,
+                    "a repairing hard state names term 0",
+                ));
+            }
+            term => Some(Term(term)),
+        }
+    } else {
+        None
+    };
     Ok(HardState {
         term: Term(u64::from_le_bytes(array(&bytes[12..20]))),
         vote,
         commit: LogIndex(u64::from_le_bytes(array(&bytes[29..37]))),
+        repairing,
     })
 }
 
@@ -116,11 +169,11 @@ pub(crate) fn read(directory: &Path) -> Result<HardState, StorageError> {
         Err(error) => return Err(StorageError::io("stat", &path)(error)),
     };
     // Check the length before reading, so a damaged (huge) file is not read into memory.
-    if length != LENGTH as u64 {
+    if length > LENGTH_MAX as u64 {
         return Err(StorageError::corrupt(
             &path,
             0,
-            format!("the hard-state file is {length} bytes, not {LENGTH}"),
+            format!("the hard-state file is {length} bytes, more than {LENGTH_MAX}"),
         ));
     }
     let bytes = fs::read(&path).map_err(StorageError::io("read", &path))?;
@@ -170,23 +223,44 @@ mod tests {
 
     #[test]
     fn round_trips_and_every_flipped_bit_is_detected() {
-        let hard_state = HardState {
-            term: Term(7),
-            vote: Some(NodeId(3)),
-            commit: LogIndex(42),
-        };
-        let bytes = encode(&hard_state);
-        assert_eq!(
-            decode(&bytes, Path::new("hardstate")).expect("valid"),
-            hard_state
-        );
-        for bit in 0..bytes.len() * 8 {
-            let mut damaged = bytes;
-            damaged[bit / 8] ^= 1 << (bit % 8);
-            assert!(
-                decode(&damaged, Path::new("hardstate")).is_err(),
-                "bit {bit}"
+        for repairing in [None, Some(Term(6))] {
+            let hard_state = HardState {
+                term: Term(7),
+                vote: Some(NodeId(3)),
+                commit: LogIndex(42),
+                repairing,
+            };
+            let bytes = encode(&hard_state);
+            let expected = if repairing.is_some() {
+                LENGTH_V2
+            } else {
+                LENGTH_V1
+            };
+            assert_eq!(bytes.len(), expected);
+            assert_eq!(
+                decode(&bytes, Path::new("hardstate")).expect("valid"),
+                hard_state
             );
+            for bit in 0..bytes.len() * 8 {
+                let mut damaged = bytes.clone();
+                damaged[bit / 8] ^= 1 << (bit % 8);
+                assert!(
+                    decode(&damaged, Path::new("hardstate")).is_err(),
+                    "bit {bit}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_healthy_node_writes_the_first_version_byte_for_byte() {
+        let bytes = encode(&HardState {
+            term: Term(2),
+            vote: None,
+            commit: LogIndex(1),
+            repairing: None,
+        });
+        assert_eq!(bytes.len(), LENGTH_V1);
+        assert_eq!(u32::from_le_bytes(array(&bytes[8..12])), 1);
     }
 }

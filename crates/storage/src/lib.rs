@@ -66,7 +66,7 @@ use chorus_core::LogIndex;
 use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
 
 pub use error::StorageError;
-pub use file::{FileStorage, FileStorageOptions, RecoveryReport, TornTail};
+pub use file::{FileStorage, FileStorageOptions, RecoveryReport, SyncedDamage, TornTail};
 pub use incarnation::next_incarnation;
 pub use janitor::{Janitor, lower_thread_priority};
 pub use memory::MemStorage;

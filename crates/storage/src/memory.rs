@@ -18,10 +18,17 @@
 //! ([`MemStorage::crash`]) adopts a snapshot newer than the last marker, as
 //! [`crate::FileStorage::open`] does.
 //!
+//! A disk can also damage records it had synced (a bit flip, a lost write). A storage made
+//! with [`MemStorage::with_damage_window`] keeps the last records made durable apart, as the
+//! file storage's last segment, and [`MemStorage::damage_synced`] damages one of them after
+//! a crash: as [`crate::FileStorage::open`] does when a sync marker proves the damage was in
+//! synced data, the log is cut at the damaged record and the hard state marks the node as
+//! repairing ([`HardState::repairing`]).
+//!
 //! It is pure: no files, no clocks, no global randomness; the crash draws from the caller's
 //! seeded [`Prng`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Cursor;
 
 use bytes::Bytes;
@@ -36,6 +43,13 @@ use crate::{Storage, StorageError};
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     durable: Replay,
+    /// With a damage window: the durable state before `recent`, what damage to the oldest
+    /// record of the window falls back to.
+    settled: Option<Replay>,
+    /// The last records made durable, oldest first, at most `window` of them: the part of the
+    /// log that [`MemStorage::damage_synced`] may damage.
+    recent: VecDeque<Record>,
+    window: usize,
     unsynced: Vec<Record>,
     unsynced_hard_state: Option<HardState>,
     tracker: WriteTracker,
@@ -48,6 +62,67 @@ impl MemStorage {
     #[must_use]
     pub fn new() -> MemStorage {
         MemStorage::default()
+    }
+
+    /// An empty disk whose last `window` durable records (at least 1) may be damaged by
+    /// [`MemStorage::damage_synced`]; keeping them apart costs a copy of each record.
+    #[must_use]
+    pub fn with_damage_window(window: usize) -> MemStorage {
+        MemStorage {
+            settled: Some(Replay::default()),
+            window: window.max(1),
+            ..MemStorage::default()
+        }
+    }
+
+    /// After a crash, the disk damages one synced record of its damage window (drawn from
+    /// `prng`), as a bit flip in the file storage's last segment would: the log is cut before
+    /// it, and the hard state marks the node as repairing. Returns how many records were lost,
+    /// or `None` if nothing was damaged (no window, nothing in it, or a cut that no snapshot
+    /// could cover, which the file storage would refuse to open).
+    pub fn damage_synced(&mut self, prng: &mut Prng) -> Option<usize> {
+        let settled = self.settled.as_ref()?;
+        if self.recent.is_empty() || self.unsynced_records() > 0 {
+            return None;
+        }
+        let newest = self.newest_snapshot();
+        let hard_state = self.durable.hard_state();
+        for kept in prng.index(self.recent.len())..self.recent.len() {
+            let mut candidate = settled.clone();
+            candidate.replace_hard_state(hard_state);
+            for record in self.recent.iter().take(kept) {
+                if candidate.apply(record.clone()).is_err() {
+                    return None;
+                }
+                candidate.trim();
+            }
+            candidate.start_repair();
+            let adopted = candidate.adopt(newest);
+            if let Some(marker) = adopted.clone() {
+                if candidate.apply(marker).is_err() {
+                    continue;
+                }
+                candidate.trim();
+            }
+            if candidate.durable_state(newest).is_err() {
+                continue;
+            }
+            let lost = self.recent.len() - kept;
+            self.recent.truncate(kept);
+            // The marker a restart writes is a record of the window like any other.
+            self.recent.extend(adopted);
+            self.durable = candidate;
+            self.tracker = WriteTracker::resume(&self.durable());
+            return Some(lost);
+        }
+        None
+    }
+
+    /// The durable hard state (what a restart would read), without building the whole
+    /// durable state.
+    #[must_use]
+    pub fn durable_hard_state(&self) -> HardState {
+        self.durable.hard_state()
     }
 
     /// Whether anything waits for a sync.
@@ -132,6 +207,19 @@ impl MemStorage {
     }
 
     fn apply_durably(&mut self, record: Record) {
+        if let Some(settled) = &mut self.settled {
+            self.recent.push_back(record.clone());
+            while self.recent.len() > self.window {
+                let oldest = self
+                    .recent
+                    .pop_front()
+                    .expect("invariant: the window is full");
+                if let Err(reason) = settled.apply(oldest) {
+                    panic!("invariant: a record written fits the durable log: {reason}");
+                }
+                settled.trim();
+            }
+        }
         if let Err(reason) = self.durable.apply(record) {
             // The tracker checked every record against the log written before it, and a crash
             // keeps a prefix, so a record always fits what precedes it.
@@ -357,6 +445,7 @@ mod tests {
                 term: Term(1),
                 vote: None,
                 commit: LogIndex(first + 19),
+                repairing: None,
             };
             storage.write(Some(commit), &batch).expect("fits");
             let snapshot = meta(first + 19, 1);

@@ -103,6 +103,7 @@ pub(crate) struct WriteTracker {
     term: Term,
     vote: Option<NodeId>,
     commit: LogIndex,
+    repairing: Option<Term>,
     snapshot: Option<SnapshotMeta>,
 }
 
@@ -125,6 +126,7 @@ impl WriteTracker {
             term: durable.hard_state.term,
             vote: durable.hard_state.vote,
             commit: durable.hard_state.commit,
+            repairing: durable.hard_state.repairing,
             snapshot: durable.snapshot,
         }
     }
@@ -175,7 +177,10 @@ impl WriteTracker {
             self.last_index = last.index;
         }
         if let Some(hard_state) = hard_state {
-            if hard_state.term != self.term || hard_state.vote != self.vote {
+            if hard_state.term != self.term
+                || hard_state.vote != self.vote
+                || hard_state.repairing != self.repairing
+            {
                 planned.hard_state = Some(hard_state);
             } else if hard_state.commit != self.commit {
                 planned.records.push(Record::Commit(hard_state.commit));
@@ -183,6 +188,7 @@ impl WriteTracker {
             self.term = hard_state.term;
             self.vote = hard_state.vote;
             self.commit = hard_state.commit;
+            self.repairing = hard_state.repairing;
         }
         Ok(planned)
     }
@@ -442,9 +448,35 @@ impl Replay {
         })
     }
 
+    /// The hard state of the last hard-state replacement.
+    pub(crate) fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
     /// Replaces the hard state, as a hard-state file replacement does.
     pub(crate) fn replace_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
+    }
+
+    /// Marks the durable state as repairing lost acknowledged records (see
+    /// [`HardState::repairing`]), once the records after the damage were left out of the
+    /// replay: the entries that could have been acknowledged were at most of the hard state's
+    /// term or of the last surviving entry's (a crash may keep entries and lose the
+    /// hard-state write that followed them). Returns the hard state to make durable before
+    /// the damaged records are cut.
+    ///
+    /// The hard state's commit index is dropped: it counted entries of the log as it was
+    /// written last, and the surviving records may end in an older suffix that a lost record
+    /// truncated and replaced (with committed entries). The commit records and snapshot
+    /// markers that survive speak of the surviving log, and the snapshot is committed, so the
+    /// commit index comes back from them alone, lower; the leader tells the rest.
+    pub(crate) fn start_repair(&mut self) -> HardState {
+        let last_term = self.entries.last().map_or(Term(0), |entry| entry.term);
+        let marked_term = self.marker.map_or(Term(0), |(snapshot, _)| snapshot.term);
+        let term = self.hard_state.term.max(last_term).max(marked_term);
+        self.hard_state.repairing = Some(self.hard_state.repairing.map_or(term, |r| r.max(term)));
+        self.hard_state.commit = LogIndex(0);
+        self.hard_state
     }
 
     /// What a restart reads when `snapshot` is the newest intact snapshot (`None`: there is
@@ -571,6 +603,7 @@ mod tests {
             term: Term(1),
             vote: None,
             commit: LogIndex(0),
+            repairing: None,
         };
         let planned = tracker
             .plan(Some(hard_state), &[entry(1, 1)])
@@ -601,6 +634,7 @@ mod tests {
             term: Term(1),
             vote: None,
             commit: LogIndex(5),
+            repairing: None,
         });
         replay
             .apply(Record::Entries {

@@ -65,8 +65,14 @@
 //! - **none**: the damage is in bytes never proven durable, a *torn tail*; recovery cuts it
 //!   off at the damage (and reports it), wherever in the unsynced tail it is and whatever
 //!   follows it;
-//! - **one**: the damaged bytes were synced before that marker was written, so acknowledged
-//!   records are damaged: [`StorageError::Corrupt`], naming the file and the offset.
+//! - **one**: the damaged bytes were synced before that marker was written, so records this
+//!   node may have acknowledged are lost. Recovery still cuts the segment at the damage
+//!   (the records after it cannot be trusted to follow on), but first records in the
+//!   hard-state file that the node is *repairing* ([`chorus_raft::HardState::repairing`]):
+//!   the Raft core then stays out of elections, in a later term, until a leader elected
+//!   without it has brought its log back past everything it could have acknowledged
+//!   (protocol-aware recovery, after Alagappan et al., FAST'18). The damage is reported
+//!   ([`crate::RecoveryReport::synced_damage`]) for the operator.
 //!
 //! Damage in any earlier segment is always corruption (a segment is synced before the next
 //! one starts), as are an unknown version, an undecodable payload behind a good checksum, and
@@ -269,6 +275,18 @@ pub(crate) struct SegmentScan {
     pub(crate) good_end: u64,
     /// The file's length as read.
     pub(crate) length: u64,
+    /// Set when the damage at `good_end` is in synced data (a sync marker follows it): the
+    /// records from there on may have been acknowledged, and cutting them loses them.
+    pub(crate) synced_damage: Option<SyncedDamage>,
+}
+
+/// Damage that a later sync marker proves was in durable bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SyncedDamage {
+    /// The offset of the first valid sync marker after the damage.
+    pub(crate) marker: u64,
+    /// What is wrong at the damaged offset.
+    pub(crate) reason: String,
 }
 
 impl SegmentScan {
@@ -301,18 +319,13 @@ pub(crate) fn scan_segment(
         if !is_last {
             return Err(corrupt(offset, reason));
         }
-        match find_sync_marker(path, sequence, offset + 1)? {
-            Some(marker) => Err(corrupt(
-                offset,
-                format!(
-                    "{reason}, in synced data: the sync marker at byte {marker} proves it was                      durable"
-                ),
-            )),
-            None => Ok(SegmentScan {
-                good_end: offset,
-                length,
-            }),
-        }
+        let synced_damage = find_sync_marker(path, sequence, offset + 1)?
+            .map(|marker| SyncedDamage { marker, reason });
+        Ok(SegmentScan {
+            good_end: offset,
+            length,
+            synced_damage,
+        })
     };
 
     if length < SEGMENT_HEADER_BYTES {
@@ -402,6 +415,7 @@ pub(crate) fn scan_segment(
     Ok(SegmentScan {
         good_end: offset,
         length,
+        synced_damage: None,
     })
 }
 

@@ -150,6 +150,7 @@ fn hard_state(term: u64, vote: Option<u64>, commit: u64) -> HardState {
         term: Term(term),
         vote: vote.map(NodeId),
         commit: LogIndex(commit),
+        repairing: None,
     }
 }
 
@@ -662,6 +663,7 @@ fn mem_storage_and_file_storage_agree_on_random_histories() {
                 term: Term(state.term),
                 vote: state.vote.map(NodeId),
                 commit: LogIndex(state.commit),
+                repairing: None,
             });
             file.write(hard_state, &written).expect("writes");
             memory.write(hard_state, &written).expect("writes");

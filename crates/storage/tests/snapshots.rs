@@ -40,6 +40,7 @@ fn hard_state(term: u64, commit: u64) -> HardState {
         term: Term(term),
         vote: Some(NodeId(1)),
         commit: LogIndex(commit),
+        repairing: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod election;
 mod harness;
 mod membership;
 mod read_index;
+mod repair;
 mod replication;
 mod robustness;
 mod slow_disk;

@@ -175,6 +175,7 @@ fn fast_rollback_skips_a_long_conflicting_log_in_few_round_trips() {
             term: Term(3),
             vote: None,
             commit: LogIndex(1),
+            repairing: None,
         },
         entries: log_with_terms(terms),
         membership: None,
@@ -228,6 +229,7 @@ fn figure_8_network(configure: impl Fn(&mut chorus_raft::Config)) -> Network {
         term: Term(3),
         vote: None,
         commit: LogIndex(1),
+        repairing: None,
     };
     let mut network = Network::with_durable(
         vec![
@@ -303,6 +305,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
             term: Term(2),
             vote: Some(id(2)),
             commit: LogIndex(9),
+            repairing: None,
         },
         entries: log_with_terms(&[1, 3]),
         membership: None,
@@ -320,7 +323,8 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
         Some(HardState {
             term: Term(3),
             vote: None,
-            commit: LogIndex(2)
+            commit: LogIndex(2),
+            repairing: None,
         })
     );
     assert!(
@@ -341,6 +345,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
             term: Term(3),
             vote: Some(id(2)),
             commit: LogIndex(1),
+            repairing: None,
         },
         entries: log_with_terms(&[1, 3]),
         membership: None,

@@ -19,7 +19,9 @@
 //! Raft nodes snapshot and compact in every run, with small thresholds by default
 //! (`--snapshot-every`, `--compaction-tail`, `--snapshot-chunk-bytes`), so that every seed
 //! compacts many times and lagging followers catch up by InstallSnapshot; the Raft summary
-//! counts them as `snapshots: taken=N installed=M`.
+//! counts them as `snapshots: taken=N installed=M`, and the crashes after which the disk
+//! damaged a synced record (in the seeds that draw it, `SimConfig::synced_damage`) as
+//! `synced-damages=N`.
 //!
 //! The summary counts `violations=N` (invariants broken, histories proved not linearizable)
 //! apart from `inconclusive=M` (seeds whose linearizability check ran out of its budget, so
@@ -378,8 +380,8 @@ fn replay(args: &SimArgs, seed: u64) -> anyhow::Result<bool> {
         Protocol::Raft => {
             let snapshots = outcome.report.snapshots;
             format!(
-                " snapshots: taken={} installed={}",
-                snapshots.taken, snapshots.installed
+                " snapshots: taken={} installed={} synced-damages={}",
+                snapshots.taken, snapshots.installed, stats.synced_damages
             )
         }
         Protocol::Hybrid => String::new(),
@@ -442,6 +444,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
     let mut stuck = 0u64;
     let mut failovers = 0u64;
     let mut snapshots_taken = 0u64;
+    let mut synced_damages = 0u64;
     let mut snapshots_installed = 0u64;
     let mut failed = Vec::new();
     // Seeds whose only finding is a linearizability check out of budget.
@@ -476,6 +479,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
             stuck += u64::from(report.stuck);
             failovers += report.stats.failovers;
             snapshots_taken += report.snapshots.taken;
+            synced_damages += report.stats.synced_damages;
             snapshots_installed += report.snapshots.installed;
             if let Some(dir) = &args.history_out {
                 if let Err(error) = write_history(dir, report) {
@@ -549,7 +553,10 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
     let stuck = match args.protocol {
         Protocol::Pb => format!(" stuck={stuck} failovers={failovers}"),
         Protocol::Raft => {
-            format!(" snapshots: taken={snapshots_taken} installed={snapshots_installed}")
+            format!(
+                " snapshots: taken={snapshots_taken} installed={snapshots_installed} \
+                 synced-damages={synced_damages}"
+            )
         }
         Protocol::Hybrid => String::new(),
     };

@@ -253,6 +253,11 @@ pub struct NodeStatus {
     /// Raft: where every node in this node's address book listens.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<MemberAddress>,
+    /// Raft: set while the node repairs a log whose synced records a disk fault damaged
+    /// (the term the lost entries could have been acknowledged in); it neither votes nor
+    /// campaigns until a leader has brought its log back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repairing: Option<u64>,
     /// Hybrid only: the epoch, the view, the lease state and the configuration leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hybrid: Option<HybridStatus>,

@@ -332,6 +332,7 @@ impl DataHost {
             term: Term(hard.highest_epoch.0),
             vote: None,
             commit: LogIndex(hard.commit.0),
+            repairing: None,
         };
         self.write_log(cx, Some(raft_hard), &ready.entries, ready.truncate_after)?;
         self.synced_epoch = hard.highest_epoch;

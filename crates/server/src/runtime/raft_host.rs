@@ -1442,6 +1442,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         metrics.apply_lag.set(
             i64::try_from(status.commit.0.saturating_sub(status.applied.0)).unwrap_or(i64::MAX),
         );
+        metrics.repairing.set(i64::from(status.repairing.is_some()));
         let membership = self.raft.membership().clone();
         let role = match status.role {
             Role::Leader => "leader",
@@ -1477,6 +1478,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             membership_committed: Some(self.raft.membership_committed()),
             transfer_target: self.raft.transfer_target().map(|id| id.0),
             addresses: cx.book.all(),
+            repairing: status.repairing.map(|term| term.0),
             view: None,
             hybrid: None,
         }

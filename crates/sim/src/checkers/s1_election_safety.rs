@@ -45,6 +45,7 @@ mod tests {
             applied: LogIndex(0),
             last_index: LogIndex(0),
             persisted_index: LogIndex(0),
+            repairing: None,
         }
     }
 

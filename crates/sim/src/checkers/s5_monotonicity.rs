@@ -122,6 +122,7 @@ mod tests {
             applied: LogIndex(0),
             last_index: LogIndex(commit),
             persisted_index: LogIndex(commit),
+            repairing: None,
         }
     }
 
@@ -143,6 +144,7 @@ mod tests {
             term: Term(3),
             vote: None,
             commit: LogIndex(0),
+            repairing: None,
         };
         assert!(
             checker

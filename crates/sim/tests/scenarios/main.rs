@@ -20,6 +20,7 @@ mod durability;
 mod election;
 mod expiry;
 mod membership;
+mod repair;
 mod replication;
 mod slow_disk;
 mod snapshots;
