@@ -71,7 +71,10 @@
 //!    what was durable: the hard state, the newest durable snapshot's [`SnapshotMeta`] and
 //!    the durable log (which may keep a tail below the snapshot). It restores the state
 //!    machine from that snapshot (or starts a fresh one without), and the first Ready replays
-//!    the committed entries after it. A partial snapshot file is discarded.
+//!    the committed entries after it. A partial snapshot file is discarded. A storage that
+//!    found synced records damaged (so the node may have lost entries it acknowledged) sets
+//!    [`HardState::repairing`]; the node then restarts in a later term and neither votes nor
+//!    campaigns until a leader's later-term commit has repaired its log.
 //!
 //! # Snapshots and compaction
 //!
