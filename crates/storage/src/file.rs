@@ -149,6 +149,9 @@ pub struct TornTail {
 pub struct SyncedDamage {
     /// The segment.
     pub file: PathBuf,
+    /// Where the bytes cut off (from `offset` to the end) were kept, beside the segment:
+    /// `<segment>.damaged-<offset>`, for an operator; nothing reads it back.
+    pub saved: PathBuf,
     /// Where the damage starts; the segment was cut here.
     pub offset: u64,
     /// The sync marker after the damage that proves it was in synced bytes.
@@ -301,10 +304,14 @@ impl FileStorage {
                 let path = directory.join(wal::segment_file_name(sequence));
                 let mut segment_bytes = scan.good_end;
                 if let (Some(damage), Some(hard_state)) = (&scan.synced_damage, repairing) {
-                    // Remember the repair before cutting: a crash in between finds the same
-                    // damage again, and a node must never forget that it lost records.
+                    // Keep the bytes to be cut aside, for an operator (a cluster that cannot
+                    // repair the node refuses to start it after this), then remember the
+                    // repair before cutting: a crash in between finds the same damage again,
+                    // and a node must never forget that it lost records.
+                    let saved = save_damaged_tail(&directory, &path, scan.good_end)?;
                     hard_state::replace(&directory, &hard_state)?;
                     report.synced_damage = Some(SyncedDamage {
+                        saved,
                         file: path.clone(),
                         offset: scan.good_end,
                         marker: damage.marker,
@@ -805,6 +812,28 @@ fn create_segment(directory: &Path, sequence: u64) -> Result<(File, PathBuf), St
     file.write_all(&wal::encode_segment_header(sequence))
         .map_err(StorageError::io("write", &path))?;
     Ok((file, path))
+}
+
+/// Copies the bytes of `segment` from `from` to its end into `<segment>.damaged-<from>` in
+/// `directory`, durably; returns that file.
+fn save_damaged_tail(directory: &Path, segment: &Path, from: u64) -> Result<PathBuf, StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let name = segment.file_name().map_or_else(
+        || "segment".into(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let saved = directory.join(format!("{name}.damaged-{from}"));
+    let mut source = File::open(segment).map_err(StorageError::io("open", segment))?;
+    source
+        .seek(SeekFrom::Start(from))
+        .map_err(StorageError::io("seek", segment))?;
+    let mut target = File::create(&saved).map_err(StorageError::io("create", &saved))?;
+    std::io::copy(&mut source, &mut target).map_err(StorageError::io("copy", &saved))?;
+    target
+        .sync_all()
+        .map_err(StorageError::io("fsync", &saved))?;
+    hard_state::sync_directory(directory)?;
+    Ok(saved)
 }
 
 /// Cuts the last segment at `good_end` durably; a segment torn inside its header gets a fresh

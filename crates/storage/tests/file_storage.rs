@@ -189,6 +189,16 @@ fn a_flipped_bit_in_the_last_synced_record_is_cut_and_the_node_repairs() {
             }
         );
         assert_eq!(fs::metadata(&path).expect("stat").len(), last_record_start);
+        assert_eq!(
+            fs::read(&damage.saved).expect("the cut bytes were kept"),
+            {
+                let mut damaged = segment[last_record_start as usize..].to_vec();
+                damaged[(byte - last_record_start) as usize] ^= 1 << bit;
+                damaged
+            },
+            "byte {byte}"
+        );
+        fs::remove_file(&damage.saved).expect("removes");
         // A second open finds nothing more to cut and still knows the node repairs.
         let (_, again, report) = open(directory.path()).expect("reopens");
         assert_eq!((report.synced_damage, report.torn_tail), (None, None));
