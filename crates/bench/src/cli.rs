@@ -64,9 +64,14 @@ pub struct RunArgs {
     /// The target's name in the report.
     #[arg(long)]
     pub label: Option<String>,
-    /// Concurrent clients, each with its own connection.
+    /// Concurrent clients (requests in flight in total).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// Requests in flight per connection: clients share connections this many to one and
+    /// pipeline their requests (RESP) or multiplex them (etcd). 1: a connection per client.
+    /// The native Chorus client cannot pipeline; use `--target resp` for Chorus nodes.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
     /// Operations: write, read (linearizable) or mixed.
     #[arg(long, value_enum, default_value_t = MixKind::Write)]
     pub workload: MixKind,
@@ -155,6 +160,7 @@ impl RunArgs {
             Some(rate) if rate.is_finite() && rate > 0.0 => Pacing::Open { rate },
             Some(rate) => anyhow::bail!("--rate must be a positive number, not {rate}"),
         };
+        crate::run::connection_count(self.clients, self.in_flight)?;
         Ok(BenchConfig {
             label: self
                 .label
@@ -163,6 +169,7 @@ impl RunArgs {
             target,
             workload,
             clients: self.clients,
+            in_flight: self.in_flight,
             pacing,
             warmup: self.warmup,
             duration: self.duration,
@@ -279,11 +286,12 @@ mod tests {
         let args = parse(
             "bench --target resp --endpoints 127.0.0.1:6379 --clients 4 --workload mixed \
              --read-ratio 0.9 --keys 50 --key-size 8 --value-size 10 --duration 500ms \
-             --warmup 0s --rate 2000 --seed 9 --label redis --no-progress",
+             --warmup 0s --rate 2000 --seed 9 --label redis --no-progress --in-flight 2",
         )
         .expect("parses");
         let config = args.run.config().expect("a config");
         assert_eq!(config.label, "redis");
+        assert_eq!((config.clients, config.in_flight), (4, 2));
         assert_eq!(config.workload.mix, Mix::Mixed { read_ratio: 0.9 });
         assert_eq!(config.pacing, Pacing::Open { rate: 2000.0 });
         assert_eq!(config.duration, Duration::from_millis(500));
@@ -314,6 +322,7 @@ mod tests {
         assert!(bad("bench --workload mixed --read-ratio 1.5").contains("read ratio"));
         assert!(bad("bench --keys 1000 --key-size 2").contains("cannot number"));
         assert!(bad("bench --target resp --endpoints nowhere").contains("nowhere"));
+        assert!(bad("bench --clients 6 --in-flight 4").contains("evenly"));
     }
 
     #[test]
@@ -327,6 +336,25 @@ mod tests {
         assert_eq!(compare.clients, vec![1, 4]);
         assert_eq!(compare.workloads, vec![Mix::WriteOnly, Mix::ReadOnly]);
         assert_eq!(compare.targets, vec!["redis".to_string()]);
+        assert_eq!(compare.rounds, 3);
+        assert_eq!(compare.in_flight, vec![1, 4]);
+        assert_eq!(compare.busy_load, None);
+        assert_eq!(compare.busy_wait, Duration::from_secs(120));
+        let gated =
+            parse("bench compare --rounds 2 --in-flight 1,8 --busy-load 1.5 --busy-wait 0s")
+                .expect("parses");
+        let Some(BenchCommand::Compare(gated)) = gated.command else {
+            panic!("not the compare subcommand");
+        };
+        assert_eq!(
+            (
+                gated.rounds,
+                gated.in_flight,
+                gated.busy_load,
+                gated.busy_wait
+            ),
+            (2, vec![1, 8], Some(1.5), Duration::ZERO)
+        );
         assert_eq!(compare.out, PathBuf::from("docs/benchmarks"));
         // Options of one run do not mix with the subcommand.
         assert!(parse("bench --clients 4 compare").is_err());

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod pipeline;
 pub mod report;
 pub mod resp_conn;
 pub mod run;

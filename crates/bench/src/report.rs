@@ -76,8 +76,17 @@ pub struct Report {
     pub target_kind: String,
     /// The workload.
     pub workload: WorkloadSpec,
-    /// Concurrent clients.
+    /// Concurrent clients (requests in flight in total).
     pub clients: usize,
+    /// Requests in flight per connection (clients sharing one connection).
+    #[serde(default = "one")]
+    pub in_flight: usize,
+    /// Connections: `clients / in_flight`.
+    #[serde(default)]
+    pub connections: usize,
+    /// The round of a comparison this run belongs to, from 0 (0 outside a comparison).
+    #[serde(default)]
+    pub round: u64,
     /// Closed or open loop.
     pub pacing: Pacing,
     /// Seconds of warm-up, not measured.
@@ -101,6 +110,10 @@ pub struct Report {
     pub writes: Option<LatencySummary>,
     /// Errors by message (the first few dozen kinds).
     pub error_kinds: BTreeMap<String, u64>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The most distinct error messages a report keeps; the rest count as `other`.
@@ -132,10 +145,11 @@ pub fn format_table(reports: &[Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<11} {:>7} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "{:<14} {:<11} {:>7} {:>9} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "target",
         "workload",
         "clients",
+        "in-flight",
         "ops/s",
         "p50",
         "p90",
@@ -149,10 +163,11 @@ pub fn format_table(reports: &[Report]) -> String {
         let l = &report.latency;
         let _ = writeln!(
             out,
-            "{:<14} {:<11} {:>7} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "{:<14} {:<11} {:>7} {:>9} {:>11.0} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}",
             report.target,
             report.workload.mix.name(),
             report.clients,
+            report.in_flight,
             report.ops_per_sec,
             format_us(l.p50_us),
             format_us(l.p90_us),
@@ -183,6 +198,9 @@ mod tests {
                 seed: 1,
             },
             clients: 4,
+            in_flight: 1,
+            connections: 4,
+            round: 0,
             pacing: Pacing::Closed,
             warmup_s: 1.0,
             duration_s: 2.0,

@@ -1,7 +1,8 @@
 //! One benchmark run: N clients drive a target for a warm-up and a measured window.
 //!
-//! Every client is a tokio task with its own connection, its own operation generator and its
-//! own histograms (merged at the end, so the hot path shares nothing but two counters). In a
+//! Every client is a tokio task with its own connection (or, with `in_flight` > 1, a share of
+//! a connection that `in_flight` clients pipeline their requests on), its own operation
+//! generator and its own histograms (merged at the end, so the hot path shares nothing but two counters). In a
 //! closed loop a client sends its next operation when the last returns; in an open loop the
 //! clients take the next due operation from one shared schedule, wait for its due time, and
 //! are charged from that time (see [`crate::schedule`]). A closed loop measures the operations
@@ -40,8 +41,11 @@ pub struct BenchConfig {
     pub target: TargetSpec,
     /// The operations.
     pub workload: WorkloadSpec,
-    /// Concurrent clients, each with its own connection.
+    /// Concurrent clients: requests in flight in total.
     pub clients: usize,
+    /// Clients per connection: each connection carries this many requests at once
+    /// (`clients / in_flight` connections; 1: a connection per client).
+    pub in_flight: usize,
     /// Closed or open loop.
     pub pacing: Pacing,
     /// How long to run before measuring.
@@ -113,13 +117,20 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Outcome> {
             "the open-loop rate must be a positive number of operations per second"
         );
     }
+    let connection_count = connection_count(config.clients, config.in_flight)?;
     let mut connections = Vec::with_capacity(config.clients);
-    for client in 0..config.clients {
+    for index in 0..connection_count {
         let connection = config
             .target
-            .connect(client)
+            .connect_shared(index, config.in_flight)
             .await
-            .with_context(|| format!("client {client} cannot connect to {}", config.label))?;
+            .with_context(|| format!("connection {index} cannot connect to {}", config.label))?;
+        for _ in 1..config.in_flight {
+            let share = connection
+                .share()
+                .context("this connection cannot be shared by several clients")?;
+            connections.push(share);
+        }
         connections.push(connection);
     }
 
@@ -182,6 +193,9 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Outcome> {
         target_kind: config.target.kind().to_string(),
         workload: config.workload.clone(),
         clients: config.clients,
+        in_flight: config.in_flight,
+        connections: connection_count,
+        round: 0,
         pacing: config.pacing,
         warmup_s: config.warmup.as_secs_f64(),
         duration_s,
@@ -201,6 +215,24 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<Outcome> {
     })
 }
 
+/// How many connections `clients` clients need with `in_flight` requests on each.
+///
+/// # Errors
+/// When `in_flight` is out of range or does not divide `clients` (every connection carries
+/// the same number of requests, so that runs with different values compare).
+pub fn connection_count(clients: usize, in_flight: usize) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        (1..=crate::pipeline::IN_FLIGHT_MAX).contains(&in_flight),
+        "requests in flight per connection must be between 1 and {}",
+        crate::pipeline::IN_FLIGHT_MAX
+    );
+    anyhow::ensure!(
+        clients % in_flight == 0,
+        "{clients} clients cannot share connections {in_flight} to a connection evenly"
+    );
+    Ok(clients / in_flight)
+}
+
 fn progress_bar(
     config: &BenchConfig,
     shared: &Arc<Shared>,
@@ -216,10 +248,11 @@ fn progress_bar(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar.set_prefix(format!(
-        "{} {} x{}",
+        "{} {} x{} ({} in flight per connection)",
         config.label,
         config.workload.mix.name(),
-        config.clients
+        config.clients,
+        config.in_flight
     ));
     let ticker_bar = bar.clone();
     let shared = Arc::clone(shared);
@@ -392,6 +425,16 @@ fn history_entry(
 mod tests {
     use super::*;
     use crate::target::OpError;
+
+    #[test]
+    fn clients_share_connections_evenly() {
+        assert_eq!(connection_count(64, 1).expect("even"), 64);
+        assert_eq!(connection_count(64, 4).expect("even"), 16);
+        assert_eq!(connection_count(4, 4).expect("even"), 1);
+        assert!(connection_count(1, 4).is_err());
+        assert!(connection_count(6, 4).is_err());
+        assert!(connection_count(4, 0).is_err());
+    }
 
     #[test]
     fn history_entries_follow_the_format() {

@@ -6,8 +6,14 @@
 //! - **RESP**: `SET` and `GET` over a plain Redis connection, to Redis or to any Chorus node;
 //! - **etcd v3** (cargo feature `etcd`): `Put` and a linearizable `Range`.
 //!
-//! Each benchmark client owns one connection, and client `i` starts at endpoint `i mod n`,
-//! so the load spreads over the nodes of a cluster alike for every target. How an error ends
+//! By default each benchmark client owns one connection, and client `i` starts at endpoint
+//! `i mod n`, so the load spreads over the nodes of a cluster alike for every target. With
+//! `in_flight` > 1, that many clients share one connection ([`TargetSpec::connect_shared`]),
+//! and connection `c` starts at endpoint `c mod n`: RESP connections pipeline their requests
+//! ([`crate::pipeline`]); an etcd connection is one gRPC client whose channel multiplexes the
+//! clients' concurrent requests. The native Chorus client runs one call at a time (its
+//! session numbers its requests one after another), so it cannot be shared: pipelined load
+//! reaches Chorus through its RESP port. How an error ends
 //! an operation follows HISTORY.md: definite refusals are `fail`, anything that may have
 //! taken effect is `unknown`.
 
@@ -18,6 +24,7 @@ use bytes::Bytes;
 use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_resp::Frame;
 
+use crate::pipeline::SharedResp;
 use crate::resp_conn::RespConnection;
 use crate::workload::Op;
 
@@ -66,6 +73,36 @@ impl TargetSpec {
         match self {
             TargetSpec::Chorus { endpoints } | TargetSpec::Resp { endpoints } => endpoints.len(),
             TargetSpec::Etcd { endpoints } => endpoints.len(),
+        }
+    }
+
+    /// Opens connection `index`, to be shared by `in_flight` benchmark clients (each gets a
+    /// handle from [`Connection::share`]). With `in_flight` 1 this is [`TargetSpec::connect`].
+    ///
+    /// # Errors
+    /// When the target cannot be reached, or cannot carry several requests on one connection
+    /// (the native Chorus client).
+    pub async fn connect_shared(
+        &self,
+        index: usize,
+        in_flight: usize,
+    ) -> anyhow::Result<Connection> {
+        if in_flight == 1 {
+            return self.connect(index).await;
+        }
+        match self {
+            TargetSpec::Chorus { .. } => anyhow::bail!(
+                "the native Chorus client runs one call at a time and cannot keep {in_flight} \
+                 requests in flight on one connection; pipeline through the nodes' RESP ports \
+                 (--target resp)"
+            ),
+            TargetSpec::Resp { endpoints } => {
+                anyhow::ensure!(!endpoints.is_empty(), "the resp target has no endpoints");
+                let shared =
+                    SharedResp::connect(endpoints.clone(), index, in_flight, OP_TIMEOUT).await?;
+                Ok(Connection::SharedResp(shared))
+            }
+            TargetSpec::Etcd { .. } => self.connect(index).await,
         }
     }
 
@@ -171,12 +208,27 @@ pub enum Connection {
         /// The open connection, if any.
         connection: Option<RespConnection>,
     },
+    /// A RESP connection shared by several clients, their requests pipelined.
+    SharedResp(SharedResp),
     /// An etcd v3 KV client.
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd_client::KvClient>),
 }
 
 impl Connection {
+    /// Another handle on the same connection, for one more client to share it: a shared
+    /// RESP connection, or an etcd client (its gRPC channel multiplexes). `None` for
+    /// connections that carry one request at a time.
+    #[must_use]
+    pub fn share(&self) -> Option<Connection> {
+        match self {
+            Connection::SharedResp(shared) => Some(Connection::SharedResp(shared.clone())),
+            #[cfg(feature = "etcd")]
+            Connection::Etcd(client) => Some(Connection::Etcd(client.clone())),
+            Connection::Chorus(_) | Connection::Resp { .. } => None,
+        }
+    }
+
     /// Runs one operation; a read returns the value it saw (`None`: absent).
     ///
     /// # Errors
@@ -189,6 +241,7 @@ impl Connection {
                 next,
                 connection,
             } => resp_execute(endpoints, next, connection, op).await,
+            Connection::SharedResp(shared) => shared_resp_execute(shared, op).await,
             #[cfg(feature = "etcd")]
             Connection::Etcd(client) => etcd_execute(client, op).await,
         }
@@ -231,10 +284,7 @@ async fn resp_execute(
     let Some(connection) = slot.as_mut() else {
         return Err(OpError::definite("no connection"));
     };
-    let arguments: Vec<Bytes> = match op {
-        Op::Get { key } => vec![Bytes::from_static(b"GET"), key.clone()],
-        Op::Put { key, value } => vec![Bytes::from_static(b"SET"), key.clone(), value.clone()],
-    };
+    let arguments = resp_arguments(op);
     let reply = tokio::time::timeout(OP_TIMEOUT, connection.request(&arguments)).await;
     let frame = match reply {
         Ok(Ok(frame)) => frame,
@@ -250,6 +300,24 @@ async fn resp_execute(
         }
     };
     interpret_resp(op, frame)
+}
+
+fn resp_arguments(op: &Op) -> Vec<Bytes> {
+    match op {
+        Op::Get { key } => vec![Bytes::from_static(b"GET"), key.clone()],
+        Op::Put { key, value } => vec![Bytes::from_static(b"SET"), key.clone(), value.clone()],
+    }
+}
+
+async fn shared_resp_execute(shared: &SharedResp, op: &Op) -> Result<Option<Bytes>, OpError> {
+    // The connection's task gives up on a reply after OP_TIMEOUT and fails the request;
+    // this bound only guards against that task being stuck.
+    let bound = OP_TIMEOUT + Duration::from_secs(1);
+    match tokio::time::timeout(bound, shared.request(resp_arguments(op))).await {
+        Ok(Ok(frame)) => interpret_resp(op, frame),
+        Ok(Err(error)) => Err(OpError::for_op(op, error.sent, error.message)),
+        Err(_) => Err(OpError::for_op(op, true, "no reply in time".to_string())),
+    }
 }
 
 /// What a RESP reply to `op` means. Chorus's `UNAVAILABLE` and `BUSY` errors are definite

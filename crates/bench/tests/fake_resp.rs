@@ -1,9 +1,11 @@
 //! `chorus bench` against a fake RESP server on 127.0.0.1: a run of about a second, closed and
-//! open loop, completes operations without errors and records a linearizable history.
+//! open loop, one connection per client or several clients pipelining on one, completes
+//! operations without errors and records a linearizable history.
 //! (Behaviour only: nothing here depends on how fast the machine is.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,11 +20,19 @@ use tokio::net::TcpListener;
 
 /// A tiny Redis: SET and GET on one map, answered in order per connection.
 async fn fake_redis() -> SocketAddr {
+    fake_redis_counting().await.0
+}
+
+/// [`fake_redis`], with the number of connections it accepted.
+async fn fake_redis_counting() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let store: Arc<Mutex<BTreeMap<Bytes, Bytes>>> = Arc::default();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let mut input = BytesMut::new();
@@ -58,7 +68,7 @@ async fn fake_redis() -> SocketAddr {
             });
         }
     });
-    address
+    (address, accepted)
 }
 
 fn config(address: SocketAddr, mix: Mix, pacing: Pacing) -> BenchConfig {
@@ -75,6 +85,7 @@ fn config(address: SocketAddr, mix: Mix, pacing: Pacing) -> BenchConfig {
             seed: 3,
         },
         clients: 4,
+        in_flight: 1,
         pacing,
         warmup: Duration::from_millis(200),
         duration: Duration::from_secs(1),
@@ -127,6 +138,37 @@ async fn an_open_loop_run_sends_at_its_rate() {
     // The schedule, not the server, bounds an open loop: no more than the rate allows.
     assert!(report.ops + report.missed <= 201, "{report:?}");
     assert!(check(&outcome.history.expect("a history"), CheckLimits::default()).is_linearizable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pipelining_on_shared_connections_complete_and_are_linearizable() {
+    let (address, accepted) = fake_redis_counting().await;
+    let mut config = config(address, Mix::Mixed { read_ratio: 0.5 }, Pacing::Closed);
+    config.clients = 8;
+    config.in_flight = 4;
+    let outcome = run(&config).await.expect("the run");
+    let report = &outcome.report;
+    assert!(report.ops > 0, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert_eq!((report.in_flight, report.connections), (4, 2), "{report:?}");
+    // Eight clients, two connections: fewer connections than requests in flight.
+    assert_eq!(accepted.load(Ordering::Relaxed), 2);
+    assert!(check(&outcome.history.expect("a history"), CheckLimits::default()).is_linearizable());
+}
+
+#[tokio::test]
+async fn the_native_client_is_not_shared_and_says_so() {
+    let address = fake_redis().await;
+    let mut config = config(address, Mix::WriteOnly, Pacing::Closed);
+    config.target = TargetSpec::Chorus {
+        endpoints: vec![address],
+    };
+    config.in_flight = 2;
+    let error = run(&config).await.expect_err("cannot pipeline");
+    assert!(
+        format!("{error:#}").contains("one call at a time"),
+        "{error:#}"
+    );
 }
 
 #[tokio::test]

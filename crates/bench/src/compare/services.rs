@@ -390,23 +390,72 @@ pub fn chorus_up_help(chorus: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `redis-benchmark -t set -c 50 -n <requests>` against `address` and returns the
-/// requests per second it reports.
+/// One `redis-benchmark` run: SET with 50 connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisBenchmarkRun {
+    /// The server.
+    pub address: SocketAddr,
+    /// Requests in all (`-n`).
+    pub requests: u64,
+    /// Bytes per value (`-d`).
+    pub data_size: usize,
+    /// Requests pipelined per connection (`-P`; 1 is no pipelining).
+    pub pipeline: u32,
+}
+
+impl RedisBenchmarkRun {
+    /// The arguments after the program's name.
+    #[must_use]
+    pub fn arguments(&self) -> Vec<String> {
+        let mut arguments = vec![
+            "-h".to_string(),
+            self.address.ip().to_string(),
+            "-p".to_string(),
+            self.address.port().to_string(),
+            "-t".to_string(),
+            "set".to_string(),
+            "-c".to_string(),
+            "50".to_string(),
+            "-d".to_string(),
+            self.data_size.to_string(),
+            "-n".to_string(),
+            self.requests.to_string(),
+        ];
+        if self.pipeline > 1 {
+            arguments.push("-P".to_string());
+            arguments.push(self.pipeline.to_string());
+        }
+        arguments.push("--csv".to_string());
+        arguments
+    }
+
+    /// The command as the report names it (`redis-benchmark -t set -c 50 -d 100 -P 16`).
+    #[must_use]
+    pub fn command_line(&self) -> String {
+        let pipeline = if self.pipeline > 1 {
+            format!(" -P {}", self.pipeline)
+        } else {
+            String::new()
+        };
+        format!(
+            "redis-benchmark -t set -c 50 -d {}{pipeline}",
+            self.data_size
+        )
+    }
+}
+
+/// Runs `redis-benchmark` as `run` says and returns the requests per second it reports.
 ///
 /// # Errors
 /// When it fails, takes longer than `limit`, or prints no SET result.
 pub fn redis_benchmark(
     program: &Path,
-    address: SocketAddr,
-    requests: u64,
+    run: &RedisBenchmarkRun,
     limit: Duration,
 ) -> anyhow::Result<f64> {
+    let address = run.address;
     let mut child = Command::new(program)
-        .args(["-h", &address.ip().to_string()])
-        .args(["-p", &address.port().to_string()])
-        .args(["-t", "set", "-c", "50"])
-        .args(["-n", &requests.to_string()])
-        .arg("--csv")
+        .args(run.arguments())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -459,6 +508,27 @@ pub fn tail_of(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_benchmark_runs_name_their_options() {
+        let mut run = RedisBenchmarkRun {
+            address: "127.0.0.1:6379".parse().expect("an address"),
+            requests: 20_000,
+            data_size: 100,
+            pipeline: 1,
+        };
+        assert_eq!(run.command_line(), "redis-benchmark -t set -c 50 -d 100");
+        assert_eq!(
+            run.arguments().join(" "),
+            "-h 127.0.0.1 -p 6379 -t set -c 50 -d 100 -n 20000 --csv"
+        );
+        run.pipeline = 16;
+        assert_eq!(
+            run.command_line(),
+            "redis-benchmark -t set -c 50 -d 100 -P 16"
+        );
+        assert!(run.arguments().join(" ").ends_with("-n 20000 -P 16 --csv"));
+    }
 
     #[test]
     fn redis_benchmark_csv_is_parsed() {
