@@ -134,21 +134,19 @@ impl TargetSpec {
             }
             #[cfg(feature = "etcd")]
             TargetSpec::Etcd { endpoints } => {
-                let mut rotated: Vec<String> = endpoints
-                    .iter()
-                    .map(|e| {
-                        if e.contains("://") {
-                            e.clone()
-                        } else {
-                            format!("http://{e}")
-                        }
-                    })
-                    .collect();
-                rotated.rotate_left(first);
+                // One member only: given several, etcd-client balances every request over a
+                // connection to each of them, so one client would hold three connections,
+                // where every other target holds one (to node `i mod n`).
+                let endpoint = &endpoints[first];
+                let url = if endpoint.contains("://") {
+                    endpoint.clone()
+                } else {
+                    format!("http://{endpoint}")
+                };
                 let options = etcd_client::ConnectOptions::new()
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(OP_TIMEOUT);
-                let client = etcd_client::Client::connect(rotated, Some(options)).await?;
+                let client = etcd_client::Client::connect([url], Some(options)).await?;
                 Ok(Connection::Etcd(Box::new(client.kv_client())))
             }
             #[cfg(not(feature = "etcd"))]
