@@ -57,6 +57,12 @@ pub struct InjectedBugs {
     /// protocol-aware recovery: its vote can elect a leader without a committed entry that
     /// only it and a minority held; caught as a lost committed entry).
     pub repairing_node_votes: bool,
+    /// A leader's read lease lasts the whole minimum election timeout from the round that
+    /// renewed it, ignoring the stated clock-drift bound and the tick granularity (breaks
+    /// thesis §6.4.1's `election timeout / drift` rule: a leader whose clock runs slow within
+    /// the bound, cut off from a quorum, serves reads after a new leader took writes; caught
+    /// as stale reads).
+    pub lease_ignores_drift: bool,
 }
 
 /// The configuration of one Raft node.
@@ -79,6 +85,18 @@ pub struct Config {
     /// A leader that has not heard from a majority within an election timeout steps down,
     /// and followers that heard from a leader within an election timeout refuse votes.
     pub check_quorum: bool,
+    /// Serve linearizable reads on the leader from a lease (thesis §6.4.1) rather than with a
+    /// ReadIndex round of messages: after a quorum answered a heartbeat round started at tick
+    /// `t`, no other node can be elected before the followers' election timeout runs out, so
+    /// the leader answers reads at once until `t` + [`Config::lease_ticks`]. Safety then rests
+    /// on clocks: every node's tick rate must stay within `clock_drift_bound_ppm` of every
+    /// other's. Needs `check_quorum`, and must be set alike on every node (followers then also
+    /// refuse votes for an election timeout after they start, and refuse to campaign on
+    /// request while they hear from a leader). Off by default: ReadIndex needs no clock.
+    pub lease_reads: bool,
+    /// The stated bound on how far two nodes' tick rates may differ, in parts per million
+    /// (used only with `lease_reads`). Default 50,000 (5%).
+    pub clock_drift_bound_ppm: u64,
     /// AppendEntries messages carrying entries that may be in flight to one follower.
     pub inflight_max: usize,
     /// Entries in one AppendEntries message.
@@ -142,6 +160,8 @@ impl Config {
             heartbeat_interval_ticks: 2,
             pre_vote: true,
             check_quorum: true,
+            lease_reads: false,
+            clock_drift_bound_ppm: 50_000,
             inflight_max: 8,
             append_entries_max: 256,
             append_bytes_max: 1 << 20,
@@ -156,6 +176,25 @@ impl Config {
             #[cfg(feature = "inject-bugs")]
             injected_bugs: InjectedBugs::default(),
         }
+    }
+
+    /// How many of its own ticks a leader's read lease lasts from the start of the round a
+    /// quorum answered: `(election_timeout_ticks - 2) * (1 - ρ) / (1 + ρ)`, rounded down, with
+    /// `ρ = clock_drift_bound_ppm / 10^6`.
+    ///
+    /// Why: a follower that answered the round heard from the leader no earlier than the
+    /// round's start, and refuses votes until `election_timeout_ticks` of its own ticks have
+    /// passed since; the first of them may come at once, so it is protected for at least
+    /// `election_timeout_ticks - 1` of its tick periods. Its ticks may run fast by `ρ` and the
+    /// leader's slow by `ρ`, hence the ratio; one more tick is taken off for a driver whose
+    /// tick comes late by up to one period (a driver that falls further behind must call
+    /// [`crate::RawNode::drop_lease`]).
+    #[must_use]
+    pub fn lease_ticks(&self) -> u64 {
+        let rho = u128::from(self.clock_drift_bound_ppm.min(999_999));
+        let base = u128::from(self.election_timeout_ticks.saturating_sub(2));
+        let ticks = base * (1_000_000 - rho) / (1_000_000 + rho);
+        u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
     /// Checks that the configuration can work.
@@ -186,6 +225,21 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "election_timeout_ticks must exceed heartbeat_interval_ticks",
             ));
+        }
+        if self.lease_reads {
+            if !self.check_quorum {
+                return Err(ConfigError::Invalid("lease_reads needs check_quorum"));
+            }
+            if self.clock_drift_bound_ppm >= 1_000_000 {
+                return Err(ConfigError::Invalid(
+                    "clock_drift_bound_ppm must be below 1,000,000",
+                ));
+            }
+            if self.lease_ticks() == 0 {
+                return Err(ConfigError::Invalid(
+                    "lease_reads needs a longer election timeout: the lease would be 0 ticks",
+                ));
+            }
         }
         if self.inflight_max == 0
             || self.append_entries_max == 0

@@ -11,7 +11,7 @@
 //! Messages are validated in full before any state changes, so a refused message leaves the
 //! node exactly as it was.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Prng, Term};
@@ -201,6 +201,10 @@ pub enum StepError {
 /// restart does not copy the whole log.
 const COMMITTED_ENTRIES_MAX: usize = 4096;
 
+/// A leader remembers at most this many unanswered read rounds for its lease; older ones are
+/// forgotten, which can only shorten the lease.
+const LEASE_ROUNDS_MAX: usize = 256;
+
 /// One Raft node. See the crate docs for the driving contract.
 #[derive(Debug)]
 pub struct RawNode {
@@ -243,6 +247,16 @@ pub struct RawNode {
     read_round: u64,
     /// Leader: reads waiting for a read index.
     leader_reads: LeaderReads,
+    /// Ticks since this node started (its own clock, for the read lease).
+    clock: u64,
+    /// Leader with `lease_reads`: reads are served at once while `clock < lease_until`.
+    lease_until: u64,
+    /// Leader with `lease_reads`: the read rounds started and not yet answered by a quorum,
+    /// with the clock at their start, oldest first (bounded by [`LEASE_ROUNDS_MAX`]).
+    lease_rounds: VecDeque<(u64, u64)>,
+    /// Leader: it sent TimeoutNow in this term, so a voter may elect the target at once,
+    /// lease or not; no lease is used again in this term.
+    lease_forfeited: bool,
 
     /// Follower: commands to forward to the leader with the next Ready.
     proposals_to_forward: Vec<Bytes>,
@@ -406,6 +420,10 @@ impl RawNode {
             progress: BTreeMap::new(),
             broadcast_pending: false,
             read_round: 0,
+            clock: 0,
+            lease_until: 0,
+            lease_rounds: VecDeque::new(),
+            lease_forfeited: false,
             leader_reads: LeaderReads::default(),
             proposals_to_forward: Vec::new(),
             reads_to_forward: Vec::new(),
@@ -442,6 +460,7 @@ impl RawNode {
 
     /// Logical time moved one tick.
     pub fn tick(&mut self) {
+        self.clock = self.clock.saturating_add(1);
         if self.role == Role::Leader {
             self.tick_leader();
             return;
@@ -591,6 +610,14 @@ impl RawNode {
         }
         match self.role {
             Role::Leader => {
+                if self.lease_valid() {
+                    // Thesis §6.4.1: no other leader can exist before the lease runs out.
+                    self.read_states.push(ReadState {
+                        id,
+                        index: self.log.commit(),
+                    });
+                    return Ok(());
+                }
                 if self.leader_reads.len() >= self.config.reads_pending_max {
                     return Err(ReadError::TooManyPending);
                 }
@@ -615,7 +642,11 @@ impl RawNode {
     /// Starts an election at once (for tests and leadership hand-over). It skips the pre-vote
     /// round: the caller asks for this election on purpose. Does nothing on a leader.
     pub fn campaign(&mut self) {
+        // With read leases a node that hears from a leader must not help depose it early,
+        // even on request: that leader may be serving reads from its lease.
+        let lease_held = self.config.lease_reads && self.in_lease();
         if self.role != Role::Leader
+            && !lease_held
             && self.install_pending.is_none()
             && self.is_voter()
             && !self.abstains()
@@ -1374,10 +1405,15 @@ impl RawNode {
 
     /// Whether this node heard from a live leader within the minimum election timeout, so it
     /// refuses to help anyone else start an election (CheckQuorum, thesis §9.6).
+    ///
+    /// With read leases, a node that started less than an election timeout ago counts as
+    /// in lease too: before it crashed it may have answered a leader's lease round.
     fn in_lease(&self) -> bool {
+        let starting = self.config.lease_reads && self.clock < self.config.election_timeout_ticks;
         self.config.check_quorum
-            && self.leader.is_some()
-            && self.election_elapsed < self.config.election_timeout_ticks
+            && (starting
+                || (self.leader.is_some()
+                    && self.election_elapsed < self.config.election_timeout_ticks))
     }
 
     fn reset_election_timer(&mut self) {
@@ -1475,6 +1511,8 @@ impl RawNode {
         self.broadcast_pending = false;
         self.leader_reads = LeaderReads::default();
         self.transfer = None;
+        self.drop_lease();
+        self.lease_forfeited = false;
         // Raft §8: a no-op of the new term lets the leader commit (and so learn) everything
         // committed before it, and serve reads.
         self.log.append(self.term, EntryPayload::NoOp);
@@ -1502,6 +1540,7 @@ impl RawNode {
         }
         if self.role == Role::Leader {
             self.reject_pending_reads();
+            self.drop_lease();
             self.progress.clear();
             self.broadcast_pending = false;
             self.transfer = None;
@@ -1839,6 +1878,11 @@ impl RawNode {
             for progress in self.progress.values_mut() {
                 progress.on_heartbeat(last_index);
             }
+            if self.config.lease_reads {
+                // Every heartbeat is a round of its own, so that its answers renew the lease.
+                self.read_round += 1;
+                self.note_lease_round();
+            }
             // A TimeoutNow may have been lost: say it again while the transfer runs.
             self.send_timeout_now_if_caught_up();
         }
@@ -1984,6 +2028,9 @@ impl RawNode {
             .get(&transfer.target)
             .is_some_and(|progress| progress.match_index == self.log.last_index());
         if caught_up {
+            // The target may be elected at once, past every voter's lease.
+            self.lease_forfeited = true;
+            self.drop_lease();
             self.messages.push((
                 transfer.target,
                 Message::TimeoutNow(TimeoutNow { term: self.term }),
@@ -2049,6 +2096,8 @@ impl RawNode {
             return;
         }
         self.active = in_force.clone();
+        // A lease proves something only of the majorities it was counted in.
+        self.drop_lease();
         self.peers = self
             .active
             .members()
@@ -2205,6 +2254,17 @@ impl RawNode {
     // ----- ReadIndex (thesis §6.4) ----------------------------------------------------------
 
     fn on_read_index_request(&mut self, from: NodeId, request: ReadIndexRequest) {
+        if self.lease_valid() {
+            self.messages.push((
+                from,
+                Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.term,
+                    ids: request.ids,
+                    index: Some(self.log.commit()),
+                }),
+            ));
+            return;
+        }
         if self.role != Role::Leader {
             self.messages.push((
                 from,
@@ -2269,6 +2329,7 @@ impl RawNode {
             return;
         }
         self.read_round += 1;
+        self.note_lease_round();
         self.leader_reads
             .start_round(self.read_round, self.log.commit());
         self.broadcast_pending = true;
@@ -2283,6 +2344,7 @@ impl RawNode {
         } else {
             self.quorum_value(self.read_round, |progress| progress.read_round_acked)
         };
+        self.renew_lease(confirmed);
         let mut remote: BTreeMap<(NodeId, LogIndex), Vec<ReadId>> = BTreeMap::new();
         for (read, index) in self.leader_reads.take_confirmed(confirmed) {
             match read.requester {
@@ -2300,6 +2362,66 @@ impl RawNode {
                 }),
             ));
         }
+    }
+
+    /// Leader: whether reads may be served from the lease now.
+    fn lease_valid(&self) -> bool {
+        self.config.lease_reads
+            && self.role == Role::Leader
+            && !self.lease_forfeited
+            && self.transfer.is_none()
+            && self.clock < self.lease_until
+            && self.has_committed_in_term()
+    }
+
+    /// Leader with `lease_reads`: remembers that round `read_round` starts now.
+    fn note_lease_round(&mut self) {
+        if !self.config.lease_reads {
+            return;
+        }
+        if self.lease_rounds.len() >= LEASE_ROUNDS_MAX {
+            self.lease_rounds.pop_front();
+        }
+        self.lease_rounds.push_back((self.read_round, self.clock));
+    }
+
+    /// Leader with `lease_reads`: a quorum answered every round up to `confirmed`, so no
+    /// other node can be elected until the lease from the latest of them runs out.
+    fn renew_lease(&mut self, confirmed: u64) {
+        let mut started = None;
+        while let Some(&(round, at)) = self.lease_rounds.front() {
+            if round > confirmed {
+                break;
+            }
+            started = Some(at);
+            self.lease_rounds.pop_front();
+        }
+        let Some(started) = started else {
+            return;
+        };
+        if self.lease_forfeited || self.transfer.is_some() {
+            return;
+        }
+        let ticks = if self.config.injected_bugs().lease_ignores_drift {
+            // Deliberate bug: the whole election timeout, as if clocks were perfect.
+            self.config.election_timeout_ticks
+        } else {
+            self.config.lease_ticks()
+        };
+        self.lease_until = self.lease_until.max(started.saturating_add(ticks));
+    }
+
+    /// Ends any read lease at once (the driver's clock fell behind, or leadership or the
+    /// configuration changed): reads go through ReadIndex until a new quorum round renews it.
+    pub fn drop_lease(&mut self) {
+        self.lease_until = 0;
+        self.lease_rounds.clear();
+    }
+
+    /// Leader: whether it would serve a read from its lease right now.
+    #[must_use]
+    pub fn holds_lease(&self) -> bool {
+        self.lease_valid()
     }
 
     /// Every read this node holds is failed back to its caller (the node lost its leader or

@@ -325,6 +325,9 @@ pub struct NodeConfig {
     /// Raft snapshots and log compaction.
     #[serde(default)]
     pub snapshots: Snapshots,
+    /// Raft: how linearizable reads are served (the `[reads]` table).
+    #[serde(default, skip_serializing_if = "Reads::is_default")]
+    pub reads: Reads,
     /// The write-ahead log on disk.
     #[serde(default)]
     pub storage: StorageSettings,
@@ -349,6 +352,48 @@ pub struct NodeConfig {
     pub debug: DebugSettings,
 }
 
+/// Raft: how the leader makes sure a linearizable read sees every committed write (the
+/// `[reads]` table).
+///
+/// ```toml
+/// [reads]
+/// lease = true                  # serve reads from a lease, with no message round
+/// clock_drift_bound_ppm = 50000 # how far two nodes' clocks may run apart
+/// ```
+///
+/// By default a read takes a ReadIndex round: the leader confirms with a quorum that it still
+/// leads, which needs no clock. With `lease = true` the leader answers reads at once while its
+/// lease lasts: `(election_timeout_ticks - 2) · (1 − ρ)/(1 + ρ)` ticks from the start of a
+/// heartbeat round a quorum answered, `ρ` the drift bound (thesis §6.4.1). That is safe only
+/// while no node's clock runs faster or slower than another's by more than the bound, and it
+/// must be set alike on every node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reads {
+    /// Serve linearizable reads on the leader from a lease. Off by default.
+    pub lease: bool,
+    /// The stated bound on clock drift between two nodes, in parts per million (default
+    /// 50,000: 5%).
+    pub clock_drift_bound_ppm: u64,
+}
+
+impl Default for Reads {
+    fn default() -> Reads {
+        Reads {
+            lease: false,
+            clock_drift_bound_ppm: 50_000,
+        }
+    }
+}
+
+impl Reads {
+    /// Whether the table holds the defaults (it is then left out of a written configuration).
+    #[must_use]
+    pub fn is_default(&self) -> bool {
+        *self == Reads::default()
+    }
+}
+
 /// TESTING ONLY: faults a test may inject into a running node (the `[debug]` table). Every
 /// switch is off by default, and a node started with one on says so in its log.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -371,7 +416,7 @@ impl DebugSettings {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 10] = [
+pub const INJECTABLE_BUGS: [&str; 11] = [
     "commit-without-current-term",
     "read-without-read-index",
     "read-index-unconfirmed",
@@ -382,6 +427,7 @@ pub const INJECTABLE_BUGS: [&str; 10] = [
     "overlapping-membership-changes",
     "truncate-without-conflict",
     "repairing-node-votes",
+    "lease-ignores-drift",
 ];
 
 /// A configuration that cannot work.
@@ -456,6 +502,24 @@ impl NodeConfig {
         }
         if timing.election_timeout_ticks <= timing.heartbeat_interval_ticks {
             return invalid("election_timeout_ticks must exceed heartbeat_interval_ticks".into());
+        }
+        if self.reads.lease {
+            if self.protocol != Protocol::Raft {
+                return invalid("[reads] lease applies to protocol = \"raft\" only".into());
+            }
+            if self.reads.clock_drift_bound_ppm >= 1_000_000 {
+                return invalid("[reads] clock_drift_bound_ppm must be below 1000000".into());
+            }
+            let mut probe = chorus_raft::Config::new(NodeId(1), vec![NodeId(1)]);
+            probe.election_timeout_ticks = timing.election_timeout_ticks;
+            probe.clock_drift_bound_ppm = self.reads.clock_drift_bound_ppm;
+            if probe.lease_ticks() == 0 {
+                return invalid(
+                    "[reads] lease needs a longer election timeout: with this drift bound the \
+                     lease would last 0 ticks"
+                        .into(),
+                );
+            }
         }
         if timing.ping_interval_ms == 0 || timing.dead_pings == 0 {
             return invalid("ping_interval_ms and dead_pings must be at least 1".into());
@@ -543,6 +607,7 @@ impl NodeConfig {
             overlapping_membership_changes: on("overlapping-membership-changes"),
             truncate_without_conflict: on("truncate-without-conflict"),
             repairing_node_votes: on("repairing-node-votes"),
+            lease_ignores_drift: on("lease-ignores-drift"),
         }
     }
 
@@ -704,6 +769,7 @@ impl NodeConfig {
             timing: Timing::default(),
             limits: Limits::default(),
             snapshots: Snapshots::default(),
+            reads: Reads::default(),
             storage: StorageSettings::default(),
             hybrid: HybridSettings::default(),
             join: None,
@@ -777,6 +843,36 @@ mod tests {
         let mut config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
         config.timing.election_timeout_ticks = 1;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn lease_reads_are_off_by_default_and_checked_when_on() {
+        let config = NodeConfig::local(3, 2, 7000, Path::new("/tmp/chorus"));
+        assert!(!config.reads.lease);
+        let text = toml::to_string(&config).expect("serializes");
+        assert!(!text.contains("[reads]"), "the defaults are left out");
+        let mut leased = config.clone();
+        leased.reads.lease = true;
+        leased
+            .validate()
+            .expect("a lease with the default timing is valid");
+        let parsed: NodeConfig = toml::from_str(&toml::to_string(&leased).unwrap()).unwrap();
+        assert!(parsed.reads.lease);
+        let mut bad = leased.clone();
+        bad.reads.clock_drift_bound_ppm = 1_000_000;
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("clock_drift_bound_ppm")
+        );
+        let mut bad = leased.clone();
+        bad.timing.election_timeout_ticks = 3;
+        bad.timing.heartbeat_interval_ticks = 1;
+        assert!(bad.validate().unwrap_err().to_string().contains("0 ticks"));
+        let mut bad = NodeConfig::local_pb(3, 1, 7000, Path::new("/tmp/chorus"));
+        bad.reads.lease = true;
+        assert!(bad.validate().unwrap_err().to_string().contains("raft"));
     }
 
     #[test]

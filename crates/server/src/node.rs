@@ -206,6 +206,8 @@ pub fn start_raft<M: Replicated>(
     let mut raft_config = Config::new(me, voters);
     raft_config.election_timeout_ticks = timing.election_timeout_ticks;
     raft_config.heartbeat_interval_ticks = timing.heartbeat_interval_ticks;
+    raft_config.lease_reads = config.reads.lease;
+    raft_config.clock_drift_bound_ppm = config.reads.clock_drift_bound_ppm;
     let snapshots = &config.snapshots;
     raft_config.snapshot_threshold_entries = snapshots.threshold_entries;
     raft_config.snapshot_threshold_bytes = snapshots.threshold_bytes;

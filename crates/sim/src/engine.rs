@@ -18,7 +18,11 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use chorus_core::{NodeId, Prng};
 
 use crate::checkers::{Checkers, Violation};
-use crate::config::{FaultProfile, SimConfig};
+use crate::config::{FaultProfile, Protocol, SimConfig};
+
+/// Salts the stream that draws the nodes' clock rates (Raft with leases), so that drawing
+/// them changes no other random choice of a run.
+const CLOCK_SALT: u64 = 0x434c_4f43_4b5f_5241;
 use crate::history::Operation;
 use crate::linearizability::{self, CheckLimits, Verdict};
 use crate::nemesis::{self, Action};
@@ -317,6 +321,13 @@ pub struct Sim<P: ProtocolHost> {
     /// How many times slower than normal each node's clock ticks (missing: normal), while the
     /// nemesis hunts stale reads.
     pub(crate) tick_stretch: Vec<u64>,
+    /// Raft with leases: how far each node's clock runs from true time, in parts per million
+    /// (positive: fast), as drawn for the run (empty: every clock is exact).
+    pub(crate) tick_drift_drawn: Vec<i64>,
+    /// The drift in force: the drawn one, or the extremes while the nemesis hunts stale reads.
+    pub(crate) tick_drift: Vec<i64>,
+    /// Each node's fraction of a time unit carried to its next tick, in millionths.
+    pub(crate) tick_carry: Vec<u64>,
     /// The scheme's nodes.
     pub(crate) nodes: P,
 }
@@ -364,8 +375,25 @@ impl<P: ProtocolHost> Sim<P> {
             filter: None,
             stuck: false,
             tick_stretch: Vec::new(),
+            tick_drift_drawn: Vec::new(),
+            tick_drift: Vec::new(),
+            tick_carry: Vec::new(),
             nodes,
         };
+        if sim.config.protocol == Protocol::Raft && sim.config.lease_reads == Some(true) {
+            // A stream of its own, so that every other draw of the run stays as it was.
+            let mut rng_clocks = Prng::new(sim.config.seed ^ CLOCK_SALT);
+            let bound = sim.config.clock_drift_ppm.min(900_000);
+            let drawn: Vec<i64> = (0..sim.nodes.nodes())
+                .map(|_| {
+                    let offset = rng_clocks.range(0, 2 * bound + 1);
+                    i64::try_from(offset).unwrap_or(0) - i64::try_from(bound).unwrap_or(0)
+                })
+                .collect();
+            sim.tick_carry = vec![0; drawn.len()];
+            sim.tick_drift = drawn.clone();
+            sim.tick_drift_drawn = drawn;
+        }
         for node in 0..sim.nodes.nodes() {
             P::start(&mut sim, node);
             let phase = sim.rng_workload.range(1, sim.config.tick_units + 1);
@@ -615,8 +643,8 @@ impl<P: ProtocolHost> Sim<P> {
         match event {
             Event::Tick { node } => {
                 P::tick(self, node);
-                let stretch = self.tick_stretch.get(node).copied().unwrap_or(1);
-                self.schedule(self.config.tick_units * stretch, Event::Tick { node });
+                let delay = self.next_tick_delay(node);
+                self.schedule(delay, Event::Tick { node });
             }
             Event::Deliver { from, to, message } => P::deliver(self, from, to, message),
             Event::Request { node, request } => self.request(node, request),
@@ -909,6 +937,22 @@ impl<P: ProtocolHost> Sim<P> {
     /// safety must not depend on clocks), serves stale values. The hunt lasts four to eight
     /// election timeouts (the nemesis waits that long); the next move ends it. `None`, and
     /// nothing done, without a leader.
+    /// Time units until `node`'s next tick: `tick_units`, times its stretch while the
+    /// nemesis hunts stale reads, divided by its clock's rate when clocks drift (the fraction
+    /// of a unit is carried to the next tick, so that the rate holds over a run).
+    fn next_tick_delay(&mut self, node: usize) -> u64 {
+        let stretch = self.tick_stretch.get(node).copied().unwrap_or(1);
+        let period = self.config.tick_units * stretch;
+        let Some(&drift) = self.tick_drift.get(node) else {
+            return period;
+        };
+        const MICRO: u128 = 1_000_000;
+        let rate = u128::try_from(1_000_000 + drift).unwrap_or(1).max(1);
+        let micro = u128::from(period) * MICRO * MICRO / rate + u128::from(self.tick_carry[node]);
+        self.tick_carry[node] = u64::try_from(micro % MICRO).unwrap_or(0);
+        u64::try_from(micro / MICRO).unwrap_or(period).max(1)
+    }
+
     fn hunt_stale_reads(&mut self) -> Option<u64> {
         let leader = self.nodes.leader()?;
         let leader_id = NodeId(leader as u64 + 1);
@@ -922,8 +966,19 @@ impl<P: ProtocolHost> Sim<P> {
         self.network.partition(&[vec![leader_id], rest]);
         self.stats.partitions += 1;
         let stretch = self.rng_nemesis.range(2, 6);
-        self.tick_stretch = vec![1; self.nodes.nodes()];
-        self.tick_stretch[leader] = stretch;
+        let slowed = if self.tick_drift.is_empty() {
+            self.tick_stretch = vec![1; self.nodes.nodes()];
+            self.tick_stretch[leader] = stretch;
+            format!("{stretch}x slow")
+        } else {
+            // Leases rest on clocks: the worst the stated drift allows, the leader's clock
+            // slow and every other fast, each by `clock_drift_ppm`.
+            let drift = i64::try_from(self.config.clock_drift_ppm.min(900_000)).unwrap_or(0);
+            for (node, rate) in self.tick_drift.iter_mut().enumerate() {
+                *rate = if node == leader { -drift } else { drift };
+            }
+            format!("{drift} ppm slow, the others as fast")
+        };
         let mut pinned = 0;
         for client in &mut self.workload.clients {
             if self.rng_nemesis.chance(0.5) {
@@ -933,7 +988,9 @@ impl<P: ProtocolHost> Sim<P> {
             }
         }
         self.log(|| {
-            format!("hunt stale reads: {leader_id} cut off, clock {stretch}x slow, {pinned} clients pinned")
+            format!(
+                "hunt stale reads: {leader_id} cut off, clock {slowed}, {pinned} clients pinned"
+            )
         });
         Some(self.rng_nemesis.range(4, 9) * self.config.election_timeout_units())
     }
@@ -941,6 +998,7 @@ impl<P: ProtocolHost> Sim<P> {
     /// Ends a stale-read hunt: clocks tick normally, clients go where they like.
     fn end_hunt(&mut self) {
         self.tick_stretch.clear();
+        self.tick_drift.clone_from(&self.tick_drift_drawn);
         for client in &mut self.workload.clients {
             client.pinned = None;
         }

@@ -663,6 +663,7 @@ impl Simulator {
         let mut config = Config::new(self.nodes.hosts[node].id, voters);
         config.election_timeout_ticks = self.config.election_timeout_ticks;
         config.heartbeat_interval_ticks = self.config.heartbeat_interval_ticks;
+        config.lease_reads = self.config.lease_reads == Some(true);
         config.append_entries_max = self.config.append_entries_max();
         config.snapshot_threshold_entries = self.config.snapshot_every_entries;
         config.compaction_tail_entries = self.config.compaction_tail_entries;
@@ -1171,9 +1172,13 @@ impl Simulator {
             }
             RequestBody::Read(key) => {
                 let id = ReadId(number);
+                let leased = raft.holds_lease();
                 let accepted = raft.read_index(id).is_ok();
                 if accepted {
                     host.reads.insert(id, (waiting, key));
+                    if leased {
+                        self.stats.lease_reads += 1;
+                    }
                 }
                 accepted
             }

@@ -31,6 +31,8 @@ pub struct RunStats {
     /// Crashes after which the disk damaged a synced record, so that the node restarted
     /// repairing its log ([`crate::SimConfig::synced_damage`]).
     pub synced_damages: u64,
+    /// Reads a leader served at once from its lease ([`crate::SimConfig::lease_reads`]).
+    pub lease_reads: u64,
     /// Distinct terms in which a leader was seen (primary-backup: distinct views in which a
     /// primary acted).
     pub leaders: u64,

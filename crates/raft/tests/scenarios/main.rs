@@ -3,6 +3,7 @@
 
 mod election;
 mod harness;
+mod lease;
 mod membership;
 mod read_index;
 mod repair;

@@ -141,10 +141,16 @@ pub struct SimArgs {
     /// Run every seed twice and fail if the two runs differ (same seed, same trace hash).
     #[arg(long)]
     check_determinism: bool,
-    /// Hybrid: each data server's clock drifts by up to this many parts per million. The
-    /// servers' stated bound is 50000; beyond it leases are unsafe and H1/H5 say so.
+    /// Hybrid, and Raft with read leases: each node's clock drifts by up to this many parts
+    /// per million (a Raft stale-read hunt slows the cut-off leader's clock and speeds the
+    /// others' by this much). The nodes' stated bound is 50000; beyond it leases are unsafe
+    /// and the checkers say so.
     #[arg(long, value_name = "PPM", default_value_t = 50_000)]
     clock_drift: u64,
+    /// Raft: leaders serve reads from a lease (`true`) or always with a ReadIndex round
+    /// (`false`); default: drawn per seed, leases in a quarter of them.
+    #[arg(long, value_name = "BOOL")]
+    lease_reads: Option<bool>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -191,6 +197,7 @@ impl SimArgs {
             .snapshot_chunk_bytes
             .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
         config.clock_drift_ppm = self.clock_drift;
+        config.lease_reads = self.lease_reads;
         config
     }
 
@@ -200,9 +207,13 @@ impl SimArgs {
                 .snapshot_chunk_bytes
                 .map(|bytes| format!(" --snapshot-chunk-bytes {bytes}"))
                 .unwrap_or_default();
+            let lease = self
+                .lease_reads
+                .map(|lease| format!(" --lease-reads {lease}"))
+                .unwrap_or_default();
             format!(
-                " --snapshot-every {} --compaction-tail {}{chunks}",
-                self.snapshot_every, self.compaction_tail
+                " --snapshot-every {} --compaction-tail {}{chunks}{lease} --clock-drift {}",
+                self.snapshot_every, self.compaction_tail, self.clock_drift
             )
         } else {
             String::new()
@@ -445,6 +456,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
     let mut failovers = 0u64;
     let mut snapshots_taken = 0u64;
     let mut synced_damages = 0u64;
+    let mut lease_reads = 0u64;
     let mut snapshots_installed = 0u64;
     let mut failed = Vec::new();
     // Seeds whose only finding is a linearizability check out of budget.
@@ -480,6 +492,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
             failovers += report.stats.failovers;
             snapshots_taken += report.snapshots.taken;
             synced_damages += report.stats.synced_damages;
+            lease_reads += report.stats.lease_reads;
             snapshots_installed += report.snapshots.installed;
             if let Some(dir) = &args.history_out {
                 if let Err(error) = write_history(dir, report) {
@@ -555,7 +568,7 @@ pub fn run(args: &SimArgs) -> anyhow::Result<bool> {
         Protocol::Raft => {
             format!(
                 " snapshots: taken={snapshots_taken} installed={snapshots_installed} \
-                 synced-damages={synced_damages}"
+                 synced-damages={synced_damages} lease-reads={lease_reads}"
             )
         }
         Protocol::Hybrid => String::new(),

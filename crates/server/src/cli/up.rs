@@ -48,6 +48,10 @@ pub struct UpArgs {
     /// `hybrid` only: members of a view (the primary and `replicas - 1` backups).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=9))]
     replicas: u64,
+    /// `raft` only: leaders serve linearizable reads from a lease, with no message round
+    /// (`[reads] lease = true`; see docs/protocols/raft.md, "Lease reads").
+    #[arg(long)]
+    lease_reads: bool,
 }
 
 /// The serving primary of a hybrid cluster, once one serves a view of `replicas` members.
@@ -140,6 +144,9 @@ fn pb_ready(configs: &[(NodeConfig, PathBuf)], servers: u64) -> Option<u64> {
 /// # Errors
 /// If the data directory cannot be written or a node cannot start.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
+    if args.lease_reads && args.protocol != Protocol::Raft {
+        bail!("--lease-reads applies to --protocol raft only");
+    }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create {}", args.data_dir.display()))?;
     let data_dir = args
@@ -165,13 +172,14 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     };
     let replicas = usize::try_from(args.replicas).unwrap_or(2);
     for id in order {
-        let config = if pb {
+        let mut config = if pb {
             NodeConfig::local_pb(args.nodes, id, args.base_port, &data_dir)
         } else if hybrid {
             NodeConfig::local_hybrid(args.nodes, replicas, id, args.base_port, &data_dir)
         } else {
             NodeConfig::local(args.nodes, id, args.base_port, &data_dir)
         };
+        config.reads.lease = args.lease_reads;
         if pb && id == args.nodes + 1 {
             // Every server of a new `up` starts empty (primary-backup keeps data in memory
             // only), so this is a new cluster: the view service must not resume the view of

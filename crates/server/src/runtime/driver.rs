@@ -56,6 +56,13 @@ pub trait Host {
     /// Logical time moved one tick.
     fn tick(&mut self, cx: &mut Context);
 
+    /// The driver runs late: its ticks lag true time by more than half a tick, so anything
+    /// the host times by counting ticks (a read lease) may be counted short. Nothing by
+    /// default.
+    fn clock_behind(&mut self, cx: &mut Context) {
+        let _ = cx;
+    }
+
     /// Called once on the driver thread before the loop starts (a host starts its helper
     /// threads here).
     fn start(&mut self, cx: &mut Context) {
@@ -177,6 +184,11 @@ impl<H: Host> Driver<H> {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inputs.recv_timeout(wait) {
                 Ok(input) => {
+                    if Instant::now() >= next_tick + tick / 2 {
+                        // Checked before any input is taken: a read must not be judged by a
+                        // clock that fell behind (see `Host::clock_behind`).
+                        self.host.clock_behind(&mut self.cx);
+                    }
                     self.handle(input);
                     for _ in 1..self.pacing.batch_inputs_max {
                         match self.inputs.try_recv() {
@@ -196,6 +208,7 @@ impl<H: Host> Driver<H> {
                     // The thread fell behind (a long fsync): skip the missed ticks rather
                     // than firing them in a burst that would look like a timeout.
                     next_tick = now + tick;
+                    self.host.clock_behind(&mut self.cx);
                 }
                 let expired = self.cx.requests.expire(now);
                 self.cx.shared.metrics.request_timeouts.inc_by(expired);

@@ -1231,6 +1231,11 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         }
     }
 
+    fn clock_behind(&mut self, _cx: &mut Context) {
+        // A lease counted in ticks that came late could outlast the followers' promise.
+        self.raft.drop_lease();
+    }
+
     fn tick(&mut self, cx: &mut Context) {
         self.raft.tick();
         self.ticked = true;

@@ -286,7 +286,23 @@ pub(crate) fn check_final_state(
 // learned — is linearizable.
 #[test]
 fn killing_the_leader_under_load_loses_no_acknowledged_write_and_the_history_is_linearizable() {
-    let mut cluster = TestCluster::start(3);
+    kill_the_leader_twice_under_load(TestCluster::start(3));
+}
+
+// The same with reads served from the leader's lease (`[reads] lease = true`, thesis
+// §6.4.1): across the failovers no read is stale.
+#[test]
+fn with_lease_reads_killing_the_leader_under_load_keeps_the_history_linearizable() {
+    let mut cluster = TestCluster::configure(3, "[reads]\nlease = true\n");
+    for node in 1..=3 {
+        cluster.restart(node);
+    }
+    kill_the_leader_twice_under_load(cluster);
+}
+
+/// Runs the writers and readers of [`spawn_workload`] for 9 s while the leader is SIGKILLed
+/// and restarted two seconds later, twice; then checks the final state and the history.
+fn kill_the_leader_twice_under_load(mut cluster: TestCluster) {
     cluster.wait_for_leader(STARTUP);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -19,6 +19,7 @@ mod determinism;
 mod durability;
 mod election;
 mod expiry;
+mod lease;
 mod membership;
 mod repair;
 mod replication;
