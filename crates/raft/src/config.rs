@@ -53,9 +53,10 @@ pub struct InjectedBugs {
     /// committed entry.
     pub truncate_without_conflict: bool,
     /// A node repairing a log that lost acknowledged entries (damaged synced records,
-    /// [`crate::HardState::repairing`]) votes and campaigns as a healthy one (breaks
-    /// protocol-aware recovery: its vote can elect a leader without a committed entry that
-    /// only it and a minority held; caught as a lost committed entry).
+    /// [`crate::HardState::repairing`]) votes and campaigns as a healthy one, judging
+    /// candidates by the log the damage left it (breaks protocol-aware recovery: its vote can
+    /// elect a leader without a committed entry that only it and a minority held; caught as a
+    /// lost committed entry).
     pub repairing_node_votes: bool,
     /// A leader's read lease lasts the whole minimum election timeout from the round that
     /// renewed it, ignoring the stated clock-drift bound and the tick granularity (breaks

@@ -77,8 +77,10 @@
 //!    machine from that snapshot (or starts a fresh one without), and the first Ready replays
 //!    the committed entries after it. A partial snapshot file is discarded. A storage that
 //!    found synced records damaged (so the node may have lost entries it acknowledged) sets
-//!    [`HardState::repairing`]; the node then restarts in a later term and neither votes nor
-//!    campaigns until a leader's later-term commit has repaired its log.
+//!    [`HardState::repairing`], and gives where the log ended before the damage if it knows
+//!    ([`DurableState::log_end_before_damage`]); the node then restarts in a later term,
+//!    does not campaign, and votes only as its log before the damage would have, until a
+//!    leader has brought its committed log back past that point.
 //!
 //! # Snapshots and compaction
 //!
@@ -117,8 +119,8 @@ pub use config::{Config, ConfigError, InjectedBugs, SNAPSHOT_CHUNK_BYTES_LIMIT};
 pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
-    RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
+    InstallSnapshotResponse, LogPosition, Message, Propose, ReadId, ReadIndexRequest,
+    ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
 };
 pub use node::{
     DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SNAPSHOT_INDEX_MAX,

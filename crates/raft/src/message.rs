@@ -64,9 +64,11 @@ pub struct HardState {
     /// Set while this node repairs a log that lost acknowledged entries (protocol-aware
     /// recovery): the storage found synced records damaged and cut them, and this is the
     /// highest term in which the lost entries could have been acknowledged (the durable term
-    /// when the damage was found). Until the node's commit index reaches an entry of a later
-    /// term (its log then matches a leader elected without it up to that entry, so every
-    /// committed entry is back), it neither votes nor campaigns. `None` on a healthy node.
+    /// when the damage was found). The node restarts in a later term, does not campaign,
+    /// and votes only as its log before the damage would have (see
+    /// [`crate::DurableState::log_end_before_damage`]), until its committed log is at least
+    /// as up-to-date as that log was (its last committed entry is of a later term, or at or
+    /// after where the log ended): every committed entry is back. `None` on a healthy node.
     #[serde(default)]
     pub repairing: Option<Term>,
 }
@@ -84,6 +86,18 @@ pub struct SnapshotMeta {
     pub index: LogIndex,
     /// The term of the entry at `index`.
     pub term: Term,
+}
+
+/// A place in a log: the term and index of an entry, ordered as Raft compares how
+/// up-to-date two logs are (§5.4.1): by term, then by index.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogPosition {
+    /// The entry's term.
+    pub term: Term,
+    /// The entry's index.
+    pub index: LogIndex,
 }
 
 /// InstallSnapshot RPC arguments (Raft §7, Figure 13), sent in chunks as in the paper and

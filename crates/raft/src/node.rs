@@ -21,8 +21,8 @@ use crate::log::{Installed, RaftLog};
 use crate::membership::{Configurations, Membership, MembershipChange, MembershipError};
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Message, Propose, ReadId, ReadIndexRequest, ReadIndexResponse,
-    RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
+    InstallSnapshotResponse, LogPosition, Message, Propose, ReadId, ReadIndexRequest,
+    ReadIndexResponse, RequestVote, RequestVoteResponse, SnapshotMeta, TimeoutNow,
 };
 use crate::progress::{Progress, ReplicationState};
 use crate::read_only::{LeaderReads, PendingRead, Requester};
@@ -70,8 +70,8 @@ pub struct Status {
     /// The index of the last entry `advance` confirmed durable.
     pub persisted_index: LogIndex,
     /// While the node repairs a log that lost acknowledged entries, the term in which they
-    /// could have been acknowledged (see [`HardState::repairing`]); it neither votes nor
-    /// campaigns until then.
+    /// could have been acknowledged (see [`HardState::repairing`]); until it is repaired it
+    /// does not campaign, and votes only as its log before the damage would have.
     pub repairing: Option<Term>,
 }
 
@@ -90,6 +90,12 @@ pub struct DurableState {
     /// or for a snapshot written before configurations were stored: the node then starts
     /// from `Config::voters`.
     pub membership: Option<Membership>,
+    /// While [`HardState::repairing`] is set: where the log ended before the damage cut it
+    /// (the last entry it held, or a place at or after it), if the storage knows. The node
+    /// grants its vote only to candidates whose log is at least as up-to-date as that, as its
+    /// log before the damage would have; unknown (`None`), only to candidates whose last entry
+    /// is of a term after [`HardState::repairing`]. Ignored when not repairing.
+    pub log_end_before_damage: Option<LogPosition>,
 }
 
 /// How a proposal was taken.
@@ -302,6 +308,8 @@ pub struct RawNode {
     ready_outstanding: bool,
     /// See [`HardState::repairing`].
     repairing: Option<Term>,
+    /// While repairing: see [`DurableState::log_end_before_damage`].
+    log_end_before_damage: Option<LogPosition>,
 }
 
 impl RawNode {
@@ -338,6 +346,7 @@ impl RawNode {
             snapshot,
             entries,
             membership,
+            log_end_before_damage,
         } = durable;
         if membership
             .as_ref()
@@ -392,6 +401,11 @@ impl RawNode {
                 ));
             }
             term = term.max(repairing.next());
+            if log_end_before_damage.is_some_and(|before| before.term > TERM_MAX) {
+                return Err(ConfigError::CorruptDurableState(
+                    "a term beyond any reachable value",
+                ));
+            }
         }
         // A vote binds only the term it was cast in.
         let vote = hard_state.vote.filter(|_| hard_state.term == term);
@@ -445,6 +459,7 @@ impl RawNode {
             persisting: None,
             ready_outstanding: false,
             repairing: hard_state.repairing,
+            log_end_before_damage: log_end_before_damage.filter(|_| hard_state.repairing.is_some()),
         };
         node.refresh_membership();
         node.finish_repair_if_done();
@@ -1563,10 +1578,11 @@ impl RawNode {
     fn on_request_vote(&mut self, from: NodeId, request: &RequestVote) {
         let up_to_date = self
             .log
-            .is_up_to_date(request.last_log_term, request.last_log_index);
-        // A node repairing lost entries grants nothing: its log may lack a committed entry
-        // that its vote would then let a candidate without it win over.
-        let up_to_date = up_to_date && !self.abstains();
+            .is_up_to_date(request.last_log_term, request.last_log_index)
+            && self.repair_grants(LogPosition {
+                term: request.last_log_term,
+                index: request.last_log_index,
+            });
         if request.pre_vote {
             // Thesis §9.6: grant iff we would vote in the proposed term; change nothing.
             let granted = request.term > self.term && up_to_date;
@@ -2489,24 +2505,66 @@ impl RawNode {
         }
     }
 
-    /// Ends a repair once the commit index reaches an entry of a term after the one in which
-    /// the lost entries could have been acknowledged: the log up to there is the leader's of
-    /// that term (Log Matching), and that leader was elected without this node's vote, so it
-    /// held every committed entry, the lost ones included.
+    /// Ends a repair once the committed log is at least as up-to-date as the log was before
+    /// the damage: its last committed entry is of a term after the one in which the lost
+    /// entries could have been acknowledged, or at or after where the log ended before the
+    /// damage. The log up to there is the log of the leader that sent it (Log Matching), and
+    /// that leader held every committed entry this node had acknowledged (see
+    /// [`RawNode::repair_grants`]): the node holds them all again.
     fn finish_repair_if_done(&mut self) {
-        if let Some(repairing) = self.repairing {
-            if self
-                .log
-                .term_at(self.log.commit())
-                .is_some_and(|term| term > repairing)
-            {
-                self.repairing = None;
-            }
+        let Some(repairing) = self.repairing else {
+            return;
+        };
+        let commit = self.log.commit();
+        let Some(term) = self.log.term_at(commit) else {
+            return;
+        };
+        let reached = LogPosition {
+            term,
+            index: commit,
+        };
+        if term > repairing
+            || self
+                .log_end_before_damage
+                .is_some_and(|before| reached >= before)
+        {
+            self.repairing = None;
+            self.log_end_before_damage = None;
         }
     }
 
-    /// Whether this node must stay out of elections: it lost acknowledged entries and has
-    /// not repaired them yet (unless the injected bug says otherwise).
+    /// Whether this node grants its vote (or pre-vote) to a candidate whose log ends at
+    /// `candidate`, as far as a repair is concerned (the usual up-to-date check comes on
+    /// top).
+    ///
+    /// A repairing node lost entries it may have acknowledged, so its own log no longer
+    /// speaks for them. It votes as its log *before the damage* would have: only for a
+    /// candidate at least as up-to-date as where that log ended. Raft's argument (§5.4.3)
+    /// needs nothing more from a voter than the place its log ends: a candidate at least as
+    /// up-to-date holds every committed entry of that log. So this vote is as safe as a
+    /// healthy voter's, and the node may elect a leader that repairs it (a cluster of two
+    /// voters needs its vote). If the storage does not know where the log ended, only a
+    /// candidate whose last entry is of a term after the one in which the lost entries could
+    /// have been acknowledged qualifies: the first leader of such a term was elected without
+    /// this node's vote, by a majority that shares a node with every majority that committed
+    /// an entry (§5.4.1's argument, with this node counted out), and later ones are by
+    /// induction.
+    fn repair_grants(&self, candidate: LogPosition) -> bool {
+        let Some(repairing) = self.repairing else {
+            return true;
+        };
+        if self.config.injected_bugs().repairing_node_votes {
+            return true;
+        }
+        match self.log_end_before_damage {
+            Some(before) => candidate >= before,
+            None => candidate.term > repairing,
+        }
+    }
+
+    /// Whether this node must not campaign: it lost acknowledged entries and has not
+    /// repaired them yet, so its log may lack committed ones (unless the injected bug says
+    /// otherwise).
     fn abstains(&self) -> bool {
         self.repairing.is_some() && !self.config.injected_bugs().repairing_node_votes
     }

@@ -450,6 +450,7 @@ impl Cluster {
                         },
                         entries,
                         membership: None,
+                        log_end_before_damage: None,
                     }
                 } else {
                     DurableState::default()

@@ -38,7 +38,8 @@ pub struct Metrics {
     /// Committed entries not yet applied.
     pub apply_lag: Gauge,
     /// Raft: 1 while the node repairs a log whose synced records a disk fault damaged (it
-    /// neither votes nor campaigns meanwhile), 0 otherwise.
+    /// starts no election, and votes only as its log before the damage would have,
+    /// meanwhile), 0 otherwise.
     pub repairing: Gauge,
     /// Messages to peers dropped because their queue was full.
     pub peer_messages_dropped: Counter,

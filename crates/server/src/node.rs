@@ -163,8 +163,9 @@ fn open_storage(
             reason = %damage.reason,
             repairing_term = damage.repairing.0,
             "the disk damaged log records that were synced (a later sync marker proves it): cut \
-             them; this node repairs its log from its peers and neither votes nor campaigns until \
-             a leader has brought it back"
+             them; this node repairs its log from its peers: it starts no election, and votes only \
+             for candidates whose log reaches where its own ended, until a leader has brought it \
+             back"
         );
     }
     for damaged in &report.damaged_snapshots {

@@ -302,8 +302,8 @@ pub struct SimConfig {
     pub figure_8: Option<bool>,
     /// Raft: whether a crash may damage a synced record of the restarting node's log (a bit
     /// flip in the last segment, which the file storage detects by a later sync marker), on
-    /// at most a minority of nodes at once; the node must repair its log from its peers
-    /// without voting (protocol-aware recovery). `None` (the default) draws it per seed, on
+    /// at most a minority of nodes at once; the node must repair its log from its peers,
+    /// voting only as its log before the damage would have (protocol-aware recovery). `None` (the default) draws it per seed, on
     /// in half of them.
     pub synced_damage: Option<bool>,
     /// Raft: whether leaders serve reads from a lease (thesis §6.4.1) rather than with a

@@ -534,9 +534,11 @@ impl ProtocolHost for RaftNodes {
 
 /// In seeds that draw it ([`SimConfig::synced_damage`]), now and then damages a synced
 /// record of a crashed node's disk, if no other node is repairing and the voters keep a
-/// majority that is not: otherwise no leader could be elected without a repairing node's
-/// vote, and the cluster would wait forever (safe, but not live: the design assumes disk
-/// faults on a minority).
+/// majority that is not: a repairing node votes only for a candidate whose log reaches where
+/// its own ended before the damage, and with repairing nodes needed for a majority, no node
+/// may qualify (a repairing node that led with entries no one else received), and the
+/// cluster would wait for an operator (safe, but not live: the design assumes disk faults on
+/// a minority).
 fn damage_synced_on_crash(sim: &mut Sim<RaftNodes>, node: usize) -> Option<usize> {
     if sim.config.synced_damage != Some(true) || !sim.nodes.rng_disk.chance(DAMAGE_CHANCE) {
         return None;
@@ -714,7 +716,7 @@ impl Simulator {
     /// Damages a synced record of a crashed node's disk, as a bit flip in its last segment
     /// would (the run needs [`SimConfig::synced_damage`] on, so that the disks keep apart the
     /// records a fault may damage): the log is cut there and the restarted node repairs it
-    /// from its peers without voting. Returns how many records were lost, `None` if nothing
+    /// from its peers, voting only as its log before the damage would have. Returns how many records were lost, `None` if nothing
     /// was damaged (see [`MemStorage::damage_synced`]).
     ///
     /// # Panics

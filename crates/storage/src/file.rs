@@ -64,7 +64,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chorus_core::LogIndex;
-use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
+use chorus_raft::{DurableState, Entry, HardState, LogPosition, SnapshotMeta};
 
 use crate::janitor::Janitor;
 use crate::replay::{Record, Replay, WriteTracker};
@@ -160,8 +160,9 @@ pub struct SyncedDamage {
     pub bytes_dropped: u64,
     /// What is wrong at `offset`.
     pub reason: String,
-    /// The term the lost records could have been acknowledged in: the node abstains from
-    /// elections until it commits an entry of a later term.
+    /// The term the lost records could have been acknowledged in: the node starts no
+    /// election, and votes only as its log before the damage would have, until it is
+    /// repaired (see [`chorus_raft::HardState::repairing`]).
     pub repairing: chorus_core::Term,
 }
 
@@ -196,6 +197,9 @@ pub struct FileStorage {
     snapshots: SnapshotStore,
     /// An I/O error happened; the files' state is unknown until a reopen.
     poisoned: bool,
+    /// While the hard state says repairing: where the log ended before the damage, if
+    /// known, which every replacement of the hard-state file keeps.
+    log_end_before_damage: Option<LogPosition>,
     /// Removes the segments a compaction covers, off the driver's thread, if set.
     janitor: Option<Janitor>,
 }
@@ -285,7 +289,7 @@ impl FileStorage {
                 }
                 // Before anything reads the commit index back (see `start_repair`); made
                 // durable below, before the cut.
-                repairing = Some(recovered.replay.start_repair());
+                repairing = Some(recovered.replay.start_repair(damage.log_end));
             }
         }
         report.segments_replayed = recovered.segments.len();
@@ -309,7 +313,11 @@ impl FileStorage {
                     // repair before cutting: a crash in between finds the same damage again,
                     // and a node must never forget that it lost records.
                     let saved = save_damaged_tail(&directory, &path, scan.good_end)?;
-                    hard_state::replace(&directory, &hard_state)?;
+                    hard_state::replace(
+                        &directory,
+                        &hard_state,
+                        recovered.replay.log_end_before_damage(),
+                    )?;
                     report.synced_damage = Some(SyncedDamage {
                         saved,
                         file: path.clone(),
@@ -368,6 +376,7 @@ impl FileStorage {
             pending_ranges: Vec::new(),
             snapshots,
             poisoned: false,
+            log_end_before_damage: recovered.replay.log_end_before_damage(),
             janitor: None,
         };
         if let Some(marker) = adopted {
@@ -581,7 +590,10 @@ impl FileStorage {
         }
         // Only now that the log is durable may the hard state that follows it be replaced.
         if let Some(hard_state) = self.pending_hard_state.take() {
-            hard_state::replace(&self.directory, &hard_state)?;
+            if hard_state.repairing.is_none() {
+                self.log_end_before_damage = None;
+            }
+            hard_state::replace(&self.directory, &hard_state, self.log_end_before_damage)?;
         }
         Ok(())
     }
@@ -595,6 +607,7 @@ impl FileStorage {
             &Record::Synced {
                 sequence: self.segment_sequence,
                 offset: self.segment_bytes,
+                log_end: Some(self.tracker.log_end()),
             },
             &mut marker,
         );
@@ -733,9 +746,9 @@ fn refusal(
 
 /// Reads the hard-state file and replays every segment, changing nothing on disk.
 fn recover(directory: &Path, options: &FileStorageOptions) -> Result<Recovered, StorageError> {
-    let hard_state = hard_state::read(directory)?;
+    let (hard_state, log_end_before_damage) = hard_state::read(directory)?;
     let segments = list_segments(directory)?;
-    let mut replay = Replay::new(hard_state);
+    let mut replay = Replay::new(hard_state, log_end_before_damage);
     let mut last_segment = None;
     let mut ranges = Vec::with_capacity(segments.len());
     for (position, &sequence) in segments.iter().enumerate() {

@@ -28,6 +28,16 @@
 //! | 37 | 8 | the term the lost entries could have been acknowledged in (never 0) |
 //! | 45 | 4 | CRC-32C of bytes 0..45 |
 //!
+//! Version 3, 65 bytes, written while the node repairs and the storage knows where the log
+//! ended before the damage ([`chorus_raft::DurableState::log_end_before_damage`]): bytes
+//! 0..45 as in version 2 (with version `3`), then
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 45 | 8 | the index of the last entry the log held before the damage |
+//! | 53 | 8 | that entry's term |
+//! | 61 | 4 | CRC-32C of bytes 0..61 |
+//!
 //! So a healthy node's file is the same as before repairs existed, and an older build refuses
 //! a repairing node's file (an unknown version) rather than letting it vote.
 
@@ -36,7 +46,7 @@ use std::io::Write;
 use std::path::Path;
 
 use chorus_core::{LogIndex, NodeId, Term};
-use chorus_raft::HardState;
+use chorus_raft::{HardState, LogPosition};
 
 use crate::StorageError;
 use crate::array;
@@ -51,12 +61,23 @@ const MAGIC: &[u8; 8] = b"CHORUSHS";
 const LENGTH_V1: usize = 41;
 /// The bytes of a version 2 file.
 const LENGTH_V2: usize = 49;
+/// The bytes of a version 3 file.
+const LENGTH_V3: usize = 65;
 /// The largest file of any version.
-const LENGTH_MAX: usize = LENGTH_V2;
+const LENGTH_MAX: usize = LENGTH_V3;
 
-/// Encodes a hard state in the file format: version 1 unless the node is repairing.
-pub(crate) fn encode(hard_state: &HardState) -> Vec<u8> {
-    let version: u32 = if hard_state.repairing.is_some() { 2 } else { 1 };
+/// Encodes a hard state in the file format: version 1 unless the node is repairing, version 3
+/// if it is and `log_end_before_damage` is known (it is ignored when not repairing).
+pub(crate) fn encode(
+    hard_state: &HardState,
+    log_end_before_damage: Option<LogPosition>,
+) -> Vec<u8> {
+    let log_end_before_damage = log_end_before_damage.filter(|_| hard_state.repairing.is_some());
+    let version: u32 = match (hard_state.repairing, log_end_before_damage) {
+        (None, _) => 1,
+        (Some(_), None) => 2,
+        (Some(_), Some(_)) => 3,
+    };
     let mut bytes = Vec::with_capacity(LENGTH_MAX);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&version.to_le_bytes());
@@ -68,19 +89,27 @@ pub(crate) fn encode(hard_state: &HardState) -> Vec<u8> {
     if let Some(repairing) = hard_state.repairing {
         bytes.extend_from_slice(&repairing.0.to_le_bytes());
     }
+    if let Some(before) = log_end_before_damage {
+        bytes.extend_from_slice(&before.index.0.to_le_bytes());
+        bytes.extend_from_slice(&before.term.0.to_le_bytes());
+    }
     let checksum = crc32c::crc32c(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     bytes
 }
 
-/// Decodes the file's content; `path` names the file in errors.
-pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageError> {
-    if bytes.len() != LENGTH_V1 && bytes.len() != LENGTH_V2 {
+/// Decodes the file's content, and where the log ended before a damage if the file says;
+/// `path` names the file in errors.
+pub(crate) fn decode(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(HardState, Option<LogPosition>), StorageError> {
+    if ![LENGTH_V1, LENGTH_V2, LENGTH_V3].contains(&bytes.len()) {
         return Err(StorageError::corrupt(
             path,
             0,
             format!(
-                "the hard-state file is {} bytes, not {LENGTH_V1} or {LENGTH_V2}",
+                "the hard-state file is {} bytes, not {LENGTH_V1}, {LENGTH_V2} or {LENGTH_V3}",
                 bytes.len()
             ),
         ));
@@ -96,11 +125,12 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageErro
     let length = match version {
         1 => LENGTH_V1,
         2 => LENGTH_V2,
+        3 => LENGTH_V3,
         _ => {
             return Err(StorageError::corrupt(
                 path,
                 8,
-                format!("unknown hard-state format version {version} (this build reads 1 and 2)"),
+                format!("unknown hard-state format version {version} (this build reads 1 to 3)"),
             ));
         }
     };
@@ -135,7 +165,7 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageErro
             ));
         }
     };
-    let repairing = if version == 2 {
+    let repairing = if version >= 2 {
         match u64::from_le_bytes(array(&bytes[37..45])) {
             0 => {
                 return Err(StorageError::corrupt(
@@ -149,22 +179,27 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<HardState, StorageErro
     } else {
         None
     };
-    Ok(HardState {
+    let log_end_before_damage = (version == 3).then(|| LogPosition {
+        index: LogIndex(u64::from_le_bytes(array(&bytes[45..53]))),
+        term: Term(u64::from_le_bytes(array(&bytes[53..61]))),
+    });
+    let hard_state = HardState {
         term: Term(u64::from_le_bytes(array(&bytes[12..20]))),
         vote,
         commit: LogIndex(u64::from_le_bytes(array(&bytes[29..37]))),
         repairing,
-    })
+    };
+    Ok((hard_state, log_end_before_damage))
 }
 
-/// Reads the hard-state file of `directory`; a missing file is the empty hard state of a node
-/// that never replaced it.
-pub(crate) fn read(directory: &Path) -> Result<HardState, StorageError> {
+/// Reads the hard-state file of `directory` (see [`decode`]); a missing file is the empty
+/// hard state of a node that never replaced it.
+pub(crate) fn read(directory: &Path) -> Result<(HardState, Option<LogPosition>), StorageError> {
     let path = directory.join(FILE_NAME);
     let length = match fs::metadata(&path) {
         Ok(metadata) => metadata.len(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(HardState::default());
+            return Ok((HardState::default(), None));
         }
         Err(error) => return Err(StorageError::io("stat", &path)(error)),
     };
@@ -180,13 +215,17 @@ pub(crate) fn read(directory: &Path) -> Result<HardState, StorageError> {
     decode(&bytes, &path)
 }
 
-/// Replaces the hard-state file atomically and durably.
-pub(crate) fn replace(directory: &Path, hard_state: &HardState) -> Result<(), StorageError> {
+/// Replaces the hard-state file atomically and durably (see [`encode`]).
+pub(crate) fn replace(
+    directory: &Path,
+    hard_state: &HardState,
+    log_end_before_damage: Option<LogPosition>,
+) -> Result<(), StorageError> {
     replace_file(
         directory,
         FILE_NAME,
         TEMPORARY_FILE_NAME,
-        &encode(hard_state),
+        &encode(hard_state, log_end_before_damage),
     )
 }
 
@@ -223,23 +262,26 @@ mod tests {
 
     #[test]
     fn round_trips_and_every_flipped_bit_is_detected() {
-        for repairing in [None, Some(Term(6))] {
+        let before = LogPosition {
+            term: Term(6),
+            index: LogIndex(50),
+        };
+        for (repairing, log_end_before_damage, expected) in [
+            (None, None, LENGTH_V1),
+            (Some(Term(6)), None, LENGTH_V2),
+            (Some(Term(6)), Some(before), LENGTH_V3),
+        ] {
             let hard_state = HardState {
                 term: Term(7),
                 vote: Some(NodeId(3)),
                 commit: LogIndex(42),
                 repairing,
             };
-            let bytes = encode(&hard_state);
-            let expected = if repairing.is_some() {
-                LENGTH_V2
-            } else {
-                LENGTH_V1
-            };
+            let bytes = encode(&hard_state, log_end_before_damage);
             assert_eq!(bytes.len(), expected);
             assert_eq!(
                 decode(&bytes, Path::new("hardstate")).expect("valid"),
-                hard_state
+                (hard_state, log_end_before_damage)
             );
             for bit in 0..bytes.len() * 8 {
                 let mut damaged = bytes.clone();
@@ -253,13 +295,28 @@ mod tests {
     }
 
     #[test]
-    fn a_healthy_node_writes_the_first_version_byte_for_byte() {
-        let bytes = encode(&HardState {
-            term: Term(2),
+    fn where_the_log_ended_is_not_written_for_a_healthy_node() {
+        let hard_state = HardState {
+            term: Term(7),
             vote: None,
-            commit: LogIndex(1),
+            commit: LogIndex(42),
             repairing: None,
-        });
+        };
+        let bytes = encode(&hard_state, Some(LogPosition::default()));
+        assert_eq!(bytes.len(), LENGTH_V1);
+    }
+
+    #[test]
+    fn a_healthy_node_writes_the_first_version_byte_for_byte() {
+        let bytes = encode(
+            &HardState {
+                term: Term(2),
+                vote: None,
+                commit: LogIndex(1),
+                repairing: None,
+            },
+            None,
+        );
         assert_eq!(bytes.len(), LENGTH_V1);
         assert_eq!(u32::from_le_bytes(array(&bytes[8..12])), 1);
     }

@@ -33,7 +33,7 @@ use std::io::Cursor;
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, Prng};
-use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
+use chorus_raft::{DurableState, Entry, HardState, LogPosition, SnapshotMeta};
 
 use crate::replay::{Record, Replay, WriteTracker};
 use crate::snapshot::{self, SnapshotEncoder, SnapshotReader};
@@ -87,16 +87,25 @@ impl MemStorage {
         }
         let newest = self.newest_snapshot();
         let hard_state = self.durable.hard_state();
+        // Where the log ended before the damage: the file storage reads it from the sync
+        // markers after the damage, which say where the log ended when each was written.
+        let log_end = newest
+            .map(|snapshot| LogPosition {
+                term: snapshot.term,
+                index: snapshot.index,
+            })
+            .max(Some(self.durable.log_end()));
         for kept in prng.index(self.recent.len())..self.recent.len() {
             let mut candidate = settled.clone();
             candidate.replace_hard_state(hard_state);
+            candidate.set_log_end_before_damage(self.durable.log_end_before_damage());
             for record in self.recent.iter().take(kept) {
                 if candidate.apply(record.clone()).is_err() {
                     return None;
                 }
                 candidate.trim();
             }
-            candidate.start_repair();
+            candidate.start_repair(log_end);
             let adopted = candidate.adopt(newest);
             if let Some(marker) = adopted.clone() {
                 if candidate.apply(marker).is_err() {

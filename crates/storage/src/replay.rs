@@ -7,7 +7,7 @@
 //! [`crate::MemStorage`] a faithful twin of [`crate::FileStorage`].
 
 use chorus_core::{LogIndex, NodeId, Term};
-use chorus_raft::{DurableState, Entry, HardState, SnapshotMeta};
+use chorus_raft::{DurableState, Entry, HardState, LogPosition, SnapshotMeta};
 
 /// One record of the write-ahead log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub(crate) enum Record {
         sequence: u64,
         /// The marker's own offset in the segment.
         offset: u64,
+        /// Where the log ended when the marker was written (its last entry, or the snapshot
+        /// if it holds none); `None` in markers written before they said.
+        log_end: Option<LogPosition>,
     },
     /// A durable snapshot covers the log up to `snapshot.index`; entries below `keep_from` are
     /// no longer needed. See [`Replay::apply`] for what it does to the log.
@@ -129,6 +132,23 @@ impl WriteTracker {
             repairing: durable.hard_state.repairing,
             snapshot: durable.snapshot,
         }
+    }
+
+    /// Where the log ends once everything planned is written: its last entry, or the
+    /// snapshot's place if it holds no entry after it.
+    pub(crate) fn log_end(&self) -> LogPosition {
+        let entry = (self.last_index >= self.first_index)
+            .then(|| self.runs.term_at(self.last_index))
+            .flatten()
+            .map(|term| LogPosition {
+                term,
+                index: self.last_index,
+            });
+        let snapshot = self.snapshot.map(|snapshot| LogPosition {
+            term: snapshot.term,
+            index: snapshot.index,
+        });
+        entry.max(snapshot).unwrap_or_default()
     }
 
     /// Plans one write, or refuses it leaving the tracker unchanged.
@@ -299,15 +319,43 @@ pub(crate) struct Replay {
     commit: Option<LogIndex>,
     /// The last snapshot marker: the snapshot and its `keep_from`.
     marker: Option<(SnapshotMeta, LogIndex)>,
+    /// While `hard_state.repairing`: where the log ended before the damage, if known.
+    log_end_before_damage: Option<LogPosition>,
 }
 
 impl Replay {
     /// A replay starting from the hard-state file's content.
-    pub(crate) fn new(hard_state: HardState) -> Replay {
+    pub(crate) fn new(hard_state: HardState, log_end_before_damage: Option<LogPosition>) -> Replay {
         Replay {
             hard_state,
+            log_end_before_damage: log_end_before_damage.filter(|_| hard_state.repairing.is_some()),
             ..Replay::default()
         }
+    }
+
+    /// While repairing: where the log ended before the damage, if known.
+    pub(crate) fn log_end_before_damage(&self) -> Option<LogPosition> {
+        self.log_end_before_damage
+    }
+
+    /// Sets where the log ended before the damage, kept only while repairing (as the
+    /// hard-state file keeps it).
+    pub(crate) fn set_log_end_before_damage(&mut self, log_end: Option<LogPosition>) {
+        self.log_end_before_damage = log_end.filter(|_| self.hard_state.repairing.is_some());
+    }
+
+    /// Where the physical log ends: its last entry, or the last marker's snapshot if that is
+    /// later.
+    pub(crate) fn log_end(&self) -> LogPosition {
+        let entry = self.entries.last().map(|entry| LogPosition {
+            term: entry.term,
+            index: entry.index,
+        });
+        let snapshot = self.marker.map(|(snapshot, _)| LogPosition {
+            term: snapshot.term,
+            index: snapshot.index,
+        });
+        entry.max(snapshot).unwrap_or_default()
     }
 
     /// The first index of the physical log (or the next index if it is empty); 1 for a log
@@ -456,6 +504,9 @@ impl Replay {
     /// Replaces the hard state, as a hard-state file replacement does.
     pub(crate) fn replace_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;
+        if hard_state.repairing.is_none() {
+            self.log_end_before_damage = None;
+        }
     }
 
     /// Marks the durable state as repairing lost acknowledged records (see
@@ -465,15 +516,28 @@ impl Replay {
     /// hard-state write that followed them). Returns the hard state to make durable before
     /// the damaged records are cut.
     ///
+    /// `log_end` is where the log ended before the damage (the caller read it from what
+    /// survives of the damaged records), if known; with this replay's own end it becomes
+    /// [`DurableState::log_end_before_damage`]. A node already repairing keeps the later of
+    /// the two ends, and an unknown end stays unknown.
+    ///
     /// The hard state's commit index is dropped: it counted entries of the log as it was
     /// written last, and the surviving records may end in an older suffix that a lost record
     /// truncated and replaced (with committed entries). The commit records and snapshot
     /// markers that survive speak of the surviving log, and the snapshot is committed, so the
     /// commit index comes back from them alone, lower; the leader tells the rest.
-    pub(crate) fn start_repair(&mut self) -> HardState {
+    pub(crate) fn start_repair(&mut self, log_end: Option<LogPosition>) -> HardState {
         let last_term = self.entries.last().map_or(Term(0), |entry| entry.term);
         let marked_term = self.marker.map_or(Term(0), |(snapshot, _)| snapshot.term);
         let term = self.hard_state.term.max(last_term).max(marked_term);
+        let log_end = log_end.map(|end| end.max(self.log_end()));
+        self.log_end_before_damage = match self.hard_state.repairing {
+            None => log_end,
+            Some(_) => self
+                .log_end_before_damage
+                .zip(log_end)
+                .map(|(a, b)| a.max(b)),
+        };
         self.hard_state.repairing = Some(self.hard_state.repairing.map_or(term, |r| r.max(term)));
         self.hard_state.commit = LogIndex(0);
         self.hard_state
@@ -579,6 +643,9 @@ impl Replay {
             entries: entries.to_vec(),
             // Read from the snapshot's header by the storage that holds it.
             membership: None,
+            log_end_before_damage: self
+                .log_end_before_damage
+                .filter(|_| self.hard_state.repairing.is_some()),
         })
     }
 }
@@ -630,12 +697,15 @@ mod tests {
 
     #[test]
     fn commit_is_clamped_to_the_log() {
-        let mut replay = Replay::new(HardState {
-            term: Term(1),
-            vote: None,
-            commit: LogIndex(5),
-            repairing: None,
-        });
+        let mut replay = Replay::new(
+            HardState {
+                term: Term(1),
+                vote: None,
+                commit: LogIndex(5),
+                repairing: None,
+            },
+            None,
+        );
         replay
             .apply(Record::Entries {
                 from: LogIndex(1),

@@ -44,11 +44,15 @@
 //!   compaction once the snapshot file is durable, and synced before any segment is deleted;
 //!   see [`crate::FileStorage`] for what replay makes of it.
 //!
-//! - `4`, **sync marker**: the payload is 16 bytes, two `u64` little-endian: the segment's
-//!   sequence number and the marker's own byte offset in the segment. Appended right after
-//!   every fsync of the segment (without an fsync of its own), it proves that every byte
-//!   before it in its segment was durable: it is only ever written once they are. Carrying
-//!   its own place makes a copy of it elsewhere (inside a client's command, say) worthless.
+//! - `4`, **sync marker**: the payload is 32 bytes, four `u64` little-endian: the segment's
+//!   sequence number, the marker's own byte offset in the segment, and the index and term of
+//!   where the log ended when it was written (its last entry, or the snapshot's place if it
+//!   held no entry after it). Appended right after every fsync of the segment (without an
+//!   fsync of its own), it proves that every byte before it in its segment was durable: it
+//!   is only ever written once they are. Carrying its own place makes a copy of it elsewhere
+//!   (inside a client's command, say) worthless. Where the log ended tells a repair how far
+//!   the log reached before a damage (below). Markers written before that was added have a
+//!   16-byte payload (the first two words) and are still read.
 //!
 //! A record's `length` is at most the configured `record_bytes_max`; a larger one is
 //! corruption, never an allocation.
@@ -68,10 +72,15 @@
 //! - **one**: the damaged bytes were synced before that marker was written, so records this
 //!   node may have acknowledged are lost. Recovery still cuts the segment at the damage
 //!   (the records after it cannot be trusted to follow on), but first records in the
-//!   hard-state file that the node is *repairing* ([`chorus_raft::HardState::repairing`]):
-//!   the Raft core then stays out of elections, in a later term, until a leader elected
-//!   without it has brought its log back past everything it could have acknowledged
-//!   (protocol-aware recovery, after Alagappan et al., FAST'18). The damage is reported
+//!   hard-state file that the node is *repairing* ([`chorus_raft::HardState::repairing`]),
+//!   and where the log ended before the damage: the latest of where the last valid sync
+//!   marker after the damage says it ended and of the entries of the records that follow
+//!   that marker (synced records whose own marker was lost with a power cut), readable one
+//!   after another from it ([`chorus_raft::DurableState::log_end_before_damage`]; unknown if
+//!   that marker is of the older, 16-byte kind). The Raft core then restarts in a later
+//!   term, does not campaign, and votes only as that log would have, until a leader has
+//!   brought its log back past everything it could have acknowledged (protocol-aware
+//!   recovery, after Alagappan et al., FAST'18). The damage is reported
 //!   ([`crate::RecoveryReport::synced_damage`]) for the operator.
 //!
 //! Damage in any earlier segment is always corruption (a segment is synced before the next
@@ -87,8 +96,8 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use chorus_core::LogIndex;
-use chorus_raft::Entry;
+use chorus_core::{LogIndex, Term};
+use chorus_raft::{Entry, LogPosition};
 
 use crate::StorageError;
 use crate::array;
@@ -106,8 +115,11 @@ const KIND_ENTRIES: u8 = 1;
 const KIND_COMMIT: u8 = 2;
 const KIND_SNAPSHOT: u8 = 3;
 const KIND_SYNCED: u8 = 4;
-/// The bytes of a sync marker record: header, kind, sequence number and offset.
-pub const SYNC_MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 1 + 16;
+/// The bytes of a sync marker record: header, kind, sequence number, offset and where the
+/// log ended.
+pub const SYNC_MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 1 + 32;
+/// The bytes of a sync marker record written before markers said where the log ended.
+const SYNC_MARKER_BYTES_V1: u64 = RECORD_HEADER_BYTES + 1 + 16;
 /// Largest encoding of a `u64` as a postcard varint.
 const VARINT_BYTES_MAX: u64 = 10;
 
@@ -165,10 +177,18 @@ pub(crate) fn encode_record(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&commit.0.to_le_bytes());
             finish_record(out, start);
         }
-        Record::Synced { sequence, offset } => {
+        Record::Synced {
+            sequence,
+            offset,
+            log_end,
+        } => {
             let start = begin_record(out, KIND_SYNCED);
             out.extend_from_slice(&sequence.to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
+            if let Some(log_end) = log_end {
+                out.extend_from_slice(&log_end.index.0.to_le_bytes());
+                out.extend_from_slice(&log_end.term.0.to_le_bytes());
+            }
             finish_record(out, start);
         }
         Record::Snapshot {
@@ -256,12 +276,20 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
             })
         }
         KIND_SYNCED => {
-            if payload.len() != 16 {
-                return Err(format!("a sync marker of {} bytes, not 16", payload.len()));
+            if payload.len() != 16 && payload.len() != 32 {
+                return Err(format!(
+                    "a sync marker of {} bytes, not 16 or 32",
+                    payload.len()
+                ));
             }
+            let word = |at: usize| u64::from_le_bytes(array(&payload[at..at + 8]));
             Ok(Record::Synced {
-                sequence: u64::from_le_bytes(array(&payload[0..8])),
-                offset: u64::from_le_bytes(array(&payload[8..16])),
+                sequence: word(0),
+                offset: word(8),
+                log_end: (payload.len() == 32).then(|| LogPosition {
+                    index: LogIndex(word(16)),
+                    term: Term(word(24)),
+                }),
             })
         }
         other => Err(format!("unknown record kind {other}")),
@@ -287,6 +315,9 @@ pub(crate) struct SyncedDamage {
     pub(crate) marker: u64,
     /// What is wrong at the damaged offset.
     pub(crate) reason: String,
+    /// Where the log ended before the damage, as far as the bytes after it say (see the
+    /// module docs); `None` if the last marker after it does not say.
+    pub(crate) log_end: Option<LogPosition>,
 }
 
 impl SegmentScan {
@@ -319,8 +350,14 @@ pub(crate) fn scan_segment(
         if !is_last {
             return Err(corrupt(offset, reason));
         }
-        let synced_damage = find_sync_marker(path, sequence, offset + 1)?
-            .map(|marker| SyncedDamage { marker, reason });
+        let synced_damage = match find_sync_markers(path, sequence, offset + 1)? {
+            None => None,
+            Some(markers) => Some(SyncedDamage {
+                marker: markers.first,
+                reason,
+                log_end: log_end_after(path, &markers, length, record_bytes_max)?,
+            }),
+        };
         Ok(SegmentScan {
             good_end: offset,
             length,
@@ -397,6 +434,7 @@ pub(crate) fn scan_segment(
             Record::Synced {
                 sequence: marked_sequence,
                 offset: marked_offset,
+                ..
             } => {
                 if (marked_sequence, marked_offset) != (sequence, offset) {
                     return Err(corrupt(
@@ -419,48 +457,160 @@ pub(crate) fn scan_segment(
     })
 }
 
-/// The offset of the first valid sync marker of segment `sequence` that starts at or after
-/// `from` in the file at `path` and sits at the offset it names, if any. Reads the file in
-/// bounded chunks.
-fn find_sync_marker(path: &Path, sequence: u64, from: u64) -> Result<Option<u64>, StorageError> {
+/// The valid sync markers found after a damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FoundMarkers {
+    /// The offset of the first one.
+    first: u64,
+    /// The offset of the last one.
+    last: u64,
+    /// The last one's length in bytes.
+    last_bytes: u64,
+    /// Where the last one says the log ended (`None` for a marker of the older kind).
+    last_log_end: Option<LogPosition>,
+}
+
+/// The first and the last valid sync marker of segment `sequence` that start at or after
+/// `from` in the file at `path` and sit at the offset they name, if any (of either kind).
+/// Reads the rest of the file once, in bounded chunks.
+fn find_sync_markers(
+    path: &Path,
+    sequence: u64,
+    from: u64,
+) -> Result<Option<FoundMarkers>, StorageError> {
     use std::io::{Seek, SeekFrom};
-    let marker = SYNC_MARKER_BYTES as usize;
+    let longest = SYNC_MARKER_BYTES as usize;
+    let shortest = SYNC_MARKER_BYTES_V1 as usize;
     let mut file = File::open(path).map_err(StorageError::io("open", path))?;
     file.seek(SeekFrom::Start(from))
         .map_err(StorageError::io("seek", path))?;
-    let mut window: Vec<u8> = Vec::with_capacity((1 << 16) + marker);
+    let mut window: Vec<u8> = Vec::with_capacity((1 << 16) + longest);
     // The file offset of `window[0]`.
     let mut window_start = from;
     let mut chunk = vec![0u8; 1 << 16];
+    let mut found: Option<FoundMarkers> = None;
     loop {
         let read = file
             .read(&mut chunk)
             .map_err(StorageError::io("read", path))?;
         window.extend_from_slice(&chunk[..read]);
-        let last_start = window.len().saturating_sub(marker - 1);
+        // At the end of the file, every start a short marker fits in; before it, only
+        // those a long one fits in (the others are looked at again with more bytes).
+        let last_start = if read == 0 {
+            window.len().saturating_sub(shortest - 1)
+        } else {
+            window.len().saturating_sub(longest - 1)
+        };
         for start in 0..last_start {
-            let candidate = &window[start..start + marker];
-            if u32::from_le_bytes(array(&candidate[0..4])) != (marker - 8) as u32
-                || candidate[8] != KIND_SYNCED
-            {
-                continue;
-            }
-            let checksum = u32::from_le_bytes(array(&candidate[4..8]));
             let at = window_start + start as u64;
-            if crc32c::crc32c(&candidate[8..]) == checksum
-                && u64::from_le_bytes(array(&candidate[9..17])) == sequence
-                && u64::from_le_bytes(array(&candidate[17..25])) == at
-            {
-                return Ok(Some(at));
-            }
+            let Some((bytes, log_end)) = sync_marker_at(&window[start..], sequence, at) else {
+                continue;
+            };
+            found = Some(FoundMarkers {
+                first: found.map_or(at, |found| found.first),
+                last: at,
+                last_bytes: bytes,
+                last_log_end: log_end,
+            });
         }
         if read == 0 {
-            return Ok(None);
+            return Ok(found);
         }
         // Keep the bytes a marker starting near the end of the window could still need.
         window.drain(..last_start);
         window_start += last_start as u64;
     }
+}
+
+/// The length of the valid sync marker of segment `sequence` at the start of `bytes`, which
+/// sit at offset `at`, and where it says the log ended; `None` if there is none.
+fn sync_marker_at(bytes: &[u8], sequence: u64, at: u64) -> Option<(u64, Option<LogPosition>)> {
+    let header = bytes.get(..9)?;
+    let length = u64::from(u32::from_le_bytes(array(&header[0..4])));
+    if header[8] != KIND_SYNCED
+        || (length != SYNC_MARKER_BYTES - RECORD_HEADER_BYTES
+            && length != SYNC_MARKER_BYTES_V1 - RECORD_HEADER_BYTES)
+    {
+        return None;
+    }
+    let total = (RECORD_HEADER_BYTES + length) as usize;
+    let record = bytes.get(..total)?;
+    if crc32c::crc32c(&record[8..]) != u32::from_le_bytes(array(&record[4..8])) {
+        return None;
+    }
+    match decode_body(&record[8..]) {
+        Ok(Record::Synced {
+            sequence: marked_sequence,
+            offset,
+            log_end,
+        }) if marked_sequence == sequence && offset == at => Some((total as u64, log_end)),
+        _ => None,
+    }
+}
+
+/// Where the log ended before a damage, from the markers found after it: the latest of where
+/// the last marker says it ended and of the entries (and snapshot markers) of the good
+/// records that follow that marker one after another, up to the end of the file or the
+/// first record that is not good. Those records were written after the marker's sync, and
+/// may have been synced by a later fsync whose own marker a power cut lost: the node may
+/// have acknowledged them. `None` if the last marker does not say where the log ended.
+fn log_end_after(
+    path: &Path,
+    markers: &FoundMarkers,
+    length: u64,
+    record_bytes_max: u32,
+) -> Result<Option<LogPosition>, StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let Some(mut log_end) = markers.last_log_end else {
+        return Ok(None);
+    };
+    let mut file = File::open(path).map_err(StorageError::io("open", path))?;
+    let mut offset = markers.last + markers.last_bytes;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(StorageError::io("seek", path))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut body = Vec::new();
+    while length - offset >= RECORD_HEADER_BYTES {
+        let mut record_header = [0u8; 8];
+        reader
+            .read_exact(&mut record_header)
+            .map_err(StorageError::io("read", path))?;
+        let record_length = u32::from_le_bytes(array(&record_header[0..4]));
+        if record_length == 0
+            || record_length > record_bytes_max
+            || u64::from(record_length) > length - offset - RECORD_HEADER_BYTES
+        {
+            break;
+        }
+        body.clear();
+        body.resize(record_length as usize, 0);
+        reader
+            .read_exact(&mut body)
+            .map_err(StorageError::io("read", path))?;
+        if crc32c::crc32c(&body) != u32::from_le_bytes(array(&record_header[4..8])) {
+            break;
+        }
+        match decode_body(&body) {
+            Ok(Record::Entries { entries, .. }) => {
+                if let Some(last) = entries.last() {
+                    log_end = log_end.max(LogPosition {
+                        term: last.term,
+                        index: last.index,
+                    });
+                }
+            }
+            Ok(Record::Snapshot { snapshot, .. }) => {
+                log_end = log_end.max(LogPosition {
+                    term: snapshot.term,
+                    index: snapshot.index,
+                });
+            }
+            Ok(Record::Commit(_) | Record::Synced { .. }) => {}
+            Err(_) => break,
+        }
+        offset += RECORD_HEADER_BYTES + u64::from(record_length);
+    }
+    Ok(Some(log_end))
 }
 
 #[cfg(test)]

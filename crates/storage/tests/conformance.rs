@@ -176,6 +176,7 @@ fn append_sync_and_reopen_round_trip(harness: &mut impl Harness) {
         hard_state: hard_state(1, Some(2), 0),
         entries: log,
         membership: None,
+        log_end_before_damage: None,
     };
     assert_eq!(storage.durable_state().expect("reads"), expected);
     let (storage, durable) = harness.restart(storage);
@@ -391,6 +392,7 @@ fn compaction_then_restart_reads_the_snapshot_and_the_tail(harness: &mut impl Ha
         snapshot: Some(meta),
         entries: entries(11..=20, 1),
         membership: None,
+        log_end_before_damage: None,
     };
     assert_eq!(storage.durable_state().expect("reads"), expected);
     let (mut storage, durable) = harness.restart(storage);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chorus_core::{LogIndex, NodeId, Term};
-use chorus_raft::{DurableState, Entry, EntryPayload, HardState};
+use chorus_raft::{DurableState, Entry, EntryPayload, HardState, LogPosition};
 use chorus_storage::wal::{SEGMENT_HEADER_BYTES, SYNC_MARKER_BYTES, segment_file_name};
 use chorus_storage::{FileStorage, FileStorageOptions, RecoveryReport, Storage, StorageError};
 
@@ -27,6 +27,13 @@ fn hard_state(term: u64, commit: u64) -> HardState {
         vote: Some(NodeId(1)),
         commit: LogIndex(commit),
         repairing: None,
+    }
+}
+
+fn position(index: u64, term: u64) -> LogPosition {
+    LogPosition {
+        term: Term(term),
+        index: LogIndex(index),
     }
 }
 
@@ -152,7 +159,8 @@ fn a_flipped_bit_in_the_last_synced_record_is_cut_and_the_node_repairs() {
     // Issue 12: the last record was synced (its sync marker follows it), so a flipped bit in
     // it is damage to a record the node may have acknowledged, not a torn write, at every
     // byte. Open cuts it, but first records in the hard state that the node repairs, and
-    // reports it; the Raft core then stays out of elections until a leader repaired it.
+    // reports it, with where the log ended before the damage; the Raft core then starts no
+    // election, and votes only as that log would have, until a leader repaired it.
     let original = tempfile::tempdir().expect("a temporary directory");
     let (last_record_start, before) = three_batches(original.path());
     let segment = fs::read(first_segment(original.path())).expect("reads");
@@ -187,6 +195,11 @@ fn a_flipped_bit_in_the_last_synced_record_is_cut_and_the_node_repairs() {
                 repairing: Some(Term(1)),
                 ..before.hard_state
             }
+        );
+        assert_eq!(
+            durable.log_end_before_damage,
+            Some(position(6, 1)),
+            "byte {byte}: the marker after the damage says where the log ended"
         );
         assert_eq!(fs::metadata(&path).expect("stat").len(), last_record_start);
         assert_eq!(
@@ -316,6 +329,31 @@ fn damage_in_synced_data_followed_by_an_unsynced_tail_is_cut_and_repaired() {
         "a prefix survives"
     );
     assert_eq!(durable.hard_state.repairing, Some(synced.hard_state.term));
+    // The records after the last marker follow one another from it, and may have been
+    // synced by an fsync whose marker was lost: where the log ended counts them.
+    assert_eq!(durable.log_end_before_damage, Some(position(10, 1)));
+}
+
+#[test]
+fn where_the_log_ended_counts_a_synced_batch_whose_marker_a_power_cut_lost() {
+    // The last batch (entries 5 and 6) was synced, and maybe acknowledged, but the marker
+    // after it never reached the disk; a bit of the first batch flipped. The last marker left
+    // says the log ended at entry 4; the batch after it, read record by record, says 6.
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let mut segment = fs::read(&path).expect("reads");
+    segment.truncate(segment.len() - SYNC_MARKER_BYTES as usize);
+    let flipped = SEGMENT_HEADER_BYTES as usize + 12;
+    segment[flipped] ^= 0x01;
+    fs::write(&path, &segment).expect("damages");
+    let (_, durable, report) = open(directory.path()).expect("recovers");
+    assert_eq!(
+        report.synced_damage.expect("reported").offset,
+        SEGMENT_HEADER_BYTES
+    );
+    assert!(durable.entries.is_empty());
+    assert_eq!(durable.log_end_before_damage, Some(position(6, 1)));
 }
 
 /// Writes six synced batches into segments of at most 128 bytes, so that the log spans
@@ -614,6 +652,11 @@ fn a_repairing_node_keeps_the_mark_until_its_core_clears_it() {
     let (mut storage, durable, _) = open(directory.path()).expect("reopens");
     assert_eq!(durable.hard_state, repairing);
     assert_eq!(durable.entries.len(), 6);
+    assert_eq!(
+        durable.log_end_before_damage,
+        Some(position(6, 1)),
+        "kept with the mark"
+    );
     // An entry of term 2 commits: the core ends the repair, and the hard state says so.
     let repaired = HardState {
         term: Term(2),
@@ -628,6 +671,7 @@ fn a_repairing_node_keeps_the_mark_until_its_core_clears_it() {
     drop(storage);
     let (_, durable, _) = open(directory.path()).expect("reopens");
     assert_eq!(durable.hard_state, repaired);
+    assert_eq!(durable.log_end_before_damage, None, "dropped with the mark");
     assert_eq!(
         fs::metadata(directory.path().join("hardstate"))
             .expect("stat")

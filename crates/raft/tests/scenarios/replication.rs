@@ -179,6 +179,7 @@ fn fast_rollback_skips_a_long_conflicting_log_in_few_round_trips() {
         },
         entries: log_with_terms(terms),
         membership: None,
+        log_end_before_damage: None,
     };
     let mut network =
         Network::with_durable(vec![state(&long), state(&short), state(&short)], |config| {
@@ -238,18 +239,21 @@ fn figure_8_network(configure: impl Fn(&mut chorus_raft::Config)) -> Network {
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
                 membership: None,
+                log_end_before_damage: None,
             },
             DurableState {
                 snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1, 2]),
                 membership: None,
+                log_end_before_damage: None,
             },
             DurableState {
                 snapshot: None,
                 hard_state,
                 entries: log_with_terms(&[1]),
                 membership: None,
+                log_end_before_damage: None,
             },
         ],
         configure,
@@ -309,6 +313,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
         },
         entries: log_with_terms(&[1, 3]),
         membership: None,
+        log_end_before_damage: None,
     };
     let mut node = RawNode::restart(config.clone(), durable).expect("valid");
     let status = node.status();
@@ -349,6 +354,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
         },
         entries: log_with_terms(&[1, 3]),
         membership: None,
+        log_end_before_damage: None,
     };
     let node = RawNode::restart(config.clone(), durable).expect("valid");
     assert_eq!(node.status().vote, Some(id(2)));
@@ -362,6 +368,7 @@ fn restart_from_entries_newer_than_the_hard_state_adopts_their_term() {
         hard_state: HardState::default(),
         entries,
         membership: None,
+        log_end_before_damage: None,
     };
     assert!(matches!(
         RawNode::restart(config, corrupt),

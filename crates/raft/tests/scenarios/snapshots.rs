@@ -233,6 +233,7 @@ fn d18_a_restart_from_a_snapshot_and_its_tail_replays_only_what_follows() {
         snapshot: Some(meta(10, 2)),
         entries,
         membership: None,
+        log_end_before_damage: None,
     };
     let config = Config::new(id(1), vec![id(1), id(2), id(3)]);
     let mut node = RawNode::restart(config.clone(), durable.clone()).expect("valid");
@@ -386,6 +387,7 @@ fn follower_configured(term: u64, commit: u64, configure: impl Fn(&mut Config)) 
         snapshot: None,
         entries,
         membership: None,
+        log_end_before_damage: None,
     };
     let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
     small_snapshots(&mut config);

@@ -254,8 +254,9 @@ pub struct NodeStatus {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<MemberAddress>,
     /// Raft: set while the node repairs a log whose synced records a disk fault damaged
-    /// (the term the lost entries could have been acknowledged in); it neither votes nor
-    /// campaigns until a leader has brought its log back.
+    /// (the term the lost entries could have been acknowledged in); it starts no election,
+    /// and votes only as its log before the damage would have, until a leader has brought its
+    /// log back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repairing: Option<u64>,
     /// Hybrid only: the epoch, the view, the lease state and the configuration leader.

@@ -528,8 +528,8 @@ fn a_flipped_bit_in_the_middle_of_the_wal_refuses_to_start_with_a_clear_error() 
 // Proves protocol-aware recovery on real files: a follower is SIGKILLed under load, a bit of a
 // synced record of its last WAL segment is flipped (a later sync marker proves the record was
 // durable, so it may have been acknowledged), and the node restarts: it cuts the damaged
-// record and what follows, says so, repairs its log from its peers (it neither votes nor
-// campaigns meanwhile), and ends up with every write; the clients' history stays
+// record and what follows, says so, repairs its log from its peers (it starts no election
+// meanwhile, and votes only as its log before the damage would have), and ends up with every write; the clients' history stays
 // linearizable and every acknowledged append is there.
 #[test]
 fn a_flipped_bit_in_a_synced_wal_record_is_repaired_from_the_peers() {

@@ -82,6 +82,52 @@ fn a_node_whose_synced_records_were_damaged_repairs_them_from_its_peers() {
     );
 }
 
+// D21: two voters. The follower's disk damages synced records it had acknowledged; it
+// restarts repairing in a later term, so the leader steps down and cannot win again without
+// the follower's vote. The follower gives it: the leader's log reaches where the follower's
+// ended before the damage. The cluster goes on, the follower is repaired, and the checkers
+// (liveness included) pass.
+#[test]
+fn in_a_cluster_of_two_voters_a_damaged_follower_is_repaired_and_the_cluster_goes_on() {
+    let mut damaged_runs = 0;
+    for seed in 1..=8 {
+        let mut config = scripted(seed, 2);
+        config.synced_damage = Some(true);
+        config.ops = 300;
+        let unit = config.election_timeout_units();
+        let mut sim = Simulator::new(config);
+        let leader = await_leader(&mut sim, 30 * unit, seed);
+        let follower = sim
+            .node_ids()
+            .into_iter()
+            .find(|&node| node != leader)
+            .expect("two nodes");
+        sim.run_for(3 * unit);
+        sim.crash_node(follower);
+        let damaged = sim.damage_synced_record(follower).is_some();
+        sim.restart_node(follower);
+        if damaged {
+            damaged_runs += 1;
+            let status = sim.status(follower).expect("restarted");
+            assert!(status.repairing.is_some(), "seed {seed}: not repairing");
+        }
+        sim.run_for(20 * unit);
+        assert!(
+            sim.leader().is_some(),
+            "seed {seed}: the two voters elect no one"
+        );
+        assert!(
+            sim.status(follower).expect("up").repairing.is_none(),
+            "seed {seed}: never repaired"
+        );
+        assert_passed(&sim.run());
+    }
+    assert!(
+        damaged_runs >= 4,
+        "only {damaged_runs} of 8 runs damaged a synced record"
+    );
+}
+
 // The same scenario with a repairing node that votes (the injected bug): its vote elects the
 // cut-off node, which lacks the committed entries, and the checkers see them lost.
 #[cfg(feature = "inject-bugs")]
