@@ -8,7 +8,7 @@
 //! cluster of two voters waits forever.
 
 use chorus_core::{LogIndex, NodeId, Term};
-use chorus_raft::{LogPosition, Role};
+use chorus_raft::{LogPosition, MembershipChange, Role};
 
 use crate::harness::{Network, id};
 
@@ -269,5 +269,67 @@ fn in_a_cluster_of_two_voters_a_damaged_leader_waits_for_entries_its_peer_lacks(
         status.last_index,
         LogIndex(2),
         "node 1 holds `a`, never `x` or `y`"
+    );
+}
+
+#[test]
+fn a_voter_added_by_a_lost_entry_still_guards_what_it_committed() {
+    // Why a repairing node cannot trust the configuration its cut log shows. Nodes 1 and 2
+    // are the voters; node 2 leads, adds node 3 as a learner, and, with node 1 cut off,
+    // promotes it and commits `e` with it. Node 2's disk then loses the promotion and `e`:
+    // its log shows two voters again, as node 1's does, and node 1 needs node 2's vote. A
+    // node that voted because its configuration has two voters would elect node 1 without
+    // `e`; node 2 votes as its log before the damage would have, and node 1's log ends before
+    // that. Node 3, back, holds `e`: node 2 votes for it.
+    let mut network = Network::new(2, |_| {});
+    network.elect(id(2));
+    network.tick(2);
+    network.add_node(id(3), |_| {});
+    for change in [
+        MembershipChange::AddLearner(id(3)),
+        MembershipChange::Promote(id(3)),
+    ] {
+        if change == MembershipChange::Promote(id(3)) {
+            network.isolate(id(1));
+        }
+        network
+            .node_mut(id(2))
+            .propose_membership(change)
+            .expect("change accepted");
+        network.deliver();
+        network.tick(3);
+        assert!(network.node(id(2)).membership_committed(), "{change:?}");
+    }
+    network.propose(id(2), "e");
+    network.deliver();
+    network.tick(3);
+    let committed = network.node(id(2)).status().commit;
+    assert!(network.node(id(3)).status().commit >= committed);
+    let node_1_last = network.node(id(1)).status().last_index;
+    assert!(node_1_last < committed, "node 1 lacks `e`");
+
+    network.crash(id(2));
+    network.crash(id(3));
+    let kept = usize::try_from(node_1_last.0).expect("small");
+    damage(&mut network, id(2), kept, true);
+    network.heal();
+    network.restart(id(2));
+    assert_eq!(
+        network.node(id(2)).membership().voters.len(),
+        2,
+        "the cut log shows two voters"
+    );
+    network.tick(300);
+    assert_eq!(network.leader(), None, "node 1 was elected without `e`");
+
+    network.restart(id(3));
+    let leader = network.tick_until_leader(1000);
+    assert_eq!(leader, id(3), "only node 3 holds `e`");
+    network.propose(leader, "f");
+    network.deliver();
+    network.tick(10);
+    assert!(
+        network.applied_commands(id(1)).contains(&"e".to_owned()),
+        "`e` survived"
     );
 }
