@@ -41,6 +41,11 @@ use services::Service;
 /// names it; add a new scheme here (one line) when `chorus up` can run it.
 pub const CHORUS_SCHEMES: &[&str] = &["raft", "pb", "hybrid"];
 
+/// The Raft cluster again, with reads served from the leader's lease (`chorus up
+/// --lease-reads`, thesis §6.4.1) rather than by a ReadIndex round; it runs when `chorus up
+/// --help` offers the flag.
+pub const CHORUS_LEASE_TARGET: &str = "chorus-raft-lease";
+
 /// Arguments of `chorus bench compare`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CompareArgs {
@@ -94,8 +99,8 @@ pub struct CompareArgs {
     /// it); more than without `-P`, as pipelined requests go faster.
     #[arg(long, default_value_t = 100_000)]
     pub redis_benchmark_pipelined_requests: u64,
-    /// Only these targets (`etcd`, `redis`, `chorus-raft`, `chorus-pb`, `chorus-hybrid`); all
-    /// by default.
+    /// Only these targets (`etcd`, `redis`, `chorus-raft`, `chorus-raft-lease`, `chorus-pb`,
+    /// `chorus-hybrid`); all by default.
     #[arg(long, value_delimiter = ',')]
     pub targets: Vec<String>,
     /// Where the servers' temporary data directories go (the floor is measured on this
@@ -422,8 +427,24 @@ async fn compare_in(args: &CompareArgs, work: &Path) -> anyhow::Result<()> {
     }
     let help = services::chorus_up_help(&chorus);
     let protocol_flag = help.contains("--protocol");
-    for (index, scheme) in CHORUS_SCHEMES.iter().enumerate() {
-        let label = format!("chorus-{scheme}");
+    // Each cluster: its label, its scheme, and the flags of `chorus up` it needs.
+    let clusters = CHORUS_SCHEMES
+        .iter()
+        .enumerate()
+        .flat_map(|(index, &scheme)| {
+            let plain = (format!("chorus-{scheme}"), index, scheme, None);
+            let lease = (index == 0).then(|| {
+                (
+                    CHORUS_LEASE_TARGET.to_string(),
+                    index,
+                    scheme,
+                    Some("--lease-reads"),
+                )
+            });
+            std::iter::once(plain).chain(lease)
+        })
+        .collect::<Vec<_>>();
+    for (label, index, scheme, flag) in clusters {
         if !wanted(args, &label) {
             continue;
         }
@@ -433,16 +454,28 @@ async fn compare_in(args: &CompareArgs, work: &Path) -> anyhow::Result<()> {
             ));
             continue;
         }
-        eprintln!("starting a 3-node Chorus cluster ({scheme})");
-        let (service, endpoints) =
-            services::start_chorus(&chorus, work, scheme, protocol_flag, &used_ports)?;
+        if let Some(flag) = flag.filter(|flag| !help.contains(flag)) {
+            skipped.push(format!("{label}: `chorus up` of this build has no {flag}"));
+            continue;
+        }
+        eprintln!("starting a 3-node Chorus cluster ({label})");
+        let extra: Vec<&str> = flag.into_iter().collect();
+        let (service, endpoints) = services::start_chorus(
+            &chorus,
+            work,
+            &label,
+            scheme,
+            protocol_flag,
+            &extra,
+            &used_ports,
+        )?;
         used_ports.extend(endpoints.iter().map(SocketAddr::port));
         // redis-benchmark goes to the leader (or primary), as a Redis client goes to the master.
         let resp = services::chorus_leader(&endpoints).or_else(|| endpoints.first().copied());
         // Any Raft node takes SET and GET (a follower forwards), so pipelined connections
         // spread over the nodes as the native clients do; under primary-backup the others
         // answer MOVED, so they all go to the primary, where the native client ends up too.
-        let pipelined = match (*scheme, resp) {
+        let pipelined = match (scheme, resp) {
             ("raft", _) | (_, None) => TargetSpec::Resp {
                 endpoints: endpoints.clone(),
             },
@@ -494,6 +527,9 @@ async fn compare_in(args: &CompareArgs, work: &Path) -> anyhow::Result<()> {
                     // A few floor samples between cells, so the floor sees the same machine.
                     let _ = floor_samples.sample(work, 25, 250);
                     for target in &mut running {
+                        if !runs_workload(&target.label, *mix) {
+                            continue;
+                        }
                         for service in &mut target.services {
                             service.check_alive()?;
                         }
@@ -539,7 +575,10 @@ async fn compare_in(args: &CompareArgs, work: &Path) -> anyhow::Result<()> {
                 if requests == 0 {
                     continue;
                 }
-                for target in running.iter().filter(|t| t.label != "etcd") {
+                for target in running
+                    .iter()
+                    .filter(|t| t.label != "etcd" && t.label != CHORUS_LEASE_TARGET)
+                {
                     let Some(address) = target.resp else {
                         continue;
                     };
@@ -792,6 +831,12 @@ fn paired<T: PerRound>(ours: &[&T], theirs: &[&T]) -> RoundRatios {
         .collect()
 }
 
+/// Whether `target` runs workload `mix`: the lease cluster differs from the Raft one only in
+/// how it reads, so it runs only the reads (its writes would repeat the Raft cluster's).
+fn runs_workload(target: &str, mix: Mix) -> bool {
+    target != CHORUS_LEASE_TARGET || mix == Mix::ReadOnly
+}
+
 /// Per-round ratios, as (round, ratio).
 type RoundRatios = Vec<(u64, f64)>;
 
@@ -882,10 +927,9 @@ pub fn judge(
     let times = |x: f64| format!("{x:.2}x");
     let percent = |x: f64| format!("{:.0}%", x * 100.0);
     // The goals are for fsync-on replication; primary-backup keeps nothing on disk.
-    for target in targets
-        .iter()
-        .filter(|t| t.starts_with("chorus") && t.as_str() != "chorus-pb")
-    {
+    for target in targets.iter().filter(|t| {
+        t.starts_with("chorus") && t.as_str() != "chorus-pb" && t.as_str() != CHORUS_LEASE_TARGET
+    }) {
         for &in_flight in WRITE_GOAL_IN_FLIGHT {
             for &clients in WRITE_GOAL_CLIENTS {
                 let goal = format!(
@@ -999,6 +1043,28 @@ pub fn judge(
             )
         }));
     }
+    if targets.iter().any(|t| t == CHORUS_LEASE_TARGET) {
+        let target = CHORUS_LEASE_TARGET;
+        let goal = "linearizable reads at 64 clients, leases on: >= 75% of Redis".to_string();
+        let per_round = paired(
+            &cell_runs(runs, target, "read", 64, 1),
+            &cell_runs(runs, "redis", "read", 64, 1),
+        );
+        let cells = cell(runs, target, "read", 64, 1).zip(cell(runs, "redis", "read", 64, 1));
+        goals.push(judged(goal, target, &per_round, loads, |ratio| {
+            let (ours, redis) = cells.map_or((0.0, 0.0), |(ours, redis)| {
+                (ours.ops_per_sec.median, redis.ops_per_sec.median)
+            });
+            (
+                ratio.median >= 0.75,
+                format!(
+                    "{} ({}; {ours:.0} vs {redis:.0} ops/s)",
+                    percent(ratio.median),
+                    over_rounds(ratio, percent)
+                ),
+            )
+        }));
+    }
     goals
 }
 
@@ -1083,6 +1149,14 @@ pub fn markdown(comparison: &Comparison) -> String {
                  write (one per node, group commit; the leader's in parallel with the \
                  followers'), 2 of them waited for; reads by ReadIndex (a heartbeat round); \
                  native client (sessions, exactly-once), Chorus {}",
+                c.chorus_version
+            ),
+            CHORUS_LEASE_TARGET => format!(
+                "`chorus up --lease-reads`: the Raft cluster above, with linearizable reads \
+                 served by the leader from its lease (thesis §6.4.1: no message while a \
+                 quorum answered a heartbeat within the lease; a stated clock-drift bound of \
+                 5%) rather than by a ReadIndex round; native client (sessions, \
+                 exactly-once), Chorus {}",
                 c.chorus_version
             ),
             other => format!(
@@ -1626,6 +1700,37 @@ mod tests {
         // Reads: 2x, not 4x.
         assert_eq!((goals[9].met, goals[9].ratio), (Some(false), Some(2.0)));
         assert!(goals.iter().all(|g| g.refused.is_none()));
+    }
+
+    #[test]
+    fn the_lease_cluster_runs_only_reads_and_is_judged_against_redis() {
+        assert!(runs_workload(CHORUS_LEASE_TARGET, Mix::ReadOnly));
+        assert!(!runs_workload(CHORUS_LEASE_TARGET, Mix::WriteOnly));
+        assert!(runs_workload("chorus-raft", Mix::WriteOnly));
+        let mut c = comparison();
+        c.targets.push(CHORUS_LEASE_TARGET.into());
+        for round in 0..3u64 {
+            let at = (64, 1, round);
+            c.runs.push(report(
+                CHORUS_LEASE_TARGET,
+                Mix::ReadOnly,
+                at,
+                40_000.0,
+                2_000.0,
+            ));
+            c.runs
+                .push(report("redis", Mix::ReadOnly, at, 50_000.0, 1_000.0));
+        }
+        let goals = judge_all(&c);
+        // The Raft cluster's ten, and the lease cluster's one.
+        assert_eq!(goals.len(), 11, "{goals:#?}");
+        let lease = &goals[10];
+        assert_eq!(lease.target, CHORUS_LEASE_TARGET);
+        assert!(
+            lease.goal.contains("leases on: >= 75% of Redis"),
+            "{lease:?}"
+        );
+        assert_eq!((lease.met, lease.ratio), (Some(true), Some(0.8)));
     }
 
     #[test]

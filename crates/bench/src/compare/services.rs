@@ -304,7 +304,8 @@ pub fn start_redis(redis: &Path, dir: &Path) -> anyhow::Result<(Service, SocketA
     Ok((service, address))
 }
 
-/// A 3-node Chorus cluster (`chorus up`) running replication `scheme`, data in `dir`.
+/// A 3-node Chorus cluster (`chorus up`) running replication `scheme` with the flags
+/// `extra`, named `label` (its data and log in `dir`).
 ///
 /// `protocol_flag` says whether to pass `--protocol <scheme>` (only builds that offer more
 /// than one scheme have the flag).
@@ -314,15 +315,17 @@ pub fn start_redis(redis: &Path, dir: &Path) -> anyhow::Result<(Service, SocketA
 pub fn start_chorus(
     chorus: &Path,
     dir: &Path,
+    label: &str,
     scheme: &str,
     protocol_flag: bool,
+    extra: &[&str],
     avoid_ports: &[u16],
 ) -> anyhow::Result<(Service, Vec<SocketAddr>)> {
     let nodes = 3u16;
     // Primary-backup adds a view service as one more node, the hybrid a configuration group
     // of three.
     let base = free_chorus_base(nodes + 3, avoid_ports)?;
-    let data = dir.join(format!("chorus-{scheme}"));
+    let data = dir.join(label);
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let mut command = Command::new(chorus);
     command
@@ -335,9 +338,10 @@ pub fn start_chorus(
     if protocol_flag {
         command.args(["--protocol", scheme]);
     }
-    let log = dir.join(format!("chorus-{scheme}.log"));
+    command.args(extra);
+    let log = dir.join(format!("{label}.log"));
     // Ctrl-C makes `chorus up` stop its nodes gracefully and wait for them.
-    let mut service = Service::start(&format!("chorus ({scheme})"), command, &log)?
+    let mut service = Service::start(&format!("chorus ({label})"), command, &log)?
         .stopped_by(nix::sys::signal::Signal::SIGINT);
     // `chorus up` prints its table once the cluster has a leader (or a primary).
     service.wait_ready(|| {
