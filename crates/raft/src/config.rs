@@ -91,7 +91,7 @@ pub struct Config {
     /// `t`, no other node can be elected before the followers' election timeout runs out, so
     /// the leader answers reads at once until `t` + [`Config::lease_ticks`]. Safety then rests
     /// on clocks: every node's tick rate must stay within `clock_drift_bound_ppm` of every
-    /// other's. Needs `check_quorum`, and must be set alike on every node (followers then also
+    /// other's. Needs `check_quorum` and `pre_vote`, and must be set alike on every node (followers then also
     /// refuse votes for an election timeout after they start, and refuse to campaign on
     /// request while they hear from a leader). Off by default: ReadIndex needs no clock.
     pub lease_reads: bool,
@@ -180,21 +180,23 @@ impl Config {
     }
 
     /// How many of its own ticks a leader's read lease lasts from the start of the round a
-    /// quorum answered: `(election_timeout_ticks - 2) * (1 - ρ) / (1 + ρ)`, rounded down, with
-    /// `ρ = clock_drift_bound_ppm / 10^6`.
+    /// quorum answered: `(election_timeout_ticks - 1) * (1 - ρ) / (1 + ρ)`, rounded down, less
+    /// one, with `ρ = clock_drift_bound_ppm / 10^6`.
     ///
     /// Why: a follower that answered the round heard from the leader no earlier than the
     /// round's start, and refuses votes until `election_timeout_ticks` of its own ticks have
     /// passed since; the first of them may come at once, so it is protected for at least
     /// `election_timeout_ticks - 1` of its tick periods. Its ticks may run fast by `ρ` and the
-    /// leader's slow by `ρ`, hence the ratio; one more tick is taken off for a driver whose
-    /// tick comes late by up to one period (a driver that falls further behind must call
-    /// [`crate::RawNode::drop_lease`]).
+    /// leader's slow by `ρ`, hence the ratio. The leader's clock reads `start + L - 1` until
+    /// its next tick, which a driver may serve up to half a period late (one that falls
+    /// further behind must call [`crate::RawNode::drop_lease`] before it judges a read): so
+    /// the lease is used up to `L + 1/2` periods after its start, and the last tick taken
+    /// off covers that half period after the ratio is applied.
     #[must_use]
     pub fn lease_ticks(&self) -> u64 {
         let rho = u128::from(self.clock_drift_bound_ppm.min(999_999));
-        let base = u128::from(self.election_timeout_ticks.saturating_sub(2));
-        let ticks = base * (1_000_000 - rho) / (1_000_000 + rho);
+        let base = u128::from(self.election_timeout_ticks.saturating_sub(1));
+        let ticks = (base * (1_000_000 - rho) / (1_000_000 + rho)).saturating_sub(1);
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
@@ -228,8 +230,10 @@ impl Config {
             ));
         }
         if self.lease_reads {
-            if !self.check_quorum {
-                return Err(ConfigError::Invalid("lease_reads needs check_quorum"));
+            if !self.check_quorum || !self.pre_vote {
+                return Err(ConfigError::Invalid(
+                    "lease_reads needs check_quorum and pre_vote",
+                ));
             }
             if self.clock_drift_bound_ppm >= 1_000_000 {
                 return Err(ConfigError::Invalid(

@@ -16,8 +16,8 @@
 //!    command and [`RawNode::read_index`] for each linearizable read. With
 //!    [`Config::lease_reads`] the ticks are a clock that safety rests on: every node's ticks
 //!    must keep within `clock_drift_bound_ppm` of true time's rate, and a driver whose tick
-//!    comes more than half a tick late calls [`RawNode::drop_lease`] before it steps any
-//!    other input.
+//!    is more than half a tick late calls [`RawNode::drop_lease`] before it steps any input,
+//!    ticks or takes a Ready.
 //! 2. **Output.** When [`RawNode::has_ready`] is true, the driver takes [`RawNode::ready`]
 //!    and handles the [`Ready`] in this order:
 //!    1. send `messages` (they do not depend on durability: a leader may replicate entries

@@ -263,6 +263,11 @@ pub struct RawNode {
     /// Leader: it sent TimeoutNow in this term, so a voter may elect the target at once,
     /// lease or not; no lease is used again in this term.
     lease_forfeited: bool,
+    /// With `lease_reads`: this node helps elect nobody (no vote, no pre-vote, no campaign)
+    /// while `clock < promise_until`, set an election timeout past every message of its
+    /// leader. Kept across term changes: a stray message of a higher term must not free a
+    /// follower from the promise a leader's lease rests on.
+    promise_until: u64,
 
     /// Follower: commands to forward to the leader with the next Ready.
     proposals_to_forward: Vec<Bytes>,
@@ -438,6 +443,7 @@ impl RawNode {
             lease_until: 0,
             lease_rounds: VecDeque::new(),
             lease_forfeited: false,
+            promise_until: 0,
             leader_reads: LeaderReads::default(),
             proposals_to_forward: Vec::new(),
             reads_to_forward: Vec::new(),
@@ -514,6 +520,16 @@ impl RawNode {
         self.validate(from, &message)?;
 
         let term = message.term();
+        if self.config.lease_reads
+            && term == self.term
+            && self.vote.is_none_or(|vote| vote != from)
+            && matches!(&message, Message::RequestVote(request) if !request.transfer)
+            && self.in_lease()
+        {
+            // A node that moved to this term without a leader (a stray message of the term)
+            // still keeps its promise to the leader whose lease may hold.
+            return Ok(());
+        }
         if term > self.term {
             // A candidate the leader handed leadership to is not disruptive.
             let is_vote_request = matches!(
@@ -1422,11 +1438,14 @@ impl RawNode {
     /// refuses to help anyone else start an election (CheckQuorum, thesis §9.6).
     ///
     /// With read leases, a node that started less than an election timeout ago counts as
-    /// in lease too: before it crashed it may have answered a leader's lease round.
+    /// in lease too (before it crashed it may have answered a leader's lease round), and so
+    /// does one within an election timeout of its leader's last message even if it has
+    /// since moved to a higher term without a leader (`promise_until`).
     fn in_lease(&self) -> bool {
-        let starting = self.config.lease_reads && self.clock < self.config.election_timeout_ticks;
+        let promised = self.config.lease_reads
+            && (self.clock < self.config.election_timeout_ticks || self.clock < self.promise_until);
         self.config.check_quorum
-            && (starting
+            && (promised
                 || (self.leader.is_some()
                     && self.election_elapsed < self.config.election_timeout_ticks))
     }
@@ -1680,6 +1699,9 @@ impl RawNode {
             self.become_follower(self.term, Some(from));
         }
         self.election_elapsed = 0;
+        self.promise_until = self
+            .clock
+            .saturating_add(self.config.election_timeout_ticks);
 
         let prev = request.prev_log_index;
         // Below the compaction point everything is committed and matches the leader.
@@ -1762,6 +1784,9 @@ impl RawNode {
             self.become_follower(self.term, Some(from));
         }
         self.election_elapsed = 0;
+        self.promise_until = self
+            .clock
+            .saturating_add(self.config.election_timeout_ticks);
 
         let covered = self
             .install_pending

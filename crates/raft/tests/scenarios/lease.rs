@@ -2,7 +2,7 @@
 //! sound: no election can succeed while a leader serves from it.
 
 use chorus_core::{LogIndex, NodeId, Term};
-use chorus_raft::{Config, ConfigError, Message, ReadId, RequestVote, Role};
+use chorus_raft::{Config, ConfigError, Message, ReadId, RequestVote, RequestVoteResponse, Role};
 
 use crate::harness::{Network, id};
 
@@ -173,7 +173,7 @@ fn the_lease_is_shorter_than_the_election_timeout_by_the_drift_bound() {
     assert_eq!(
         config.lease_ticks(),
         7,
-        "(10 - 2) * 0.95 / 1.05, rounded down"
+        "(10 - 1) * 0.95 / 1.05, rounded down, less one"
     );
     config.election_timeout_ticks = 15;
     assert_eq!(config.lease_ticks(), 11);
@@ -183,12 +183,15 @@ fn the_lease_is_shorter_than_the_election_timeout_by_the_drift_bound() {
 }
 
 #[test]
-fn a_lease_without_check_quorum_or_with_no_ticks_is_refused() {
+fn a_lease_without_check_quorum_or_pre_vote_or_with_no_ticks_is_refused() {
     let mut config = Config::new(id(1), vec![id(1)]);
     config.lease_reads = true;
     config.check_quorum = false;
     assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
     config.check_quorum = true;
+    config.pre_vote = false;
+    assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
+    config.pre_vote = true;
     config.election_timeout_ticks = 3;
     config.heartbeat_interval_ticks = 1;
     assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
@@ -269,6 +272,7 @@ fn at_the_drift_bound_the_lease_ends_before_a_new_leader_can_take_writes() {
     assert_eq!(served, None, "the old leader served a read after its lease");
 }
 
+#[cfg(feature = "inject-bugs")]
 #[test]
 fn the_injected_lease_bug_serves_a_stale_read_at_the_drift_bound() {
     let (served, committed) = read_on_the_old_leader_at_the_drift_bound(|config| {
@@ -280,4 +284,61 @@ fn the_injected_lease_bug_serves_a_stale_read_at_the_drift_bound() {
         index < committed,
         "a stale read: index {index:?}, while the new leader committed {committed:?}"
     );
+}
+
+// Found in review: a follower that a stray message moved to a higher term (a late answer to
+// an old vote request) forgot its leader, and with it the promise the leader's lease rests
+// on; it then voted at once, a new leader took a write, and the old one served a stale read
+// from its lease. The promise now outlives term changes.
+#[test]
+fn a_stray_message_of_a_higher_term_does_not_free_a_follower_from_its_promise() {
+    let (mut network, leader) = leased_cluster();
+    let follower = network.ids().into_iter().find(|&n| n != leader).unwrap();
+    let other = network
+        .ids()
+        .into_iter()
+        .find(|&n| n != leader && n != follower)
+        .unwrap();
+    network.isolate(other);
+    let timeout = network.node(other).config().election_timeout_ticks;
+    network.tick(3 * timeout);
+    assert!(
+        network.node(leader).holds_lease(),
+        "the lease rests on `follower`"
+    );
+    let term = network.node(leader).status().term;
+    network
+        .node_mut(follower)
+        .step(
+            other,
+            Message::RequestVoteResponse(RequestVoteResponse {
+                term: Term(term.0 + 1),
+                granted: false,
+                pre_vote: false,
+            }),
+        )
+        .unwrap();
+    // `other` reaches `follower` again, not the leader, and asks for its vote at once.
+    network.heal();
+    network.cut_link(other, leader);
+    network.cut_link(leader, other);
+    network.node_mut(other).campaign();
+    network.deliver();
+    assert_ne!(network.node(other).status().role, Role::Leader);
+    // Whatever the old leader serves from its lease is current.
+    network.node_mut(leader).read_index(ReadId(99)).unwrap();
+    network.deliver();
+    let newest = network
+        .ids()
+        .into_iter()
+        .map(|n| network.node(n).status().commit)
+        .max()
+        .unwrap();
+    if let Some(read) = network
+        .read_states
+        .get(&leader)
+        .and_then(|states| states.iter().find(|s| s.id == ReadId(99)))
+    {
+        assert_eq!(read.index, newest);
+    }
 }

@@ -184,15 +184,14 @@ impl<H: Host> Driver<H> {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inputs.recv_timeout(wait) {
                 Ok(input) => {
-                    if Instant::now() >= next_tick + tick / 2 {
-                        // Checked before any input is taken: a read must not be judged by a
-                        // clock that fell behind (see `Host::clock_behind`).
-                        self.host.clock_behind(&mut self.cx);
-                    }
+                    self.check_late(next_tick, tick);
                     self.handle(input);
                     for _ in 1..self.pacing.batch_inputs_max {
                         match self.inputs.try_recv() {
-                            Ok(input) => self.handle(input),
+                            Ok(input) => {
+                                self.check_late(next_tick, tick);
+                                self.handle(input);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -202,22 +201,39 @@ impl<H: Host> Driver<H> {
             }
             let now = Instant::now();
             if now >= next_tick {
+                // The tick itself may serve reads that waited (a leader found): judge them
+                // by a clock known to be late.
+                self.check_late(next_tick, tick);
                 self.host.tick(&mut self.cx);
                 next_tick += tick;
                 if next_tick < now {
                     // The thread fell behind (a long fsync): skip the missed ticks rather
                     // than firing them in a burst that would look like a timeout.
                     next_tick = now + tick;
-                    self.host.clock_behind(&mut self.cx);
                 }
                 let expired = self.cx.requests.expire(now);
                 self.cx.shared.metrics.request_timeouts.inc_by(expired);
             }
-            while self.host.handle_ready(&mut self.cx)? {}
+            loop {
+                self.check_late(next_tick, tick);
+                if !self.host.handle_ready(&mut self.cx)? {
+                    break;
+                }
+            }
             self.publish();
             if self.cx.shared.shutdown.load(Ordering::Relaxed) {
                 return Ok(());
             }
+        }
+    }
+
+    /// Tells the host its clock is behind when the tick due at `next_tick` is more than half
+    /// a `tick` late. Called before anything that may judge a read by the host's clock (each
+    /// input, the tick, each Ready), so that no read is served from a lease counted on a
+    /// clock that fell behind (see [`Host::clock_behind`]).
+    fn check_late(&mut self, next_tick: Instant, tick: Duration) {
+        if Instant::now() >= next_tick + tick / 2 {
+            self.host.clock_behind(&mut self.cx);
         }
     }
 
