@@ -64,6 +64,13 @@ pub struct InjectedBugs {
     /// the bound, cut off from a quorum, serves reads after a new leader took writes; caught
     /// as stale reads).
     pub lease_ignores_drift: bool,
+    /// The runtime ignores its driver's lateness: a driver whose ticks fell behind true time
+    /// (a paused process) keeps the lease its tick count says it holds, instead of calling
+    /// [`crate::RawNode::drop_lease`] (breaks the tick contract leases rest on; caught as a
+    /// stale read by the old leader right after it resumes). The core never reads this flag:
+    /// the server's Raft host does (the simulator's drivers are never late, so its mutation
+    /// gate does not run it; `crates/server/tests/cluster/lease.rs` does).
+    pub lease_ignores_lateness: bool,
 }
 
 /// The configuration of one Raft node.

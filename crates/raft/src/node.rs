@@ -2465,6 +2465,16 @@ impl RawNode {
         self.lease_valid()
     }
 
+    /// Leader: how many more of its own ticks the read lease lasts (0 when it holds none).
+    #[must_use]
+    pub fn lease_ticks_left(&self) -> u64 {
+        if self.lease_valid() {
+            self.lease_until - self.clock
+        } else {
+            0
+        }
+    }
+
     /// Every read this node holds is failed back to its caller (the node lost its leader or
     /// leadership; the caller retries).
     fn reject_pending_reads(&mut self) {

@@ -416,7 +416,7 @@ impl DebugSettings {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 11] = [
+pub const INJECTABLE_BUGS: [&str; 12] = [
     "commit-without-current-term",
     "read-without-read-index",
     "read-index-unconfirmed",
@@ -428,6 +428,7 @@ pub const INJECTABLE_BUGS: [&str; 11] = [
     "truncate-without-conflict",
     "repairing-node-votes",
     "lease-ignores-drift",
+    "lease-ignores-lateness",
 ];
 
 /// A configuration that cannot work.
@@ -608,6 +609,7 @@ impl NodeConfig {
             truncate_without_conflict: on("truncate-without-conflict"),
             repairing_node_votes: on("repairing-node-votes"),
             lease_ignores_drift: on("lease-ignores-drift"),
+            lease_ignores_lateness: on("lease-ignores-lateness"),
         }
     }
 

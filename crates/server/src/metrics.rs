@@ -23,6 +23,12 @@ pub struct Metrics {
     pub entries_applied: Counter,
     /// Linearizable reads served.
     pub reads: Counter,
+    /// Raft: reads served that the leader's lease answered at once, without a message round
+    /// (thesis §6.4.1; only with lease reads on). Part of `reads`.
+    pub lease_reads: Counter,
+    /// Raft: reads served after a ReadIndex round (this node's as leader, or the leader's
+    /// through a forward). Part of `reads`.
+    pub read_index_reads: Counter,
     /// Client requests that timed out with an unknown outcome.
     pub request_timeouts: Counter,
     /// Seconds each fsync of the log took.
@@ -68,6 +74,8 @@ impl Metrics {
         let proposals_refused = Counter::default();
         let entries_applied = Counter::default();
         let reads = Counter::default();
+        let lease_reads = Counter::default();
+        let read_index_reads = Counter::default();
         let request_timeouts = Counter::default();
         let fsync_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let batch_entries = Histogram::new(exponential_buckets(1.0, 2.0, 14));
@@ -96,6 +104,16 @@ impl Metrics {
             entries_applied.clone(),
         );
         registry.register("reads", "Linearizable reads served", reads.clone());
+        registry.register(
+            "lease_reads",
+            "Linearizable reads answered from the leader's lease, without a message round",
+            lease_reads.clone(),
+        );
+        registry.register(
+            "read_index_reads",
+            "Linearizable reads answered after a ReadIndex round",
+            read_index_reads.clone(),
+        );
         registry.register(
             "request_timeouts",
             "Client requests that timed out with an unknown outcome",
@@ -182,6 +200,8 @@ impl Metrics {
             proposals_refused,
             entries_applied,
             reads,
+            lease_reads,
+            read_index_reads,
             request_timeouts,
             fsync_seconds,
             batch_entries,
@@ -226,8 +246,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.proposals.inc();
         metrics.fsync_seconds.observe(0.002);
+        metrics.lease_reads.inc();
         let text = metrics.encode();
         assert!(text.contains("chorus_proposals_total 1"), "{text}");
+        assert!(text.contains("chorus_lease_reads_total 1"), "{text}");
+        assert!(text.contains("chorus_read_index_reads_total 0"), "{text}");
         assert!(text.contains("chorus_fsync_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }

@@ -20,6 +20,12 @@ fn leased_cluster() -> (Network, NodeId) {
         network.node(leader).holds_lease(),
         "a heartbeat round renewed the lease"
     );
+    let left = network.node(leader).lease_ticks_left();
+    let lease_ticks = network.node(leader).config().lease_ticks();
+    assert!(
+        left > 0 && left <= lease_ticks,
+        "the lease has {left} of at most {lease_ticks} ticks left"
+    );
     (network, leader)
 }
 

@@ -259,6 +259,18 @@ pub struct NodeStatus {
     /// log back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repairing: Option<u64>,
+    /// Raft: whether linearizable reads may be served from the leader's lease (`[reads]
+    /// lease`, thesis §6.4.1) rather than always by a ReadIndex round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_reads: Option<bool>,
+    /// Raft with lease reads on: whether this node holds a read lease now (only a leader
+    /// whose last quorum round is recent enough does; it answers reads at once meanwhile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_held: Option<bool>,
+    /// Raft, on a leader holding a read lease: how many of its ticks the lease lasts yet,
+    /// unless a quorum round renews it first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ticks_left: Option<u64>,
     /// Hybrid only: the epoch, the view, the lease state and the configuration leader.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hybrid: Option<HybridStatus>,

@@ -30,7 +30,7 @@
 //! state) applies each request once. The client of a held write hears the outcome as soon as
 //! the new leader commits it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -338,6 +338,10 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     last_resend_scan: Instant,
     /// Reads whose index the core confirmed, waiting for that index to be applied.
     ready_reads: Vec<(LogIndex, ReadId)>,
+    /// The reads the core answered at once from its lease (no ReadIndex round), until they
+    /// are served: only for the metrics. Each enters [`RaftHost::ready_reads`] with the next
+    /// Ready and leaves here when it leaves there, so this holds no more than that does.
+    leased_reads: BTreeSet<ReadId>,
     last_leader: Option<(Term, Option<NodeId>)>,
     last_role: Role,
     /// The term and vote last made durable.
@@ -434,6 +438,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             proposed_to: None,
             last_resend_scan: Instant::now(),
             ready_reads: Vec::new(),
+            leased_reads: BTreeSet::new(),
             last_leader: None,
             last_time_tick: None,
             addresses_sent: None,
@@ -564,13 +569,21 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 waiting.push((index, id));
             } else if let Some(read) = cx.requests.take(Kind::Read, id.0) {
                 self.waiting.remove(&(Kind::Read, id.0));
+                let leased = self.leased_reads.remove(&id);
                 if due && let Ok(query) = Query::decode(&read.payload) {
                     let command = Command::ReadAt { now_ms: now, query };
                     Host::propose(self, cx, command.encode(), read.reply);
                     continue;
                 }
                 cx.shared.metrics.reads.inc();
+                if leased {
+                    cx.shared.metrics.lease_reads.inc();
+                } else {
+                    cx.shared.metrics.read_index_reads.inc();
+                }
                 let _ = read.reply.send(Ok(self.state.query(&read.payload)));
+            } else {
+                self.leased_reads.remove(&id);
             }
         }
         self.ready_reads = waiting;
@@ -710,7 +723,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                     }
                 }
                 Kind::Read => {
-                    if self.raft.read_index(ReadId(request)).is_ok()
+                    if self.start_read(ReadId(request)).is_ok()
                         && let Some(waiting) = self.waiting.get_mut(&(kind, request))
                     {
                         waiting.in_core = true;
@@ -718,6 +731,16 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 }
             }
         }
+    }
+
+    /// Hands the core a linearizable read, noting whether its lease answers it at once.
+    fn start_read(&mut self, id: ReadId) -> Result<(), chorus_raft::ReadError> {
+        let leased = self.raft.holds_lease();
+        self.raft.read_index(id)?;
+        if leased {
+            self.leased_reads.insert(id);
+        }
+        Ok(())
     }
 
     /// Refuses requests that waited too long for a leader: none is in the core's hands or in
@@ -1219,7 +1242,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
     fn read(&mut self, cx: &mut Context, query: Bytes, reply: Reply) {
         self.follow_leader(cx);
         let request = cx.requests.number(Kind::Read);
-        match self.raft.read_index(ReadId(request)) {
+        match self.start_read(ReadId(request)) {
             Ok(()) => cx.requests.hold(Kind::Read, request, query, reply),
             Err(chorus_raft::ReadError::NoLeader) => {
                 cx.requests.hold(Kind::Read, request, query, reply);
@@ -1232,6 +1255,10 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
     }
 
     fn clock_behind(&mut self, _cx: &mut Context) {
+        if self.raft.config().injected_bugs().lease_ignores_lateness {
+            // Deliberate bug (TESTING ONLY): judge reads by a clock known to be late.
+            return;
+        }
         // A lease counted in ticks that came late could outlast the followers' promise.
         self.raft.drop_lease();
     }
@@ -1449,6 +1476,8 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         );
         metrics.repairing.set(i64::from(status.repairing.is_some()));
         let membership = self.raft.membership().clone();
+        let lease_reads = self.raft.config().lease_reads;
+        let lease_ticks_left = self.raft.lease_ticks_left();
         let role = match status.role {
             Role::Leader => "leader",
             Role::Follower => "follower",
@@ -1484,6 +1513,9 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             transfer_target: self.raft.transfer_target().map(|id| id.0),
             addresses: cx.book.all(),
             repairing: status.repairing.map(|term| term.0),
+            lease_reads: Some(lease_reads),
+            lease_held: lease_reads.then_some(lease_ticks_left > 0),
+            lease_ticks_left: (lease_ticks_left > 0).then_some(lease_ticks_left),
             view: None,
             hybrid: None,
         }
@@ -1523,7 +1555,16 @@ mod tests {
         data_dir: &std::path::Path,
         incarnation: u64,
     ) -> RaftHost<MemStorage> {
-        let raft = RawNode::restart(Config::new(ME, vec![ME]), storage.durable()).unwrap();
+        host_with(storage, data_dir, incarnation, Config::new(ME, vec![ME]))
+    }
+
+    fn host_with(
+        storage: MemStorage,
+        data_dir: &std::path::Path,
+        incarnation: u64,
+        config: Config,
+    ) -> RaftHost<MemStorage> {
+        let raft = RawNode::restart(config, storage.durable()).unwrap();
         RaftHost::new(
             raft,
             fresh_state(),
@@ -1541,6 +1582,88 @@ mod tests {
             while host.handle_ready(cx)? {}
         }
         Ok(())
+    }
+
+    /// Starts a read of a missing key and carries out the Ready that follows, without a tick.
+    fn read_now(
+        host: &mut RaftHost<MemStorage>,
+        cx: &mut Context,
+    ) -> oneshot::Receiver<Result<Bytes, RequestError>> {
+        let (reply, answer) = oneshot::channel();
+        let query = Query::Get {
+            key: Bytes::from_static(b"k"),
+        };
+        host.read(cx, query.encode(), reply);
+        while host.handle_ready(cx).unwrap() {}
+        answer
+    }
+
+    // The status shows whether lease reads are on and whether the leader holds a lease, and
+    // the metrics tell reads the lease answered from reads a ReadIndex round answered.
+    #[test]
+    fn the_status_shows_the_lease_and_the_metrics_count_lease_reads_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cx = context();
+        let mut off = host(MemStorage::new(), dir.path(), 1);
+        run(&mut off, &mut cx).unwrap();
+        let status = off.status(&cx);
+        assert_eq!(status.role, "leader");
+        assert_eq!(status.lease_reads, Some(false));
+        assert_eq!((status.lease_held, status.lease_ticks_left), (None, None));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut cx = context();
+        let mut config = Config::new(ME, vec![ME]);
+        config.lease_reads = true;
+        let mut leased = host_with(MemStorage::new(), dir.path(), 1, config);
+        run(&mut leased, &mut cx).unwrap();
+        let (reply, _) = oneshot::channel();
+        leased.propose(&mut cx, Command::Register.encode(), reply);
+        run(&mut leased, &mut cx).unwrap();
+        // A lone leader renews its lease with the ReadIndex round of a read.
+        for _ in 0..10 {
+            if leased.status(&cx).lease_held == Some(true) {
+                break;
+            }
+            drop(read_now(&mut leased, &mut cx));
+            leased.tick(&mut cx);
+            while leased.handle_ready(&mut cx).unwrap() {}
+        }
+        let status = leased.status(&cx);
+        assert_eq!(status.lease_reads, Some(true));
+        assert_eq!(status.lease_held, Some(true));
+        let left = status
+            .lease_ticks_left
+            .expect("a held lease has ticks left");
+        assert!(left > 0 && left <= leased.raft.config().lease_ticks());
+        let metrics = &cx.shared.metrics;
+        let (lease_reads, read_index_reads) =
+            (metrics.lease_reads.get(), metrics.read_index_reads.get());
+        assert!(read_now(&mut leased, &mut cx).try_recv().unwrap().is_ok());
+        let metrics = &cx.shared.metrics;
+        assert_eq!(metrics.lease_reads.get(), lease_reads + 1);
+        assert_eq!(metrics.read_index_reads.get(), read_index_reads);
+
+        // A driver that fell behind ends the lease: the next read takes a ReadIndex round.
+        leased.clock_behind(&mut cx);
+        let status = leased.status(&cx);
+        assert_eq!(
+            (status.lease_held, status.lease_ticks_left),
+            (Some(false), None)
+        );
+        let mut answer = read_now(&mut leased, &mut cx);
+        if answer.try_recv().is_err() {
+            leased.tick(&mut cx);
+            while leased.handle_ready(&mut cx).unwrap() {}
+            assert!(answer.try_recv().unwrap().is_ok());
+        }
+        let metrics = &cx.shared.metrics;
+        assert_eq!(metrics.lease_reads.get(), lease_reads + 1);
+        assert_eq!(metrics.read_index_reads.get(), read_index_reads + 1);
+        assert_eq!(
+            metrics.reads.get(),
+            metrics.lease_reads.get() + metrics.read_index_reads.get()
+        );
     }
 
     #[test]

@@ -508,6 +508,29 @@ impl TestCluster {
         response.body_mut().read_json().ok()
     }
 
+    /// A counter of the node's `/metrics` (`name` without the `chorus_` prefix), if it
+    /// answers.
+    pub fn metric(&self, node: u64, name: &str) -> Option<f64> {
+        let admin = self.addresses(node).admin;
+        let mut response = ureq::get(format!("http://{admin}/metrics")).call().ok()?;
+        let text = response.body_mut().read_to_string().ok()?;
+        text.lines()
+            .find(|line| line.starts_with(&format!("chorus_{name}")) && !line.starts_with('#'))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Sends `signal` to the node's process: SIGSTOP freezes it whole (its driver, its
+    /// transport, its clock readings), as a paused VM or a long GC pause would; SIGCONT
+    /// resumes it. A stopped node is still killed by `Drop`.
+    pub fn signal(&self, node: u64, signal: nix::sys::signal::Signal) {
+        let child = self.children[(node - 1) as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is not running"));
+        let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .unwrap_or_else(|error| panic!("cannot signal node {node}: {error}"));
+    }
+
     /// Posts `/debug/stall-fsync` with `query` to the node (fault injection must be on in
     /// its configuration); returns the HTTP status and the body.
     pub fn stall_fsync(&self, node: u64, query: &str) -> (u16, String) {
@@ -673,6 +696,36 @@ impl Resp {
         }
     }
 
+    /// How long [`Resp::reply`] and [`Resp::try_reply`] wait (10 s unless set).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.stream
+            .set_read_timeout(Some(timeout))
+            .expect("set a read timeout");
+    }
+
+    /// Reads one reply: `Ok(None)` if the connection closed first, `Err` if none came within
+    /// the read timeout (or the connection broke).
+    pub fn try_reply(&mut self) -> std::io::Result<Option<Frame>> {
+        let limits = Limits::default();
+        loop {
+            if let Some(frame) = parse_reply(&mut self.buffer, &limits).expect("a valid reply") {
+                return Ok(Some(frame));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk)? {
+                0 => return Ok(None),
+                n => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends a request without waiting for its reply.
+    pub fn send(&mut self, arguments: &[&str]) {
+        let mut out = BytesMut::new();
+        encode_request(arguments, &mut out);
+        self.send_raw(&out);
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
@@ -680,25 +733,13 @@ impl Resp {
 
     /// Reads one reply; `None` if the connection closed first.
     pub fn reply(&mut self) -> Option<Frame> {
-        let limits = Limits::default();
-        loop {
-            if let Some(frame) = parse_reply(&mut self.buffer, &limits).expect("a valid reply") {
-                return Some(frame);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
-                Err(error) => panic!("no reply: {error}"),
-            }
-        }
+        self.try_reply()
+            .unwrap_or_else(|error| panic!("no reply: {error}"))
     }
 
     /// Sends a request and reads its reply.
     pub fn call(&mut self, arguments: &[&str]) -> Frame {
-        let mut out = BytesMut::new();
-        encode_request(arguments, &mut out);
-        self.send_raw(&out);
+        self.send(arguments);
         self.reply().expect("the server closed the connection")
     }
 

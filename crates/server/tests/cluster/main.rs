@@ -10,6 +10,7 @@ mod failover;
 mod faults;
 mod harness;
 mod hybrid;
+mod lease;
 mod membership;
 mod pb;
 mod redis_compat;

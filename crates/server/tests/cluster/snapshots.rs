@@ -78,16 +78,6 @@ fn snapshot_files(cluster: &TestCluster, node: u64) -> Vec<PathBuf> {
     files
 }
 
-/// A counter of the node's `/metrics`, if it answers.
-fn metric(cluster: &TestCluster, node: u64, name: &str) -> Option<f64> {
-    let admin = cluster.addresses(node).admin;
-    let mut response = ureq::get(format!("http://{admin}/metrics")).call().ok()?;
-    let text = response.body_mut().read_to_string().ok()?;
-    text.lines()
-        .find(|line| line.starts_with(&format!("chorus_{name}")) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
-}
-
 #[test]
 fn a_cluster_compacts_under_load_and_restarts_from_its_snapshots() {
     let mut cluster = start(3);
@@ -106,7 +96,7 @@ fn a_cluster_compacts_under_load_and_restarts_from_its_snapshots() {
     );
     assert!(json["snapshot_bytes"].as_u64().unwrap_or(0) > 0, "{json}");
     assert!(json["first_index"].as_u64().unwrap_or(0) > 1, "{json}");
-    assert!(metric(&cluster, leader, "snapshots_taken").unwrap_or(0.0) >= 1.0);
+    assert!(cluster.metric(leader, "snapshots_taken").unwrap_or(0.0) >= 1.0);
     // Two snapshot files are kept (three for a moment, between a snapshot and its cleanup).
     assert!(snapshot_files(&cluster, leader).len() <= 3);
     drop(status);
@@ -138,13 +128,13 @@ fn a_cluster_compacts_under_load_and_restarts_from_its_snapshots() {
     assert_eq!(resp_get(cluster.redis(leader), "counted"), Some("2".into()));
 
     // POST /snapshot forces one below the threshold.
-    let taken = metric(&cluster, leader, "snapshots_taken").unwrap_or(0.0);
+    let taken = cluster.metric(leader, "snapshots_taken").unwrap_or(0.0);
     let admin = cluster.addresses(leader).admin;
     ureq::post(format!("http://{admin}/snapshot"))
         .send_empty()
         .expect("POST /snapshot");
     cluster.poll(Duration::from_secs(5), "a forced snapshot", || {
-        (metric(&cluster, leader, "snapshots_taken")? > taken).then_some(())
+        (cluster.metric(leader, "snapshots_taken")? > taken).then_some(())
     });
     cluster.stop_all();
 }
@@ -161,11 +151,16 @@ fn a_follower_that_missed_thousands_of_writes_catches_up_by_install_snapshot() {
     cluster.poll(
         Duration::from_secs(15),
         "the follower to install a snapshot",
-        || (metric(&cluster, follower, "snapshots_installed")? >= 1.0).then_some(()),
+        || (cluster.metric(follower, "snapshots_installed")? >= 1.0).then_some(()),
     );
     let applied = cluster.status(leader).expect("status").applied;
     cluster.wait_applied(follower, applied, Duration::from_secs(10));
-    assert!(metric(&cluster, leader, "snapshot_chunks_sent").unwrap_or(0.0) >= 1.0);
+    assert!(
+        cluster
+            .metric(leader, "snapshot_chunks_sent")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
     // Reads go through the follower (forwarded for the read index, served from its state).
     check_keys(cluster.redis(follower), 0..3_000);
     let json = cluster.status_json(follower).expect("status");
@@ -284,9 +279,14 @@ fn a_follower_that_missed_200k_writes_installs_a_snapshot_under_a_checked_worklo
     cluster.poll(
         Duration::from_secs(30),
         "the follower to install a snapshot",
-        || (metric(&cluster, follower, "snapshots_installed")? >= 1.0).then_some(()),
+        || (cluster.metric(follower, "snapshots_installed")? >= 1.0).then_some(()),
     );
-    assert!(metric(&cluster, leader, "snapshot_chunks_sent").unwrap_or(0.0) >= 2.0);
+    assert!(
+        cluster
+            .metric(leader, "snapshot_chunks_sent")
+            .unwrap_or(0.0)
+            >= 2.0
+    );
     let applied = cluster.status(leader).expect("status").applied;
     cluster.wait_applied(follower, applied, Duration::from_secs(20));
     let log = cluster.log(follower);
@@ -346,7 +346,7 @@ fn chorus_snapshot_snapshots_every_node_and_reports_the_unreachable() {
     let applied = cluster.status(leader).expect("status").applied;
     for node in cluster.ids() {
         cluster.wait_applied(node, applied, Duration::from_secs(10));
-        assert_eq!(metric(&cluster, node, "snapshots_taken"), Some(0.0));
+        assert_eq!(cluster.metric(node, "snapshots_taken"), Some(0.0));
     }
     let (ok, output) = chorus_snapshot(&cluster);
     assert!(ok, "{output}");

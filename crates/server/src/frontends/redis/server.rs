@@ -604,7 +604,25 @@ fn info(shared: &Shared, sections: &[Bytes]) -> Frame {
         for (peer, index) in &status.match_index {
             text.push_str(&format!("peer_{peer}_match_index:{index}\r\n"));
         }
+        if let Some(on) = status.lease_reads {
+            text.push_str(&format!("lease_reads:{}\r\n", u8::from(on)));
+        }
+        if let Some(held) = status.lease_held {
+            text.push_str(&format!("lease_held:{}\r\n", u8::from(held)));
+        }
+        if let Some(left) = status.lease_ticks_left {
+            text.push_str(&format!("lease_ticks_left:{left}\r\n"));
+        }
         text.push_str("\r\n");
+    }
+    if wants("stats") {
+        let metrics = &shared.metrics;
+        text.push_str(&format!(
+            "# Stats\r\nchorus_reads:{}\r\nchorus_lease_reads:{}\r\nchorus_read_index_reads:{}\r\n\r\n",
+            metrics.reads.get(),
+            metrics.lease_reads.get(),
+            metrics.read_index_reads.get()
+        ));
     }
     if wants("keyspace") {
         text.push_str(&format!(
