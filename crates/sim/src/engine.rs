@@ -564,6 +564,19 @@ impl<P: ProtocolHost> Sim<P> {
         self.network.heal();
     }
 
+    /// Sends every new operation of the first `clients` clients, each a read, to `node`
+    /// (as the stale-read hunt does with some clients), so that a scripted scenario sees
+    /// what that node serves; `None` lets them go where they like again.
+    pub fn pin_readers(&mut self, node: Option<NodeId>, clients: usize) {
+        let index = node.map(|node| self.host_index(node));
+        for client in self.workload.clients.iter_mut().take(clients) {
+            client.pinned = index;
+            if let Some(index) = index {
+                client.target = index;
+            }
+        }
+    }
+
     /// Sets loss, duplication and long-tail delay on every link.
     pub fn set_link_faults(&mut self, faults: LinkFaults) {
         self.network.set_faults(faults);

@@ -588,6 +588,24 @@ fn damage_synced_on_crash(sim: &mut Sim<RaftNodes>, node: usize) -> Option<usize
 }
 
 impl Simulator {
+    /// Sets `node`'s clock rate in a run whose clocks drift (Raft with lease reads): it ticks
+    /// `ppm` parts per million fast (slow if negative) until set again. A scripted scenario
+    /// puts clocks at the stated bound's worst case with it (the leader's slow, the others'
+    /// fast), as the nemesis's stale-read hunt does.
+    ///
+    /// # Panics
+    /// If clocks do not drift in this run, or `ppm` is not within ±900,000.
+    pub fn set_clock_drift(&mut self, node: NodeId, ppm: i64) {
+        let index = self.host_index(node);
+        assert!(
+            !self.tick_drift.is_empty(),
+            "clocks drift only in Raft runs with lease reads on"
+        );
+        assert!(ppm.abs() <= 900_000, "a drift of {ppm} ppm is out of range");
+        self.tick_drift[index] = ppm;
+        self.tick_drift_drawn[index] = ppm;
+    }
+
     /// A cluster of `config.nodes` fresh nodes and `config.clients` clients, nothing run yet.
     ///
     /// # Panics

@@ -24,7 +24,12 @@ fn cluster(seed: u64, spares: usize) -> (Simulator, u64) {
 /// Proposes `change` at the current leader until one takes it (a change in progress, a
 /// learner behind or a fresh leader make the core refuse; an operator retries).
 #[track_caller]
-fn change(sim: &mut Simulator, unit: u64, seed: u64, change: MembershipChange) -> NodeId {
+pub(crate) fn change(
+    sim: &mut Simulator,
+    unit: u64,
+    seed: u64,
+    change: MembershipChange,
+) -> NodeId {
     for _ in 0..200 {
         let leader = await_leader(sim, 30 * unit, seed);
         if sim.change_membership(leader, change).is_ok() {
