@@ -276,8 +276,7 @@ impl HybridSettings {
 pub struct Limits {
     /// Inputs (peer messages, client requests) waiting for the node's driver.
     pub driver_queue_max: usize,
-    /// Messages waiting to be written to one peer's connection (their bytes are bounded
-    /// too: twice `frame_bytes_max`, at least 1 MiB).
+    /// Messages waiting to be sent to one peer.
     pub peer_queue_max: usize,
     /// Bytes in one frame between nodes.
     pub frame_bytes_max: usize,

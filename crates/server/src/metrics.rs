@@ -47,8 +47,7 @@ pub struct Metrics {
     /// starts no election, and votes only as its log before the damage would have,
     /// meanwhile), 0 otherwise.
     pub repairing: Gauge,
-    /// Messages to peers dropped: their buffer was full, the frame too large, or the link
-    /// closed.
+    /// Messages to peers dropped because their queue was full.
     pub peer_messages_dropped: Counter,
     /// Messages from peers refused as malformed.
     pub peer_messages_refused: Counter,
@@ -157,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "peer_messages_dropped",
-            "Messages to peers dropped (buffer full, frame too large, or link closed)",
+            "Messages to peers dropped on a full queue",
             peer_messages_dropped.clone(),
         );
         registry.register(

@@ -25,16 +25,17 @@ use chorus_raft::{Config, RawNode};
 use chorus_storage::record_file::read_record;
 use chorus_storage::{FileStorage, FileStorageOptions};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::config::{NodeConfig, Protocol};
-use crate::runtime::boundary::{Input, MemberAddress, Shared};
+use crate::runtime::boundary::{Input, MemberAddress, Outboxes, Shared};
 use crate::runtime::driver::{Context as DriverContext, Driver, Host, Pacing};
 use crate::runtime::hybrid_host::{ConfigHost, DataHost, recover_data};
 use crate::runtime::members::{AddressBook, BOOK_FILE_NAME, Dialer};
 use crate::runtime::pb_host::{PbHost, PbNode, VIEW_FILE_NAME};
 use crate::runtime::raft_host::{RaftHost, Replicated, SnapshotPacing, fresh_state, restore_state};
 use crate::runtime::requests::Requests;
-use crate::runtime::transport::{Identity, Outboxes, open_link, run_inbound};
+use crate::runtime::transport::{Identity, run_inbound, run_outbound};
 
 /// How the process was asked to stop.
 async fn stop_signal(exit_with_parent: bool) {
@@ -575,7 +576,8 @@ impl Listeners {
     }
 }
 
-/// Opens a link to every peer in the address book; returns who this node is and the links.
+/// Starts one outbound connection task per peer in the address book; returns who this node
+/// is and the peers' queues.
 fn start_outbound(config: &NodeConfig, book: &AddressBook) -> (Arc<Identity>, Outboxes) {
     let me = config.node_id();
     let limits = &config.limits;
@@ -594,8 +596,9 @@ fn start_outbound(config: &NodeConfig, book: &AddressBook) -> (Arc<Identity>, Ou
     });
     let mut outboxes = BTreeMap::new();
     for (&peer, &address) in &peers {
-        let link = open_link(identity.clone(), peer, address, limits.peer_queue_max, None);
-        outboxes.insert(peer, link);
+        let (sender, receiver) = mpsc::channel(limits.peer_queue_max);
+        outboxes.insert(peer, sender);
+        tokio::spawn(run_outbound(identity.clone(), peer, address, receiver));
     }
     (identity, outboxes)
 }

@@ -2,10 +2,10 @@
 //!
 //! The transport, the client frontends and the admin server never touch a protocol core: they
 //! hand the driver [`Input`]s through one bounded queue ([`offer`]), hear back through oneshot
-//! channels ([`Reply`]), and read what the driver publishes in [`Shared`]; the driver writes
-//! to the peers itself, through the transport's links. Nothing here knows which replication
-//! scheme runs, so every scheme is served by the same transport and frontends; this file is
-//! the only thing both sides import.
+//! channels ([`Reply`]), and read what the driver publishes in [`Shared`]. The driver hands
+//! outgoing peer messages to the transport through one bounded queue per peer
+//! ([`send_to_peer`]). Nothing here knows which replication scheme runs, so every scheme is
+//! served by the same transport and frontends; this file is the only thing both sides import.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chorus_core::NodeId;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 
@@ -383,6 +383,21 @@ impl Shared {
 impl Default for Shared {
     fn default() -> Shared {
         Shared::new()
+    }
+}
+
+/// The outgoing queue of each peer, filled by the driver and drained by the transport.
+pub type Outboxes = BTreeMap<NodeId, mpsc::Sender<PeerMessage>>;
+
+/// Queues `message` for peer `to` without waiting. A full queue means the peer is slow or
+/// unreachable; every scheme retransmits, so the message is dropped (and counted) rather than
+/// letting the queue grow. A message for an unknown node is ignored.
+pub fn send_to_peer(peers: &Outboxes, shared: &Shared, to: NodeId, message: PeerMessage) {
+    let Some(peer) = peers.get(&to) else {
+        return;
+    };
+    if let Err(mpsc::error::TrySendError::Full(_)) = peer.try_send(message) {
+        shared.metrics.peer_messages_dropped.inc();
     }
 }
 

@@ -1,8 +1,8 @@
 //! The driver: the one loop that runs a protocol core's contract for real, for every scheme.
 //!
 //! A node's driver thread owns its core (through a [`Host`], which knows how to drive one
-//! scheme's core) and a [`Context`] (the links to the peers, the shared status and metrics,
-//! and the client requests held). Everything else in the process talks to it through the
+//! scheme's core) and a [`Context`] (the peers' queues, the shared status and metrics, and the
+//! client requests held). Everything else in the process talks to it through the
 //! [`boundary`](super::boundary). The loop:
 //!
 //! 1. wait for an input or the next tick; then take every input already queued (bounded), so
@@ -12,12 +12,10 @@
 //!    waited too long;
 //! 3. while the core has a Ready, handle it in the order the scheme's contract demands (the
 //!    host's part: Raft sends and applies, hands the batch to its storage thread for one
-//!    fsync, and keeps stepping, ticking and heartbeating while it is out; the thread sends
-//!    what promises durability the moment the batch is durable, and once it reports back the
-//!    host advances. Primary-backup persists, sends, answers, and advances);
-//! 4. after each Ready, write what was queued for each peer (one non-blocking write per
-//!    peer, on this thread: see [`transport`](super::transport)); then publish the status for
-//!    the admin page, and stop if asked to.
+//!    fsync, and keeps stepping, ticking and heartbeating while it is out; once the thread
+//!    reports it durable, sends what promises durability and advances. Primary-backup
+//!    persists, sends, answers, and advances);
+//! 4. publish the status for the admin page, and stop if asked to.
 //!
 //! It runs on a plain OS thread, not a tokio task, because a host may block on its disk (the
 //! primary-backup hosts fsync on it). A host whose storage thread finished a job is woken by
@@ -32,12 +30,11 @@ use bytes::Bytes;
 use chorus_core::NodeId;
 
 use super::boundary::{
-    AdminAccepted, AdminError, AdminRequest, Input, MemberAddress, NodeStatus, PeerMessage, Reply,
-    RequestError, Shared,
+    AdminAccepted, AdminError, AdminRequest, Input, MemberAddress, NodeStatus, Outboxes,
+    PeerMessage, Reply, RequestError, Shared, send_to_peer,
 };
 use super::members::{AddressBook, Dialer};
 use super::requests::Requests;
-use super::transport::{Outboxes, flush_peers, send_to_peer};
 
 /// What a scheme supplies to the one driver loop: how to feed its core and how to carry out
 /// its Ready. Every method runs on the driver thread.
@@ -101,7 +98,7 @@ pub trait Host {
 pub struct Context {
     /// This node.
     pub me: NodeId,
-    /// The connections to the peers.
+    /// The peers' outgoing queues.
     pub peers: Outboxes,
     /// The status and metrics shared with the rest of the process.
     pub shared: Arc<Shared>,
@@ -118,17 +115,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Queues `message` for peer `to` (dropped and counted if its buffer is full); it leaves
-    /// when the loop flushes after the Ready, or sooner if the host calls
-    /// [`Context::flush`].
+    /// Queues `message` for peer `to` (dropped and counted if its queue is full).
     pub fn send(&self, to: NodeId, message: PeerMessage) {
-        send_to_peer(&self.peers, &self.shared, to, &message);
-    }
-
-    /// Writes what is queued for the peers now, without blocking (the loop does after every
-    /// Ready).
-    pub fn flush(&self) {
-        flush_peers(&self.peers);
+        send_to_peer(&self.peers, &self.shared, to, message);
     }
 
     /// Takes addresses into the book and connects to every peer that is new or moved.
@@ -139,8 +128,8 @@ impl Context {
             }
             if let Some(dialer) = &self.dialer {
                 tracing::info!(node = entry.id.0, peer = %entry.peer, "learned where a member listens");
-                let link = dialer.dial(entry.id, entry.peer);
-                self.peers.insert(entry.id, link);
+                let outbox = dialer.dial(entry.id, entry.peer);
+                self.peers.insert(entry.id, outbox);
             }
         }
     }
@@ -227,12 +216,7 @@ impl<H: Host> Driver<H> {
             }
             loop {
                 self.check_late(next_tick, tick);
-                let handled = self.host.handle_ready(&mut self.cx)?;
-                // What the inputs, the tick and this Ready queued for the peers leaves now,
-                // in one write per peer (before the next Ready, which may fsync on this
-                // thread).
-                self.cx.flush();
-                if !handled {
+                if !self.host.handle_ready(&mut self.cx)? {
                     break;
                 }
             }

@@ -508,7 +508,6 @@ impl Host for DataHost {
                 cx.send(node, PeerMessage::Hybrid(Message::Propose(command.clone())));
             }
         }
-        cx.flush();
         // 3. Answers: committed writes this server took, writes whose outcome it cannot
         //    report (the client retries; its session makes the retry exactly-once), reads.
         cx.shared

@@ -16,9 +16,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::boundary::MemberAddress;
-use super::transport::{Identity, PeerLink, open_link};
 use chorus_core::NodeId;
+use tokio::sync::mpsc;
+
+use super::boundary::{MemberAddress, PeerMessage};
+use super::transport::{Identity, run_outbound};
 
 /// The most entries an address book holds (members come and go; ids are never reused).
 pub const BOOK_ENTRIES_MAX: usize = 1024;
@@ -144,25 +146,22 @@ pub struct Dialer {
     /// Who this node is (its known peers are updated as the book grows, so their inbound
     /// connections are accepted).
     pub identity: Arc<Identity>,
-    /// Frames buffered for one peer.
+    /// Messages queued for one peer.
     pub queue_max: usize,
 }
 
 impl Dialer {
-    /// Starts a connection task to `peer` at `address`; returns its link. The task ends
-    /// when the link is dropped.
+    /// Starts a connection task to `peer` at `address`; returns its queue. The task ends
+    /// when the queue's sender is dropped.
     #[must_use]
-    pub fn dial(&self, peer: NodeId, address: std::net::SocketAddr) -> PeerLink {
+    pub fn dial(&self, peer: NodeId, address: std::net::SocketAddr) -> mpsc::Sender<PeerMessage> {
         if let Ok(mut peers) = self.identity.peers.write() {
             peers.insert(peer, address);
         }
-        open_link(
-            self.identity.clone(),
-            peer,
-            address,
-            self.queue_max,
-            Some(&self.handle),
-        )
+        let (sender, receiver) = mpsc::channel(self.queue_max);
+        self.handle
+            .spawn(run_outbound(self.identity.clone(), peer, address, receiver));
+        sender
     }
 }
 

@@ -1,8 +1,8 @@
 //! The node runtime: what runs a protocol core for real, on one machine.
 //!
 //! - [`boundary`]: the types the driver thread shares with the rest of the process (inputs,
-//!   replies, the published status). Everything outside the driver talks to it only through
-//!   these.
+//!   replies, the published status, the peers' queues). Everything outside the driver talks
+//!   to it only through these.
 //! - [`driver`]: the one driver loop, generic over a [`driver::Host`]; [`requests`]: the client
 //!   request books every scheme keeps alike.
 //! - [`raft_host`], [`pb_host`] and [`hybrid_host`]: what differs per scheme: how to feed its

@@ -222,7 +222,6 @@ impl Host for PbHost {
         for (to, message) in messages {
             cx.send(to, PeerMessage::Pb(message));
         }
-        cx.flush();
         // 2. Applied operations: answer the clients that sent them here.
         for operation in committed {
             cx.shared.metrics.entries_applied.inc();

@@ -6,9 +6,8 @@
 //! stepping messages, ticking, heartbeating and taking proposals while the job is out (the
 //! core's contract, crates/raft/src/lib.rs, points 2 to 4). The thread does the jobs in the
 //! order submitted and answers each with a [`DiskDone`]; the driver takes them with
-//! [`Disk::try_done`] (woken by an [`Input::StorageDone`]) and advances the core. The Ready's
-//! votes and acks ride with the write ([`ReadyWrite::then`]): the thread sends them the moment
-//! the write is durable, before it reports back. So a leader whose fsync hangs keeps its followers'
+//! [`Disk::try_done`] (woken by an [`Input::StorageDone`]), and only then sends the Ready's
+//! votes and acks and advances the core. So a leader whose fsync hangs keeps its followers'
 //! election timers reset: a slow disk costs latency, never an election.
 //!
 //! Invariants:
@@ -67,12 +66,8 @@ pub enum DiskJob {
     },
 }
 
-/// What the storage thread does the moment a write is durable, before it reports back:
-/// send the votes and acks the write promised (so they leave without waiting for the
-/// driver to take the outcome).
-pub type AfterWrite = Box<dyn FnOnce() + Send>;
-
 /// The durable part of one Ready, in the order the contract demands.
+#[derive(Debug)]
 pub struct ReadyWrite {
     /// A snapshot received from the leader and installed (its file is complete and durable,
     /// the state machine restored from it): compact the durable log to it first, keeping
@@ -85,21 +80,6 @@ pub struct ReadyWrite {
     /// Whether to fsync: false when only the commit index moved, which is volatile state in
     /// Raft and rides on the next sync.
     pub sync: bool,
-    /// Run once the write succeeded (after its sync, if it syncs); dropped unrun if it
-    /// failed.
-    pub then: Option<AfterWrite>,
-}
-
-impl std::fmt::Debug for ReadyWrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadyWrite")
-            .field("installed", &self.installed)
-            .field("hard_state", &self.hard_state)
-            .field("entries", &self.entries.len())
-            .field("sync", &self.sync)
-            .field("then", &self.then.is_some())
-            .finish()
-    }
 }
 
 impl ReadyWrite {
@@ -362,18 +342,13 @@ fn write_ready<S: Storage>(
     if write.hard_state.is_some() || !write.entries.is_empty() {
         storage.write(write.hard_state, &write.entries)?;
     }
-    let took = if write.sync {
-        // An injected stall counts as part of the sync, as a hung disk's would.
-        worker.wait_out_stall();
-        storage.sync()?;
-        Some(started.elapsed())
-    } else {
-        None
-    };
-    if let Some(then) = write.then {
-        then();
+    if !write.sync {
+        return Ok(None);
     }
-    Ok(took)
+    // An injected stall counts as part of the sync, as a hung disk's would.
+    worker.wait_out_stall();
+    storage.sync()?;
+    Ok(Some(started.elapsed()))
 }
 
 impl Worker {
@@ -439,7 +414,6 @@ mod tests {
             }),
             entries: indexes.map(entry).collect(),
             sync: true,
-            then: None,
         })
     }
 
@@ -452,49 +426,6 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         panic!("no outcome from the storage thread");
-    }
-
-    /// A write's acknowledgements (its `then`) go out once it is durable, never after a
-    /// write that failed.
-    #[test]
-    fn the_acks_of_a_write_leave_only_once_it_succeeded() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let sent = Arc::new(AtomicUsize::new(0));
-        let acks = || -> Option<AfterWrite> {
-            let sent = sent.clone();
-            Some(Box::new(move || {
-                sent.fetch_add(1, Ordering::SeqCst);
-            }))
-        };
-        let mut disk = Disk::inline(MemStorage::new(), None, None);
-        disk.start_thread("test-storage".into(), Arc::new(Shared::new()), None)
-            .unwrap();
-        let DiskJob::Write(mut ok) = write(1..=1) else {
-            unreachable!()
-        };
-        ok.then = acks();
-        disk.submit(DiskJob::Write(ok));
-        assert!(matches!(
-            next_done(&mut disk),
-            DiskDone::Written(Ok(Some(_)))
-        ));
-        assert_eq!(sent.load(Ordering::SeqCst), 1, "sent once durable");
-        // Installing a snapshot the storage does not hold fails the write.
-        let DiskJob::Write(mut failing) = write(2..=2) else {
-            unreachable!()
-        };
-        failing.installed = Some(SnapshotMeta {
-            index: LogIndex(9),
-            term: Term(1),
-        });
-        failing.then = acks();
-        disk.submit(DiskJob::Write(failing));
-        assert!(matches!(next_done(&mut disk), DiskDone::Written(Err(_))));
-        assert_eq!(
-            sent.load(Ordering::SeqCst),
-            1,
-            "nothing sent for a failed write"
-        );
     }
 
     #[test]
@@ -558,7 +489,6 @@ mod tests {
             }),
             entries: Vec::new(),
             sync: false,
-            then: None,
         }));
         assert!(matches!(
             disk.try_done().unwrap(),

@@ -8,13 +8,13 @@
 //! the core's contract (crates/raft/src/lib.rs) demands: send replication → apply committed
 //! entries and answer their clients (they are durable on a majority already, so clients never
 //! wait on this node's fsync) and serve reads whose index is applied → hand the batch to the
-//! storage thread ([`super::raft_disk`]) for one write and one fsync (group commit), with the
-//! messages that promise durability (votes, acks), which the thread sends itself the moment
-//! the batch is durable → once it reports back, advance. While the batch is out the driver
-//! goes on stepping messages, ticking, taking proposals and sending, once per tick, what
-//! needs no durability ([`RawNode::take_messages`]: heartbeats, AppendEntries, forwards, read
-//! rounds), so a stalled fsync delays this node's acks and its own copy of the log, never
-//! its heartbeats: a slow disk cannot cause an election. Snapshot
+//! storage thread ([`super::raft_disk`]) for one write and one fsync (group commit) → once it
+//! reports the batch durable, send the messages that promise durability (votes, acks) →
+//! advance. While the batch is out the driver goes on stepping messages, ticking, taking
+//! proposals and sending, once per tick, what needs no durability
+//! ([`RawNode::take_messages`]: heartbeats, AppendEntries, forwards, read rounds), so a
+//! stalled fsync delays this node's acks and its
+//! own copy of the log, never its heartbeats: a slow disk cannot cause an election. Snapshot
 //! chunks received from a leader are still written on the driver thread, and a received
 //! snapshot is verified and restored there (the log's compaction to it rides on the Ready's
 //! write); the compaction after a snapshot taken here is queued on the storage thread.
@@ -54,9 +54,8 @@ use super::boundary::{
     wall_clock_ms,
 };
 use super::driver::{Context, Host};
-use super::raft_disk::{AfterWrite, Disk, DiskDone, DiskJob, ReadyWrite};
+use super::raft_disk::{Disk, DiskDone, DiskJob, ReadyWrite};
 use super::requests::Kind;
-use super::transport::LinkSender;
 
 /// Why a Raft node stops.
 #[derive(Debug, thiserror::Error)]
@@ -360,8 +359,7 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
 /// What the host keeps of the outstanding Ready while its write is out.
 #[derive(Debug)]
 struct Writing {
-    /// Votes and acks: they leave once the write is durable (sent by the storage thread
-    /// itself when it writes; see [`RaftHost::send_after_write`]).
+    /// Votes and acks: they leave once the write is durable.
     persisted_messages: Vec<(NodeId, Message)>,
     /// A snapshot to take once the Ready is done.
     snapshot_due: Option<SnapshotMeta>,
@@ -500,33 +498,6 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         for (to, message) in messages {
             cx.send(to, PeerMessage::Raft(message));
         }
-    }
-
-    /// The votes and acks of a write, sent by the storage thread the moment the write is
-    /// durable: each is queued on its peer's link, and each link written once.
-    fn send_after_write(cx: &Context, messages: Vec<(NodeId, Message)>) -> AfterWrite {
-        let shared = cx.shared.clone();
-        let addressed: Vec<(LinkSender, PeerMessage)> = messages
-            .into_iter()
-            .filter_map(|(to, message)| {
-                let link = cx.peers.get(&to)?.sender();
-                Some((link, PeerMessage::Raft(message)))
-            })
-            .collect();
-        Box::new(move || {
-            let mut written: Vec<&LinkSender> = Vec::new();
-            for (link, message) in &addressed {
-                if link.queue(message).is_err() {
-                    shared.metrics.peer_messages_dropped.inc();
-                }
-                if !written.iter().any(|other| other.same_link(link)) {
-                    written.push(link);
-                }
-            }
-            for link in written {
-                link.flush();
-            }
-        })
     }
 
     fn apply(&mut self, cx: &mut Context, entry: &Entry) -> Result<(), RaftHostError> {
@@ -1368,8 +1339,6 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         for request in snapshot_chunk_requests {
             self.send_chunk(cx, request);
         }
-        // Now, not after the rest of this Ready (applying, a chunk's fsync, a restore).
-        cx.flush();
         // 1b. A follower writes the chunks it received (on this thread: each chunk's file
         //     write is durable before the Ready's acks leave) and installs a complete snapshot
         //     (verifies it and restores the state) before it applies anything after it; the
@@ -1408,23 +1377,12 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             // Jobs are done in order: a later write relies on this sync.
             self.synced_vote = (state.term, state.vote);
         }
-        let mut write = ReadyWrite {
+        let write = ReadyWrite {
             installed: snapshot,
             hard_state,
             entries,
             sync,
-            then: None,
         };
-        // 4 (early). The votes and acks leave from the storage thread the moment the write
-        //    is durable, not when the driver next looks: an ack's round trip is the
-        //    leader's commit latency.
-        let persisted_messages =
-            if !write.is_empty() && self.disk.is_threaded() && !persisted_messages.is_empty() {
-                write.then = Some(Self::send_after_write(cx, persisted_messages));
-                Vec::new()
-            } else {
-                persisted_messages
-            };
         self.writing = Some(Writing {
             persisted_messages,
             snapshot_due,
