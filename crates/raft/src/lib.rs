@@ -60,7 +60,12 @@
 //!    send them at once. So a driver that persists on another thread (asynchronous storage
 //!    writes) keeps heartbeating, replicating new proposals, answering ReadIndex rounds,
 //!    pre-voting and forwarding proposals while its disk is slow, and a stalled fsync on a
-//!    leader does not stop its heartbeats. Votes and acks of what is not durable yet never
+//!    leader does not stop its heartbeats. Likewise, once it has applied the outstanding
+//!    Ready's `committed_entries`, it may apply what [`RawNode::take_committed`] gives
+//!    (entries committed since, durable on a majority, and reads whose index became known),
+//!    so a leader answers a batch its followers acknowledged without waiting for its own
+//!    write of the next batch; nothing is given while that Ready installs or asks for a
+//!    snapshot. Votes and acks of what is not durable yet never
 //!    leave that way: they wait for the next Ready's `persisted_messages`. An ack that
 //!    promises only what `advance` already confirmed durable (a heartbeat at the follower's
 //!    durable match index, in a term already durable, with no snapshot install out) is such
@@ -126,4 +131,4 @@ pub use node::{
     DurableState, ProposeError, Proposed, RawNode, ReadError, Role, SNAPSHOT_INDEX_MAX,
     SnapshotError, Status, StepError, TERM_MAX, TransferError,
 };
-pub use ready::{ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};
+pub use ready::{Committed, ReadState, Ready, SnapshotChunk, SnapshotChunkRequest};

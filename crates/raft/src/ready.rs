@@ -42,6 +42,25 @@ pub struct ReadState {
     pub index: LogIndex,
 }
 
+/// What [`crate::RawNode::take_committed`] gives while a Ready is outstanding: the same
+/// kind of work as a Ready's `committed_entries` and `read_states`, arrived since.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Committed entries to apply, in log order, each exactly once, after everything
+    /// applied before.
+    pub entries: Vec<Entry>,
+    /// Reads whose read index is known: serve each once the state machine has applied it.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Committed {
+    /// Whether there is nothing to do.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.read_states.is_empty()
+    }
+}
+
 /// The work a driver must do, taken from [`crate::RawNode::ready`].
 ///
 /// The driver handles it in this order (see the crate docs for the full contract):
@@ -57,7 +76,8 @@ pub struct ReadState {
 /// 5. call [`crate::RawNode::advance`].
 ///
 /// Between steps 1 and 5 the driver may also send what [`crate::RawNode::take_messages`]
-/// gives: messages of the same kind as `messages`, produced since.
+/// gives: messages of the same kind as `messages`, produced since; and, once step 4 is done,
+/// apply what [`crate::RawNode::take_committed`] gives: entries committed since.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ready {
     /// Messages that may be sent before this Ready's state is durable: a leader's

@@ -149,7 +149,9 @@ pub struct Interleaving {
     /// the core (`RawNode::take_messages`) and send them at once, as a driver whose storage
     /// writes run on another thread does: heartbeats, replication of new proposals,
     /// ReadIndex rounds, pre-votes and forwarded proposals go on while the disk is slow.
-    /// Only with `step_during_ready` (otherwise the core sees no input to answer).
+    /// With `apply_before_sync` too, also apply what was committed meanwhile
+    /// (`RawNode::take_committed`) and answer its clients, as the runtime does. Only with
+    /// `step_during_ready` (otherwise the core sees no input to answer).
     pub send_during_ready: bool,
 }
 

@@ -38,8 +38,8 @@ use chorus_core::envelope::Envelope;
 use chorus_core::{LogIndex, NodeId, Prng, StateMachine, Term};
 use chorus_kv::{KvConfig, KvStore, Query};
 use chorus_raft::{
-    Config, Entry, EntryPayload, MembershipChange, MembershipError, Message, RawNode, ReadId,
-    Ready, Role, SnapshotChunk, SnapshotChunkRequest, SnapshotMeta, Status, TransferError,
+    Committed, Config, Entry, EntryPayload, MembershipChange, MembershipError, Message, RawNode,
+    ReadId, Ready, Role, SnapshotChunk, SnapshotChunkRequest, SnapshotMeta, Status, TransferError,
 };
 use chorus_storage::snapshot::membership_extra;
 use chorus_storage::{MemStorage, SnapshotEncoder, Storage};
@@ -1241,9 +1241,18 @@ impl Simulator {
             if host.outstanding.is_some() {
                 if host.order.send_during_ready && host.order.step_during_ready {
                     // The Ready's write is under way: what needs no durability leaves now.
-                    for (to, message) in raft.take_messages() {
+                    let messages = raft.take_messages();
+                    // A driver that applied the Ready before its sync (the runtime's order)
+                    // also applies what was committed since, as the runtime does.
+                    let committed = if host.order.apply_before_sync {
+                        raft.take_committed()
+                    } else {
+                        Committed::default()
+                    };
+                    for (to, message) in messages {
                         self.send(node, to, message);
                     }
+                    self.apply_committed(node, committed);
                 }
                 break;
             }
@@ -1348,6 +1357,23 @@ impl Simulator {
         }
         self.release_held(node);
         self.drive(node);
+    }
+
+    /// Applies what [`RawNode::take_committed`] gave while a Ready was out, and serves the
+    /// reads now applied.
+    fn apply_committed(&mut self, node: usize, committed: Committed) {
+        if committed.is_empty() {
+            return;
+        }
+        for entry in &committed.entries {
+            self.apply(node, entry);
+        }
+        for state in committed.read_states {
+            self.nodes.hosts[node]
+                .ready_reads
+                .push((state.index, state.id));
+        }
+        self.serve_reads(node);
     }
 
     /// Step 4 of the contract: applies the Ready's committed entries, serves the reads now

@@ -12,9 +12,11 @@
 //! reports the batch durable, send the messages that promise durability (votes, acks) →
 //! advance. While the batch is out the driver goes on stepping messages, ticking, taking
 //! proposals and sending, once per tick, what needs no durability
-//! ([`RawNode::take_messages`]: heartbeats, AppendEntries, forwards, read rounds), so a
-//! stalled fsync delays this node's acks and its
-//! own copy of the log, never its heartbeats: a slow disk cannot cause an election. Snapshot
+//! ([`RawNode::take_messages`]: heartbeats, AppendEntries, forwards, read rounds), and
+//! applying what the followers committed meanwhile ([`RawNode::take_committed`]), so a
+//! stalled fsync delays this node's acks and its own copy of the log, never its heartbeats
+//! (a slow disk cannot cause an election), and a leader answers a batch a follower
+//! acknowledged without waiting for its own write of the next one. Snapshot
 //! chunks received from a leader are still written on the driver thread, and a received
 //! snapshot is verified and restored there (the log's compaction to it rides on the Ready's
 //! write); the compaction after a snapshot taken here is queued on the storage thread.
@@ -1315,7 +1317,24 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
             if std::mem::take(&mut self.ticked) {
                 Self::send(cx, self.raft.take_messages());
             }
-            return Ok(finished);
+            // What the followers acknowledged meanwhile is committed without this write (a
+            // majority holds it): apply it and answer its clients now, not one fsync later.
+            // This Ready's own committed entries were applied before its write was handed out.
+            let committed = self.raft.take_committed();
+            if committed.is_empty() {
+                return Ok(finished);
+            }
+            for entry in &committed.entries {
+                self.apply(cx, entry)?;
+            }
+            self.ready_reads.extend(
+                committed
+                    .read_states
+                    .iter()
+                    .map(|state| (state.index, state.id)),
+            );
+            self.serve_reads(cx);
+            return Ok(true);
         }
         if !self.raft.has_ready() {
             return Ok(finished);
