@@ -921,6 +921,10 @@ impl RawNode {
     /// Ready installs a snapshot or asks for one (`snapshot`, `snapshot_due`): the state
     /// machine must stand exactly at that index until the Ready is advanced. What it takes
     /// never reappears in a Ready.
+    ///
+    /// The core cannot tell whether the driver applied the outstanding Ready's entries: a
+    /// driver that applies them only after its sync must not call this before, or it would
+    /// apply later entries first.
     pub fn take_committed(&mut self) -> Committed {
         if self.apply_held {
             return Committed::default();
@@ -2852,6 +2856,37 @@ mod tests {
         node.advance();
         let ready = node.ready();
         assert_eq!(indexes(&ready.committed_entries), vec![2]);
+    }
+
+    #[test]
+    fn a_leader_applies_what_followers_acknowledged_while_its_own_next_write_is_out() {
+        let mut node = follower();
+        node.campaign();
+        let _ = node.ready();
+        node.advance();
+        let granted = Message::RequestVoteResponse(RequestVoteResponse {
+            term: Term(1),
+            granted: true,
+            pre_vote: false,
+        });
+        node.step(id(2), granted).expect("accepted");
+        assert_eq!(node.status().role, Role::Leader);
+        assert_eq!(indexes(&node.ready().entries), vec![1]);
+        node.advance();
+        node.propose(Bytes::from_static(b"a")).expect("leader");
+        assert_eq!(indexes(&node.ready().entries), vec![2]);
+        // The leader's write of entry 2 is out. Follower 2 holds 1 and 2: entry 1 is on a
+        // majority (the leader's durable copy and 2's), entry 2 is not (the leader's own
+        // copy counts only once durable).
+        let (from, ack_2) = ack(2);
+        node.step(from, ack_2).expect("accepted");
+        assert_eq!(indexes(&node.take_committed().entries), vec![1]);
+        // Follower 3 holds them too: entry 2 is on a majority without the leader's copy.
+        let (_, ack_3) = ack(2);
+        node.step(id(3), ack_3).expect("accepted");
+        assert_eq!(indexes(&node.take_committed().entries), vec![2]);
+        node.advance();
+        assert!(node.ready().committed_entries.is_empty());
     }
 
     #[test]

@@ -342,7 +342,8 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     ready_reads: Vec<(LogIndex, ReadId)>,
     /// The reads the core answered at once from its lease (no ReadIndex round), until they
     /// are served: only for the metrics. Each enters [`RaftHost::ready_reads`] with the next
-    /// Ready and leaves here when it leaves there, so this holds no more than that does.
+    /// Ready (or earlier, from [`RawNode::take_committed`] while a write is out) and leaves
+    /// here when it leaves there, so this holds no more than that does.
     leased_reads: BTreeSet<ReadId>,
     last_leader: Option<(Term, Option<NodeId>)>,
     last_role: Role,
