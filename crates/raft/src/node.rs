@@ -2890,6 +2890,25 @@ mod tests {
     }
 
     #[test]
+    fn what_one_ready_cannot_carry_is_given_early_after_it() {
+        let mut node = follower();
+        let last = COMMITTED_ENTRIES_MAX as u64 + 10;
+        let all: Vec<u64> = (1..=last).collect();
+        node.step(id(2), append_committing(0, &all, last))
+            .expect("accepted");
+        let ready = node.ready();
+        let first = indexes(&ready.committed_entries);
+        assert_eq!(first.len(), COMMITTED_ENTRIES_MAX);
+        // The rest follows on from where the Ready stopped, once.
+        let rest = indexes(&node.take_committed().entries);
+        assert_eq!(rest.first(), Some(&(COMMITTED_ENTRIES_MAX as u64 + 1)));
+        assert_eq!(rest.last(), Some(&last));
+        assert!(node.take_committed().is_empty());
+        node.advance();
+        assert!(node.ready().committed_entries.is_empty());
+    }
+
+    #[test]
     fn nothing_commits_early_while_the_outstanding_ready_asks_for_a_snapshot() {
         let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
         config.snapshot_threshold_entries = 1;
