@@ -289,6 +289,10 @@ pub struct RawNode {
     snapshot_forced: bool,
     /// Bytes of entries handed out for applying since the last snapshot.
     bytes_since_snapshot: u64,
+    /// The snapshot last asked for by `Ready::snapshot_due`, and `bytes_since_snapshot` when
+    /// it was asked: the bytes that snapshot covers. Entries applied while it is written are
+    /// not in it, so they stay counted toward the next one.
+    snapshot_due_bytes: Option<(LogIndex, u64)>,
     /// Neither threshold asks for a snapshot before `bytes_since_snapshot` reaches this
     /// ([`RawNode::set_snapshot_bytes_floor`]).
     snapshot_bytes_floor: u64,
@@ -459,6 +463,7 @@ impl RawNode {
             snapshot_requested: false,
             snapshot_forced: false,
             bytes_since_snapshot: 0,
+            snapshot_due_bytes: None,
             snapshot_bytes_floor: 0,
             receiving: None,
             install_pending: None,
@@ -993,6 +998,7 @@ impl RawNode {
             return None;
         }
         let term = self.log.term_at(applied)?;
+        self.snapshot_due_bytes = Some((applied, self.bytes_since_snapshot));
         self.snapshot_requested = true;
         self.snapshot_forced = false;
         Some(SnapshotMeta {
@@ -1022,7 +1028,14 @@ impl RawNode {
                 term: meta.term,
             });
         }
-        self.bytes_since_snapshot = 0;
+        // What the snapshot covers leaves the count; what was applied after its index (while
+        // it was written) stays. A snapshot other than the one asked for covers everything.
+        self.bytes_since_snapshot = match self.snapshot_due_bytes.take() {
+            Some((index, bytes)) if index == meta.index => {
+                self.bytes_since_snapshot.saturating_sub(bytes)
+            }
+            _ => 0,
+        };
         if self.config.injected_bugs().compact_above_commit {
             // Deliberate bug: compact the whole log, committed-but-unapplied entries and
             // uncommitted ones included.
@@ -1072,6 +1085,7 @@ impl RawNode {
     /// committed entries are applied.
     pub fn on_snapshot_failed(&mut self) {
         self.snapshot_requested = false;
+        self.snapshot_due_bytes = None;
     }
 
     /// Leader: the driver read the chunk asked for by a [`SnapshotChunkRequest`]: `data` is
@@ -2924,6 +2938,45 @@ mod tests {
         assert!(node.take_committed().is_empty());
         node.advance();
         assert_eq!(indexes(&node.ready().committed_entries), vec![2]);
+    }
+
+    // Entries applied while a snapshot is being written are not in it: they count toward the
+    // next one. (The count used to restart from zero when the snapshot was reported, so under
+    // steady load every snapshot came later than its byte threshold said.)
+    #[test]
+    fn bytes_applied_while_a_snapshot_is_written_count_toward_the_next_one() {
+        let mut config = Config::new(id(1), vec![id(1), id(2), id(3)]);
+        config.snapshot_threshold_entries = 1_000_000;
+        // Five of the test's 25-byte entries.
+        config.snapshot_threshold_bytes = 125;
+        config.compaction_tail_entries = 0;
+        let mut node = RawNode::new(config).expect("valid config");
+        node.step(id(2), append_committing(0, &[1, 2, 3, 4, 5], 5))
+            .expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.snapshot_due.map(|meta| meta.index), Some(LogIndex(5)));
+        node.advance();
+        // Four more are applied while the snapshot of entry 5 is written.
+        node.step(id(2), append_committing(5, &[6, 7, 8, 9], 9))
+            .expect("accepted");
+        let ready = node.ready();
+        assert_eq!(indexes(&ready.committed_entries), vec![6, 7, 8, 9]);
+        assert_eq!(ready.snapshot_due, None, "one snapshot at a time");
+        node.advance();
+        node.on_snapshot_taken(SnapshotMeta {
+            index: LogIndex(5),
+            term: Term(1),
+        })
+        .expect("taken");
+        // With those four counted, the fifth after the snapshot passes the threshold.
+        node.step(id(2), append_committing(9, &[10], 10))
+            .expect("accepted");
+        let ready = node.ready();
+        assert_eq!(indexes(&ready.committed_entries), vec![10]);
+        assert_eq!(
+            ready.snapshot_due.map(|meta| meta.index),
+            Some(LogIndex(10))
+        );
     }
 
     #[test]
