@@ -136,6 +136,7 @@ fn open_storage(
         &config.data_dir,
         FileStorageOptions {
             segment_bytes_max: config.storage.segment_bytes,
+            preallocate: config.storage.preallocate,
             repair_synced_damage,
             ..FileStorageOptions::default()
         },

@@ -60,7 +60,7 @@
 //! Not guarded: two processes opening one directory at once. The runtime owns its directory.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use chorus_core::LogIndex;
@@ -93,6 +93,14 @@ pub struct FileStorageOptions {
     /// (`true`, the default), or refuse with [`StorageError::Corrupt`] and change nothing,
     /// for a user of the log that cannot repair it.
     pub repair_synced_damage: bool,
+    /// Whether each segment's space, up to `segment_bytes_max`, is allocated when the
+    /// segment is started (`fallocate`, Linux only; elsewhere, or on a file system that cannot,
+    /// segments grow as they are written). An `fdatasync` after writing into allocated space
+    /// need not commit a new file size to the file system's journal, which made it about a
+    /// third cheaper on the ext4 disk of docs/benchmarks, and cheaper still when several nodes
+    /// sync at once. The unwritten rest reads as zeros, which replay takes as the clean end
+    /// of the log (see [`crate::wal`]); a closed segment is cut to its records first.
+    pub preallocate: bool,
 }
 
 impl Default for FileStorageOptions {
@@ -102,6 +110,7 @@ impl Default for FileStorageOptions {
             record_bytes_max: 64 << 20,
             write_buffer_bytes_max: 4 << 20,
             repair_synced_damage: true,
+            preallocate: true,
         }
     }
 }
@@ -328,9 +337,9 @@ impl FileStorage {
                         repairing: hard_state.repairing.unwrap_or_default(),
                     });
                 }
-                if scan.is_torn() {
+                if scan.is_torn() && !(scan.zero_tail && options.preallocate) {
                     cut_torn_tail(&path, sequence, scan.good_end)?;
-                    if scan.synced_damage.is_none() {
+                    if scan.synced_damage.is_none() && !scan.zero_tail {
                         report.torn_tail = Some(TornTail {
                             file: path.clone(),
                             offset: scan.good_end,
@@ -339,14 +348,20 @@ impl FileStorage {
                     }
                     segment_bytes = scan.good_end.max(SEGMENT_HEADER_BYTES);
                 }
-                let segment = OpenOptions::new()
-                    .append(true)
+                let mut segment = OpenOptions::new()
+                    .write(true)
                     .open(&path)
                     .map_err(StorageError::io("open", &path))?;
+                segment
+                    .seek(SeekFrom::Start(segment_bytes))
+                    .map_err(StorageError::io("seek", &path))?;
+                if options.preallocate {
+                    preallocate(&segment, &path, options.segment_bytes_max)?;
+                }
                 (segment, path, sequence, segment_bytes)
             }
             None => {
-                let (segment, path) = create_segment(&directory, 1)?;
+                let (segment, path) = create_segment(&directory, 1, &options)?;
                 segment
                     .sync_all()
                     .map_err(StorageError::io("fsync", &path))?;
@@ -557,11 +572,18 @@ impl FileStorage {
     /// first: replay accepts a torn tail only in the last segment, so every earlier segment
     /// must be whole before anything lands in a later one.
     fn rotate(&mut self) -> Result<(), StorageError> {
+        if self.options.preallocate {
+            // A closed segment ends with its last record: replay takes zeros as the end of
+            // the log only in the last segment.
+            self.segment
+                .set_len(self.segment_bytes)
+                .map_err(StorageError::io("truncate", &self.segment_path))?;
+        }
         self.segment
             .sync_data()
             .map_err(StorageError::io("fsync", &self.segment_path))?;
         let sequence = self.segment_sequence + 1;
-        let (segment, path) = create_segment(&self.directory, sequence)?;
+        let (segment, path) = create_segment(&self.directory, sequence, &self.options)?;
         self.segment = segment;
         self.segment_path = path;
         self.segment_sequence = sequence;
@@ -814,17 +836,57 @@ fn list_segments(directory: &Path) -> Result<Vec<u64>, StorageError> {
     Ok(sequences)
 }
 
-/// Creates a segment holding only its header (not yet synced).
-fn create_segment(directory: &Path, sequence: u64) -> Result<(File, PathBuf), StorageError> {
+/// Creates a segment holding only its header (not yet synced), its space allocated if the
+/// options say so; the file's position is right after the header.
+fn create_segment(
+    directory: &Path,
+    sequence: u64,
+    options: &FileStorageOptions,
+) -> Result<(File, PathBuf), StorageError> {
     let path = directory.join(wal::segment_file_name(sequence));
     let mut file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .map_err(StorageError::io("create", &path))?;
     file.write_all(&wal::encode_segment_header(sequence))
         .map_err(StorageError::io("write", &path))?;
+    if options.preallocate {
+        preallocate(&file, &path, options.segment_bytes_max)?;
+    }
     Ok((file, path))
+}
+
+/// Allocates the segment's space up to `bytes` (the file's length grows to it, the new bytes
+/// reading as zeros; its position does not move). Does nothing where the platform or the
+/// file system cannot, or where the file is already that long.
+fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError> {
+    let length = file
+        .metadata()
+        .map_err(StorageError::io("stat", path))?
+        .len();
+    if length >= bytes {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let (Ok(offset), Ok(extra)) = (i64::try_from(length), i64::try_from(bytes - length)) else {
+            return Ok(());
+        };
+        match fallocate(file, FallocateFlags::empty(), offset, extra) {
+            Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+            Err(error) => {
+                return Err(StorageError::io("fallocate", path)(std::io::Error::from(
+                    error,
+                )));
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    Ok(())
 }
 
 /// Copies the bytes of `segment` from `from` to its end into `<segment>.damaged-<from>` in

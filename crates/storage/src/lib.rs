@@ -46,7 +46,8 @@
 //!
 //! Content read from disk is outside input: damage returns [`StorageError::Corrupt`], never a
 //! panic. A torn tail (the last write of the last segment cut short by a crash) is cut off and
-//! reported in [`RecoveryReport`]; damage anywhere else refuses to open, because it may be in
+//! reported in [`RecoveryReport`] (zeros after the last segment's records are not damage but
+//! its preallocated space, the log's clean end); damage anywhere else refuses to open, because it may be in
 //! committed entries and committed entries are never dropped silently. After an I/O error a
 //! [`FileStorage`] refuses further use ([`StorageError::Poisoned`]): once an fsync has failed
 //! the kernel may have dropped the dirty pages, so only a reopen tells what is on disk.

@@ -61,7 +61,15 @@
 //!
 //! A crash loses what was not synced, and a power cut can leave the unsynced tail of the last
 //! segment in any state: cut short, zero-filled, garbage in the middle with later pages
-//! present (the kernel writes pages back in any order). A disk can also flip bits in data that
+//! present (the kernel writes pages back in any order).
+//!
+//! The last segment may also end in zeros by design: a writer that preallocates a segment
+//! (`FileStorageOptions::preallocate`) writes its records into space that reads as zeros
+//! until written. So where the last segment's records stop and every byte after them, to the
+//! end of the file, is zero, that is the **clean end** of the log: nothing is cut and nothing
+//! reported, and the writer goes on from there. Zeros cannot hide a synced record (a sync
+//! marker is never zero), so this loses nothing that the rules below would keep. A closed
+//! segment is cut to its last record before the next one starts, so zeros in it are damage. A disk can also flip bits in data that
 //! was synced. Sync markers tell the two apart. Replay reads records until the first damage
 //! in the last segment — a header or a record that is cut short, has a length out of range or
 //! running past the end of the file, or fails its checksum — and then looks for a valid sync
@@ -306,6 +314,10 @@ pub(crate) struct SegmentScan {
     /// Set when the damage at `good_end` is in synced data (a sync marker follows it): the
     /// records from there on may have been acknowledged, and cutting them loses them.
     pub(crate) synced_damage: Option<SyncedDamage>,
+    /// Set when every byte from `good_end` (past the header) to the end of the last segment
+    /// is zero: space allocated ahead of the records, or pages a crash never wrote back. It
+    /// holds nothing, and is the clean end of the log rather than a torn tail.
+    pub(crate) zero_tail: bool,
 }
 
 /// Damage that a later sync marker proves was in durable bytes.
@@ -350,6 +362,14 @@ pub(crate) fn scan_segment(
         if !is_last {
             return Err(corrupt(offset, reason));
         }
+        if offset >= SEGMENT_HEADER_BYTES && is_zero_from(path, offset)? {
+            return Ok(SegmentScan {
+                good_end: offset,
+                length,
+                synced_damage: None,
+                zero_tail: true,
+            });
+        }
         let synced_damage = match find_sync_markers(path, sequence, offset + 1)? {
             None => None,
             Some(markers) => Some(SyncedDamage {
@@ -362,6 +382,7 @@ pub(crate) fn scan_segment(
             good_end: offset,
             length,
             synced_damage,
+            zero_tail: false,
         })
     };
 
@@ -454,7 +475,29 @@ pub(crate) fn scan_segment(
         good_end: offset,
         length,
         synced_damage: None,
+        zero_tail: false,
     })
+}
+
+/// Whether every byte of the file at `path` from `from` to its end is zero. Reads the rest
+/// of the file once, in bounded chunks.
+fn is_zero_from(path: &Path, from: u64) -> Result<bool, StorageError> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = File::open(path).map_err(StorageError::io("open", path))?;
+    file.seek(SeekFrom::Start(from))
+        .map_err(StorageError::io("seek", path))?;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let read = file
+            .read(&mut chunk)
+            .map_err(StorageError::io("read", path))?;
+        if read == 0 {
+            return Ok(true);
+        }
+        if chunk[..read].iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// The valid sync markers found after a damage.

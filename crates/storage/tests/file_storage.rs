@@ -37,8 +37,18 @@ fn position(index: u64, term: u64) -> LogPosition {
     }
 }
 
+/// The options of most tests here: without preallocation, so that a segment file's length is
+/// where its records end, which is what the byte-level damage below is placed by. The
+/// preallocated segments of the default have tests of their own, at the end.
+fn unpreallocated() -> FileStorageOptions {
+    FileStorageOptions {
+        preallocate: false,
+        ..FileStorageOptions::default()
+    }
+}
+
 fn open(directory: &Path) -> Result<(FileStorage, DurableState, RecoveryReport), StorageError> {
-    FileStorage::open(directory, FileStorageOptions::default())
+    FileStorage::open(directory, unpreallocated())
 }
 
 fn first_segment(directory: &Path) -> PathBuf {
@@ -241,7 +251,7 @@ fn a_flipped_bit_in_the_last_synced_record_is_cut_and_the_node_repairs() {
 fn synced_then_unsynced(directory: &Path, batches: u64, unsynced: u64) -> (u64, DurableState) {
     let options = FileStorageOptions {
         write_buffer_bytes_max: 0,
-        ..FileStorageOptions::default()
+        ..unpreallocated()
     };
     let (mut storage, _, _) = FileStorage::open(directory, options).expect("opens");
     for batch in 0..batches {
@@ -361,7 +371,7 @@ fn where_the_log_ended_counts_a_synced_batch_whose_marker_a_power_cut_lost() {
 fn batches_in_small_segments(directory: &Path) -> Vec<PathBuf> {
     let options = FileStorageOptions {
         segment_bytes_max: 128,
-        ..FileStorageOptions::default()
+        ..unpreallocated()
     };
     let (mut storage, _, _) = FileStorage::open(directory, options).expect("opens");
     storage.write(Some(hard_state(1, 0)), &[]).expect("writes");
@@ -382,7 +392,7 @@ fn batches_in_small_segments(directory: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_zero_filled_tail_is_a_torn_tail() {
+fn a_zero_filled_tail_is_the_clean_end_of_the_log_not_a_torn_tail() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let (_, _) = three_batches(directory.path());
     let path = first_segment(directory.path());
@@ -392,8 +402,9 @@ fn a_zero_filled_tail_is_a_torn_tail() {
     fs::write(&path, &bytes).expect("extends");
     let (_, durable, report) = open(directory.path()).expect("recovers");
     assert_eq!(durable.entries.len(), 6);
-    let torn = report.torn_tail.expect("reported");
-    assert_eq!((torn.offset, torn.bytes_dropped), (length, 4096));
+    assert_eq!(report.torn_tail, None, "zeros hold nothing to report");
+    // Without preallocation the zeros are cut, so the file again ends with its records.
+    assert_eq!(fs::metadata(&path).expect("stat").len(), length);
 }
 
 #[test]
@@ -488,13 +499,18 @@ fn count_segments(directory: &Path) -> usize {
 fn small_segments() -> FileStorageOptions {
     FileStorageOptions {
         segment_bytes_max: 300,
-        ..FileStorageOptions::default()
+        ..unpreallocated()
     }
 }
 
 /// Writes 60 entries in 30 synced batches into segments of about 300 bytes.
 fn many_segments(directory: &Path) -> Vec<Entry> {
-    let (mut storage, _, _) = FileStorage::open(directory, small_segments()).expect("opens");
+    many_segments_with(directory, small_segments())
+}
+
+/// Writes 60 entries in 30 synced batches with these options.
+fn many_segments_with(directory: &Path, options: FileStorageOptions) -> Vec<Entry> {
+    let (mut storage, _, _) = FileStorage::open(directory, options).expect("opens");
     let mut written = Vec::new();
     for batch in 0..30 {
         let batch_entries = [entry(2 * batch + 1, 1), entry(2 * batch + 2, 1)];
@@ -587,7 +603,7 @@ fn large_batches_split_into_records_below_the_limit() {
     let directory = tempfile::tempdir().expect("a temporary directory");
     let options = FileStorageOptions {
         record_bytes_max: 200,
-        ..FileStorageOptions::default()
+        ..unpreallocated()
     };
     let (mut storage, _, _) = FileStorage::open(directory.path(), options.clone()).expect("opens");
     let batch: Vec<Entry> = (1..=50).map(|index| entry(index, 1)).collect();
@@ -679,4 +695,111 @@ fn a_repairing_node_keeps_the_mark_until_its_core_clears_it() {
         41,
         "a healthy node writes the first format again"
     );
+}
+
+// Preallocated segments (the default): the tests above place damage by the file's length,
+// which preallocation makes the segment's size instead, so these place it by where the
+// records ended before the space was allocated.
+
+fn preallocated_segments(segment_bytes_max: u64) -> FileStorageOptions {
+    FileStorageOptions {
+        segment_bytes_max,
+        preallocate: true,
+        ..FileStorageOptions::default()
+    }
+}
+
+#[test]
+fn a_preallocated_segment_reopens_at_its_last_record_and_writes_on_from_there() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let options = preallocated_segments(1 << 20);
+    let (mut storage, _, _) = FileStorage::open(directory.path(), options.clone()).expect("opens");
+    storage
+        .write(Some(hard_state(1, 0)), &[entry(1, 1), entry(2, 1)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    let path = first_segment(directory.path());
+    if cfg!(target_os = "linux") {
+        assert_eq!(fs::metadata(&path).expect("stat").len(), 1 << 20);
+    }
+    drop(storage);
+
+    for round in 1..=3u64 {
+        let (mut storage, durable, report) =
+            FileStorage::open(directory.path(), options.clone()).expect("reopens");
+        assert_eq!(report.torn_tail, None, "round {round}");
+        assert_eq!(report.synced_damage, None, "round {round}");
+        assert_eq!(durable.entries.len() as u64, 2 * round, "round {round}");
+        // The next batch goes right after the last record, not after the zeros.
+        storage
+            .write(None, &[entry(2 * round + 1, 1), entry(2 * round + 2, 1)])
+            .expect("writes");
+        storage.sync().expect("syncs");
+        assert_eq!(
+            storage.durable_state().expect("reads").entries.len() as u64,
+            2 * round + 2
+        );
+    }
+    // A reopen without preallocation reads the same log and cuts the zeros silently.
+    let (_, durable, report) = open(directory.path()).expect("reopens");
+    assert_eq!((durable.entries.len(), report.torn_tail), (8, None));
+}
+
+#[test]
+fn a_torn_record_before_the_preallocated_zeros_is_cut_and_reported() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    // Written without preallocation, so the file's length says where the records end; the
+    // reopen below allocates the rest of the segment after them.
+    let (_, before) = three_batches(directory.path());
+    let path = first_segment(directory.path());
+    let records_end = fs::metadata(&path).expect("stat").len();
+    let options = preallocated_segments(1 << 20);
+    drop(FileStorage::open(directory.path(), options.clone()).expect("opens"));
+    if cfg!(target_os = "linux") {
+        assert_eq!(fs::metadata(&path).expect("stat").len(), 1 << 20);
+    }
+    // A crash in the middle of the next write: a record header announcing 200 bytes, and 11
+    // of them, with the allocated zeros after.
+    let mut torn = Vec::new();
+    torn.extend_from_slice(&200u32.to_le_bytes());
+    torn.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    torn.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+    overwrite(&path, records_end, &torn);
+
+    let (mut storage, durable, report) =
+        FileStorage::open(directory.path(), options.clone()).expect("recovers");
+    let torn = report.torn_tail.expect("reported");
+    assert_eq!(torn.offset, records_end);
+    assert_eq!(durable.entries.len(), 6);
+    assert_eq!(durable.entries[..4], before.entries[..]);
+    storage
+        .write(Some(hard_state(2, 6)), &[entry(7, 2)])
+        .expect("writes");
+    storage.sync().expect("syncs");
+    drop(storage);
+    let (_, durable, report) = FileStorage::open(directory.path(), options).expect("reopens");
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(durable.entries.len(), 7);
+    assert_eq!(durable.entries[6], entry(7, 2));
+}
+
+#[test]
+fn a_preallocated_segment_is_cut_to_its_records_when_the_next_one_starts() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    let options = preallocated_segments(300);
+    let written = many_segments_with(directory.path(), options.clone());
+    let segments = count_segments(directory.path()) as u64;
+    assert!(segments > 3, "only {segments} segments");
+    for sequence in 1..segments {
+        // Allocated, it would be 300 bytes long; its records end before (the next batch
+        // would have passed 300).
+        let length = fs::metadata(directory.path().join(segment_file_name(sequence)))
+            .expect("stat")
+            .len();
+        assert!(length < 300, "segment {sequence} has {length} bytes");
+    }
+    // Zeros after the records of a closed segment would be damage, refused here.
+    let (_, durable, report) = FileStorage::open(directory.path(), options).expect("reopens");
+    assert_eq!(report.torn_tail, None);
+    assert_eq!(durable.entries, written);
 }

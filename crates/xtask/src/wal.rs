@@ -6,14 +6,16 @@
 //! the last fsync**. Cutting deeper would drop data the node had promised to keep, which is not
 //! a fault but a different, broken disk.
 //!
-//! Finding the last fsync from outside: the node's driver thread (`chorus-driver-<id>`) writes
-//! each batch with `write(2)` and then calls `fdatasync(2)` before it sends any message that
-//! promises the batch, so unsynced data exists only between a WAL `write` returning and the
-//! following `fdatasync` returning. [`catch_unsynced`] freezes the process with SIGSTOP and reads
-//! `/proc/<pid>/task/<tid>/syscall` of the driver thread: a thread stopped on its way out of a
+//! Finding the last fsync from outside: the node's storage thread (`chorus-storage-<id>`; the
+//! driver, `chorus-driver-<id>`, in builds before the storage thread) writes each batch with
+//! `write(2)` and then calls `fdatasync(2)` before the driver sends any message that promises
+//! the batch, so unsynced data exists only between a WAL `write` returning and the following
+//! `fdatasync` returning. [`catch_unsynced`] freezes the process with SIGSTOP and reads
+//! `/proc/<pid>/task/<tid>/syscall` of that thread: a thread stopped on its way out of a
 //! system call shows that call's number and arguments. If it is a `write` to a `wal-*.log` file,
-//! the last `count` bytes of that file (the write's third argument) are exactly the batch that
-//! was never synced. Otherwise the probe thaws the node and tries again a few milliseconds
+//! the `count` bytes (the write's third argument) before the file's position (read from
+//! `/proc/<pid>/fdinfo/<fd>`; not its length, which a preallocated segment has at its full
+//! size) are exactly the batch that was never synced. Otherwise the probe thaws the node and tries again a few milliseconds
 //! later, a bounded number of times. When the probe never catches the window (it is short: a
 //! write to the page cache takes microseconds), the fault degrades to a plain `kill -9` and the
 //! nemesis log says so; it never guesses.
@@ -52,19 +54,31 @@ pub struct Unsynced {
     pub segment: PathBuf,
     /// The first byte that was not yet synced.
     pub start: u64,
-    /// The file's length when the process was frozen.
+    /// Where the writes had reached when the process was frozen (the file's position).
     pub end: u64,
 }
 
-/// The driver thread of process `pid`.
-fn driver_thread(pid: Pid) -> Option<u32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|task| {
-        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-        comm.starts_with("chorus-driver")
-            .then(|| task.file_name().to_str()?.parse().ok())
-            .flatten()
-    })
+/// The thread of process `pid` that writes the WAL: its storage thread, or its driver in
+/// builds without one.
+fn writer_thread(pid: Pid) -> Option<u32> {
+    let named = |prefix: &str| {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks.flatten().find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            comm.starts_with(prefix)
+                .then(|| task.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+    };
+    named("chorus-storage").or_else(|| named("chorus-driver"))
+}
+
+/// The position of file descriptor `fd` of process `pid`, from its `fdinfo`.
+fn file_position(pid: Pid, fd: u64) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("pos:"))
+        .and_then(|position| position.trim().parse().ok())
 }
 
 /// Whether every thread of `pid` is stopped.
@@ -97,7 +111,7 @@ fn parse_syscall(text: &str) -> Option<(i64, [u64; 3])> {
 /// One look at a frozen process: the unsynced tail, if its driver is between a WAL write and
 /// the fsync after it.
 fn inspect(pid: Pid) -> Option<Unsynced> {
-    let tid = driver_thread(pid)?;
+    let tid = writer_thread(pid)?;
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     let (number, [fd, _buffer, count]) = parse_syscall(&text)?;
     if number != SYS_WRITE {
@@ -108,7 +122,7 @@ fn inspect(pid: Pid) -> Option<Unsynced> {
     if !(name.starts_with("wal-") && name.ends_with(".log")) {
         return None;
     }
-    let end = std::fs::metadata(&segment).ok()?.len();
+    let end = file_position(pid, fd)?;
     let start = end.checked_sub(count)?.max(SEGMENT_HEADER_BYTES);
     Some(Unsynced {
         segment,

@@ -1348,8 +1348,9 @@ pub fn markdown(comparison: &Comparison) -> String {
     if let Some(floor) = &c.floor {
         let _ = writeln!(
             md,
-            "## The physical floor\n\nOne 128-byte append plus `fdatasync` on the disk of the \
-             data directories: p50 {:.0} us (p99 {:.0} us, {} samples taken between the runs). \
+            "## The physical floor\n\nOne 128-byte append into preallocated space plus \
+             `fdatasync` on the disk of the data directories (the cheapest sync a log can \
+             have there): p50 {:.0} us (p99 {:.0} us, {} samples taken between the runs). \
              One loopback TCP round trip: p50 {:.0} us. A replicated durable write cannot be \
              acknowledged faster than one fdatasync and two round trips: **{:.0} us**.\n",
             floor.fdatasync_p50_us,

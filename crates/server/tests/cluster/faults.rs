@@ -10,7 +10,7 @@ use chorus_check::linearizability::{CheckLimits, Verdict, check};
 use chorus_client::{Client, ClientConfig, ClientError};
 use chorus_kv::KvError;
 
-use crate::harness::{TestCluster, append_to, flip_bit, resp_get, resp_set};
+use crate::harness::{TestCluster, append_to, flip_bit, records_end, resp_get, resp_set};
 
 const STARTUP: Duration = Duration::from_secs(10);
 
@@ -565,7 +565,7 @@ fn a_flipped_bit_in_a_synced_wal_record_is_repaired_from_the_peers() {
         .wal_segments(victim)
         .pop()
         .expect("the victim has a WAL segment");
-    let size = std::fs::metadata(&last).expect("segment metadata").len();
+    let size = records_end(&last);
     assert!(size > 4096, "the load wrote records ({size} bytes)");
     // Halfway through the segment: many fsyncs (and their sync markers) came after it.
     flip_bit(&last, size / 2, 5);

@@ -793,6 +793,18 @@ pub fn append_to(path: &Path, bytes: &[u8]) {
     file.sync_all().expect("sync a segment");
 }
 
+/// About where a WAL segment's records end: after its last byte that is not zero. A segment's
+/// space is allocated ahead (`storage.preallocate`), so its length says nothing; its records
+/// end at most a few bytes after that byte (the last sync marker ends in the high bytes of a
+/// term, which are zero).
+pub fn records_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read a segment");
+    bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(0, |at| at as u64 + 1)
+}
+
 /// Flips one bit of a file.
 pub fn flip_bit(path: &Path, offset: u64, bit: u8) {
     let mut bytes = Vec::new();
