@@ -1019,6 +1019,7 @@ impl RawNode {
     /// does not match the log; nothing changes then (but another snapshot may be asked for).
     pub fn on_snapshot_taken(&mut self, meta: SnapshotMeta) -> Result<(), SnapshotError> {
         self.snapshot_requested = false;
+        let due_bytes = self.snapshot_due_bytes.take();
         if meta.index <= self.log.snapshot().index {
             return Ok(());
         }
@@ -1030,7 +1031,7 @@ impl RawNode {
         }
         // What the snapshot covers leaves the count; what was applied after its index (while
         // it was written) stays. A snapshot other than the one asked for covers everything.
-        self.bytes_since_snapshot = match self.snapshot_due_bytes.take() {
+        self.bytes_since_snapshot = match due_bytes {
             Some((index, bytes)) if index == meta.index => {
                 self.bytes_since_snapshot.saturating_sub(bytes)
             }

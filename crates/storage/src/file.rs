@@ -316,12 +316,18 @@ impl FileStorage {
             Some((sequence, scan)) => {
                 let path = directory.join(wal::segment_file_name(sequence));
                 let mut segment_bytes = scan.good_end;
+                // Preallocated zeros after the records are not dropped data.
+                let dropped_end = if options.preallocate {
+                    scan.data_end
+                } else {
+                    scan.length
+                };
                 if let (Some(damage), Some(hard_state)) = (&scan.synced_damage, repairing) {
                     // Keep the bytes to be cut aside, for an operator (a cluster that cannot
                     // repair the node refuses to start it after this), then remember the
                     // repair before cutting: a crash in between finds the same damage again,
                     // and a node must never forget that it lost records.
-                    let saved = save_damaged_tail(&directory, &path, scan.good_end)?;
+                    let saved = save_damaged_tail(&directory, &path, scan.good_end, dropped_end)?;
                     hard_state::replace(
                         &directory,
                         &hard_state,
@@ -332,7 +338,7 @@ impl FileStorage {
                         file: path.clone(),
                         offset: scan.good_end,
                         marker: damage.marker,
-                        bytes_dropped: scan.length - scan.good_end,
+                        bytes_dropped: dropped_end - scan.good_end,
                         reason: damage.reason.clone(),
                         repairing: hard_state.repairing.unwrap_or_default(),
                     });
@@ -343,7 +349,7 @@ impl FileStorage {
                         report.torn_tail = Some(TornTail {
                             file: path.clone(),
                             offset: scan.good_end,
-                            bytes_dropped: scan.length - scan.good_end,
+                            bytes_dropped: dropped_end - scan.good_end,
                         });
                     }
                     segment_bytes = scan.good_end.max(SEGMENT_HEADER_BYTES);
@@ -358,6 +364,14 @@ impl FileStorage {
                 if options.preallocate {
                     preallocate(&segment, &path, options.segment_bytes_max)?;
                 }
+                // A process killed after a write and before its fsync left that write in the
+                // page cache, and replay just read it: make it durable (with the names of the
+                // segments) before this node can acknowledge any of it, or a later power cut
+                // could lose what it acknowledged.
+                segment
+                    .sync_data()
+                    .map_err(StorageError::io("fsync", &path))?;
+                hard_state::sync_directory(&directory)?;
                 (segment, path, sequence, segment_bytes)
             }
             None => {
@@ -859,7 +873,8 @@ fn create_segment(
 
 /// Allocates the segment's space up to `bytes` (the file's length grows to it, the new bytes
 /// reading as zeros; its position does not move). Does nothing where the platform or the
-/// file system cannot, or where the file is already that long.
+/// file system cannot, or where the file is already that long; a failed allocation is
+/// logged, and the segment grows as it is written.
 fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError> {
     let length = file
         .metadata()
@@ -877,10 +892,11 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError>
         };
         match fallocate(file, FallocateFlags::empty(), offset, extra) {
             Ok(()) | Err(Errno::EOPNOTSUPP) => {}
+            // A full disk, or a file system that cannot: the segment grows as it is written
+            // instead, as it would without preallocation. Writes themselves still fail on a
+            // full disk; opening must not, or a node could not start to compact.
             Err(error) => {
-                return Err(StorageError::io("fallocate", path)(std::io::Error::from(
-                    error,
-                )));
+                tracing::warn!(%error, file = %path.display(), "cannot preallocate a log segment; it grows as it is written");
             }
         }
     }
@@ -889,10 +905,15 @@ fn preallocate(file: &File, path: &Path, bytes: u64) -> Result<(), StorageError>
     Ok(())
 }
 
-/// Copies the bytes of `segment` from `from` to its end into `<segment>.damaged-<from>` in
-/// `directory`, durably; returns that file.
-fn save_damaged_tail(directory: &Path, segment: &Path, from: u64) -> Result<PathBuf, StorageError> {
-    use std::io::{Seek, SeekFrom};
+/// Copies the bytes of `segment` from `from` to `to` (where its bytes that are not zero end)
+/// into `<segment>.damaged-<from>` in `directory`, durably; returns that file.
+fn save_damaged_tail(
+    directory: &Path,
+    segment: &Path,
+    from: u64,
+    to: u64,
+) -> Result<PathBuf, StorageError> {
+    use std::io::Read;
     let name = segment.file_name().map_or_else(
         || "segment".into(),
         |name| name.to_string_lossy().into_owned(),
@@ -903,7 +924,11 @@ fn save_damaged_tail(directory: &Path, segment: &Path, from: u64) -> Result<Path
         .seek(SeekFrom::Start(from))
         .map_err(StorageError::io("seek", segment))?;
     let mut target = File::create(&saved).map_err(StorageError::io("create", &saved))?;
-    std::io::copy(&mut source, &mut target).map_err(StorageError::io("copy", &saved))?;
+    std::io::copy(
+        &mut (&mut source).take(to.saturating_sub(from)),
+        &mut target,
+    )
+    .map_err(StorageError::io("copy", &saved))?;
     target
         .sync_all()
         .map_err(StorageError::io("fsync", &saved))?;

@@ -311,6 +311,9 @@ pub(crate) struct SegmentScan {
     pub(crate) good_end: u64,
     /// The file's length as read.
     pub(crate) length: u64,
+    /// Where the bytes that are not zero end: the file's length, or less when the file ends
+    /// in zeros (preallocated space). What a cut drops is counted up to here.
+    pub(crate) data_end: u64,
     /// Set when the damage at `good_end` is in synced data (a sync marker follows it): the
     /// records from there on may have been acknowledged, and cutting them loses them.
     pub(crate) synced_damage: Option<SyncedDamage>,
@@ -362,10 +365,12 @@ pub(crate) fn scan_segment(
         if !is_last {
             return Err(corrupt(offset, reason));
         }
-        if offset >= SEGMENT_HEADER_BYTES && is_zero_from(path, offset)? {
+        let data_end = nonzero_end(path, offset)?;
+        if offset >= SEGMENT_HEADER_BYTES && data_end == offset {
             return Ok(SegmentScan {
                 good_end: offset,
                 length,
+                data_end,
                 synced_damage: None,
                 zero_tail: true,
             });
@@ -381,6 +386,7 @@ pub(crate) fn scan_segment(
         Ok(SegmentScan {
             good_end: offset,
             length,
+            data_end,
             synced_damage,
             zero_tail: false,
         })
@@ -474,29 +480,34 @@ pub(crate) fn scan_segment(
     Ok(SegmentScan {
         good_end: offset,
         length,
+        data_end: length,
         synced_damage: None,
         zero_tail: false,
     })
 }
 
-/// Whether every byte of the file at `path` from `from` to its end is zero. Reads the rest
-/// of the file once, in bounded chunks.
-fn is_zero_from(path: &Path, from: u64) -> Result<bool, StorageError> {
+/// The offset right after the last byte that is not zero in the file at `path`, looking from
+/// `from` on; `from` itself if every byte from there to the end is zero. Reads the rest of
+/// the file once, in bounded chunks.
+fn nonzero_end(path: &Path, from: u64) -> Result<u64, StorageError> {
     use std::io::{Seek, SeekFrom};
     let mut file = File::open(path).map_err(StorageError::io("open", path))?;
     file.seek(SeekFrom::Start(from))
         .map_err(StorageError::io("seek", path))?;
     let mut chunk = vec![0u8; 1 << 16];
+    let mut at = from;
+    let mut end = from;
     loop {
         let read = file
             .read(&mut chunk)
             .map_err(StorageError::io("read", path))?;
         if read == 0 {
-            return Ok(true);
+            return Ok(end);
         }
-        if chunk[..read].iter().any(|&byte| byte != 0) {
-            return Ok(false);
+        if let Some(last) = chunk[..read].iter().rposition(|&byte| byte != 0) {
+            end = at + last as u64 + 1;
         }
+        at += read as u64;
     }
 }
 

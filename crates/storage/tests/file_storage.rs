@@ -770,6 +770,10 @@ fn a_torn_record_before_the_preallocated_zeros_is_cut_and_reported() {
         FileStorage::open(directory.path(), options.clone()).expect("recovers");
     let torn = report.torn_tail.expect("reported");
     assert_eq!(torn.offset, records_end);
+    assert_eq!(
+        torn.bytes_dropped, 19,
+        "the torn bytes, not the zeros after them"
+    );
     assert_eq!(durable.entries.len(), 6);
     assert_eq!(durable.entries[..4], before.entries[..]);
     storage

@@ -139,13 +139,18 @@ pub fn catch_unsynced(pid: Pid, attempts: u32, rng: &mut Prng) -> Option<Unsynce
         if kill(pid, Signal::SIGSTOP).is_err() {
             return None;
         }
+        let mut stopped = false;
         for _ in 0..200 {
             if all_stopped(pid) {
+                stopped = true;
                 break;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        if let Some(unsynced) = inspect(pid) {
+        // Only a thread stopped on its way out of `write` has its file position past the
+        // written bytes; one still inside it (waiting on the disk) shows the call with the
+        // position where the write starts, and the bytes before that may be synced.
+        if stopped && let Some(unsynced) = inspect(pid) {
             return Some(unsynced);
         }
         let _ = kill(pid, Signal::SIGCONT);

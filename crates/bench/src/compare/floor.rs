@@ -3,9 +3,9 @@
 //! No replicated store can acknowledge a durable write faster than one `fdatasync` of its
 //! log (on the disk it uses) plus two loopback round trips (client to leader and back, leader
 //! to a follower and back), so the comparison measures both, on the same disk as the servers'
-//! data, and judges one-client write latency against their sum. The fdatasync is the cheapest
-//! a log can have there: its writes land in space allocated ahead (`fallocate`, as the Chorus
-//! and etcd logs preallocate their segments), so the file's size never changes with a write.
+//! data, and judges one-client write latency against their sum. The fdatasync is of the kind
+//! the logs do: its writes land in space allocated ahead (`fallocate`, as the Chorus and etcd
+//! logs preallocate their segments), so the file's size never changes with a write.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};

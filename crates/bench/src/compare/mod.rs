@@ -1349,8 +1349,8 @@ pub fn markdown(comparison: &Comparison) -> String {
         let _ = writeln!(
             md,
             "## The physical floor\n\nOne 128-byte append into preallocated space plus \
-             `fdatasync` on the disk of the data directories (the cheapest sync a log can \
-             have there): p50 {:.0} us (p99 {:.0} us, {} samples taken between the runs). \
+             `fdatasync` on the disk of the data directories (the kind of sync the logs \
+             do): p50 {:.0} us (p99 {:.0} us, {} samples taken between the runs). \
              One loopback TCP round trip: p50 {:.0} us. A replicated durable write cannot be \
              acknowledged faster than one fdatasync and two round trips: **{:.0} us**.\n",
             floor.fdatasync_p50_us,
