@@ -6,8 +6,9 @@
 //! the last fsync**. Cutting deeper would drop data the node had promised to keep, which is not
 //! a fault but a different, broken disk.
 //!
-//! Finding the last fsync from outside: the node's storage thread (`chorus-storage-<id>`; the
-//! driver, `chorus-driver-<id>`, in builds before the storage thread) writes each batch with
+//! Finding the last fsync from outside: the node's storage thread (`chorus-storage-<id>`; a
+//! hybrid data server's driver, `chorus-data-driver-<id>`; the driver, `chorus-driver-<id>`,
+//! in builds before the storage thread) writes each batch with
 //! `write(2)` and then calls `fdatasync(2)` before the driver sends any message that promises
 //! the batch, so unsynced data exists only between a WAL `write` returning and the following
 //! `fdatasync` returning. [`catch_unsynced`] freezes the process with SIGSTOP and reads
@@ -58,8 +59,10 @@ pub struct Unsynced {
     pub end: u64,
 }
 
-/// The thread of process `pid` that writes the WAL: its storage thread, or its driver in
-/// builds without one.
+/// The thread of process `pid` that writes the WAL: a Raft node's storage thread, a hybrid
+/// data server's driver (which writes its log itself), or the driver of a build before the
+/// storage thread. Linux keeps 15 bytes of a thread's name, so `chorus-data-driver-<id>`
+/// reads `chorus-data-dri`.
 fn writer_thread(pid: Pid) -> Option<u32> {
     let named = |prefix: &str| {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
@@ -70,7 +73,9 @@ fn writer_thread(pid: Pid) -> Option<u32> {
                 .flatten()
         })
     };
-    named("chorus-storage").or_else(|| named("chorus-driver"))
+    named("chorus-storage")
+        .or_else(|| named("chorus-data-dri"))
+        .or_else(|| named("chorus-driver"))
 }
 
 /// The position of file descriptor `fd` of process `pid`, from its `fdinfo`.
