@@ -2941,6 +2941,34 @@ mod tests {
         assert_eq!(indexes(&node.ready().committed_entries), vec![2]);
     }
 
+    #[test]
+    fn nothing_commits_early_while_the_outstanding_ready_installs_a_snapshot() {
+        let mut node = follower();
+        let meta = SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(1),
+        };
+        let chunk = InstallSnapshot::new(
+            Term(1),
+            meta,
+            0,
+            Bytes::from_static(b"state"),
+            true,
+            Membership::with_voters([id(1), id(2), id(3)]),
+        );
+        node.step(id(2), Message::InstallSnapshot(chunk))
+            .expect("accepted");
+        let ready = node.ready();
+        assert_eq!(ready.snapshot, Some(meta));
+        // The leader goes on after the snapshot and commits entry 11 while the install is
+        // out: the state must stand at entry 10 until the Ready is advanced.
+        node.step(id(2), append_committing(10, &[11, 12], 11))
+            .expect("accepted");
+        assert!(node.take_committed().is_empty());
+        node.advance();
+        assert_eq!(indexes(&node.ready().committed_entries), vec![11]);
+    }
+
     // Entries applied while a snapshot is being written are not in it: they count toward the
     // next one. (The count used to restart from zero when the snapshot was reported, so under
     // steady load every snapshot came later than its byte threshold said.)
