@@ -71,6 +71,13 @@ pub struct InjectedBugs {
     /// the server's Raft host does (the simulator's drivers are never late, so its mutation
     /// gate does not run it; `crates/server/tests/cluster/lease.rs` does).
     pub lease_ignores_lateness: bool,
+    /// The runtime's lease gate, which lets client connections answer lease reads without
+    /// the driver, only ever moves its deadline forward: it stays open when the core drops or
+    /// forfeits its lease (breaks the rule that the gate closes before a leadership transfer's
+    /// `TimeoutNow` leaves; caught as lease reads answered by the old leader right after a
+    /// transfer, stale when the new leader's commit has not reached it yet). The core never reads this flag: the server's Raft host does
+    /// (`crates/server/tests/cluster/lease.rs`).
+    pub lease_gate_only_extends: bool,
 }
 
 /// The configuration of one Raft node.

@@ -422,7 +422,7 @@ impl DebugSettings {
 
 /// The names [`NodeConfig::inject_bugs`] accepts, one per field of
 /// `chorus_raft::InjectedBugs`.
-pub const INJECTABLE_BUGS: [&str; 12] = [
+pub const INJECTABLE_BUGS: [&str; 13] = [
     "commit-without-current-term",
     "read-without-read-index",
     "read-index-unconfirmed",
@@ -435,6 +435,7 @@ pub const INJECTABLE_BUGS: [&str; 12] = [
     "repairing-node-votes",
     "lease-ignores-drift",
     "lease-ignores-lateness",
+    "lease-gate-only-extends",
 ];
 
 /// A configuration that cannot work.
@@ -616,6 +617,7 @@ impl NodeConfig {
             repairing_node_votes: on("repairing-node-votes"),
             lease_ignores_drift: on("lease-ignores-drift"),
             lease_ignores_lateness: on("lease-ignores-lateness"),
+            lease_gate_only_extends: on("lease-gate-only-extends"),
         }
     }
 

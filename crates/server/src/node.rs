@@ -530,6 +530,8 @@ where
             queue_max: limits.peer_queue_max,
         }),
         waker: Some(inputs.clone()),
+        tick_due: Instant::now(),
+        tick,
     };
     let pacing = Pacing {
         tick,

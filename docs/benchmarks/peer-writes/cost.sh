@@ -8,14 +8,7 @@ dir=$(mktemp -d /tmp/costrun.XXXX)
 "$BIN" up --data-dir "$dir/data" --base-port "$PORT" > "$dir/up.log" 2>&1 &
 up=$!
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; sleep 1; rm -rf "$dir"' EXIT
-leader=""
-for i in $(seq 1 100); do
-  sleep 0.2
-  for id in 1 2 3; do
-    role=$(curl -s --max-time 0.5 "http://127.0.0.1:$((PORT+200+id))/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["role"])' 2>/dev/null)
-    if [ "$role" = leader ]; then leader=$id; break 2; fi
-  done
-done
+leader=$(PORT=$PORT bash "$(dirname "$0")/../leader.sh")
 [ -n "$leader" ] || { echo "no leader"; cat "$dir/up.log"; exit 1; }
 pids=$(pgrep -f "server --config $dir" | paste -sd,)
 redis-benchmark -p $((PORT+100+leader)) -t set -c "$C" -d "$D" -P "$P" -n 20000 -q > /dev/null 2>&1

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -337,6 +337,19 @@ pub struct Shared {
     /// TESTING ONLY: an injected fsync stall (`POST /debug/stall-fsync`, with
     /// `[debug] fault_injection` on).
     pub fsync_stall: FsyncStall,
+    /// Reads a client connection may answer on its own thread (a Raft leader's lease reads),
+    /// set once by a host that offers them.
+    pub local_reads: OnceLock<Arc<dyn LocalReads>>,
+}
+
+/// Reads a node answers on the client connection's own thread, without a trip through the
+/// driver's queue: a Raft leader's lease reads ([`super::lease_gate::LeaseGate`]). Everything
+/// such a read needs (that the lease holds, that the state is applied far enough) the driver
+/// publishes in the implementation; a read it cannot vouch for goes to the driver as before.
+pub trait LocalReads: Send + Sync + std::fmt::Debug {
+    /// The state machine's answer to `query` if this node may give it here and now, or
+    /// `None`: hand the read to the driver.
+    fn try_read(&self, query: &[u8]) -> Option<Bytes>;
 }
 
 /// TESTING ONLY: a deadline before which the storage thread's syncs do not finish, as when a
@@ -376,6 +389,7 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             snapshot_requested: AtomicBool::new(false),
             fsync_stall: FsyncStall::default(),
+            local_reads: OnceLock::new(),
         }
     }
 }

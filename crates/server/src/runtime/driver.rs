@@ -112,6 +112,14 @@ pub struct Context {
     /// [`Input::StorageDone`] (none in unit tests). While the driver holds it the queue never
     /// disconnects: the driver stops on the shutdown flag.
     pub waker: Option<SyncSender<Input>>,
+    /// When the tick the host last got was due: its nominal time, however late the loop
+    /// delivered it (the loop's start before the first tick). A core that counted its
+    /// ticks up to here holds a lease of `n` more ticks until `tick_due + n × tick`, in real
+    /// time, whether or not the loop keeps up (a loop that fell a tick behind skips ticks,
+    /// and tells the host first: [`Host::clock_behind`]).
+    pub tick_due: Instant,
+    /// The length of one tick (set by the loop from its [`Pacing`]).
+    pub tick: Duration,
 }
 
 impl Context {
@@ -178,6 +186,8 @@ impl<H: Host> Driver<H> {
     fn run_loop(&mut self) -> Result<(), H::Error> {
         let tick = self.pacing.tick;
         let mut next_tick = Instant::now() + tick;
+        self.cx.tick = tick;
+        self.cx.tick_due = next_tick - tick;
         self.host.start(&mut self.cx);
         self.publish();
         loop {
@@ -204,6 +214,7 @@ impl<H: Host> Driver<H> {
                 // The tick itself may serve reads that waited (a leader found): judge them
                 // by a clock known to be late.
                 self.check_late(next_tick, tick);
+                self.cx.tick_due = next_tick;
                 self.host.tick(&mut self.cx);
                 next_tick += tick;
                 if next_tick < now {

@@ -87,15 +87,20 @@ impl ConfigHost {
             self.sent_version = None;
             return;
         }
-        let configuration = self.raft.state_machine().configuration();
+        let version = self
+            .raft
+            .with_state_machine(|machine| machine.configuration().version);
         let now = Instant::now();
-        let changed = self.sent_version != Some(configuration.version);
+        let changed = self.sent_version != Some(version);
         let due = self
             .last_update
             .is_none_or(|at| now.duration_since(at) >= self.update_every);
         if !changed && !due {
             return;
         }
+        let configuration = self
+            .raft
+            .with_state_machine(|machine| machine.configuration().clone());
         self.sent_version = Some(configuration.version);
         self.last_update = Some(now);
         for &server in &self.data_servers {
@@ -157,7 +162,9 @@ impl Host for ConfigHost {
 
     fn status(&mut self, cx: &Context) -> NodeStatus {
         let mut status = self.raft.status(cx);
-        let configuration = self.raft.state_machine().configuration();
+        let configuration = self
+            .raft
+            .with_state_machine(|machine| machine.configuration().clone());
         let view = &configuration.view;
         status.protocol = "hybrid".to_string();
         status.role = format!("configuration-{}", status.role);

@@ -8,17 +8,20 @@
 //! - [`raft_host`], [`pb_host`] and [`hybrid_host`]: what differs per scheme: how to feed its
 //!   core and carry out its Ready (the hybrid's configuration nodes reuse the Raft host over
 //!   another state machine); [`raft_disk`]: the Raft host's storage thread, which writes and
-//!   syncs the durable log while the driver goes on.
+//!   syncs the durable log while the driver goes on; [`lease_gate`]: the Raft leader's lease
+//!   reads, answered on the client connections' threads from the state the driver applies.
 //! - [`transport`]: TCP between nodes; it knows only the boundary, never a driver.
 //! - [`members`]: the address book (where every member listens) and the dialer that connects
 //!   to members learned at run time.
 //!
 //! Imports run one way: hosts → driver → requests → boundary, raft_host → raft_disk →
-//! boundary, driver → members → transport → boundary.
+//! boundary, driver → members → transport → boundary; raft_host and lease_gate import each
+//! other's types (the gate reads the host's state), and the gate reaches only the boundary.
 
 pub mod boundary;
 pub mod driver;
 pub mod hybrid_host;
+pub mod lease_gate;
 pub mod members;
 pub mod pb_host;
 pub mod raft_disk;

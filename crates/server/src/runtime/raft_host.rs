@@ -1,7 +1,9 @@
 //! How the driver runs the Raft core: the Raft side of the one driver loop
 //! ([`super::driver`]).
 //!
-//! The host owns the `RawNode`, the key-value state machine and the durable log. It wraps each
+//! The host owns the `RawNode`, the key-value state machine (shared, behind a lock, with the
+//! leader's lease reads on the client connections' threads: [`super::lease_gate`]) and the
+//! durable log. It wraps each
 //! client command in an [`Envelope`] (this node, the request number) before proposing it, so
 //! that when any node applies the entry (a follower forwards proposals to the leader), this
 //! node recognises its own request and answers the client. Each Ready is handled in the order
@@ -35,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -52,10 +54,11 @@ use chorus_storage::{
 };
 
 use super::boundary::{
-    AdminAccepted, AdminError, AdminRequest, NodeStatus, PeerMessage, Reply, RequestError,
-    wall_clock_ms,
+    AdminAccepted, AdminError, AdminRequest, LocalReads, NodeStatus, PeerMessage, Reply,
+    RequestError, wall_clock_ms,
 };
 use super::driver::{Context, Host};
+use super::lease_gate::{Applied, HostGate, LeaseGate, SharedState};
 use super::raft_disk::{Disk, DiskDone, DiskJob, ReadyWrite};
 use super::requests::Kind;
 
@@ -102,8 +105,9 @@ pub enum RaftHostError {
 pub type RaftState<M = KvStore> = Deduplicated<M>;
 
 /// A state machine the Raft host can replicate: how to make an empty one, and what the admin
-/// page counts in it.
-pub trait Replicated: StateMachine + Send + 'static {
+/// page counts in it. `Sync`, because with lease reads on a leader's client connections query
+/// it from their own threads ([`super::lease_gate`]).
+pub trait Replicated: StateMachine + Send + Sync + 'static {
     /// An empty state machine.
     fn fresh() -> Self;
     /// What `/status` shows as `keys`.
@@ -295,8 +299,12 @@ struct Waiting {
 /// The Raft side of a node's driver.
 pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     raft: RawNode,
-    /// The store and the proposals that took effect already: replicated state.
-    state: RaftState<M>,
+    /// The store and the proposals that took effect already: replicated state, shared with
+    /// the lease gate.
+    state: SharedState<M>,
+    /// What connections need to answer lease reads themselves ([`super::lease_gate`]),
+    /// closed when the host is dropped.
+    gate: HostGate<M>,
     /// The durable log, written on the storage thread once [`RaftHost::with_storage_thread`]
     /// asked for it and the driver started (inline before that, and in unit tests).
     disk: Disk<S>,
@@ -416,11 +424,17 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         }
         let mut raft = raft;
         raft.set_snapshot_bytes_floor(last_snapshot.as_ref().map_or(0, |file| file.file_bytes));
+        let state = SharedState::new(state, status.applied);
+        let gate = HostGate(Arc::new(LeaseGate::new(
+            state.clone(),
+            raft.config().injected_bugs().lease_gate_only_extends,
+        )));
         RaftHost {
             last_role: status.role,
             synced_vote: (status.term, status.vote),
             raft,
             state,
+            gate,
             disk: Disk::inline(storage, snapshots.clone(), janitor.clone()),
             storage_thread: false,
             writing: None,
@@ -449,11 +463,10 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         }
     }
 
-    /// The replicated state machine (the hybrid's configuration host reads the configuration
-    /// from it).
-    #[must_use]
-    pub fn state_machine(&self) -> &M {
-        self.state.inner()
+    /// Reads the replicated state machine with `read` (the hybrid's configuration host reads
+    /// the configuration from it).
+    pub fn with_state_machine<T>(&self, read: impl FnOnce(&M) -> T) -> T {
+        read(self.state.read().state.inner())
     }
 
     /// Whether this node is the leader now.
@@ -497,15 +510,32 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         self.last_snapshot = Some(file);
     }
 
-    fn send(cx: &Context, messages: Vec<(NodeId, Message)>) {
+    /// Sends `messages`, after publishing the lease and the commit index for lease reads on
+    /// the connections' threads: no message that tells of a commit, or that hands leadership
+    /// on, leaves before the gate knows.
+    fn send(&self, cx: &Context, messages: Vec<(NodeId, Message)>) {
+        self.publish_lease(cx);
         for (to, message) in messages {
             cx.send(to, PeerMessage::Raft(message));
         }
     }
 
+    /// Publishes the end of the core's read lease, in real time, and its commit index
+    /// ([`super::lease_gate`]).
+    fn publish_lease(&self, cx: &Context) {
+        let left = self.raft.lease_ticks_left();
+        let until = (left > 0).then(|| {
+            let ticks = u32::try_from(left).unwrap_or(u32::MAX);
+            cx.tick_due + cx.tick.saturating_mul(ticks)
+        });
+        self.gate.publish(until, self.raft.status().commit);
+    }
+
     fn apply(&mut self, cx: &mut Context, entry: &Entry) -> Result<(), RaftHostError> {
         cx.shared.metrics.entries_applied.inc();
+        let mut cell = self.state.write();
         let EntryPayload::Command(bytes) = &entry.payload else {
+            cell.index = entry.index;
             return Ok(());
         };
         let envelope = match Envelope::decode(bytes) {
@@ -513,10 +543,16 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             Err(error) => {
                 // Every replica sees the same bytes, so every replica skips the entry alike.
                 tracing::error!(index = entry.index.0, %error, "a committed entry has no envelope");
+                cell.index = entry.index;
                 return Ok(());
             }
         };
-        let applied = self.state.apply_envelope(entry.index, &envelope);
+        let applied = cell.state.apply_envelope(entry.index, &envelope);
+        // Marked applied only once it is (a panic above leaves the index where it was, and
+        // the lock poisoned, which the gate refuses).
+        cell.index = entry.index;
+        // Released before the incarnation check, which reads the state.
+        drop(cell);
         if envelope.origin == cx.me {
             self.check_incarnation()?;
         }
@@ -540,7 +576,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
     /// writes would all be fenced), after lifting the durable counter above that run.
     fn check_incarnation(&self) -> Result<(), RaftHostError> {
         let me = self.raft.status().id;
-        let Some(seen) = self.state.sessions().incarnation_of(me) else {
+        let Some(seen) = self.state.read().state.sessions().incarnation_of(me) else {
             return Ok(());
         };
         if seen <= self.incarnation {
@@ -563,6 +599,8 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         let now = wall_clock_ms();
         let due = self
             .state
+            .read()
+            .state
             .inner()
             .next_deadline()
             .is_some_and(|at| at <= now);
@@ -584,7 +622,8 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 } else {
                     cx.shared.metrics.read_index_reads.inc();
                 }
-                let _ = read.reply.send(Ok(self.state.query(&read.payload)));
+                let answer = self.state.read().state.query(&read.payload);
+                let _ = read.reply.send(Ok(answer));
             } else {
                 self.leased_reads.remove(&id);
             }
@@ -602,6 +641,8 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         }
         let now = wall_clock_ms();
         let due = self
+            .state
+            .read()
             .state
             .inner()
             .next_deadline()
@@ -1011,7 +1052,16 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 }
             }
         };
-        self.state = restore_state(&store, meta)?;
+        let restored = restore_state(&store, meta)?;
+        let replaced = std::mem::replace(
+            &mut *self.state.write(),
+            Applied {
+                state: restored,
+                index: meta.index,
+            },
+        );
+        // The old state is freed after the lock is released: reads need not wait for that.
+        drop(replaced);
         cx.shared.metrics.snapshots_installed.inc();
         tracing::info!(
             index = meta.index.0,
@@ -1043,7 +1093,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
                 return;
             }
         };
-        let image = self.state.snapshot();
+        let image = self.state.read().state.snapshot();
         let path = store.path(meta);
         let pacing = self.pacing;
         let (done, outcome) = mpsc::channel();
@@ -1189,7 +1239,7 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
             }
         }
         // 4. Votes and acks.
-        Self::send(cx, writing.persisted_messages);
+        self.send(cx, writing.persisted_messages);
         // 4b. A snapshot of what is applied now, written out on the snapshot thread.
         if let Some(meta) = writing.snapshot_due {
             self.start_snapshot(meta);
@@ -1197,6 +1247,119 @@ impl<S: SnapshotStorage, M: Replicated> RaftHost<S, M> {
         // 5. Done.
         self.raft.advance();
         self.finish_snapshot(cx);
+    }
+
+    /// Carries out what the core asks for now (see the module docs for the order).
+    fn carry_out_ready(&mut self, cx: &mut Context) -> Result<bool, RaftHostError> {
+        self.follow_leader(cx);
+        let finished = self.take_disk_outcomes(cx)?;
+        if self.writing.is_some() {
+            // The Ready's write is out: heartbeats, replication, forwards and read rounds
+            // need no durability and leave once per tick (so a hung disk never stops the
+            // heartbeats); votes and acks wait for the disk. Not after every input: a fast
+            // disk's write is back within the tick, and the Ready after it carries what
+            // arrived meanwhile as one batch, where sending it at once would cost an
+            // AppendEntries (and a follower's step) per input.
+            if std::mem::take(&mut self.ticked) {
+                let messages = self.raft.take_messages();
+                self.send(cx, messages);
+            }
+            // What the followers acknowledged meanwhile is committed without this write (a
+            // majority holds it): apply it and answer its clients now, not one fsync later.
+            // This Ready's own committed entries were applied before its write was handed out.
+            let committed = self.raft.take_committed();
+            if committed.is_empty() {
+                return Ok(finished);
+            }
+            for entry in &committed.entries {
+                self.apply(cx, entry)?;
+            }
+            self.ready_reads.extend(
+                committed
+                    .read_states
+                    .iter()
+                    .map(|state| (state.index, state.id)),
+            );
+            self.serve_reads(cx);
+            return Ok(true);
+        }
+        if !self.raft.has_ready() {
+            return Ok(finished);
+        }
+        let Ready {
+            messages,
+            hard_state,
+            entries,
+            persisted_messages,
+            committed_entries,
+            read_states,
+            rejected_reads,
+            snapshot_chunk_requests,
+            snapshot_chunks,
+            snapshot,
+            snapshot_due,
+        } = self.raft.ready();
+        // 1. Replication goes out while the leader's own copy is being written; followers
+        //    that need a snapshot get their next chunk (sent by the next Ready).
+        self.send(cx, messages);
+        for request in snapshot_chunk_requests {
+            self.send_chunk(cx, request);
+        }
+        // 1b. A follower writes the chunks it received (on this thread: each chunk's file
+        //     write is durable before the Ready's acks leave) and installs a complete snapshot
+        //     (verifies it and restores the state) before it applies anything after it; the
+        //     durable log is compacted to it by this Ready's write, before its entries.
+        for chunk in snapshot_chunks {
+            self.write_chunk(chunk)?;
+        }
+        if let Some(meta) = snapshot {
+            self.install(cx, meta)?;
+        }
+        // 2. Apply, answer, serve reads. Committed entries are already durable on a majority
+        //    (a leader counts its own copy only once durable), so clients need not wait for
+        //    this node's fsync below, which often only records the new commit index.
+        for entry in &committed_entries {
+            self.apply(cx, entry)?;
+        }
+        self.ready_reads
+            .extend(read_states.iter().map(|state| (state.index, state.id)));
+        self.serve_reads(cx);
+        // Reads the core gave up on (their leader changed, or it was too busy) did not
+        // happen: ask again, until the time they may wait for a leader runs out.
+        for id in rejected_reads {
+            if cx.requests.get(Kind::Read, id.0).is_some() {
+                self.wait_for_leader(Kind::Read, id.0);
+            }
+        }
+        // 3. Durable before anything that promises it, on the storage thread. The commit
+        //    index is volatile state in Raft (Figure 2): a Ready that only moves it is
+        //    written but not synced (it rides on the next sync); a restart may find a lower
+        //    commit and learns the rest from the leader. Entries, terms and votes are always
+        //    synced. Until the thread reports back, the driver keeps stepping, ticking and
+        //    sending what needs no durability (above).
+        let sync = !entries.is_empty()
+            || hard_state.is_some_and(|state| (state.term, state.vote) != self.synced_vote);
+        if sync && let Some(state) = hard_state {
+            // Jobs are done in order: a later write relies on this sync.
+            self.synced_vote = (state.term, state.vote);
+        }
+        let write = ReadyWrite {
+            installed: snapshot,
+            hard_state,
+            entries,
+            sync,
+        };
+        self.writing = Some(Writing {
+            persisted_messages,
+            snapshot_due,
+            entries: write.entries.len(),
+        });
+        if write.is_empty() {
+            self.finish_ready(cx, None);
+        } else {
+            self.disk.submit(DiskJob::Write(write));
+        }
+        Ok(true)
     }
 }
 
@@ -1257,13 +1420,14 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
         }
     }
 
-    fn clock_behind(&mut self, _cx: &mut Context) {
+    fn clock_behind(&mut self, cx: &mut Context) {
         if self.raft.config().injected_bugs().lease_ignores_lateness {
             // Deliberate bug (TESTING ONLY): judge reads by a clock known to be late.
             return;
         }
         // A lease counted in ticks that came late could outlast the followers' promise.
         self.raft.drop_lease();
+        self.publish_lease(cx);
     }
 
     fn tick(&mut self, cx: &mut Context) {
@@ -1290,6 +1454,10 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
     }
 
     fn start(&mut self, cx: &mut Context) {
+        if self.raft.config().lease_reads {
+            let gate: Arc<dyn LocalReads> = self.gate.0.clone();
+            let _ = cx.shared.local_reads.set(gate);
+        }
         if !self.storage_thread {
             return;
         }
@@ -1306,114 +1474,11 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
     }
 
     fn handle_ready(&mut self, cx: &mut Context) -> Result<bool, RaftHostError> {
-        self.follow_leader(cx);
-        let finished = self.take_disk_outcomes(cx)?;
-        if self.writing.is_some() {
-            // The Ready's write is out: heartbeats, replication, forwards and read rounds
-            // need no durability and leave once per tick (so a hung disk never stops the
-            // heartbeats); votes and acks wait for the disk. Not after every input: a fast
-            // disk's write is back within the tick, and the Ready after it carries what
-            // arrived meanwhile as one batch, where sending it at once would cost an
-            // AppendEntries (and a follower's step) per input.
-            if std::mem::take(&mut self.ticked) {
-                Self::send(cx, self.raft.take_messages());
-            }
-            // What the followers acknowledged meanwhile is committed without this write (a
-            // majority holds it): apply it and answer its clients now, not one fsync later.
-            // This Ready's own committed entries were applied before its write was handed out.
-            let committed = self.raft.take_committed();
-            if committed.is_empty() {
-                return Ok(finished);
-            }
-            for entry in &committed.entries {
-                self.apply(cx, entry)?;
-            }
-            self.ready_reads.extend(
-                committed
-                    .read_states
-                    .iter()
-                    .map(|state| (state.index, state.id)),
-            );
-            self.serve_reads(cx);
-            return Ok(true);
-        }
-        if !self.raft.has_ready() {
-            return Ok(finished);
-        }
-        let Ready {
-            messages,
-            hard_state,
-            entries,
-            persisted_messages,
-            committed_entries,
-            read_states,
-            rejected_reads,
-            snapshot_chunk_requests,
-            snapshot_chunks,
-            snapshot,
-            snapshot_due,
-        } = self.raft.ready();
-        // 1. Replication goes out while the leader's own copy is being written; followers
-        //    that need a snapshot get their next chunk (sent by the next Ready).
-        Self::send(cx, messages);
-        for request in snapshot_chunk_requests {
-            self.send_chunk(cx, request);
-        }
-        // 1b. A follower writes the chunks it received (on this thread: each chunk's file
-        //     write is durable before the Ready's acks leave) and installs a complete snapshot
-        //     (verifies it and restores the state) before it applies anything after it; the
-        //     durable log is compacted to it by this Ready's write, before its entries.
-        for chunk in snapshot_chunks {
-            self.write_chunk(chunk)?;
-        }
-        if let Some(meta) = snapshot {
-            self.install(cx, meta)?;
-        }
-        // 2. Apply, answer, serve reads. Committed entries are already durable on a majority
-        //    (a leader counts its own copy only once durable), so clients need not wait for
-        //    this node's fsync below, which often only records the new commit index.
-        for entry in &committed_entries {
-            self.apply(cx, entry)?;
-        }
-        self.ready_reads
-            .extend(read_states.iter().map(|state| (state.index, state.id)));
-        self.serve_reads(cx);
-        // Reads the core gave up on (their leader changed, or it was too busy) did not
-        // happen: ask again, until the time they may wait for a leader runs out.
-        for id in rejected_reads {
-            if cx.requests.get(Kind::Read, id.0).is_some() {
-                self.wait_for_leader(Kind::Read, id.0);
-            }
-        }
-        // 3. Durable before anything that promises it, on the storage thread. The commit
-        //    index is volatile state in Raft (Figure 2): a Ready that only moves it is
-        //    written but not synced (it rides on the next sync); a restart may find a lower
-        //    commit and learns the rest from the leader. Entries, terms and votes are always
-        //    synced. Until the thread reports back, the driver keeps stepping, ticking and
-        //    sending what needs no durability (above).
-        let sync = !entries.is_empty()
-            || hard_state.is_some_and(|state| (state.term, state.vote) != self.synced_vote);
-        if sync && let Some(state) = hard_state {
-            // Jobs are done in order: a later write relies on this sync.
-            self.synced_vote = (state.term, state.vote);
-        }
-        let write = ReadyWrite {
-            installed: snapshot,
-            hard_state,
-            entries,
-            sync,
-        };
-        self.writing = Some(Writing {
-            persisted_messages,
-            snapshot_due,
-            entries: write.entries.len(),
-        });
-        if write.is_empty() {
-            self.finish_ready(cx, None);
-        } else {
-            self.disk.submit(DiskJob::Write(write));
-        }
-        Ok(true)
+        let handled = self.carry_out_ready(cx);
+        // Whatever the turn changed (a lease renewed or dropped, a commit) is published for
+        // the connections' lease reads, even when nothing was sent.
+        self.publish_lease(cx);
+        handled
     }
 
     fn admin(
@@ -1519,7 +1584,7 @@ impl<S: SnapshotStorage, M: Replicated> Host for RaftHost<S, M> {
                 .into_iter()
                 .map(|(id, index)| (id.0.to_string(), index.0))
                 .collect(),
-            keys: self.state.inner().keys(),
+            keys: self.state.read().state.inner().keys(),
             snapshot_index: Some(self.raft.snapshot().index.0),
             snapshot_bytes: Some(
                 self.last_snapshot
@@ -1566,6 +1631,8 @@ mod tests {
             book: crate::runtime::members::AddressBook::default(),
             dialer: None,
             waker: None,
+            tick_due: Instant::now(),
+            tick: Duration::from_millis(10),
         }
     }
 

@@ -218,9 +218,12 @@ async fn connection(
         watched: Vec::new(),
         me: settings.me,
         redis_addresses: settings.redis_addresses.clone(),
+        earlier_known: true,
     };
-    // Replies queued so far, and the kind of the data commands since the last switch.
+    // Replies queued so far, the number of the last one the driver answers, and the kind of
+    // the data commands since the last switch.
     let mut queued = 0u64;
+    let mut last_from_driver = 0u64;
     let mut running: Option<Access> = None;
     'read: loop {
         loop {
@@ -245,6 +248,7 @@ async fn connection(
                         }
                         running = Some(access);
                     }
+                    state.earlier_known = *resolved.borrow() >= last_from_driver;
                     let reply = match request {
                         Request::Redis(RedisCommand::Exec) if state.transaction.is_some() => {
                             exec(&inputs, &shared, &mut state)
@@ -258,6 +262,9 @@ async fn connection(
                     };
                     let close = matches!(reply, Pending::Close(_));
                     queued += 1;
+                    if !matches!(reply, Pending::Now(_) | Pending::Close(_)) {
+                        last_from_driver = queued;
+                    }
                     if replies.send(reply).await.is_err() || close {
                         break 'read;
                     }
@@ -283,14 +290,7 @@ async fn resolve(reply: Pending) -> (Frame, bool) {
         Pending::Now(frame) => (frame, false),
         Pending::Close(frame) => (frame, true),
         Pending::Later(receiver, render) => match receiver.await {
-            Ok(Ok(bytes)) => match Response::decode(&bytes) {
-                Ok(Response::Error(error)) => (kv_error(&error), false),
-                Ok(response) => (render(response), false),
-                Err(error) => (
-                    Frame::error("ERR", &format!("undecodable answer: {error}")),
-                    false,
-                ),
-            },
+            Ok(Ok(bytes)) => (rendered(&bytes, render), false),
             Ok(Err(error)) => (request_error(error), false),
             Err(_) => (dropped(), false),
         },
@@ -328,6 +328,15 @@ async fn resolve(reply: Pending) -> (Frame, bool) {
             Ok(Err(error)) => (request_error(error), false),
             Err(_) => (dropped(), false),
         },
+    }
+}
+
+/// The frame for the state machine's encoded answer `bytes`.
+fn rendered(bytes: &[u8], render: Render) -> Frame {
+    match Response::decode(bytes) {
+        Ok(Response::Error(error)) => kv_error(&error),
+        Ok(response) => render(response),
+        Err(error) => Frame::error("ERR", &format!("undecodable answer: {error}")),
     }
 }
 
@@ -380,6 +389,10 @@ struct ConnectionState {
     watched: Vec<(Bytes, u64)>,
     me: NodeId,
     redis_addresses: Arc<BTreeMap<NodeId, SocketAddr>>,
+    /// Whether every reply queued before the request being executed is known: only then may
+    /// a read be answered on this thread ([`local_read`]), so that a connection's reads are
+    /// answered from states in the order it sent them.
+    earlier_known: bool,
 }
 
 impl ConnectionState {
@@ -458,8 +471,30 @@ fn write(inputs: &SyncSender<Input>, state: &ConnectionState, op: Op, render: Re
     }
 }
 
-fn read(inputs: &SyncSender<Input>, query: &Query, render: Render) -> Pending {
-    match submit(inputs, false, query.encode()) {
+/// A lease read answered on this thread, if the node offers them ([`Shared::local_reads`])
+/// and may answer this one now; counted as the driver counts the lease reads it serves.
+fn local_read(shared: &Shared, state: &ConnectionState, query: &[u8]) -> Option<Bytes> {
+    if !state.earlier_known {
+        return None;
+    }
+    let answer = shared.local_reads.get()?.try_read(query)?;
+    shared.metrics.reads.inc();
+    shared.metrics.lease_reads.inc();
+    Some(answer)
+}
+
+fn read(
+    inputs: &SyncSender<Input>,
+    shared: &Shared,
+    state: &ConnectionState,
+    query: &Query,
+    render: Render,
+) -> Pending {
+    let query = query.encode();
+    if let Some(answer) = local_read(shared, state, &query) {
+        return Pending::Now(rendered(&answer, render));
+    }
+    match submit(inputs, false, query) {
         Ok(receiver) => Pending::Later(receiver, render),
         Err(frame) => Pending::Now(frame),
     }
@@ -547,7 +582,12 @@ fn is(arguments: &[Bytes], name: &str) -> bool {
         .is_some_and(|first| first.eq_ignore_ascii_case(name.as_bytes()))
 }
 
-fn native(arguments: Vec<Bytes>, inputs: &SyncSender<Input>) -> Pending {
+fn native(
+    arguments: Vec<Bytes>,
+    inputs: &SyncSender<Input>,
+    shared: &Shared,
+    state: &ConnectionState,
+) -> Pending {
     let (write, payload) = if is(&arguments, "CHORUS.REGISTER") && arguments.len() == 1 {
         (true, Command::Register.encode())
     } else if arguments.len() == 2 && is(&arguments, "CHORUS.COMMAND") {
@@ -566,6 +606,9 @@ fn native(arguments: Vec<Bytes>, inputs: &SyncSender<Input>) -> Pending {
             "wrong number of arguments for a CHORUS command",
         ));
     };
+    if !write && let Some(answer) = local_read(shared, state, &payload) {
+        return Pending::Now(Frame::Bulk(Some(answer)));
+    }
     match submit(inputs, write, payload) {
         Ok(receiver) => Pending::Raw(receiver),
         Err(frame) => Pending::Now(frame),
@@ -896,7 +939,7 @@ impl Request {
             };
         }
         match self {
-            Request::Native(arguments) => native(arguments, inputs),
+            Request::Native(arguments) => native(arguments, inputs, shared, state),
             Request::Redis(RedisCommand::Multi) => {
                 state.transaction = Some(Transaction::default());
                 Pending::Now(Frame::ok())
@@ -1025,7 +1068,7 @@ fn execute(
         Planned::Now(frame) => Pending::Now(frame),
         Planned::Close(frame) => Pending::Close(frame),
         Planned::Step(Step::Write(op), render) => write(inputs, state, op, render),
-        Planned::Step(Step::Read(query), render) => read(inputs, &query, render),
+        Planned::Step(Step::Read(query), render) => read(inputs, shared, state, &query, render),
     }
 }
 
