@@ -39,16 +39,24 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
-use chorus_core::{LogIndex, StateMachine};
+use chorus_core::LogIndex;
 
 use super::boundary::{LocalReads, wall_clock_ms};
-use super::raft_host::{RaftState, Replicated};
+
+/// What a lease read needs of the replicated state (the Raft host's state implements it).
+pub trait LeaseReadable: Send + Sync + 'static {
+    /// The state machine's encoded answer to the encoded `query`.
+    fn answer(&self, query: &[u8]) -> Bytes;
+    /// Whether the state still holds a key whose expiry time had passed at `now_ms` (Unix
+    /// milliseconds): reads then go through the log, where such keys are removed first.
+    fn expiry_due(&self, now_ms: u64) -> bool;
+}
 
 /// The replicated state and the last log index applied to it.
 #[derive(Debug)]
 pub struct Applied<M> {
-    /// The state machine and its origin sessions.
-    pub state: RaftState<M>,
+    /// The replicated state (the Raft host's: the state machine and its origin sessions).
+    pub state: M,
     /// The last entry applied to it (or the snapshot it was restored from).
     pub index: LogIndex,
 }
@@ -65,7 +73,7 @@ impl<M> Clone for SharedState<M> {
 impl<M> SharedState<M> {
     /// `state`, applied up to `index`.
     #[must_use]
-    pub fn new(state: RaftState<M>, index: LogIndex) -> SharedState<M> {
+    pub fn new(state: M, index: LogIndex) -> SharedState<M> {
         SharedState(Arc::new(RwLock::new(Applied { state, index })))
     }
 
@@ -157,7 +165,7 @@ impl<M> LeaseGate<M> {
     }
 }
 
-impl<M: Replicated> LocalReads for LeaseGate<M> {
+impl<M: LeaseReadable> LocalReads for LeaseGate<M> {
     fn try_read(&self, query: &[u8]) -> Option<Bytes> {
         if !self.holds() {
             return None;
@@ -169,15 +177,10 @@ impl<M: Replicated> LocalReads for LeaseGate<M> {
         if applied.index.0 < commit || !self.holds() {
             return None;
         }
-        if applied
-            .state
-            .inner()
-            .next_deadline()
-            .is_some_and(|at| at <= wall_clock_ms())
-        {
+        if applied.state.expiry_due(wall_clock_ms()) {
             return None;
         }
-        Some(applied.state.query(query))
+        Some(applied.state.answer(query))
     }
 }
 
@@ -204,12 +207,18 @@ impl<M> Drop for HostGate<M> {
 mod tests {
     use std::time::Duration;
 
-    use chorus_kv::{KvStore, Query, Response};
+    use chorus_core::envelope::Deduplicated;
+    use chorus_kv::{KvConfig, KvStore, Query, Response};
 
     use super::*;
-    use crate::runtime::raft_host::fresh_state;
 
-    fn get(gate: &LeaseGate<KvStore>) -> Option<Response> {
+    type State = Deduplicated<KvStore>;
+
+    fn fresh() -> State {
+        Deduplicated::new(KvStore::new(KvConfig::default()))
+    }
+
+    fn get(gate: &LeaseGate<State>) -> Option<Response> {
         let query = Query::Get { key: "k".into() }.encode();
         gate.try_read(&query)
             .map(|bytes| Response::decode(&bytes).expect("an answer"))
@@ -220,7 +229,7 @@ mod tests {
     // the read to the driver.
     #[test]
     fn the_gate_answers_only_within_the_lease_and_from_a_state_applied_up_to_the_commit() {
-        let state = SharedState::new(fresh_state::<KvStore>(), LogIndex(5));
+        let state = SharedState::new(fresh(), LogIndex(5));
         let gate = LeaseGate::new(state.clone(), false);
         assert_eq!(get(&gate), None, "a new gate is closed");
         let later = Instant::now() + Duration::from_secs(60);
@@ -239,7 +248,7 @@ mod tests {
     // The injected bug keeps the old deadline when the lease is dropped.
     #[test]
     fn a_gate_that_only_extends_stays_open_when_the_lease_is_dropped() {
-        let state = SharedState::new(fresh_state::<KvStore>(), LogIndex(1));
+        let state = SharedState::new(fresh(), LogIndex(1));
         let gate = LeaseGate::new(state, true);
         gate.publish(Some(Instant::now() + Duration::from_secs(60)), LogIndex(1));
         gate.publish(None, LogIndex(1));

@@ -15,8 +15,7 @@
 //!   to members learned at run time.
 //!
 //! Imports run one way: hosts → driver → requests → boundary, raft_host → raft_disk →
-//! boundary, driver → members → transport → boundary; raft_host and lease_gate import each
-//! other's types (the gate reads the host's state), and the gate reaches only the boundary.
+//! boundary, raft_host → lease_gate → boundary, driver → members → transport → boundary.
 
 pub mod boundary;
 pub mod driver;

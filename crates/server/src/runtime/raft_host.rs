@@ -58,7 +58,7 @@ use super::boundary::{
     RequestError, wall_clock_ms,
 };
 use super::driver::{Context, Host};
-use super::lease_gate::{Applied, HostGate, LeaseGate, SharedState};
+use super::lease_gate::{Applied, HostGate, LeaseGate, LeaseReadable, SharedState};
 use super::raft_disk::{Disk, DiskDone, DiskJob, ReadyWrite};
 use super::requests::Kind;
 
@@ -116,6 +116,16 @@ pub trait Replicated: StateMachine + Send + Sync + 'static {
     /// the state machine expires keys.
     fn next_deadline(&self) -> Option<u64> {
         None
+    }
+}
+
+impl<M: Replicated> LeaseReadable for RaftState<M> {
+    fn answer(&self, query: &[u8]) -> Bytes {
+        self.query(query)
+    }
+
+    fn expiry_due(&self, now_ms: u64) -> bool {
+        self.inner().next_deadline().is_some_and(|at| at <= now_ms)
     }
 }
 
@@ -301,10 +311,10 @@ pub struct RaftHost<S: SnapshotStorage, M: Replicated = KvStore> {
     raft: RawNode,
     /// The store and the proposals that took effect already: replicated state, shared with
     /// the lease gate.
-    state: SharedState<M>,
+    state: SharedState<RaftState<M>>,
     /// What connections need to answer lease reads themselves ([`super::lease_gate`]),
     /// closed when the host is dropped.
-    gate: HostGate<M>,
+    gate: HostGate<RaftState<M>>,
     /// The durable log, written on the storage thread once [`RaftHost::with_storage_thread`]
     /// asked for it and the driver started (inline before that, and in unit tests).
     disk: Disk<S>,
