@@ -3,12 +3,13 @@
 # with every client on the leader (WHERE=leader), on one follower (WHERE=follower) or spread over
 # the three nodes (WHERE=all, as `chorus bench compare` does); prints the bench line and the CPU
 # seconds each node and the generator used over 4 s of the run (from /proc, per thread kind).
-# usage: BIN=target/release/chorus WHERE=all C=64 DUR=6s PORT=7600 bash where.sh
+# WL=write measures writes instead, and LEASE= starts the cluster without lease reads.
+# usage: BIN=target/release/chorus WHERE=all C=64 DUR=6s PORT=7600 [WL=read] [LEASE=--lease-reads] bash where.sh
 set -u
-BIN=${BIN:?}; C=${C:-64}; PORT=${PORT:-7600}; DUR=${DUR:-6s}; WHERE=${WHERE:-all}
+BIN=${BIN:?}; C=${C:-64}; PORT=${PORT:-7600}; DUR=${DUR:-6s}; WHERE=${WHERE:-all}; WL=${WL:-read}; LEASE=${LEASE---lease-reads}
 here=$(cd "$(dirname "$0")" && pwd)
 dir=$(mktemp -d /tmp/leasewhere.XXXX)
-"$BIN" up --data-dir "$dir/data" --base-port "$PORT" --lease-reads > "$dir/up.log" 2>&1 &
+"$BIN" up --data-dir "$dir/data" --base-port "$PORT" $LEASE > "$dir/up.log" 2>&1 &
 up=$!
 trap 'kill $up 2>/dev/null; wait $up 2>/dev/null; sleep 1; rm -rf "$dir"' EXIT
 leader=$(PORT=$PORT bash "$(dirname "$0")/../leader.sh")
@@ -23,7 +24,7 @@ esac
 pids=$(pgrep -f "server --config $dir" | tr '\n' ' ')
 ( sleep 3; python3 "$here/cpu.py" 4 $pids $(pgrep -f "bench --endpoints $eps" | head -1) > "$dir/cpu.out" ) &
 cpu=$!
-"$BIN" bench --endpoints "$eps" --clients "$C" --workload read --duration "$DUR" --warmup 1s --no-progress 2>&1 | tail -1
+"$BIN" bench --endpoints "$eps" --clients "$C" --workload "$WL" --duration "$DUR" --warmup 1s --no-progress 2>&1 | tail -1
 wait $cpu
 echo "where=$WHERE leader=$leader load=$(cut -d' ' -f1 /proc/loadavg)"
 cat "$dir/cpu.out"

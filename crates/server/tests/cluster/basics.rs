@@ -79,6 +79,120 @@ fn pipelined_commands_take_effect_in_the_order_sent_on_every_node() {
     }
 }
 
+// Proves that a connection answers every request it took before it closes, in order: writes
+// and reads pipelined ahead of a protocol error, ahead of QUIT, or ahead of the client's
+// half-close (it stops sending and waits for its replies) are all answered, on the leader and
+// on a follower (whose answers come from the driver after a round trip to the leader). Plain
+// TCP, no client library, no retries.
+#[test]
+fn a_connection_answers_what_it_took_before_it_closes() {
+    // Few replies in flight per connection, so that a long pipeline fills the outbox often.
+    let mut cluster = TestCluster::configure(3, "[limits]\nconnection_inflight_max = 8\n");
+    for node in cluster.ids() {
+        cluster.restart(node);
+    }
+    let leader = cluster.wait_for_leader(STARTUP);
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .expect("a follower");
+    for node in [leader, follower] {
+        let key = format!("owed-{node}");
+        let counter = format!("owed-counter-{node}");
+        let pipeline = |commands: &[&[&str]], tail: &[u8]| {
+            let mut bytes = bytes::BytesMut::new();
+            for arguments in commands {
+                chorus_resp::encode_request(arguments, &mut bytes);
+            }
+            bytes.extend_from_slice(tail);
+            bytes
+        };
+        let ahead: [&[&str]; 3] = [&["SET", &key, "v"], &["GET", &key], &["INCR", &counter]];
+        // A protocol error after them: their replies, the error, then the close.
+        let replies = replies_until_closed(
+            cluster.redis(node),
+            &pipeline(&ahead, b"*1\r\n$-5\r\n"),
+            false,
+        );
+        assert_eq!(replies.len(), 4, "node {node}: {replies:?}");
+        assert_eq!(
+            replies[..3],
+            [Frame::ok(), Frame::bulk("v"), Frame::integer(1)],
+            "node {node}"
+        );
+        assert!(
+            matches!(&replies[3], Frame::Error(text) if text.starts_with("ERR Protocol error")),
+            "node {node}: {replies:?}"
+        );
+        // QUIT after them.
+        let mut quit = pipeline(&ahead, b"");
+        chorus_resp::encode_request(&["QUIT"], &mut quit);
+        let replies = replies_until_closed(cluster.redis(node), &quit, false);
+        assert_eq!(
+            replies,
+            [
+                Frame::ok(),
+                Frame::bulk("v"),
+                Frame::integer(2),
+                Frame::ok()
+            ],
+            "node {node}"
+        );
+        // The client half-closes after them.
+        let replies = replies_until_closed(cluster.redis(node), &pipeline(&ahead, b""), true);
+        assert_eq!(
+            replies,
+            [Frame::ok(), Frame::bulk("v"), Frame::integer(3)],
+            "node {node}"
+        );
+        // Many more requests than a connection may have in flight (8 here), then the
+        // half-close: the connection reads on only once it has parsed what it holds, so the
+        // end of input cannot cut off requests it read but had no room for yet.
+        let reads: Vec<[&str; 2]> = (0..5_000).map(|_| ["GET", key.as_str()]).collect();
+        let reads: Vec<&[&str]> = reads.iter().map(<[&str; 2]>::as_slice).collect();
+        let replies = replies_until_closed(cluster.redis(node), &pipeline(&reads, b""), true);
+        assert_eq!(replies.len(), 5_000, "node {node}");
+        assert!(
+            replies.iter().all(|reply| *reply == Frame::bulk("v")),
+            "node {node}"
+        );
+    }
+}
+
+/// Sends `bytes` on a new RESP connection to `address` (then shuts its sending side if
+/// `half_close`), reads until the server closes it, and returns the replies read.
+fn replies_until_closed(
+    address: std::net::SocketAddr,
+    bytes: &[u8],
+    half_close: bool,
+) -> Vec<Frame> {
+    let mut stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(2)).expect("connect to RESP");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set a read timeout");
+    stream.write_all(bytes).expect("send the pipeline");
+    if half_close {
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+    }
+    let mut received = Vec::new();
+    stream
+        .read_to_end(&mut received)
+        .expect("the server closes the connection");
+    let mut buffer = bytes::BytesMut::from(received.as_slice());
+    let mut replies = Vec::new();
+    while let Some(frame) =
+        chorus_resp::parse_reply(&mut buffer, &chorus_resp::Limits::default()).expect("a reply")
+    {
+        replies.push(frame);
+    }
+    assert!(buffer.is_empty(), "bytes after the last reply: {buffer:?}");
+    replies
+}
+
 // Proves that COMMAND describes the commands Chorus serves, as client libraries read it:
 // COMMAND COUNT matches COMMAND's length, and COMMAND INFO gives Redis's arity and key
 // positions (or nil for a command Chorus does not serve).

@@ -1,15 +1,19 @@
 //! The RESP server: one task per client connection, replies in request order, pipelining.
 //!
-//! A connection's reader cuts requests out of its buffer, turns each into a driver input
-//! (writes through the replicated log, reads through ReadIndex) or answers it on the spot, and
-//! queues the pending reply; a writer awaits the replies in order and flushes when it runs out
-//! of ready ones. So `redis-benchmark -P 16` gets sixteen requests into one batch (one log
-//! append, one fsync) and sixteen replies in one write. At most `inflight_max` replies wait per
-//! connection: the reader stops reading while the queue is full (backpressure).
+//! A connection's task cuts the whole requests out of its buffer, turns each into a driver
+//! input (writes through the replicated log, reads through ReadIndex) or answers it on the
+//! spot, and queues the reply it owes; then it writes every reply known so far in one write,
+//! and waits for the next answer, or for more bytes once its buffer holds no whole request.
+//! So `redis-benchmark -P 16` gets sixteen requests into one batch (one log append, one fsync)
+//! and sixteen replies in one write. At most `inflight_max` replies wait per connection: the
+//! task parses and reads no further while that many are owed (backpressure), nor while a
+//! write to the client waits for the client to read. A connection that ends (a protocol
+//! error, `QUIT`, or the client's end of input) first writes every reply it owes, unless
+//! the client cannot be written to.
 //!
 //! A connection's commands take effect in the order sent. Consecutive writes go out together
 //! (the log keeps their order) and so do consecutive reads; at a switch between the two, the
-//! reader waits until every reply before it is known. So a GET pipelined after a SET sees that
+//! task waits until every reply before it is known. So a GET pipelined after a SET sees that
 //! SET (its read index is taken after the write applied), and a SET pipelined after a GET is
 //! not yet visible to it. The cost is one round trip per switch, none within a run.
 //!
@@ -30,7 +34,7 @@
 //! other clients show it, and the native client goes there next. The request is not forwarded:
 //! a forwarded write whose answer is lost would leave the client unsure where to retry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +47,7 @@ use chorus_kv::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot};
 
 use super::command::{self, ClusterView, RedisCommand};
 use super::resp::{self, Frame, Limits};
@@ -175,37 +179,15 @@ pub async fn serve(
 }
 
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     id: u64,
     inputs: SyncSender<Input>,
     shared: Arc<Shared>,
     settings: Settings,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let (replies, mut pending) = mpsc::channel::<Pending>(settings.inflight_max);
-    // How many replies the writer has resolved: the reader waits on it to keep the
-    // connection's order across a switch between reads and writes.
-    let (resolved_writer, mut resolved) = watch::channel(0u64);
-    let writer_task = tokio::spawn(async move {
-        let mut out = BytesMut::with_capacity(16 * 1024);
-        while let Some(reply) = pending.recv().await {
-            let (frame, close) = resolve(reply).await;
-            resolved_writer.send_modify(|resolved| *resolved += 1);
-            frame.encode(&mut out);
-            // Flush once no further reply is ready, so a pipelined batch goes out in one write.
-            if close || pending.is_empty() {
-                if writer.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
-            }
-            if close {
-                let _ = writer.shutdown().await;
-                return;
-            }
-        }
-    });
+    let (mut reader, writer) = stream.split();
+    let mut outbox = Outbox::new(writer);
     let limits = Limits::default();
     let mut buffer = BytesMut::with_capacity(16 * 1024);
     let mut state = ConnectionState {
@@ -220,114 +202,244 @@ async fn connection(
         redis_addresses: settings.redis_addresses.clone(),
         earlier_known: true,
     };
-    // Replies queued so far, the number of the last one the driver answers, and the kind of
-    // the data commands since the last switch.
-    let mut queued = 0u64;
-    let mut last_from_driver = 0u64;
+    // The kind of the data commands since the last switch.
     let mut running: Option<Access> = None;
-    'read: loop {
-        loop {
-            match resp::parse_request(&mut buffer, &limits) {
-                Ok(Some(arguments)) => {
-                    if state.session.is_some() {
-                        state.fingerprint = fingerprint(FINGERPRINT_START, &arguments);
-                        if let Some(transaction) = &mut state.transaction {
-                            transaction.fingerprint =
-                                fingerprint(transaction.fingerprint, &arguments);
-                        }
-                    }
-                    let request = Request::parse(arguments);
-                    // Commands of one kind go out together (one batch, one log append); a
-                    // read after writes, or a write after reads, waits until every reply
-                    // before it is known, so it sees exactly the writes sent before it.
-                    if let Some(access) = request.access(state.transaction.is_some()) {
-                        if running.is_some_and(|kind| kind != access)
-                            && resolved.wait_for(|&done| done >= queued).await.is_err()
-                        {
-                            break 'read;
-                        }
-                        running = Some(access);
-                    }
-                    state.earlier_known = *resolved.borrow() >= last_from_driver;
-                    let reply = match request {
-                        Request::Redis(RedisCommand::Exec) if state.transaction.is_some() => {
-                            exec(&inputs, &shared, &mut state)
-                        }
-                        Request::Redis(RedisCommand::Watch { keys })
-                            if state.transaction.is_none() =>
-                        {
-                            watch(keys, &inputs, &mut state).await
-                        }
-                        request => request.execute(&inputs, &shared, &mut state),
-                    };
-                    let close = matches!(reply, Pending::Close(_));
-                    queued += 1;
-                    if !matches!(reply, Pending::Now(_) | Pending::Close(_)) {
-                        last_from_driver = queued;
-                    }
-                    if replies.send(reply).await.is_err() || close {
-                        break 'read;
-                    }
+    'serve: loop {
+        // Cut requests out of the buffer while the outbox has room for their replies; read
+        // more bytes only once the buffer holds no whole request (`starved`), so that the
+        // buffer holds at most one read beyond what was parsed, and the end of input comes
+        // after every request before it was taken.
+        let mut starved = false;
+        while outbox.replies.len() < settings.inflight_max && !outbox.closing {
+            let arguments = match resp::parse_request(&mut buffer, &limits) {
+                Ok(Some(arguments)) => arguments,
+                Ok(None) => {
+                    starved = true;
+                    break;
                 }
-                Ok(None) => break,
                 Err(error) => {
-                    let _ = replies.send(Pending::Close(error.to_frame())).await;
-                    break 'read;
+                    outbox.push(Pending::Close(error.to_frame()));
+                    break;
+                }
+            };
+            if state.session.is_some() {
+                state.fingerprint = fingerprint(FINGERPRINT_START, &arguments);
+                if let Some(transaction) = &mut state.transaction {
+                    transaction.fingerprint = fingerprint(transaction.fingerprint, &arguments);
                 }
             }
+            let request = Request::parse(arguments);
+            // Commands of one kind go out together (one batch, one log append); a read after
+            // writes, or a write after reads, waits until every reply before it is known, so
+            // it sees exactly the writes sent before it.
+            if let Some(access) = request.access(state.transaction.is_some()) {
+                if running.is_some_and(|kind| kind != access) && outbox.settle().await.is_err() {
+                    break 'serve;
+                }
+                running = Some(access);
+            }
+            outbox.take_known();
+            state.earlier_known = outbox.unknown == 0;
+            let reply = match request {
+                Request::Redis(RedisCommand::Exec) if state.transaction.is_some() => {
+                    exec(&inputs, &shared, &mut state)
+                }
+                Request::Redis(RedisCommand::Watch { keys }) if state.transaction.is_none() => {
+                    watch(keys, &inputs, &mut state).await
+                }
+                request => request.execute(&inputs, &shared, &mut state),
+            };
+            outbox.push(reply);
         }
-        match reader.read_buf(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        outbox.take_known();
+        if outbox.closing {
+            // Every reply before the last one, then the last one, then the connection closes.
+            let _ = outbox.settle().await;
+            let _ = outbox.writer.shutdown().await;
+            return;
+        }
+        if !starved && outbox.replies.len() < settings.inflight_max {
+            // Replies became known while the outbox was full: parse on.
+            continue;
+        }
+        if outbox.flush().await.is_err() {
+            return;
+        }
+        // Wait for the reply at the front, or for more bytes once every whole request is
+        // taken. One of the two is always possible: an outbox left full after `take_known`
+        // has a reply at its front that waits for the driver.
+        tokio::select! {
+            biased;
+            () = outbox.front_known(), if outbox.unknown > 0 => {}
+            read = reader.read_buf(&mut buffer), if starved => match read {
+                Ok(0) | Err(_) => break 'serve,
+                Ok(_) => {}
+            },
         }
     }
-    drop(replies);
-    let _ = writer_task.await;
+    // The client stopped sending (or went away): it still gets the replies it is owed.
+    let _ = outbox.settle().await;
 }
 
-async fn resolve(reply: Pending) -> (Frame, bool) {
+/// What a connection owes its client: the replies in request order, the front ones encoded.
+///
+/// The connection's one task parses requests, queues their replies here, and writes what is
+/// known whenever it runs out of requests to parse or of room for their replies; it waits on
+/// the driver's answer at the front when nothing else can go out, and for every answer at a
+/// switch between reads and writes ([`Outbox::settle`]). A reply known at once (a lease read answered on
+/// this thread, `PING`) is written by the task that parsed its request, with no hand-off to
+/// another task (docs/benchmarks, "One task per connection").
+struct Outbox<'a> {
+    writer: tokio::net::tcp::WriteHalf<'a>,
+    /// Replies not yet encoded, in request order (at most `inflight_max`).
+    replies: VecDeque<Pending>,
+    /// Replies in `replies` that wait for the driver.
+    unknown: usize,
+    /// Encoded replies not yet written.
+    out: BytesMut,
+    /// A reply that closes the connection is queued: nothing is read after it.
+    closing: bool,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(writer: tokio::net::tcp::WriteHalf<'a>) -> Outbox<'a> {
+        Outbox {
+            writer,
+            replies: VecDeque::new(),
+            unknown: 0,
+            out: BytesMut::with_capacity(16 * 1024),
+            closing: false,
+        }
+    }
+
+    fn push(&mut self, reply: Pending) {
+        if reply.waits_for_driver() {
+            self.unknown += 1;
+        }
+        self.closing |= matches!(reply, Pending::Close(_));
+        self.replies.push_back(reply);
+    }
+
+    /// Encodes the replies at the front that are known now, without waiting.
+    fn take_known(&mut self) {
+        while let Some(front) = self.replies.front_mut() {
+            let answer = match front.receiver() {
+                None => None,
+                Some(receiver) => match receiver.try_recv() {
+                    Ok(answer) => Some(Some(answer)),
+                    Err(oneshot::error::TryRecvError::Empty) => return,
+                    Err(oneshot::error::TryRecvError::Closed) => Some(None),
+                },
+            };
+            self.encode_front(answer);
+        }
+    }
+
+    /// Waits until the reply at the front is known (the driver answers it), then encodes it
+    /// and every known reply behind it.
+    async fn front_known(&mut self) {
+        let answer = match self.replies.front_mut().and_then(Pending::receiver) {
+            Some(receiver) => Some(receiver.await.ok()),
+            None => None,
+        };
+        self.encode_front(answer);
+        self.take_known();
+    }
+
+    /// Pops the front reply and encodes it; `answer` is the driver's for a reply that waited
+    /// for one (`None` inside: the driver dropped the request).
+    fn encode_front(&mut self, answer: Option<Option<Result<Bytes, RequestError>>>) {
+        let Some(reply) = self.replies.pop_front() else {
+            return;
+        };
+        if reply.waits_for_driver() {
+            self.unknown -= 1;
+        }
+        answered(reply, answer.flatten()).encode(&mut self.out);
+    }
+
+    /// Writes every reply, waiting for the driver's answers in order, and flushes them.
+    ///
+    /// # Errors
+    /// When the client cannot be written to.
+    async fn settle(&mut self) -> std::io::Result<()> {
+        self.take_known();
+        while !self.replies.is_empty() {
+            self.flush().await?;
+            self.front_known().await;
+        }
+        self.flush().await
+    }
+
+    /// Writes the encoded replies.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Pending {
+    /// Where the driver's answer to this reply comes, if it waits for one.
+    fn receiver(&mut self) -> Option<&mut oneshot::Receiver<Result<Bytes, RequestError>>> {
+        match self {
+            Pending::Now(_) | Pending::Close(_) => None,
+            Pending::Later(receiver, _) | Pending::Raw(receiver) | Pending::Exec(receiver, _) => {
+                Some(receiver)
+            }
+        }
+    }
+
+    /// Whether this reply waits for the driver's answer.
+    fn waits_for_driver(&self) -> bool {
+        !matches!(self, Pending::Now(_) | Pending::Close(_))
+    }
+}
+
+/// The frame of `reply`, given the driver's `answer` to it (`None`: none came, the driver
+/// dropped the request; unused for a reply known at once).
+fn answered(reply: Pending, answer: Option<Result<Bytes, RequestError>>) -> Frame {
+    let answer = match reply {
+        Pending::Now(frame) | Pending::Close(frame) => return frame,
+        Pending::Later(..) | Pending::Raw(_) | Pending::Exec(..) => match answer {
+            None => return dropped(),
+            Some(Err(error)) => return request_error(error),
+            Some(Ok(bytes)) => bytes,
+        },
+    };
     match reply {
-        Pending::Now(frame) => (frame, false),
-        Pending::Close(frame) => (frame, true),
-        Pending::Later(receiver, render) => match receiver.await {
-            Ok(Ok(bytes)) => (rendered(&bytes, render), false),
-            Ok(Err(error)) => (request_error(error), false),
-            Err(_) => (dropped(), false),
-        },
-        Pending::Exec(receiver, slots) => match receiver.await {
-            Ok(Ok(bytes)) => match Response::decode(&bytes) {
-                // A watched key changed: nothing ran, and `EXEC` answers a null array.
-                Ok(Response::Transaction(None)) => (Frame::Array(None), false),
-                Ok(Response::Transaction(Some(answers))) => {
-                    let mut answers = answers.into_iter();
-                    let frames = slots
-                        .into_iter()
-                        .map(|slot| match slot {
-                            Slot::Now(frame) => frame,
-                            Slot::Answer(render) => match answers.next() {
-                                Some(Response::Error(error)) => kv_error(&error),
-                                Some(answer) => render(answer),
-                                None => Frame::error("ERR", "the transaction answered too few"),
-                            },
-                        })
-                        .collect();
-                    (Frame::array(frames), false)
-                }
-                Ok(Response::Error(error)) => (kv_error(&error), false),
-                Ok(other) => (unexpected(&other), false),
-                Err(error) => (
-                    Frame::error("ERR", &format!("undecodable answer: {error}")),
-                    false,
-                ),
-            },
-            Ok(Err(error)) => (request_error(error), false),
-            Err(_) => (dropped(), false),
-        },
-        Pending::Raw(receiver) => match receiver.await {
-            Ok(Ok(bytes)) => (Frame::Bulk(Some(bytes)), false),
-            Ok(Err(error)) => (request_error(error), false),
-            Err(_) => (dropped(), false),
-        },
+        Pending::Later(_, render) => rendered(&answer, render),
+        Pending::Raw(_) => Frame::Bulk(Some(answer)),
+        Pending::Exec(_, slots) => exec_answered(&answer, slots),
+        Pending::Now(frame) | Pending::Close(frame) => frame,
+    }
+}
+
+/// `EXEC`'s reply: one frame per queued command, from the transaction's encoded answer.
+fn exec_answered(bytes: &[u8], slots: Vec<Slot>) -> Frame {
+    match Response::decode(bytes) {
+        // A watched key changed: nothing ran, and `EXEC` answers a null array.
+        Ok(Response::Transaction(None)) => Frame::Array(None),
+        Ok(Response::Transaction(Some(answers))) => {
+            let mut answers = answers.into_iter();
+            let frames = slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Slot::Now(frame) => frame,
+                    Slot::Answer(render) => match answers.next() {
+                        Some(Response::Error(error)) => kv_error(&error),
+                        Some(answer) => render(answer),
+                        None => Frame::error("ERR", "the transaction answered too few"),
+                    },
+                })
+                .collect();
+            Frame::array(frames)
+        }
+        Ok(Response::Error(error)) => kv_error(&error),
+        Ok(other) => unexpected(&other),
+        Err(error) => Frame::error("ERR", &format!("undecodable answer: {error}")),
     }
 }
 
