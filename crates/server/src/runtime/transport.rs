@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use chorus_core::NodeId;
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -67,13 +67,17 @@ pub enum FrameError {
 }
 
 fn encode_frame<T: Serialize>(kind: u8, body: &T) -> Result<Bytes, FrameError> {
-    let encoded =
-        postcard::to_allocvec(body).map_err(|error| FrameError::Body(error.to_string()))?;
-    let mut frame = BytesMut::with_capacity(encoded.len() + 2);
-    frame.put_u8(VERSION);
-    frame.put_u8(kind);
-    frame.put_slice(&encoded);
-    Ok(frame.freeze())
+    let error = |error: postcard::Error| FrameError::Body(error.to_string());
+    // Sized first, then written once into a buffer of exactly that size: a buffer grown from
+    // empty is moved several times for an AppendEntries that carries a batch, and was then
+    // copied once more behind the header (`transport` in benches/transport.rs).
+    let size = postcard::serialize_with_flavor(body, postcard::ser_flavors::Size::default())
+        .map_err(error)?;
+    let mut frame = Vec::with_capacity(2 + size);
+    frame.push(VERSION);
+    frame.push(kind);
+    let frame = postcard::to_extend(body, frame).map_err(error)?;
+    Ok(Bytes::from(frame))
 }
 
 fn decode_frame<T: for<'a> Deserialize<'a>>(kind: u8, frame: &[u8]) -> Result<T, FrameError> {
