@@ -5,9 +5,10 @@
 //! spot, and queues the reply it owes; then it writes every reply known so far in one write,
 //! and waits for the next answer, or for more bytes once its buffer holds no whole request.
 //! So `redis-benchmark -P 16` gets sixteen requests into one batch (one log append, one fsync)
-//! and sixteen replies in one write. At most `inflight_max` replies wait per connection: the
-//! task parses and reads no further while that many are owed (backpressure), nor while a
-//! write to the client waits for the client to read. A connection that ends (a protocol
+//! and sixteen replies in one write. At most `inflight_max` replies wait for the driver or
+//! for their turn per connection: the task parses and reads no further while that many are
+//! owed (backpressure), nor while a write to the client waits for the client to read (the
+//! replies already encoded are at most those of one buffer of requests). A connection that ends (a protocol
 //! error, `QUIT`, or the client's end of input) first writes every reply it owes, unless
 //! the client cannot be written to.
 //!
@@ -206,9 +207,9 @@ async fn connection(
     let mut running: Option<Access> = None;
     'serve: loop {
         // Cut requests out of the buffer while the outbox has room for their replies; read
-        // more bytes only once the buffer holds no whole request (`starved`), so that the
-        // buffer holds at most one read beyond what was parsed, and the end of input comes
-        // after every request before it was taken.
+        // more bytes only once the buffer holds no whole request (`starved`): the buffer
+        // then holds at most one partial request before a read, and the end of input is seen
+        // only after every whole request before it was taken.
         let mut starved = false;
         while outbox.replies.len() < settings.inflight_max && !outbox.closing {
             let arguments = match resp::parse_request(&mut buffer, &limits) {
@@ -234,7 +235,8 @@ async fn connection(
             // it sees exactly the writes sent before it.
             if let Some(access) = request.access(state.transaction.is_some()) {
                 if running.is_some_and(|kind| kind != access) && outbox.settle().await.is_err() {
-                    break 'serve;
+                    // The client cannot be written to: nothing more can reach it.
+                    return;
                 }
                 running = Some(access);
             }
@@ -266,8 +268,9 @@ async fn connection(
             return;
         }
         // Wait for the reply at the front, or for more bytes once every whole request is
-        // taken. One of the two is always possible: an outbox left full after `take_known`
-        // has a reply at its front that waits for the driver.
+        // taken. One of the two is always possible (with `inflight_max` at least 1, which
+        // the configuration checks): an outbox left full after `take_known` has a reply at
+        // its front that waits for the driver.
         tokio::select! {
             biased;
             () = outbox.front_known(), if outbox.unknown > 0 => {}
@@ -275,6 +278,7 @@ async fn connection(
                 Ok(0) | Err(_) => break 'serve,
                 Ok(_) => {}
             },
+            else => break 'serve,
         }
     }
     // The client stopped sending (or went away): it still gets the replies it is owed.
@@ -284,11 +288,12 @@ async fn connection(
 /// What a connection owes its client: the replies in request order, the front ones encoded.
 ///
 /// The connection's one task parses requests, queues their replies here, and writes what is
-/// known whenever it runs out of requests to parse or of room for their replies; it waits on
-/// the driver's answer at the front when nothing else can go out, and for every answer at a
-/// switch between reads and writes ([`Outbox::settle`]). A reply known at once (a lease read answered on
-/// this thread, `PING`) is written by the task that parsed its request, with no hand-off to
-/// another task (docs/benchmarks, "One task per connection").
+/// known once it runs out of requests to parse, or of room for their replies while none
+/// becomes known; it waits on the driver's answer at the front when nothing else can go
+/// out, and for every answer at a switch between reads and writes ([`Outbox::settle`]). A
+/// reply known at once (a lease read answered on this thread, `PING`) is written by the
+/// task that parsed its request, with no hand-off to another task (docs/benchmarks, "One
+/// task per connection").
 struct Outbox<'a> {
     writer: tokio::net::tcp::WriteHalf<'a>,
     /// Replies not yet encoded, in request order (at most `inflight_max`).
